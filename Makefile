@@ -1,0 +1,53 @@
+# Two commands matter: `make demo` and `make test`. Everything else supports them.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+TOOLS ?= .tools
+
+.PHONY: install demo test lint typecheck unit integration e2e bench lock localstack clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv
+	@$(UV) pip sync -q --python $(PY) requirements.lock
+	@$(UV) pip install -q --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# LocalStack needs its own environment (its pins clash with ours); see ENVIRONMENT notes in README.
+localstack: $(TOOLS)/localstack/.installed
+$(TOOLS)/localstack/.installed:
+	@mkdir -p $(TOOLS)
+	@$(PYTHON) -m venv $(TOOLS)/localstack
+	@$(TOOLS)/localstack/bin/pip install -q --disable-pip-version-check uv
+	@$(TOOLS)/localstack/bin/uv pip install -q --python $(TOOLS)/localstack/bin/python \
+		"localstack-core[runtime]==4.9.2" "cbor2<6" service-identity
+	@touch $@
+
+demo: $(STAMP)
+	$(PY) -m api.demo $(if $(ONCE),--once,)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) localstack lint typecheck
+	LOCALSTACK_VENV=$(abspath $(TOOLS)/localstack) $(PY) -m pytest -p no:cacheprovider tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -m unit tests
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+lock:
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) $(TOOLS) data .mypy_cache .ruff_cache

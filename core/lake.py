@@ -1,0 +1,226 @@
+"""One storage port for the lake, addressed by URL (``file://``, a path, or ``s3://``).
+
+Local and S3 run the same code path through pyarrow filesystems, so tests on a temporary
+directory exercise what production runs. Writes are atomic: a reader sees the old object or
+the new one, never half a file (local: write aside then rename; S3: a PUT is atomic).
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+PARQUET_COMPRESSION = "zstd"
+
+
+class LakeError(RuntimeError):
+    """A lake operation failed; the message names the object."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A file in the lake: key relative to the root, size in bytes, modification time."""
+
+    key: str
+    size: int
+    mtime: dt.datetime | None
+
+
+def _s3_filesystem(endpoint_url: str | None, region: str | None) -> pafs.S3FileSystem:
+    kwargs: dict[str, Any] = {"region": region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    if endpoint_url:
+        parsed = urlparse(endpoint_url)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "http"
+        kwargs["allow_bucket_creation"] = True
+    access = os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if access and secret:
+        kwargs["access_key"] = access
+        kwargs["secret_key"] = secret
+        if token := os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = token
+    return pafs.S3FileSystem(**kwargs)
+
+
+class Lake:
+    """The lake root and the operations every job needs on it."""
+
+    def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None):
+        self.endpoint_url = endpoint_url
+        self.region = region
+        parsed = urlparse(url)
+        self.fs: pafs.FileSystem
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                msg = f"lake URL {url!r} has no bucket"
+                raise LakeError(msg)
+            self.fs = _s3_filesystem(endpoint_url, region)
+            self.root = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
+            self.url = f"s3://{self.root}"
+            self.is_local = False
+        elif parsed.scheme in ("file", ""):
+            path = Path(parsed.path if parsed.scheme == "file" else url).expanduser().resolve()
+            self.fs = pafs.LocalFileSystem()
+            self.root = str(path)
+            self.url = path.as_uri()
+            self.is_local = True
+        else:
+            msg = (
+                f"unsupported lake URL {url!r}: use file:///abs/path, a path, or s3://bucket/prefix"
+            )
+            raise LakeError(msg)
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    def path(self, key: str) -> str:
+        """Filesystem path of ``key`` (for pyarrow)."""
+        return f"{self.root}/{key.lstrip('/')}"
+
+    def uri(self, key: str) -> str:
+        """Full URL of ``key`` (for DuckDB or logs)."""
+        return f"{self.url}/{key.lstrip('/')}"
+
+    # -- reads ---------------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        """True when ``key`` is a file."""
+        return bool(self.fs.get_file_info(self.path(key)).type == pafs.FileType.File)
+
+    def read_table(self, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """Read one Parquet file."""
+        try:
+            return pq.read_table(
+                self.path(key), filesystem=self.fs, columns=list(columns) if columns else None
+            )
+        except (OSError, pa.ArrowInvalid) as exc:
+            msg = f"cannot read {self.uri(key)}: {exc}"
+            raise LakeError(msg) from exc
+
+    def read_tables(self, keys: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
+        """Read many Parquet files of one schema into one table (threaded by pyarrow)."""
+        if not keys:
+            msg = "read_tables needs at least one key"
+            raise LakeError(msg)
+        dataset = pq.ParquetDataset([self.path(k) for k in keys], filesystem=self.fs)
+        return dataset.read(columns=list(columns) if columns else None, use_threads=True)
+
+    def read_bytes(self, key: str) -> bytes:
+        """Read a small object whole."""
+        with self.fs.open_input_stream(self.path(key)) as f:
+            data: bytes = f.read()
+        return data
+
+    def read_json(self, key: str, default: Any = None) -> Any:
+        """Read a JSON object, or ``default`` when it does not exist."""
+        if not self.exists(key):
+            return default
+        return json.loads(self.read_bytes(key))
+
+    def list(self, prefix: str = "", *, suffix: str = "") -> builtins.list[Entry]:
+        """Files under ``prefix`` (recursive), sorted by key."""
+        base = self.path(prefix).rstrip("/")
+        info = self.fs.get_file_info(base)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.type == pafs.FileType.File:
+            entries = [info]
+        else:
+            entries = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        out = []
+        cut = len(self.root) + 1
+        for e in entries:
+            if e.type != pafs.FileType.File or not e.path.endswith(suffix):
+                continue
+            key = e.path[cut:]
+            if "/_tmp-" in key or key.startswith("_tmp-"):
+                continue
+            mtime = e.mtime
+            if mtime is not None and mtime.tzinfo is None:
+                mtime = mtime.replace(tzinfo=dt.UTC)
+            out.append(Entry(key, int(e.size or 0), mtime))
+        out.sort(key=lambda x: x.key)
+        return out
+
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
+        """Immediate sub-folder names under ``prefix``."""
+        base = self.path(prefix).rstrip("/")
+        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=False))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    # -- writes --------------------------------------------------------------------------------
+    @contextmanager
+    def _atomic(self, key: str) -> Iterator[str]:
+        final = self.path(key)
+        if not self.is_local:
+            yield final
+            return
+        parent = os.path.dirname(final)
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/_tmp-{uuid.uuid4().hex}"
+        try:
+            yield tmp
+            self.fs.move(tmp, final)
+        finally:
+            if self.fs.get_file_info(tmp).type == pafs.FileType.File:
+                self.fs.delete_file(tmp)
+
+    def write_table(self, key: str, table: pa.Table, *, row_group_size: int | None = None) -> int:
+        """Write ``table`` to ``key`` atomically; returns bytes written."""
+        with self._atomic(key) as target:
+            pq.write_table(
+                table,
+                target,
+                filesystem=self.fs,
+                compression=PARQUET_COMPRESSION,
+                row_group_size=row_group_size,
+            )
+            size = self.fs.get_file_info(target).size
+        return int(size or 0)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a small object atomically."""
+        with self._atomic(key) as target, self.fs.open_output_stream(target) as f:
+            f.write(data)
+
+    def write_json(self, key: str, obj: Any) -> None:
+        """Write a JSON object atomically (sorted keys, so equal content gives equal bytes)."""
+        self.write_bytes(key, json.dumps(obj, sort_keys=True, default=str).encode())
+
+    def delete(self, key: str) -> None:
+        """Delete one file; a missing file is not an error (deletes are idempotent)."""
+        with suppress(FileNotFoundError):
+            self.fs.delete_file(self.path(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete everything under ``prefix``."""
+        base = self.path(prefix).rstrip("/")
+        if self.fs.get_file_info(base).type == pafs.FileType.Directory:
+            self.fs.delete_dir(base)
+
+
+def open_lake(url: str | None = None, *, endpoint_url: str | None = None) -> Lake:
+    """The lake of ``url`` or of the settings (``LAKE_URL``, ``AWS_ENDPOINT_URL``)."""
+    from core.settings import LakeSettings
+
+    settings = LakeSettings()
+    return Lake(
+        url or settings.lake_url,
+        endpoint_url=endpoint_url or settings.aws_endpoint_url,
+        region=settings.aws_default_region,
+    )

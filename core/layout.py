@@ -1,0 +1,107 @@
+"""Lake paths: pure functions, no I/O.
+
+File names encode what they hold (symbol, date or range, interval, month) so writes are
+deterministic and idempotent: rewriting the same input lands on the same key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Final
+
+SYMBOL_RE: Final = re.compile(r"^[A-Z][A-Z0-9.\-]{0,14}$")
+DAILY: Final = "bronze/raw_ohlcv"
+MINUTE: Final = "bronze/raw_ohlcv_1m"
+META: Final = "processing_metadata"
+
+
+class LayoutError(ValueError):
+    """A name that cannot be placed in the lake."""
+
+
+def check_symbol(symbol: str) -> str:
+    """Return ``symbol`` when it is a safe ticker; path segments come from it."""
+    if not SYMBOL_RE.match(symbol):
+        msg = f"invalid symbol {symbol!r}: expected 1-15 of A-Z 0-9 . - starting with a letter"
+        raise LayoutError(msg)
+    return symbol
+
+
+def symbol_dir(symbol: str) -> str:
+    """Folder of one symbol's daily bronze."""
+    return f"{DAILY}/symbol={check_symbol(symbol)}"
+
+
+def daily_fragment(symbol: str, day: dt.date) -> str:
+    """One session's fragment for one symbol."""
+    return f"{symbol_dir(symbol)}/date={day.isoformat()}.parquet"
+
+
+def range_fragment(symbol: str, first: dt.date, last: dt.date) -> str:
+    """A multi-session write for one symbol."""
+    if last < first:
+        msg = f"range {first}..{last} is reversed"
+        raise LayoutError(msg)
+    return f"{symbol_dir(symbol)}/range={first.isoformat()}_{last.isoformat()}.parquet"
+
+
+def consolidated(symbol: str) -> str:
+    """The consolidated history of one symbol."""
+    return f"{symbol_dir(symbol)}/data.parquet"
+
+
+def minute_part(symbol: str, day: dt.date, part_id: str) -> str:
+    """A part of one symbol's live minute bars for one session."""
+    return f"{MINUTE}/symbol={check_symbol(symbol)}/date={day.isoformat()}/part-{part_id}.parquet"
+
+
+def silver_file(interval: int, year: int, month: int) -> str:
+    """The month file of Fibonacci bars starting in (year, month)."""
+    n = int(interval)
+    return f"silver/silver_{n}d/year={year:04d}/month={month:02d}/data_{n}d_{year:04d}{month:02d}.parquet"
+
+
+def silver_dir(interval: int) -> str:
+    """Root of one interval's silver."""
+    return f"silver/silver_{int(interval)}d"
+
+
+def consolidation_manifest() -> str:
+    """Per-symbol record of merged fragments."""
+    return f"{META}/consolidation_manifest.parquet"
+
+
+def silver_checkpoint(interval: int) -> str:
+    """Per-symbol resample checkpoint of one interval."""
+    return f"{META}/silver_{int(interval)}d_checkpoint.json"
+
+
+def quarantine_part(source: str, day: dt.date, part_id: str) -> str:
+    """Rejected records of one source and day."""
+    if not re.match(r"^[a-z0-9_\-]+$", source):
+        msg = f"invalid quarantine source {source!r}"
+        raise LayoutError(msg)
+    return f"quarantine/{source}/{day.isoformat()}/part-{part_id}.parquet"
+
+
+def reference_tickers() -> str:
+    """Symbol metadata snapshot."""
+    return "reference/tickers/tickers.parquet"
+
+
+_FRAGMENT_RE: Final = re.compile(
+    r"symbol=(?P<symbol>[^/]+)/(?:date=(?P<date>\d{4}-\d{2}-\d{2})|"
+    r"range=(?P<first>\d{4}-\d{2}-\d{2})_(?P<last>\d{4}-\d{2}-\d{2}))\.parquet$"
+)
+
+
+def parse_fragment(path: str) -> tuple[str, dt.date, dt.date] | None:
+    """(symbol, first, last) of a bronze fragment path, or None for other files."""
+    m = _FRAGMENT_RE.search(path)
+    if m is None:
+        return None
+    if m["date"]:
+        day = dt.date.fromisoformat(m["date"])
+        return m["symbol"], day, day
+    return m["symbol"], dt.date.fromisoformat(m["first"]), dt.date.fromisoformat(m["last"])

@@ -1,0 +1,87 @@
+"""Arrow schemas of the lake contract (ARCHITECTURE.md, "Lake contract").
+
+These are the single source of truth: writers cast to them and readers may rely on them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pyarrow as pa
+
+UTC_US: Final = pa.timestamp("us", tz="UTC")
+SOURCES: Final = ("rest", "live", "export", "flatfile")
+"""Allowed values of ``source``. ``live`` never replaces ``rest`` on consolidation."""
+FIB_INTERVALS: Final = (3, 5, 8, 13, 21, 34)
+
+BRONZE_DAILY: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("vwap", pa.float64(), nullable=True),
+        pa.field("transactions", pa.int64(), nullable=True),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("ingested_at", UTC_US, nullable=False),
+    ]
+)
+
+BRONZE_MINUTE: Final = pa.schema(
+    [*BRONZE_DAILY, pa.field("start", UTC_US, nullable=False), pa.field("trades", pa.int64())]
+)
+
+SILVER: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("start_date", pa.date32(), nullable=False),
+        pa.field("end_date", pa.date32(), nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("days", pa.int32(), nullable=False),
+        pa.field("complete", pa.bool_(), nullable=False),
+    ]
+)
+
+QUARANTINE: Final = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=True),
+        pa.field("date", pa.date32(), nullable=True),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("payload", pa.string(), nullable=False),
+        pa.field("received_at", UTC_US, nullable=False),
+    ]
+)
+"""Rejected input keeps its raw payload (JSON) so nothing is lost and it can be replayed."""
+
+SYMBOL_META: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("name", pa.string()),
+        pa.field("type", pa.string()),
+        pa.field("exchange", pa.string()),
+        pa.field("active", pa.bool_(), nullable=False),
+        pa.field("market_cap", pa.float64()),
+        pa.field("sic_code", pa.string()),
+        pa.field("sic_description", pa.string()),
+        pa.field("list_date", pa.date32()),
+        pa.field("delist_date", pa.date32()),
+        pa.field("updated_at", UTC_US, nullable=False),
+    ]
+)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast ``table`` to ``schema`` exactly (column order, types, no extras)."""
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        msg = f"table lacks columns required by the schema: {missing}"
+        raise ValueError(msg)
+    return table.select(schema.names).cast(schema)

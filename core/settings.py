@@ -1,0 +1,129 @@
+"""Settings per deployable, read from the environment when constructed (never at import).
+
+Names are fixed by ARCHITECTURE.md ("Settings"). Secrets are ``SecretStr`` so they never show
+in a repr, a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+POLYGON_REST = "https://api.polygon.io"
+POLYGON_WS = "socket.polygon.io"
+CACHE_WINDOW_DAYS = 5 * 365 + 31
+"""Five years and one month: what raw_ohlcv keeps for fast queries."""
+RATE_PRESETS: dict[str, float] = {
+    "free": 5 / 60,
+    "starter": 100.0,
+    "developer": 100.0,
+    "unlimited": 100.0,
+}
+"""Requests per second by Polygon plan; the free tier allows 5 calls a minute."""
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+
+class LakeSettings(_Base):
+    """Where the lake is and how to reach S3."""
+
+    lake_url: str = Field(
+        "./data/lake", description="Lake root: a path, file:///abs, or s3://bucket/prefix"
+    )
+    aws_endpoint_url: str | None = Field(
+        None, description="AWS endpoint override (LocalStack, moto)"
+    )
+    aws_default_region: str = Field("us-east-1", description="AWS region")
+
+
+class ServiceSettings(_Base):
+    """Postgres and Redis; embedded servers under ``data_dir`` when no URL is given."""
+
+    database_url: SecretStr | None = Field(None, description="PostgreSQL URL; embedded when unset")
+    redis_url: SecretStr | None = Field(None, description="Redis URL; embedded when unset")
+    data_dir: Path = Field(Path("./data"), description="Where embedded servers keep their data")
+    redis_prefix: str = Field("condvest:", description="Key prefix for everything in Redis")
+
+
+class PolygonSettings(_Base):
+    """How to reach Polygon, or the simulator when no key is configured."""
+
+    polygon_api_key: SecretStr | None = Field(None, description="Polygon API key")
+    polygon_secret_id: str | None = Field(
+        None, description="Secrets Manager id holding the key (used when POLYGON_API_KEY is unset)"
+    )
+    polygon_rest_url: str | None = Field(None, description="REST base URL, no trailing slash")
+    polygon_ws_url: str | None = Field(None, description="WebSocket host[:port]")
+    polygon_plan: Literal["free", "starter", "developer", "unlimited", "custom"] = "custom"
+    polygon_rps: float = Field(50.0, gt=0, description="Requests per second (token bucket)")
+    polygon_max_attempts: int = Field(6, ge=1, description="Attempts per request before giving up")
+    polygon_timeout_s: float = Field(30.0, gt=0, description="HTTP timeout per request")
+
+    @field_validator("polygon_rest_url")
+    @classmethod
+    def _no_trailing_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @property
+    def requests_per_second(self) -> float:
+        """The plan preset when one is named, else ``POLYGON_RPS``."""
+        return RATE_PRESETS.get(self.polygon_plan, self.polygon_rps)
+
+
+class ReplaySettings(LakeSettings, ServiceSettings, PolygonSettings):
+    """The daily replay flow (and backfill, metadata)."""
+
+    replay_start: dt.date | None = Field(
+        None, description="First session; default: the missing ones"
+    )
+    replay_end: dt.date | None = Field(None, description="Last session; default: last settled one")
+    cache_window_days: int = Field(
+        CACHE_WINDOW_DAYS, ge=1, description="Days of raw_ohlcv in Postgres"
+    )
+    settle_minutes: int = Field(60, ge=0, description="Wait after the close before today is final")
+    replay_history_start: dt.date = Field(
+        dt.date(2019, 1, 2), description="Earliest session replay fills"
+    )
+
+
+class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
+    """The live tick flow."""
+
+    kinesis_stream: str | None = Field(
+        None, description="Kinesis stream of ticks; WebSocket when unset"
+    )
+    live_symbols: str = Field("*", description="Comma-separated symbols to subscribe, or *")
+    live_lateness_s: float = Field(
+        5.0, ge=0, description="How late a tick may arrive for its minute"
+    )
+
+
+class BatchSettings(LakeSettings, ServiceSettings):
+    """Batch jobs: only the lake is required; Postgres records job runs when configured."""
+
+    sns_topic_arn: str | None = Field(None, description="Where the pipeline publishes failures")
+    batch_workers: int = Field(0, ge=0, description="Parallel workers; 0 means one per core")
+    fragment_retention_days: int = Field(7, ge=0, description="Merged fragments kept this long")
+
+
+class ApiSettings(LakeSettings, ServiceSettings):
+    """The serving API."""
+
+    app_env: Literal["dev", "test", "staging", "prod"] = "dev"
+    api_keys: SecretStr = Field(
+        SecretStr("dev-key"), description="Comma-separated API keys accepted in X-API-Key"
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    def keys(self) -> frozenset[str]:
+        """The accepted API keys."""
+        return frozenset(
+            k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()
+        )

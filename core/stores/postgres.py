@@ -1,0 +1,214 @@
+"""PostgreSQL store: schema, connections and the fast upsert path for daily bars.
+
+Prices are double precision (the old DECIMAL(10,2) rounded sub-penny prices). Upserts follow
+the lake's rule: the newer ``ingested_at`` wins, except that ``live`` never replaces ``rest``.
+All values travel as bound parameters or COPY data, never inside SQL text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+
+from core.settings import ServiceSettings
+
+SCHEMA_LOCK = 72_410_001
+"""Advisory lock id serialising migrations across processes."""
+
+DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS raw_ohlcv (
+        symbol text NOT NULL,
+        date date NOT NULL,
+        open double precision NOT NULL,
+        high double precision NOT NULL,
+        low double precision NOT NULL,
+        close double precision NOT NULL,
+        volume double precision NOT NULL,
+        vwap double precision,
+        transactions bigint,
+        source text NOT NULL,
+        ingested_at timestamptz NOT NULL,
+        PRIMARY KEY (symbol, date)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS raw_ohlcv_date_idx ON raw_ohlcv (date)",
+    """
+    CREATE TABLE IF NOT EXISTS raw_ohlcv_archive (
+        LIKE raw_ohlcv INCLUDING DEFAULTS,
+        archived_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (symbol, date)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS retention_log (
+        id bigserial PRIMARY KEY,
+        run_at timestamptz NOT NULL DEFAULT now(),
+        cutoff date NOT NULL,
+        archived bigint NOT NULL,
+        deleted bigint NOT NULL,
+        batches integer NOT NULL,
+        dry_run boolean NOT NULL DEFAULT false
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS symbol_metadata (
+        symbol text PRIMARY KEY,
+        name text,
+        type text,
+        exchange text,
+        active boolean NOT NULL,
+        market_cap numeric,
+        sic_code text,
+        sic_description text,
+        list_date date,
+        delist_date date,
+        first_seen timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ingest_sessions (
+        session date PRIMARY KEY,
+        status text NOT NULL CHECK (status IN ('pending', 'complete', 'empty', 'failed')),
+        rows integer NOT NULL DEFAULT 0,
+        quarantined integer NOT NULL DEFAULT 0,
+        source text NOT NULL DEFAULT 'rest',
+        fetched_at timestamptz,
+        attempts integer NOT NULL DEFAULT 0,
+        last_error text
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ingest_symbols (
+        symbol text PRIMARY KEY,
+        first_date date NOT NULL,
+        last_date date NOT NULL,
+        backfilled_at timestamptz,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS batch_jobs (
+        id bigserial PRIMARY KEY,
+        run_id text NOT NULL,
+        job text NOT NULL,
+        status text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+        started_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz,
+        duration_s double precision,
+        counts jsonb NOT NULL DEFAULT '{}'::jsonb,
+        error text
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS batch_jobs_run_idx ON batch_jobs (run_id)",
+)
+
+DAILY_COLUMNS = (
+    "symbol", "date", "open", "high", "low", "close", "volume",
+    "vwap", "transactions", "source", "ingested_at",
+)  # fmt: skip
+
+_UPSERT = """
+INSERT INTO raw_ohlcv AS t SELECT * FROM _stage_ohlcv
+ON CONFLICT (symbol, date) DO UPDATE SET
+    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+    volume = EXCLUDED.volume, vwap = EXCLUDED.vwap, transactions = EXCLUDED.transactions,
+    source = EXCLUDED.source, ingested_at = EXCLUDED.ingested_at
+WHERE EXCLUDED.ingested_at >= t.ingested_at AND NOT (t.source = 'rest' AND EXCLUDED.source = 'live')
+"""
+
+
+def database_url(settings: ServiceSettings | None = None) -> str:
+    """``DATABASE_URL``, or the embedded server's URL when it is unset."""
+    s = settings or ServiceSettings()
+    if s.database_url is not None:
+        return s.database_url.get_secret_value()
+    from core.embedded import postgres_url
+
+    return postgres_url(s.data_dir)
+
+
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A new connection; the caller closes it (use ``with``)."""
+    return psycopg.connect(url, **kwargs)
+
+
+def migrate(conn: psycopg.Connection[Any]) -> None:
+    """Create every table the project uses; safe to run concurrently and repeatedly."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        for stmt in DDL:
+            conn.execute(stmt)
+
+
+def upsert_daily(conn: psycopg.Connection[Any], bars: pa.Table) -> int:
+    """Upsert BRONZE_DAILY rows through COPY into a staging table; returns rows written."""
+    if bars.num_rows == 0:
+        return 0
+    cols = [bars[c].to_pylist() for c in DAILY_COLUMNS]
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _stage_ohlcv (LIKE raw_ohlcv) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(
+            "COPY _stage_ohlcv (symbol, date, open, high, low, close, volume, vwap, transactions,"
+            " source, ingested_at) FROM STDIN"
+        ) as copy:
+            for row in zip(*cols, strict=True):
+                copy.write_row(row)
+        cur.execute(_UPSERT)
+        return cur.rowcount
+
+
+@contextmanager
+def job_run(conn: psycopg.Connection[Any], run_id: str, job: str) -> Iterator[dict[str, Any]]:
+    """Record one job in batch_jobs: running, then succeeded or failed with the error.
+
+    The caller fills the yielded dict with counts; an exception is recorded and re-raised.
+    """
+    started = dt.datetime.now(dt.UTC)
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO batch_jobs (run_id, job, status, started_at) VALUES (%s, %s, 'running', %s)"
+            " RETURNING id",
+            (run_id, job, started),
+        ).fetchone()
+    assert row is not None
+    counts: dict[str, Any] = {}
+    try:
+        yield counts
+    except BaseException as exc:
+        _finish(conn, row[0], started, "failed", counts, f"{type(exc).__name__}: {exc}")
+        raise
+    _finish(conn, row[0], started, "succeeded", counts, None)
+
+
+def _finish(
+    conn: psycopg.Connection[Any],
+    job_id: int,
+    started: dt.datetime,
+    status: str,
+    counts: dict[str, Any],
+    error: str | None,
+) -> None:
+    finished = dt.datetime.now(dt.UTC)
+    with conn.transaction():
+        conn.execute(
+            "UPDATE batch_jobs SET status = %s, finished_at = %s, duration_s = %s, counts = %s,"
+            " error = %s WHERE id = %s",
+            (
+                status,
+                finished,
+                (finished - started).total_seconds(),
+                json.dumps(counts, default=str),
+                error,
+                job_id,
+            ),
+        )

@@ -1,0 +1,76 @@
+"""Redis store for the live side: latest trade and live bar per symbol, and pub/sub channels.
+
+Every key carries a prefix so several deployments (or tests) can share one server.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from core.settings import ServiceSettings
+
+
+def redis_url(settings: ServiceSettings | None = None) -> str:
+    """``REDIS_URL``, or the embedded server's URL when it is unset."""
+    s = settings or ServiceSettings()
+    if s.redis_url is not None:
+        return s.redis_url.get_secret_value()
+    from core.embedded import redis_url as embedded
+
+    return embedded(s.data_dir)
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that returns ``str``."""
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+class LiveStore:
+    """Latest prices and live bars, keyed ``{prefix}latest:{SYMBOL}`` and ``{prefix}bar:{SYMBOL}``."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "condvest:"):
+        self.r = client
+        self.prefix = prefix
+
+    def _k(self, kind: str, symbol: str) -> str:
+        return f"{self.prefix}{kind}:{symbol}"
+
+    def channel(self, name: str) -> str:
+        """A pub/sub channel name under the prefix."""
+        return f"{self.prefix}{name}"
+
+    def set_latest(self, symbol: str, trade: dict[str, Any]) -> None:
+        """Store the latest trade (price, size, ts ISO) of ``symbol``."""
+        self.r.set(self._k("latest", symbol), json.dumps(trade, default=str))
+
+    def get_latest(self, symbol: str) -> dict[str, Any] | None:
+        """The latest trade of ``symbol``, if any."""
+        raw = self.r.get(self._k("latest", symbol))
+        return None if raw is None else dict(json.loads(str(raw)))
+
+    def set_bar(self, symbol: str, bar: dict[str, Any], *, publish: bool = True) -> None:
+        """Store the current live minute bar and announce it on the ``bars`` channel."""
+        payload = json.dumps({"symbol": symbol, **bar}, default=str)
+        pipe = self.r.pipeline()
+        pipe.set(self._k("bar", symbol), payload)
+        if publish:
+            pipe.publish(self.channel("bars"), payload)
+        pipe.execute()
+
+    def get_bar(self, symbol: str) -> dict[str, Any] | None:
+        """The current live bar of ``symbol``, if any."""
+        raw = self.r.get(self._k("bar", symbol))
+        return None if raw is None else dict(json.loads(str(raw)))
+
+    def publish(self, name: str, message: dict[str, Any]) -> None:
+        """Publish ``message`` as JSON on channel ``name``."""
+        self.r.publish(self.channel(name), json.dumps(message, default=str))
+
+    def clear(self) -> None:
+        """Delete every key under the prefix."""
+        keys = list(self.r.scan_iter(match=f"{self.prefix}*", count=1000))
+        if keys:
+            self.r.delete(*keys)
