@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import duckdb
 
@@ -20,7 +21,7 @@ def connect(
     lake: Lake | None = None, *, threads: int | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB connection; with an S3 lake, ``s3://`` paths resolve through fsspec."""
-    config: dict[str, str | int] = {"threads": int(threads)} if threads else {}
+    config: dict[str, Any] = {"threads": int(threads)} if threads else {}
     con = duckdb.connect(":memory:", config=config)
     try:
         if lake is not None and not lake.is_local:
