@@ -1,0 +1,358 @@
+"""Minute paths, trades and minute bars that agree exactly with the daily bars.
+
+For each (session, symbol) a bridged random walk over the regular-hours minutes is mapped
+monotonically onto the daily bar, so it starts at the open, ends at the close and touches the
+high and the low. Each minute holds at least two trades, the first at the minute's starting
+point and the last at its ending point; trade sizes add up to the minute's volume and minute
+volumes to the daily volume. Minute bars (REST and the WebSocket ``AM`` events) are aggregates
+of exactly those trades, so a consumer folding ``T`` events rebuilds them to the cent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from core import calendar
+from dataflows.simulator import noise
+from dataflows.simulator.bars import Bars, adjust, concat, empty, tick_round
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from dataflows.simulator.market import Market
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Obj = npt.NDArray[np.object_]
+
+MINUTE_MS: Final = 60_000
+EXCHANGE_IDS: Final = np.array([4, 4, 4, 10, 11, 12, 12, 15, 19, 21], dtype=np.int64)
+"""Polygon exchange ids weighted roughly by share of volume (4 = off-exchange/TRF)."""
+ODD_LOT: Final = 37
+_STEP, _XLO, _XHI, _WVOL, _WCNT = range(21, 26)
+_TPRICE, _TSIZE, _TTIME, _TEXCH = range(31, 35)
+
+
+@dataclass(frozen=True, slots=True)
+class Trades:
+    """Trades as columns, ordered by (minute, symbol column, time)."""
+
+    sym: I64
+    """Symbol index in the market."""
+    symbol: Obj
+    t: I64
+    """Unix milliseconds."""
+    price: F64
+    size: I64
+    exchange: I64
+    tape: I64
+    seq: I64
+    """Polygon's sequence number ``q``: increasing per symbol within a session."""
+    minute: I64
+    """Minute of the session the trade belongs to (0 = the open)."""
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def take(self, idx: npt.ArrayLike) -> Trades:
+        """Rows at ``idx``."""
+        return Trades(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def to_events(self) -> list[dict[str, Any]]:
+        """Polygon WebSocket ``T`` events."""
+        out: list[dict[str, Any]] = []
+        cols = zip(
+            self.symbol.tolist(),
+            self.exchange.tolist(),
+            self.price.tolist(),
+            self.size.tolist(),
+            self.t.tolist(),
+            self.seq.tolist(),
+            self.tape.tolist(),
+            strict=True,
+        )
+        for sym, x, p, s, t, q, z in cols:
+            ev: dict[str, Any] = {
+                "ev": "T",
+                "sym": sym,
+                "i": str(q),
+                "x": x,
+                "p": p,
+                "s": s,
+                "t": t,
+                "q": q,
+                "z": z,
+            }
+            if s < 100:
+                ev["c"] = [ODD_LOT]
+            out.append(ev)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DayPath:
+    """One session's minute skeleton for a set of symbols (columns)."""
+
+    session: int
+    open_ms: int
+    sym: I64
+    points: F64
+    """(minutes + 1, columns) unadjusted prices; minute m runs from points[m] to points[m+1]."""
+    volume: I64
+    """(minutes, columns) shares per minute; columns sum to the daily volume."""
+    count: I64
+    """(minutes, columns) trades per minute, at least 2."""
+    low: F64
+    high: F64
+
+    @property
+    def minutes(self) -> int:
+        """Regular-hours minutes of the session (390, or 210 on early-close days)."""
+        return int(self.volume.shape[0])
+
+
+def _piecewise(x: F64, xs: list[F64], ys: list[F64]) -> F64:
+    """Vectorised piecewise-linear map through per-column knots (xs strictly increasing)."""
+
+    def seg(a: int) -> F64:
+        w = xs[a + 1] - xs[a]
+        frac = np.where(w > 0, (x - xs[a]) / np.where(w > 0, w, 1.0), 0.0)
+        return ys[a] + frac * (ys[a + 1] - ys[a])
+
+    return np.where(x <= xs[1], seg(0), np.where(x <= xs[2], seg(1), seg(2)))
+
+
+class Intraday:
+    """Intraday views of a :class:`Market`, with a small cache of whole-market day paths."""
+
+    def __init__(self, market: Market) -> None:
+        self.m = market
+        self._hours: dict[int, tuple[int, int]] = {}
+        self._paths: OrderedDict[int, DayPath] = OrderedDict()
+        self._tape = np.where(np.array([x[3] == "XNYS" for x in market._static]), 1, 3).astype(
+            np.int64
+        )
+
+    def hours(self, i: int) -> tuple[int, int]:
+        """(open ms, minutes) of session ``i``."""
+        hit = self._hours.get(i)
+        if hit is None:
+            day = calendar.from_days(int(self.m.days[i]))
+            opened = calendar.session_open(day)
+            closed = calendar.session_close(day)
+            hit = (int(opened.timestamp()) * 1000, int((closed - opened).total_seconds()) // 60)
+            self._hours[i] = hit
+        return hit
+
+    def _minute_keys(self, i: int, n: int) -> npt.NDArray[np.uint64]:
+        global_i = int(self.m.paths.sess_key[i])
+        return noise.keys(noise.scalar_key(self.m.seed, 0x313, global_i), np.arange(n))
+
+    def path(self, i: int, sym: I64, bars: Bars) -> DayPath:
+        """The minute skeleton of session ``i`` for symbols ``sym`` with unadjusted daily ``bars``."""
+        open_ms, m_count = self.hours(i)
+        ns = len(sym)
+        mk = self._minute_keys(i, m_count)
+        sk = self.m.paths.sym_key[sym]
+
+        def u(stream: int, rows: npt.NDArray[np.uint64] = mk) -> F64:
+            return noise.unit(noise.combine(sk[None, :], rows[:, None], stream))
+
+        o, c, h, lo = bars.open, bars.close, bars.high, bars.low
+        walk = np.zeros((m_count + 1, ns))
+        np.cumsum(noise.logistic(u(_STEP)), axis=0, out=walk[1:])
+        frac = (np.arange(m_count + 1) / m_count)[:, None]
+        drift = np.log(c) - np.log(o)
+        scale = self.m.params.sigma[sym] / np.sqrt(m_count)
+        x = (walk - frac * walk[-1]) * scale + frac * drift
+        ends = u(_XLO, mk[:1])[0], u(_XHI, mk[:1])[0]
+        m_lo = 1 + (ends[0] * (m_count - 1)).astype(np.int64)
+        m_hi = 1 + (ends[1] * (m_count - 2)).astype(np.int64)
+        m_hi = np.where(m_hi >= m_lo, m_hi + 1, m_hi)
+        cols = np.arange(ns)
+        x_lo = x.min(axis=0) - 0.5 * scale
+        x_hi = x.max(axis=0) + 0.5 * scale
+        x[m_lo, cols] = x_lo
+        x[m_hi, cols] = x_hi
+        knots = [x_lo, np.minimum(0.0, drift), np.maximum(0.0, drift), x_hi]
+        logs = [np.log(lo), np.log(np.minimum(o, c)), np.log(np.maximum(o, c)), np.log(h)]
+        points = np.clip(tick_round(np.exp(_piecewise(x, knots, logs))), lo, h)
+        points[0], points[-1] = o, c
+        points[m_lo, cols] = lo
+        points[m_hi, cols] = h
+        mm = np.arange(m_count)
+        mid = (m_count - 1) / 2.0
+        weight = (1.0 + 2.0 * ((mm - mid) / mid) ** 2)[:, None] * np.exp(
+            0.4 * noise.logistic(u(_WVOL))
+        )
+        share = np.cumsum(weight, axis=0) / weight.sum(axis=0)
+        spread = np.round((bars.volume - 2 * m_count) * share)
+        volume = 2 + np.diff(spread, axis=0, prepend=0.0)
+        target = bars.transactions * (weight / weight.sum(axis=0)) * (0.6 + 0.8 * u(_WCNT))
+        count = np.minimum(np.clip(np.round(target), 2, self.m.trades_per_minute), volume)
+        return DayPath(
+            session=i,
+            open_ms=open_ms,
+            sym=sym,
+            points=points,
+            volume=volume.astype(np.int64),
+            count=count.astype(np.int64),
+            low=lo,
+            high=h,
+        )
+
+    def day(self, i: int) -> DayPath:
+        """The whole market's skeleton for session ``i`` (cached: the WebSocket replays it)."""
+        hit = self._paths.get(i)
+        if hit is not None:
+            self._paths.move_to_end(i)
+            return hit
+        sym, bars = self.m.session_bars(i)
+        dp = self.path(i, sym, bars)
+        self._paths[i] = dp
+        while len(self._paths) > 2:
+            self._paths.popitem(last=False)
+        return dp
+
+    def cell_trades(self, dp: DayPath, minute: I64, col: I64) -> Trades:
+        """All trades of the (minute, column) cells, in cell order."""
+        k = dp.count[minute, col]
+        vol = dp.volume[minute, col]
+        p0 = dp.points[minute, col]
+        p1 = dp.points[minute + 1, col]
+        total = int(k.sum())
+        grp = np.repeat(np.arange(len(k)), k)
+        first = np.cumsum(k) - k
+        j = np.arange(total) - first[grp]
+        kk = k[grp]
+        sym = dp.sym[col]
+        tk = noise.keys(noise.scalar_key(self.m.seed, 0x7AD, dp.session), minute[grp] * 4096 + j)
+        sk = self.m.paths.sym_key[sym][grp]
+
+        def u(stream: int) -> F64:
+            return noise.unit(noise.combine(sk, tk, stream))
+
+        frac = j / (kk - 1)
+        a, b = p0[grp], p1[grp]
+        wiggle = 1.0 + 0.0015 * noise.logistic(u(_TPRICE))
+        price = np.clip(
+            tick_round((a + (b - a) * frac) * wiggle), dp.low[col][grp], dp.high[col][grp]
+        )
+        price = np.where(j == 0, a, np.where(j == kk - 1, b, price))
+        w = np.cumsum(0.2 + u(_TSIZE))
+        before = (
+            np.where(first > 0, w[np.maximum(first - 1, 0)], 0.0) if total else np.zeros(len(k))
+        )
+        span = (w[first + k - 1] - before) if total else np.ones(len(k))
+        spread = np.round((vol - k)[grp] * (w - before[grp]) / span[grp])
+        prev = np.where(j == 0, 0.0, np.concatenate([[0.0], spread[:-1]]))
+        size = (1 + spread - prev).astype(np.int64)
+        t = (
+            dp.open_ms
+            + minute[grp] * MINUTE_MS
+            + ((j + u(_TTIME)) * (MINUTE_MS / kk)).astype(np.int64)
+        )
+        exch = EXCHANGE_IDS[(u(_TEXCH) * len(EXCHANGE_IDS)).astype(np.int64)]
+        return Trades(
+            sym=sym[grp],
+            symbol=self.m.tickers[sym][grp],
+            t=t,
+            price=price,
+            size=size,
+            exchange=exch,
+            tape=self._tape[sym][grp],
+            seq=(minute[grp] + 1) * 1000 + j,
+            minute=minute[grp],
+        )
+
+    def cell_bars(self, dp: DayPath, minute: I64, col: I64, tr: Trades | None = None) -> Bars:
+        """Minute bars of the (minute, column) cells: aggregates of their trades."""
+        tr = tr if tr is not None else self.cell_trades(dp, minute, col)
+        k = dp.count[minute, col]
+        first = np.cumsum(k) - k
+        sym = dp.sym[col]
+        notional = np.add.reduceat(tr.price * tr.size, first)
+        vol = dp.volume[minute, col].astype(np.float64)
+        return Bars(
+            symbol=self.m.tickers[sym],
+            day=np.full(len(k), self.m.days[dp.session], dtype=np.int32),
+            t=dp.open_ms + minute * MINUTE_MS,
+            open=dp.points[minute, col],
+            high=np.maximum.reduceat(tr.price, first),
+            low=np.minimum.reduceat(tr.price, first),
+            close=dp.points[minute + 1, col],
+            volume=vol,
+            vwap=np.round(notional / vol, 4),
+            transactions=k.astype(np.int64),
+        )
+
+    def _minutes_between(self, dp: DayPath, start_ms: int, end_ms: int) -> I64:
+        lo = max(0, (start_ms - dp.open_ms) // MINUTE_MS)
+        hi = min(dp.minutes, -(-(end_ms - dp.open_ms) // MINUTE_MS))
+        return np.arange(lo, max(lo, hi), dtype=np.int64)
+
+    def trades(
+        self,
+        day: dt.date,
+        start: dt.datetime,
+        end: dt.datetime,
+        symbols: Sequence[str] | None = None,
+    ) -> Trades:
+        """Trades of session ``day`` stamped in [start, end), for ``symbols`` (default all)."""
+        i = self.m.session_of(day)
+        if i is None:
+            return self.cell_trades(
+                self._empty_path(), np.empty(0, np.int64), np.empty(0, np.int64)
+            )
+        dp = self.day(i)
+        return self.trades_ms(
+            dp,
+            int(start.timestamp() * 1000),
+            int(end.timestamp() * 1000),
+            self.columns(dp, symbols),
+        )
+
+    def columns(self, dp: DayPath, symbols: Sequence[str] | None) -> I64:
+        """Columns of ``dp`` holding ``symbols`` (all when None; unknown or idle ones skipped)."""
+        if symbols is None:
+            return np.arange(len(dp.sym), dtype=np.int64)
+        wanted = np.array([self.m._index.get(s, -1) for s in symbols], dtype=np.int64)
+        return np.flatnonzero(np.isin(dp.sym, wanted)).astype(np.int64)
+
+    def trades_ms(self, dp: DayPath, start_ms: int, end_ms: int, cols: I64) -> Trades:
+        """Trades of ``cols`` stamped in [start_ms, end_ms)."""
+        minutes = self._minutes_between(dp, start_ms, end_ms)
+        mm = np.repeat(minutes, len(cols))
+        cc = np.tile(cols, len(minutes))
+        tr = self.cell_trades(dp, mm, cc)
+        return tr.take((tr.t >= start_ms) & (tr.t < end_ms))
+
+    def _empty_path(self) -> DayPath:
+        z = np.zeros((1, 0), dtype=np.int64)
+        return DayPath(
+            0, 0, np.empty(0, np.int64), np.zeros((2, 0)), z, z, np.empty(0), np.empty(0)
+        )
+
+    def minute_bars(
+        self, symbol: str, first: dt.date, last: dt.date, adjusted: bool = False
+    ) -> Bars:
+        """Minute bars of one symbol over the sessions in [first, last]."""
+        daily = self.m.daily(symbol, first, last, inject=False)
+        if not len(daily):
+            return empty()
+        s = self.m.index_of(symbol)
+        factors = self.m.daily(symbol, first, last, adjusted=True, inject=False).close / daily.close
+        parts = []
+        for r, day in enumerate(daily.day.tolist()):
+            i = int(np.searchsorted(self.m.days, day))
+            dp = self.path(i, np.array([s]), daily.take([r]))
+            minutes = np.arange(dp.minutes, dtype=np.int64)
+            bars = self.cell_bars(dp, minutes, np.zeros(dp.minutes, dtype=np.int64))
+            parts.append(adjust(bars, np.full(len(bars), factors[r])) if adjusted else bars)
+        return concat(parts)
