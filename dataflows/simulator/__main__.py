@@ -25,10 +25,9 @@ def _date(value: str) -> dt.date:
     return dt.date.fromisoformat(value)
 
 
-def _bad(value: str) -> tuple[str, list[str]]:
+def _bad(value: str) -> tuple[dt.date, list[str]]:
     day, _, kinds = value.partition(":")
-    dt.date.fromisoformat(day)
-    return day, kinds.split("+") if kinds else list(KINDS)
+    return dt.date.fromisoformat(day), kinds.split("+") if kinds else list(KINDS)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:

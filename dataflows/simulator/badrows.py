@@ -39,6 +39,9 @@ def normalise(
     items = spec.items() if isinstance(spec, Mapping) else ((d, "all") for d in spec)
     out: dict[dt.date, tuple[str, ...]] = {}
     for day, kinds in items:
+        if not isinstance(day, dt.date):
+            msg = f"bad-row dates must be datetime.date, not {day!r}"
+            raise TypeError(msg)
         chosen = (
             KINDS
             if kinds == "all"

@@ -306,16 +306,13 @@ def range_aggs(
     more = len(base) > limit
     page_sorted = page.take(np.argsort(page.t, kind="stable"))
     keys = _bucket_keys(page_sorted, mult, timespan)
-    if more and mult > 1 and len(np.unique(keys)) > 1:
+    rolled = not (mult == 1 and timespan in ("minute", "day"))
+    if more and rolled and len(np.unique(keys)) > 1:
         # a bucket cut by the page boundary is left whole for the next page
         edge = keys[0] if desc else keys[-1]
         page_sorted = page_sorted.take(keys != edge)
         keys = keys[keys != edge]
-    results = (
-        page_sorted
-        if (mult == 1 and timespan in ("minute", "day"))
-        else _aggregate(page_sorted, keys)
-    )
+    results = _aggregate(page_sorted, keys) if rolled else page_sorted
     if desc:
         results = results.take(np.arange(len(results) - 1, -1, -1))
     n = len(results)
