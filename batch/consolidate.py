@@ -1,19 +1,55 @@
 """Consolidate bronze fragments into one ``symbol=X/data.parquet`` per symbol.
 
-Implementation in progress: the signature of :func:`run` is fixed so the pipeline can call it.
+``python -m batch.consolidate`` merges every ``date=`` and ``range=`` fragment not yet merged
+(by the manifest: key, size and mtime) into the symbol's data.parquet, under the precedence rule
+of :mod:`batch.precedence` (newer ``ingested_at`` wins, ``live`` never replaces ``rest``,
+deterministic tie-break). Old dates are merged like new ones and the manifest records the
+earliest date each write changed, so resampling restarts there.
+
+Order of effects, so a kill at any point and a rerun give the same lake:
+1. data.parquet of each symbol is written atomically, carrying its manifest row in its Parquet
+   metadata;
+2. the manifest is written (a rerun that finds a data.parquet ahead of it adopts the file's row,
+   so nothing is merged twice or forgotten);
+3. cleanup: fragments merged, older than the retention and verified row by row against the
+   merged table are recorded in the cleanup manifest and then deleted.
+
+Per symbol the work is one small read, a vectorised merge and one write, run in chunks on a
+process pool; symbols with nothing new cost no I/O beyond the one listing of bronze.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
+import sys
+import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
-from core.lake import Lake
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from batch import cleanup as cleaner
+from batch import common, parts, pool, precedence
+from batch import manifest as mf
+from batch.manifest import FragmentId, SymbolState
+from core import layout
+from core.lake import Entry, Lake
+from core.schemas import BRONZE_DAILY, conform
+from core.settings import BatchSettings
 from core.sharding import Shard
+
+log = logging.getLogger("batch.consolidate")
 
 WHOLE_MARKET = Shard()
 """The default shard: every symbol."""
+_COMPARED: Final = (*precedence.VALUE_COLUMNS, "source", "ingested_at")
 
 
 @dataclass
@@ -29,11 +65,242 @@ class ConsolidateReport:
     bytes_deleted: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
         """True when no symbol failed."""
         return not self.failed
+
+    def summary(self) -> str:
+        """One line for logs and the console."""
+        rate = self.symbols / self.seconds if self.seconds else 0.0
+        return (
+            f"{'[dry run] ' if self.dry_run else ''}{self.symbols} symbols examined, "
+            f"{self.changed} changed, {self.fragments_merged} fragments merged, "
+            f"earliest change {self.earliest_changed or '-'}, {self.fragments_deleted} fragments "
+            f"({self.bytes_deleted} bytes) cleaned up, {len(self.failed)} failed, "
+            f"{self.seconds:.2f}s ({rate:.0f} symbols/s)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One symbol's input: its listed files and manifest row."""
+
+    symbol: str
+    data: Entry | None
+    fragments: tuple[FragmentId, ...]
+    state: SymbolState | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One symbol's result."""
+
+    symbol: str
+    state: SymbolState | None = None
+    merged: int = 0
+    earliest: dt.date | None = None
+    removals: list[cleaner.Removal] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Settings every worker needs."""
+
+    now: dt.datetime
+    retention_days: int
+    cleanup: bool
+    dry_run: bool
+
+
+# -- pure steps ------------------------------------------------------------------------------
+def merge(data: pa.Table | None, fragments: Sequence[pa.Table]) -> pa.Table:
+    """Consolidate ``fragments`` into ``data`` (either may be empty): one row per date."""
+    new = precedence.merge(pa.concat_tables(fragments)) if fragments else None
+    if new is None or new.num_rows == 0:
+        return data if data is not None else BRONZE_DAILY.empty_table()
+    if data is None or data.num_rows == 0:
+        return new
+    last = data["date"][-1].as_py()
+    if new["date"][0].as_py() > last:  # the common case: new sessions after the history
+        return pa.concat_tables([data, new])
+    return precedence.merge(pa.concat_tables([data, new]))
+
+
+def earliest_change(old: pa.Table | None, new: pa.Table, candidates: pa.Array) -> dt.date | None:
+    """The first of ``candidates`` (dates) whose row in ``new`` differs from ``old``'s."""
+    days = np.unique(np.asarray(pc.cast(candidates, pa.int32()).to_numpy(), dtype=np.int32))
+    new_days = np.asarray(pc.cast(new["date"], pa.int32()).to_numpy(), dtype=np.int32)
+    at_new = np.searchsorted(new_days, days)
+    if old is None or old.num_rows == 0:
+        changed = np.ones(len(days), dtype=bool)
+        at_old = np.zeros(len(days), dtype=np.int64)
+    else:
+        old_days = np.asarray(pc.cast(old["date"], pa.int32()).to_numpy(), dtype=np.int32)
+        at_old = np.clip(np.searchsorted(old_days, days), 0, len(old_days) - 1)
+        changed = old_days[at_old] != days
+        a, b = new.take(at_new), old.take(at_old)
+        for name in _COMPARED:
+            eq = pc.fill_null(pc.equal(a[name], b[name]), False)
+            both_null = pc.and_(pc.is_null(a[name]), pc.is_null(b[name]))
+            changed |= ~np.asarray(pc.or_(eq, both_null).to_numpy(zero_copy_only=False), bool)
+    if not changed.any():
+        return None
+    return layout_date(int(days[np.flatnonzero(changed)[0]]))
+
+
+def _first(table: pa.Table) -> dt.date | None:
+    return table["date"][0].as_py() if table.num_rows else None
+
+
+def layout_date(days: int) -> dt.date:
+    """A date32 value as a date."""
+    return dt.date(1970, 1, 1) + dt.timedelta(days=days)
+
+
+# -- per-symbol I/O (runs in workers) ----------------------------------------------------------
+_LAKE: Lake | None = None
+
+
+def _init_worker(url: str, endpoint: str | None, region: str | None) -> None:
+    global _LAKE
+    _LAKE = Lake(url, endpoint_url=endpoint, region=region)
+
+
+def read_data(lake: Lake, key: str) -> pa.Table:
+    """Read one Parquet file whole (faster than a dataset read for one small file)."""
+    with lake.fs.open_input_file(lake.path(key)) as f:
+        return pq.ParquetFile(f).read()
+
+
+def read_fragment(lake: Lake, symbol: str, key: str) -> pa.Table:
+    """Read a fragment, conformed to the contract; it must hold only ``symbol``."""
+    table = conform(read_data(lake, key), BRONZE_DAILY)
+    if table.num_rows and not pc.all(pc.equal(table["symbol"], symbol)).as_py():
+        msg = f"{key} holds rows of another symbol"
+        raise ValueError(msg)
+    return table
+
+
+def write_data(lake: Lake, symbol: str, table: pa.Table, state: SymbolState) -> int:
+    """Write data.parquet atomically with ``state`` in its metadata; returns its size."""
+    table = table.replace_schema_metadata({mf.DATA_META_KEY: state.to_data_meta()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        use_dictionary=["symbol", "source"],
+        write_statistics=True,
+        sorting_columns=[pq.SortingColumn(1)],
+    )
+    buf = sink.getvalue().to_pybytes()
+    lake.write_bytes(layout.consolidated(symbol), buf)
+    return len(buf)
+
+
+def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
+    """Merge one symbol's new fragments and pick its fragments safe to clean up."""
+    listed = set(task.fragments)
+    state = dataclasses.replace(task.state) if task.state else SymbolState(task.symbol)
+    data: pa.Table | None = None
+    if task.data is not None:
+        raw = read_data(lake, task.data.key)
+        meta = (raw.schema.metadata or {}).get(mf.DATA_META_KEY)
+        data = conform(raw, BRONZE_DAILY)
+        carried = SymbolState.from_data_meta(meta) if meta is not None else None
+        if carried is not None and carried.version > state.version:
+            carried.revision = state.revision  # killed after the data write: adopt its state
+            state = carried
+        elif task.state is not None and task.data.size != task.state.data_size:
+            # rewritten outside this job: record a change from its first date, so resampling
+            # redoes the whole symbol
+            firsts = [d for d in (state.first_date, _first(data)) if d is not None]
+            state = state.with_change(min(firsts, default=dt.date(1962, 1, 2)), opts.now)
+        state.data_size = task.data.size
+        state.rows = data.num_rows
+        state.first_date = data["date"][0].as_py() if data.num_rows else None
+        state.last_date = data["date"][-1].as_py() if data.num_rows else None
+    state.fragments = sorted(f for f in state.fragments if f in listed)
+    known = set(state.fragments)
+    new_ids = sorted(f for f in listed if f not in known)
+    new_tables = {f: read_fragment(lake, task.symbol, f.key) for f in new_ids}
+    out = Outcome(task.symbol, merged=len(new_ids))
+    if new_tables:
+        merged = merge(data, list(new_tables.values()))
+        dates = pa.concat_arrays(
+            [t["date"].combine_chunks() for t in new_tables.values() if t.num_rows]
+            or [pa.array([], pa.date32())]
+        )
+        earliest = earliest_change(data, merged, dates)
+        state.fragments = sorted([*state.fragments, *new_ids])
+        if earliest is not None:
+            state = state.with_change(earliest, opts.now)
+            state.rows = merged.num_rows
+            state.first_date = merged["date"][0].as_py()
+            state.last_date = merged["date"][-1].as_py()
+            if not opts.dry_run:
+                state.data_size = write_data(lake, task.symbol, merged, state)
+            out.earliest = earliest
+        data = merged
+    if opts.cleanup and data is not None:
+        for f in state.fragments:
+            if cleaner.is_due(f, opts.now, opts.retention_days):
+                table = new_tables.get(f)
+                if table is None:
+                    table = read_fragment(lake, task.symbol, f.key)
+                if cleaner.all_rows_present(data, table):
+                    out.removals.append(cleaner.removal(task.symbol, f, table))
+    if task.state is None or state != task.state:
+        state.revision = (task.state.revision if task.state else 0) + 1
+        out.state = state
+    return out
+
+
+def _work(item: tuple[Task, Options]) -> Outcome:
+    task, opts = item
+    assert _LAKE is not None, "worker not initialised"
+    try:
+        return consolidate_symbol(task, opts, _LAKE)
+    except Exception as exc:  # reported per symbol; the run exits non-zero
+        log.debug("consolidating %s failed", task.symbol, exc_info=True)
+        return Outcome(task.symbol, error=f"{type(exc).__name__}: {exc}")
+
+
+# -- planning --------------------------------------------------------------------------------
+def listing(lake: Lake) -> dict[str, tuple[Entry | None, list[FragmentId]]]:
+    """Per symbol: its data.parquet entry and its fragments, from one listing of bronze."""
+    out: dict[str, tuple[Entry | None, list[FragmentId]]] = defaultdict(lambda: (None, []))
+    data: dict[str, Entry] = {}
+    frags: dict[str, list[FragmentId]] = defaultdict(list)
+    for e in lake.list(layout.DAILY, suffix=".parquet"):
+        parsed = layout.parse_fragment(e.key)
+        if parsed is not None:
+            frags[parsed[0]].append(FragmentId.of(e))
+        elif e.key.endswith("/data.parquet"):
+            symbol = e.key.rsplit("/", 2)[-2].removeprefix("symbol=")
+            data[symbol] = e
+    for symbol in sorted({*data, *frags}):
+        out[symbol] = (data.get(symbol), sorted(frags.get(symbol, [])))
+    return dict(out)
+
+
+def needs_work(task: Task, opts: Options) -> bool:
+    """False when the symbol has nothing to merge, adopt or clean up."""
+    state = task.state
+    if state is None:
+        return True
+    if task.data is not None and task.data.size != state.data_size:
+        return True  # data.parquet ahead of the manifest, or rewritten by someone else
+    known = set(state.fragments)
+    if any(f not in known for f in task.fragments):
+        return True
+    return opts.cleanup and any(
+        cleaner.is_due(f, opts.now, opts.retention_days) for f in task.fragments
+    )
 
 
 def run(
@@ -49,4 +316,101 @@ def run(
     now: dt.datetime | None = None,
 ) -> ConsolidateReport:
     """Merge every fragment not yet merged; see the module docstring."""
-    raise NotImplementedError
+    started = time.perf_counter()
+    opts = Options(
+        now=now or dt.datetime.now(dt.UTC),
+        retention_days=(
+            retention_days
+            if retention_days is not None
+            else BatchSettings().fragment_retention_days
+        ),
+        cleanup=cleanup,
+        dry_run=dry_run,
+    )
+    files = listing(lake)
+    states = mf.read(lake)
+    chosen = sorted(symbols) if symbols is not None else sorted(files)
+    chosen = [s for s in shard.select(chosen) if s in files]
+    tasks = [Task(s, files[s][0], tuple(files[s][1]), states.get(s)) for s in chosen]
+    todo = [t for t in tasks if needs_work(t, opts)]
+    report = ConsolidateReport(symbols=len(chosen), dry_run=dry_run)
+    outcomes = pool.map_items(
+        _work,
+        [(t, opts) for t in todo],
+        workers=workers,
+        progress=progress,
+        desc="consolidate",
+        initializer=_init_worker,
+        initargs=(lake.url, lake.endpoint_url, lake.region),
+    )
+    removals: list[cleaner.Removal] = []
+    for o in outcomes:
+        if o.error is not None:
+            report.failed[o.symbol] = o.error
+            continue
+        report.fragments_merged += o.merged
+        if o.state is not None:
+            states[o.symbol] = o.state
+        if o.earliest is not None:
+            report.changed += 1
+            report.rows += o.state.rows if o.state else 0
+            if report.earliest_changed is None or o.earliest < report.earliest_changed:
+                report.earliest_changed = o.earliest
+        removals.extend(o.removals)
+    if not dry_run:
+        folding = shard.count == 1 and parts.part_keys(lake, layout.consolidation_manifest())
+        if any(o.state is not None for o in outcomes) or folding:
+            mf.write(lake, states, shard)
+        cleaner.remove(lake, removals, shard, at=opts.now, by="consolidate")
+    report.fragments_deleted = len(removals)
+    report.bytes_deleted = sum(r.fragment.size for r in removals)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@common.main_wrapper
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m batch.consolidate``."""
+    p = common.parser(
+        "consolidate",
+        "Merge bronze fragments (date= and range=) into symbol=X/data.parquet, incrementally "
+        "through processing_metadata/consolidation_manifest.parquet, then clean up merged "
+        "fragments older than the retention.",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=int,
+        default=None,
+        help="keep merged fragments this many days (default: $FRAGMENT_RETENTION_DAYS or 7)",
+    )
+    p.add_argument("--no-cleanup", action="store_true", help="merge only; delete nothing")
+    args = common.parse(p, argv)
+    with common.recorded("consolidate") as counts:
+        report = run(
+            args.lake,
+            symbols=args.symbols,
+            shard=args.shard,
+            workers=args.workers,
+            dry_run=args.dry_run,
+            cleanup=not args.extra.no_cleanup,
+            retention_days=args.extra.retention_days,
+            progress=args.progress,
+        )
+        counts.update(
+            symbols=report.symbols,
+            changed=report.changed,
+            fragments_merged=report.fragments_merged,
+            fragments_deleted=report.fragments_deleted,
+            failed=len(report.failed),
+        )
+        print(report.summary())
+        for symbol, error in sorted(report.failed.items()):
+            print(f"FAILED {symbol}: {error}", file=sys.stderr)
+        if not report.ok:
+            msg = f"{len(report.failed)} symbols failed"
+            raise RuntimeError(msg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(None))

@@ -1,22 +1,84 @@
 """Resample consolidated daily bars into Fibonacci bars (silver).
 
-Implementation in progress: the signature of :func:`run` is fixed so the pipeline can call it.
+``python -m batch.resample`` writes ``silver/silver_{N}d/year=/month=/data_{N}d_{YYYYMM}.parquet``
+for N in 3, 5, 8, 13, 21, 34 with the exact semantics of ARCHITECTURE.md (:mod:`batch.fib`),
+``--anchor calendar`` (default) or ``--anchor symbol``.
+
+Incremental by default. Per interval a checkpoint (:mod:`batch.checkpoint`) holds, per symbol,
+the consolidation version it was built from; the manifest's change history gives the earliest
+date changed since, and the symbol's bars are recomputed from the first group touching that date
+(``--full`` rebuilds everything). Month files are rewritten through patches
+(:mod:`batch.silver`) that replace only the recomputed bars, and with the lake's last date
+moving, the month files whose bars can flip to ``complete`` are rewritten too. Month files are
+deterministic bytes, so an incremental run equals a full rebuild byte for byte.
+
+Anchors: silver has one path per interval, so the anchor is recorded in the checkpoint and an
+incremental run with the other anchor is refused; switching anchors takes ``--full``.
+
+Shards (``--shard I/N``): month files hold every symbol, so shards do not write silver. Each
+stages its patch under ``processing_metadata/resample_staging/silver_{N}d/gen={G}/`` and the
+shard that completes the set (all N staged for the checkpoint's generation G) applies them
+together, exactly as one run would. Rerunning a shard restages it, so a crash is mended by
+running the shard again.
+
+Crash safety: month files are written atomically and the checkpoint after them; a rerun
+recomputes the same patches from the old checkpoint and rewrites the same bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Final
 
-from core.lake import Lake
-from core.schemas import FIB_INTERVALS
-from core.sharding import Shard
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from batch import checkpoint as ckpt
+from batch import common, fib, pool, silver
+from batch import manifest as mf
+from batch.checkpoint import Checkpoint, SymbolMark
+from batch.fib import Anchor
+from batch.silver import MIN_DAY, Patch
+from core import calendar, layout
+from core.lake import Entry, Lake
+from core.schemas import FIB_INTERVALS, SILVER
+from core.sharding import Shard, shard_of
+
+log = logging.getLogger("batch.resample")
 
 WHOLE_MARKET = Shard()
 """The default shard: every symbol."""
+STAGING: Final = f"{layout.META}/resample_staging"
 
-Anchor = Literal["calendar", "symbol"]
+
+class AnchorMismatch(ValueError):
+    """An incremental run asked for another anchor than the silver was built with."""
+
+
+@dataclass
+class IntervalReport:
+    """What happened to one interval."""
+
+    interval: int
+    full: bool = False
+    symbols_changed: int = 0
+    bars: int = 0
+    files_written: int = 0
+    files_deleted: int = 0
+    files_unchanged: int = 0
+    staged: bool = False
+    merged: bool = True
 
 
 @dataclass
@@ -31,13 +93,454 @@ class ResampleReport:
     full: bool = False
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    dry_run: bool = False
+    anchor: str = "calendar"
+    last_date: dt.date | None = None
+    per_interval: list[IntervalReport] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when nothing failed."""
         return not self.failed
 
+    def summary(self) -> str:
+        """One line for logs and the console."""
+        parts = []
+        for r in self.per_interval:
+            state = "staged, waiting for other shards" if r.staged and not r.merged else ""
+            parts.append(
+                f"{r.interval}d{' full' if r.full else ''}: {r.symbols_changed} symbols, "
+                f"{r.bars} bars, {r.files_written} files written, {r.files_deleted} deleted"
+                + (f" ({state})" if state else "")
+            )
+        return (
+            f"{'[dry run] ' if self.dry_run else ''}resample ({self.anchor} anchor, lake last "
+            f"date {self.last_date or '-'}): {self.symbols} symbols; "
+            + "; ".join(parts)
+            + f"; {len(self.failed)} failed, {self.seconds:.2f}s"
+        )
 
+
+# -- reading ----------------------------------------------------------------------------------
+def data_entries(lake: Lake) -> dict[str, Entry]:
+    """Every symbol's data.parquet, from one listing of bronze."""
+    out = {}
+    for e in lake.list(layout.DAILY, suffix="/data.parquet"):
+        out[e.key.rsplit("/", 2)[-2].removeprefix("symbol=")] = e
+    return out
+
+
+def read_daily(lake: Lake, symbol: str) -> pa.Table:
+    """One symbol's consolidated rows (the columns resampling needs), checked sorted."""
+    key = layout.consolidated(symbol)
+    with lake.fs.open_input_file(lake.path(key)) as f:
+        table = pq.ParquetFile(f).read(columns=list(fib.READ_COLUMNS))
+    days = np.asarray(pc.cast(table["date"], pa.int32()).to_numpy(), dtype=np.int32)
+    if len(days) > 1 and not bool(np.all(days[1:] > days[:-1])):
+        order = np.argsort(days, kind="stable")
+        if bool(np.any(np.diff(days[order]) == 0)):
+            msg = f"{lake.uri(key)} has more than one row for a date; consolidate it first"
+            raise ValueError(msg)
+        table = table.take(pa.array(order))
+    return table
+
+
+def read_many(lake: Lake, symbols: Sequence[str], workers: int, progress: bool) -> list[pa.Table]:
+    """Many symbols' rows, read on threads (Parquet decoding releases the GIL)."""
+    n = max(2, pool.worker_count(workers) * 2)
+    with (
+        ThreadPoolExecutor(n) as ex,
+        tqdm(total=len(symbols), desc="read", unit="sym", disable=not progress, leave=False) as bar,
+    ):
+        out = []
+        for t in ex.map(lambda s: read_daily(lake, s), symbols):
+            out.append(t)
+            bar.update(1)
+        return out
+
+
+def _footer_last_day(lake: Lake, key: str) -> int | None:
+    with lake.fs.open_input_file(lake.path(key)) as f:
+        meta = pq.ParquetFile(f).metadata
+        col = meta.schema.names.index("date")
+        best = None
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(col).statistics
+            if stats is None or not stats.has_min_max:
+                best = None
+                break
+            value = _days(stats.max)
+            best = value if best is None else max(best, value)
+        if best is not None or meta.num_rows == 0:
+            return best
+    table = pq.read_table(lake.path(key), filesystem=lake.fs, columns=["date"])
+    top = pc.max(table["date"]).as_py()
+    return None if top is None else _days(top)
+
+
+def _days(day: dt.date) -> int:
+    return (day - dt.date(1970, 1, 1)).days
+
+
+def _date(days: int | None) -> dt.date | None:
+    return None if days is None else dt.date(1970, 1, 1) + dt.timedelta(days=days)
+
+
+def lake_last_day(
+    lake: Lake,
+    entries: dict[str, Entry],
+    states: dict[str, mf.SymbolState],
+    loaded: dict[str, int | None],
+    workers: int,
+) -> int | None:
+    """The last date over all consolidated data (not only this run's symbols or shard).
+
+    From the rows already read, else the manifest when it describes the file as listed, else the
+    file's footer statistics.
+    """
+    best: int | None = None
+    unknown = []
+    for symbol, e in entries.items():
+        if symbol in loaded:
+            value = loaded[symbol]
+        elif (st := states.get(symbol)) is not None and st.data_size == e.size:
+            value = _days(st.last_date) if st.last_date else None
+        else:
+            unknown.append(e.key)
+            continue
+        if value is not None:
+            best = value if best is None else max(best, value)
+    if unknown:
+        with ThreadPoolExecutor(max(2, pool.worker_count(workers) * 2)) as ex:
+            for value in ex.map(lambda k: _footer_last_day(lake, k), unknown):
+                if value is not None:
+                    best = value if best is None else max(best, value)
+    return best
+
+
+# -- planning ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Change:
+    """How much of one symbol to redo: from ``earliest`` (a date32), or all of it (None)."""
+
+    earliest: int | None
+
+
+def change_of(entry: Entry, state: mf.SymbolState | None, mark: SymbolMark | None) -> Change | None:
+    """What changed in a symbol since its checkpoint mark; None when nothing did."""
+    if mark is None:
+        return Change(None)
+    in_sync = state is not None and state.data_size == entry.size
+    if in_sync and state is not None and mark.version is not None:
+        known, earliest = state.earliest_since(mark.version)
+        if known:
+            return None if earliest is None else Change(_days(earliest))
+        return Change(None)
+    if mark.size == entry.size and mark.mtime_s == ckpt.mtime_seconds(entry):
+        return None
+    return Change(None)
+
+
+def mark_of(entry: Entry, state: mf.SymbolState | None, table: pa.Table) -> SymbolMark:
+    """The checkpoint mark of a symbol just resampled from ``table``."""
+    version = state.version if state is not None and state.data_size == entry.size else None
+    days = pc.cast(table["date"], pa.int32())
+    first = days[0].as_py() if table.num_rows else 0
+    last = days[-1].as_py() if table.num_rows else 0
+    return SymbolMark(version, entry.size, ckpt.mtime_seconds(entry), first, last)
+
+
+def tail_start(
+    days: np.ndarray[Any, np.dtype[np.int32]], earliest: int | None, interval: int, anchor: Anchor
+) -> tuple[int, int]:
+    """(first row to recompute, cut date) for a change at ``earliest`` (None: everything).
+
+    Bars starting on or after the cut are replaced; they are exactly the groups from the one
+    holding ``earliest`` on, and the rows from the returned index are exactly their rows.
+    """
+    n = int(interval)
+    if earliest is None:
+        return 0, MIN_DAY
+    if anchor == "calendar":
+        g = int(fib.session_k(np.array([earliest], dtype=np.int32))[0]) // n
+        if g == 0:
+            return 0, MIN_DAY
+        sessions = calendar.session_days()
+        cut = int(sessions[min(g * n, len(sessions)) - 1]) + 1  # the day after group g-1 ends
+        return int(np.searchsorted(days, cut, side="left")), cut
+    g = int(np.searchsorted(days, earliest, side="left")) // n
+    if g == 0:
+        return 0, MIN_DAY
+    return g * n, int(days[g * n])
+
+
+def month_span(first_day: int, last_day: int) -> range:
+    """Month indices from the month of ``first_day`` through that of ``last_day``."""
+    return range(silver.month_of_day(first_day), silver.month_of_day(last_day) + 1)
+
+
+def flip_months(interval: int, old_last: int | None, new_last: int | None) -> set[int]:
+    """Months holding calendar bars whose ``complete`` differs between two last dates."""
+    if old_last == new_last:
+        return set()
+    n = int(interval)
+    t_old, t_new = fib.sessions_through(old_last), fib.sessions_through(new_last)
+    lo, hi = min(t_old, t_new), max(t_old, t_new)
+    sessions = calendar.session_days()
+    months: set[int] = set()
+    # complete flips for the groups whose last session index (g + 1) * n - 1 lies in [lo, hi)
+    for g in range(max(0, (lo + 1) // n - 1), hi // n + 1):
+        end = (g + 1) * n - 1
+        if not lo <= end < hi:
+            continue
+        # a bar of group g starts after group g - 1's last session (group 0: at any early date)
+        first = silver.month_of_day(int(sessions[g * n - 1]) + 1) if g > 0 else 0
+        last = silver.month_of_day(int(sessions[min(end, len(sessions) - 1)]))
+        months.update(range(first, last + 1))
+    return months
+
+
+@dataclass
+class ShardResult:
+    """One shard's (or one run's) contribution to an interval: a patch and checkpoint marks."""
+
+    shard: Shard
+    full: bool
+    anchor: Anchor
+    last_day: int | None
+    patch: Patch
+    marks: dict[str, SymbolMark] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    changed: int = 0
+
+
+def plan_interval(
+    interval: int,
+    anchor: Anchor,
+    full: bool,
+    chosen: Sequence[str],
+    entries: dict[str, Entry],
+    states: dict[str, mf.SymbolState],
+    base: Checkpoint | None,
+    tables: dict[str, pa.Table],
+    last_day: int | None,
+    shard: Shard,
+    subset: bool,
+    deleted: Sequence[str],
+) -> ShardResult:
+    """Compute the patch of one interval from the rows read (pure: no I/O)."""
+    n = int(interval)
+    symbols, tails, first_rows = [], [], []
+    cuts: dict[str, int] = {}
+    months: set[int] = set()
+    marks: dict[str, SymbolMark] = {}
+    for s in chosen:
+        entry = entries[s]
+        mark = base.symbols.get(s) if base is not None and not full else None
+        change = Change(None) if full else change_of(entry, states.get(s), mark)
+        if change is None:
+            continue
+        table = tables[s]
+        days = np.asarray(pc.cast(table["date"], pa.int32()).to_numpy(), dtype=np.int32)
+        start, cut = tail_start(days, change.earliest, n, anchor)
+        symbols.append(s)
+        tails.append(table.slice(start))
+        first_rows.append(start)
+        cuts[s] = cut
+        if mark is not None and mark.last_day >= max(cut, mark.first_day):
+            months.update(month_span(max(cut, mark.first_day), mark.last_day))
+        marks[s] = mark_of(entry, states.get(s), table)
+    for s in deleted:
+        mark = base.symbols.get(s) if base is not None else None
+        cuts[s] = MIN_DAY
+        if mark is not None:
+            months.update(month_span(mark.first_day, mark.last_day))
+    rows = fib.bars(fib.Daily.from_tables(symbols, tails, first_rows), n, anchor, last_day)
+    patch = Patch(cuts=cuts, rows=rows, months=months)
+    if full and not subset:
+        patch.cuts = {}
+        patch.replace_shards = [shard]
+    return ShardResult(
+        shard=shard,
+        full=full,
+        anchor=anchor,
+        last_day=last_day,
+        patch=patch,
+        marks=marks,
+        removed=list(deleted),
+        changed=len(symbols),
+    )
+
+
+# -- committing -------------------------------------------------------------------------------
+@dataclass
+class CommitStats:
+    """What applying patches to month files did."""
+
+    written: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+
+def commit(
+    lake: Lake,
+    interval: int,
+    results: Sequence[ShardResult],
+    base: Checkpoint | None,
+    workers: int,
+    *,
+    dry_run: bool = False,
+) -> CommitStats:
+    """Apply the results of all shards to the month files, then write the checkpoint."""
+    anchor = results[0].anchor
+    if any(r.anchor != anchor for r in results):
+        msg = f"shards of {interval}d disagree on the anchor; rerun them with one --anchor"
+        raise AnchorMismatch(msg)
+    last_values = [r.last_day for r in results if r.last_day is not None]
+    last_day = max(last_values) if last_values else None
+    patch = Patch.combine(r.patch for r in results)
+    listed = silver.listed_months(lake, interval)
+    by_month = silver.split_by_month(patch.rows)
+    months = set(patch.months) | set(by_month)
+    if patch.replace_shards:
+        months |= set(listed)
+    if anchor == "calendar" and base is not None and base.anchor == anchor:
+        months |= flip_months(interval, base.last_day, last_day) & set(listed)
+    fresh = patch.replaces_everything()
+    stats = CommitStats()
+
+    def one(month: int) -> str:
+        key = silver.month_file(interval, month)
+        old: bytes | None = None
+        existing = None
+        if month in listed and not fresh:
+            old = lake.read_bytes(key)
+            existing = pq.read_table(pa.BufferReader(old))
+        table = silver.apply(
+            existing,
+            by_month.get(month, SILVER.empty_table()),
+            patch,
+            interval,
+            anchor,
+            last_day,
+        )
+        if table.num_rows == 0:
+            if month in listed:
+                if not dry_run:
+                    lake.delete(key)
+                return "deleted"
+            return "unchanged"
+        data = silver.serialize(table)
+        if data == old:
+            return "unchanged"
+        if not dry_run:
+            lake.write_bytes(key, data)
+        return "written"
+
+    with ThreadPoolExecutor(max(2, pool.worker_count(workers) * 2)) as ex:
+        for outcome in ex.map(one, sorted(months)):
+            if outcome == "written":
+                stats.written += 1
+            elif outcome == "deleted":
+                stats.deleted += 1
+            else:
+                stats.unchanged += 1
+    if not dry_run:
+        ckpt.write(lake, next_checkpoint(interval, anchor, last_day, base, results))
+    return stats
+
+
+def next_checkpoint(
+    interval: int,
+    anchor: str,
+    last_day: int | None,
+    base: Checkpoint | None,
+    results: Iterable[ShardResult],
+) -> Checkpoint:
+    """The checkpoint after applying ``results`` on top of ``base``."""
+    symbols = dict(base.symbols) if base is not None and base.anchor == anchor else {}
+    generation = base.generation + 1 if base is not None else 1
+    for r in results:
+        if r.patch.replace_shards:
+            symbols = {
+                s: m
+                for s, m in symbols.items()
+                if not any(
+                    sh.count == 1 or shard_of(s, sh.count) == sh.index
+                    for sh in r.patch.replace_shards
+                )
+            }
+        for s in r.removed:
+            symbols.pop(s, None)
+        symbols.update(r.marks)
+    return Checkpoint(interval, anchor, last_day, generation, symbols)
+
+
+# -- shard staging ----------------------------------------------------------------------------
+def _stage_dir(interval: int, generation: int, shard: Shard) -> str:
+    return (
+        f"{STAGING}/silver_{int(interval)}d/gen={int(generation)}/"
+        f"shard={shard.index}-of-{shard.count}"
+    )
+
+
+def stage(lake: Lake, interval: int, generation: int, result: ShardResult) -> None:
+    """Write one shard's result (rows first, the plan last: the plan marks it complete)."""
+    folder = _stage_dir(interval, generation, result.shard)
+    lake.write_table(f"{folder}/rows.parquet", result.patch.rows)
+    plan = {
+        "shard": [result.shard.index, result.shard.count],
+        "full": result.full,
+        "anchor": result.anchor,
+        "last_day": result.last_day,
+        "cuts": result.patch.cuts,
+        "months": sorted(result.patch.months),
+        "replace": [[s.index, s.count] for s in result.patch.replace_shards],
+        "marks": {s: m.to_json() for s, m in result.marks.items()},
+        "removed": result.removed,
+        "changed": result.changed,
+    }
+    lake.write_json(f"{folder}/plan.json", plan)
+
+
+def staged(lake: Lake, interval: int, generation: int, count: int) -> list[ShardResult] | None:
+    """All ``count`` staged results of a generation, or None while some are missing."""
+    out = []
+    for i in range(count):
+        folder = _stage_dir(interval, generation, Shard(i, count))
+        plan = lake.read_json(f"{folder}/plan.json")
+        if plan is None:
+            return None
+        patch = Patch(
+            cuts={s: int(c) for s, c in plan["cuts"].items()},
+            rows=lake.read_table(f"{folder}/rows.parquet").cast(SILVER),
+            months=set(plan["months"]),
+            replace_shards=[Shard(i_, n_) for i_, n_ in plan["replace"]],
+        )
+        out.append(
+            ShardResult(
+                shard=Shard(*plan["shard"]),
+                full=bool(plan["full"]),
+                anchor=_anchor(plan["anchor"]),
+                last_day=plan["last_day"],
+                patch=patch,
+                marks={s: SymbolMark.from_json(m) for s, m in plan["marks"].items()},
+                removed=list(plan["removed"]),
+                changed=int(plan["changed"]),
+            )
+        )
+    return out
+
+
+def clear_staging(lake: Lake, interval: int, below: int) -> None:
+    """Remove staged results of generations before ``below`` (merged or abandoned)."""
+    folder = f"{STAGING}/silver_{int(interval)}d"
+    for name in lake.list_dirs(folder):
+        if name.startswith("gen=") and int(name.removeprefix("gen=")) < below:
+            lake.delete_prefix(f"{folder}/{name}")
+
+
+# -- the job ----------------------------------------------------------------------------------
 def run(
     lake: Lake,
     intervals: Sequence[int] = FIB_INTERVALS,
@@ -50,5 +553,149 @@ def run(
     dry_run: bool = False,
     progress: bool = False,
 ) -> ResampleReport:
-    """Bring silver up to date with the consolidated bronze."""
-    raise NotImplementedError
+    """Bring silver up to date with the consolidated bronze; see the module docstring."""
+    started = time.perf_counter()
+    if anchor not in fib.ANCHORS:
+        msg = f"unknown anchor {anchor!r}; choose calendar or symbol"
+        raise ValueError(msg)
+    bad = [i for i in intervals if i not in FIB_INTERVALS]
+    if bad:
+        msg = f"unsupported intervals {bad}; choose from {FIB_INTERVALS}"
+        raise ValueError(msg)
+    intervals = tuple(sorted(set(intervals)))
+    entries = data_entries(lake)
+    states = mf.read(lake)
+    wanted = set(symbols) if symbols is not None else None
+    chosen = [s for s in shard.select(sorted(entries)) if wanted is None or s in wanted]
+    subset = wanted is not None
+    bases = {n: ckpt.read(lake, n) for n in intervals}
+    fulls = {n: full or bases[n] is None for n in intervals}
+    for n in intervals:
+        base = bases[n]
+        if base is None or base.anchor == anchor:
+            continue
+        if not full:
+            msg = (
+                f"silver_{n}d was built with --anchor {base.anchor}; an incremental run with "
+                f"--anchor {anchor} would mix the two. Rebuild with --full --anchor {anchor}."
+            )
+            raise AnchorMismatch(msg)
+        if subset:
+            msg = f"switching silver_{n}d to --anchor {anchor} needs --full for every symbol"
+            raise AnchorMismatch(msg)
+    # which symbols each interval must redo, and the union to read once
+    needed: set[str] = set()
+    for n in intervals:
+        base = bases[n]
+        for s in chosen:
+            mark = None if fulls[n] or base is None else base.symbols.get(s)
+            if fulls[n] or change_of(entries[s], states.get(s), mark) is not None:
+                needed.add(s)
+    order = sorted(needed)
+    tables = dict(zip(order, read_many(lake, order, workers, progress), strict=True))
+    loaded = {
+        s: (int(pc.cast(t["date"], pa.int32())[-1].as_py()) if t.num_rows else None)
+        for s, t in tables.items()
+    }
+    last_day = lake_last_day(lake, entries, states, loaded, workers)
+    report = ResampleReport(
+        intervals=intervals,
+        symbols=len(chosen),
+        full=all(fulls.values()),
+        dry_run=dry_run,
+        anchor=anchor,
+        last_date=_date(last_day),
+    )
+    for n in intervals:
+        base = bases[n]
+        deleted = []
+        if base is not None and base.anchor == anchor:
+            deleted = [
+                s
+                for s in shard.select(sorted(base.symbols))
+                if s not in entries and (wanted is None or s in wanted)
+            ]
+        result = plan_interval(
+            n, anchor, fulls[n], chosen, entries, states, base, tables, last_day, shard,
+            subset, deleted,
+        )  # fmt: skip
+        rep = IntervalReport(n, full=fulls[n], symbols_changed=result.changed)
+        rep.bars = result.patch.rows.num_rows
+        if shard.count == 1:
+            stats = commit(lake, n, [result], base, workers, dry_run=dry_run)
+            rep.files_written, rep.files_deleted = stats.written, stats.deleted
+            rep.files_unchanged = stats.unchanged
+        elif not dry_run:
+            generation = base.generation if base is not None else 0
+            stage(lake, n, generation, result)
+            rep.staged = True
+            results = staged(lake, n, generation, shard.count)
+            rep.merged = results is not None
+            if results is not None:
+                stats = commit(lake, n, results, base, workers)
+                clear_staging(lake, n, generation + 1)
+                rep.files_written, rep.files_deleted = stats.written, stats.deleted
+                rep.files_unchanged = stats.unchanged
+        report.per_interval.append(rep)
+        report.bars += rep.bars
+        report.files_written += rep.files_written
+        report.files_deleted += rep.files_deleted
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _anchor(text: str) -> Anchor:
+    if text == "calendar":
+        return "calendar"
+    if text == "symbol":
+        return "symbol"
+    msg = f"invalid anchor {text!r}: choose calendar or symbol"
+    raise argparse.ArgumentTypeError(msg)
+
+
+@common.main_wrapper
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m batch.resample``."""
+    p = common.parser(
+        "resample",
+        "Resample consolidated daily bars into Fibonacci bars under silver/silver_{N}d/, "
+        "incrementally from per-interval checkpoints and the consolidation manifest.",
+        intervals=True,
+    )
+    p.add_argument(
+        "--anchor",
+        type=_anchor,
+        default="calendar",
+        help="calendar: groups of N XNYS sessions since 1962-01-02 (default); symbol: groups "
+        "of N rows of each symbol's history",
+    )
+    p.add_argument("--full", action="store_true", help="rebuild the intervals from scratch")
+    args = common.parse(p, argv)
+    with common.recorded("resample") as counts:
+        report = run(
+            args.lake,
+            intervals=args.intervals,
+            anchor=args.extra.anchor,
+            full=args.extra.full,
+            symbols=args.symbols,
+            shard=args.shard,
+            workers=args.workers,
+            dry_run=args.dry_run,
+            progress=args.progress,
+        )
+        counts.update(
+            symbols=report.symbols,
+            bars=report.bars,
+            files_written=report.files_written,
+            files_deleted=report.files_deleted,
+            full=report.full,
+        )
+        print(report.summary())
+        if not report.ok:
+            msg = json.dumps(report.failed)
+            raise RuntimeError(msg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(None))

@@ -1,0 +1,102 @@
+"""Resample checkpoints: ``processing_metadata/silver_{N}d_checkpoint.json``.
+
+Per interval: the anchor the silver was built with (an incremental run with another anchor is
+refused), the lake's last date it was built against (to flip ``complete`` when that advances),
+a generation counter (shard staging is keyed by it), and per symbol what was resampled: the
+consolidation version (the manifest's change history says where to restart), the size and
+mtime of data.parquet (to notice files written without the manifest) and its first and last
+date (which month files hold its bars).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from core import layout
+from core.lake import Entry, Lake
+
+FORMAT: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolMark:
+    """What one symbol's silver was last built from."""
+
+    version: int | None
+    size: int
+    mtime_s: int
+    first_day: int
+    last_day: int
+
+    def to_json(self) -> list[Any]:
+        """Compact JSON form."""
+        return [self.version, self.size, self.mtime_s, self.first_day, self.last_day]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> SymbolMark:
+        """Parse :meth:`to_json`."""
+        v, size, mtime, first, last = raw
+        return cls(None if v is None else int(v), int(size), int(mtime), int(first), int(last))
+
+
+def mtime_seconds(entry: Entry) -> int:
+    """Listing mtime in whole seconds (S3 listings and HEAD differ below a second)."""
+    return int(entry.mtime.timestamp()) if entry.mtime else 0
+
+
+@dataclass
+class Checkpoint:
+    """One interval's checkpoint."""
+
+    interval: int
+    anchor: str
+    last_day: int | None = None
+    generation: int = 0
+    symbols: dict[str, SymbolMark] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (dates as ISO strings where a human reads them)."""
+        return {
+            "format": FORMAT,
+            "interval": self.interval,
+            "anchor": self.anchor,
+            "last_date": _iso(self.last_day),
+            "generation": self.generation,
+            "symbols": {s: m.to_json() for s, m in sorted(self.symbols.items())},
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Checkpoint:
+        """Parse :meth:`to_json`."""
+        if obj.get("format") != FORMAT:
+            msg = f"unsupported checkpoint format {obj.get('format')!r}; rebuild with --full"
+            raise ValueError(msg)
+        last = obj.get("last_date")
+        return cls(
+            interval=int(obj["interval"]),
+            anchor=str(obj["anchor"]),
+            last_day=_days(dt.date.fromisoformat(last)) if last else None,
+            generation=int(obj["generation"]),
+            symbols={s: SymbolMark.from_json(m) for s, m in obj["symbols"].items()},
+        )
+
+
+def _days(day: dt.date) -> int:
+    return (day - dt.date(1970, 1, 1)).days
+
+
+def _iso(days: int | None) -> str | None:
+    return None if days is None else (dt.date(1970, 1, 1) + dt.timedelta(days=days)).isoformat()
+
+
+def read(lake: Lake, interval: int) -> Checkpoint | None:
+    """The checkpoint of ``interval``, or None before the first run."""
+    obj = lake.read_json(layout.silver_checkpoint(interval))
+    return None if obj is None else Checkpoint.from_json(obj)
+
+
+def write(lake: Lake, checkpoint: Checkpoint) -> None:
+    """Write atomically (after the month files it describes)."""
+    lake.write_json(layout.silver_checkpoint(checkpoint.interval), checkpoint.to_json())

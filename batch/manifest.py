@@ -1,0 +1,243 @@
+"""The consolidation manifest: per symbol, what is merged into data.parquet and what changed.
+
+One row per symbol in ``processing_metadata/consolidation_manifest.parquet``:
+
+- ``fragments``: the fragments merged and still in the lake, each by key, size and listing
+  mtime, so a fragment rewritten under the same name is merged again;
+- ``version``: bumped on every write of data.parquet, with ``changes`` holding the earliest
+  date each recent version changed (the last one also in ``earliest_changed``). Resampling
+  checkpoints the version it has seen and restarts each symbol at the earliest change since,
+  which is how a backfilled old date reaches silver;
+- ``rows``, ``first_date``, ``last_date``, ``data_size`` of data.parquet as last written;
+- ``revision``: bumped on every change of the row, to merge shard parts (below).
+
+Crash safety: data.parquet carries its own state in its Parquet metadata and is written before
+the manifest. A run that finds data.parquet ahead of the manifest (killed in between) adopts the
+file's state, so merged fragments are not merged twice and no change is forgotten.
+
+Shards: ``--shard I/N`` runs write ``consolidation_manifest.shard-I-of-N.parquet`` beside the
+main file (their symbols are disjoint, so concurrent shards never overwrite each other);
+readers take, per symbol, the row of highest revision over the main file and all parts, and an
+unsharded run folds the parts back into the main file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import pyarrow as pa
+
+from batch import parts
+from core import layout
+from core.lake import Entry, Lake
+from core.schemas import UTC_US
+from core.sharding import Shard
+
+MAX_CHANGES: Final = 64
+"""Versions of change history kept per symbol; a resample further behind redoes the symbol."""
+DATA_META_KEY: Final = b"condvest.consolidation"
+_UNIX: Final = dt.date(1970, 1, 1)
+
+FRAGMENT = pa.struct(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("mtime_us", pa.int64(), nullable=False),
+    ]
+)
+CHANGE = pa.struct(
+    [
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("earliest", pa.date32(), nullable=False),
+    ]
+)
+SCHEMA: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("revision", pa.int64(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("data_size", pa.int64()),
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("first_date", pa.date32()),
+        pa.field("last_date", pa.date32()),
+        pa.field("earliest_changed", pa.date32()),
+        pa.field("changed_at", UTC_US),
+        pa.field("changes", pa.list_(CHANGE), nullable=False),
+        pa.field("fragments", pa.list_(FRAGMENT), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FragmentId:
+    """A fragment as listed: rewriting it under the same key changes size or mtime."""
+
+    key: str
+    size: int
+    mtime_us: int
+
+    @classmethod
+    def of(cls, entry: Entry) -> FragmentId:
+        """Identity of a listed file."""
+        mtime = entry.mtime or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        delta = mtime - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        return cls(entry.key, entry.size, delta // dt.timedelta(microseconds=1))
+
+
+@dataclass(slots=True)
+class SymbolState:
+    """One manifest row."""
+
+    symbol: str
+    revision: int = 0
+    version: int = 0
+    data_size: int | None = None
+    rows: int = 0
+    first_date: dt.date | None = None
+    last_date: dt.date | None = None
+    earliest_changed: dt.date | None = None
+    changed_at: dt.datetime | None = None
+    changes: list[tuple[int, dt.date]] = field(default_factory=list)
+    fragments: list[FragmentId] = field(default_factory=list)
+
+    def earliest_since(self, version: int) -> tuple[bool, dt.date | None]:
+        """(known, earliest date changed by versions after ``version``).
+
+        ``known`` is False when the history no longer reaches back to ``version`` (or the
+        version is ahead of this state): the caller must redo the whole symbol.
+        """
+        if version == self.version:
+            return True, None
+        if version > self.version:
+            return False, None
+        seen = {v for v, _ in self.changes if v > version}
+        if seen != set(range(version + 1, self.version + 1)):
+            return False, None
+        return True, min(d for v, d in self.changes if v > version)
+
+    def with_change(self, earliest: dt.date, at: dt.datetime) -> SymbolState:
+        """The state after one more write of data.parquet that changed ``earliest`` onwards."""
+        version = self.version + 1
+        changes = [*self.changes, (version, earliest)][-MAX_CHANGES:]
+        return dataclasses.replace(
+            self, version=version, earliest_changed=earliest, changed_at=at, changes=changes
+        )
+
+    # -- the copy carried inside data.parquet ------------------------------------------------
+    def to_data_meta(self) -> bytes:
+        """JSON stored in data.parquet's metadata (everything but ``data_size``)."""
+        return json.dumps(
+            {
+                "symbol": self.symbol,
+                "version": self.version,
+                "rows": self.rows,
+                "first_date": _iso(self.first_date),
+                "last_date": _iso(self.last_date),
+                "earliest_changed": _iso(self.earliest_changed),
+                "changed_at": self.changed_at.isoformat() if self.changed_at else None,
+                "changes": [[v, d.isoformat()] for v, d in self.changes],
+                "fragments": [[f.key, f.size, f.mtime_us] for f in self.fragments],
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_data_meta(cls, raw: bytes) -> SymbolState:
+        """Parse :meth:`to_data_meta`."""
+        obj = json.loads(raw)
+        return cls(
+            symbol=obj["symbol"],
+            version=int(obj["version"]),
+            rows=int(obj["rows"]),
+            first_date=_date(obj["first_date"]),
+            last_date=_date(obj["last_date"]),
+            earliest_changed=_date(obj["earliest_changed"]),
+            changed_at=dt.datetime.fromisoformat(obj["changed_at"]) if obj["changed_at"] else None,
+            changes=[(int(v), dt.date.fromisoformat(d)) for v, d in obj["changes"]],
+            fragments=[FragmentId(k, int(s), int(m)) for k, s, m in obj["fragments"]],
+        )
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def _date(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+def _to_table(states: Iterable[SymbolState]) -> pa.Table:
+    rows: list[dict[str, Any]] = []
+    for s in sorted(states, key=lambda x: x.symbol):
+        rows.append(
+            {
+                "symbol": s.symbol,
+                "revision": s.revision,
+                "version": s.version,
+                "data_size": s.data_size,
+                "rows": s.rows,
+                "first_date": s.first_date,
+                "last_date": s.last_date,
+                "earliest_changed": s.earliest_changed,
+                "changed_at": s.changed_at,
+                "changes": [{"version": v, "earliest": d} for v, d in s.changes],
+                "fragments": [dataclasses.asdict(f) for f in s.fragments],
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _from_table(table: pa.Table) -> list[SymbolState]:
+    out = []
+    for r in table.to_pylist():
+        out.append(
+            SymbolState(
+                symbol=r["symbol"],
+                revision=r["revision"],
+                version=r["version"],
+                data_size=r["data_size"],
+                rows=r["rows"],
+                first_date=r["first_date"],
+                last_date=r["last_date"],
+                earliest_changed=r["earliest_changed"],
+                changed_at=r["changed_at"],
+                changes=[(c["version"], c["earliest"]) for c in r["changes"]],
+                fragments=[FragmentId(**f) for f in r["fragments"]],
+            )
+        )
+    return out
+
+
+def read(lake: Lake) -> dict[str, SymbolState]:
+    """The manifest: per symbol the row of highest revision over the main file and shard parts."""
+    states: dict[str, SymbolState] = {}
+    for table in parts.read_all(lake, layout.consolidation_manifest()):
+        for s in _from_table(table):
+            held = states.get(s.symbol)
+            if held is None or s.revision > held.revision:
+                states[s.symbol] = s
+    return states
+
+
+def write(lake: Lake, states: Mapping[str, SymbolState], shard: Shard) -> None:
+    """Persist ``states`` (the whole manifest as this run sees it).
+
+    Unsharded: the main file gets every row and shard parts are folded in (deleted after the
+    main file is safely written). Sharded: only this shard's symbols go to its part file.
+    """
+    rows = (
+        states.values()
+        if shard.count == 1
+        else [s for s in states.values() if shard.owns(s.symbol)]
+    )
+    parts.write(lake, layout.consolidation_manifest(), _to_table(rows), shard)
+
+
+def to_days(day: dt.date) -> int:
+    """A date as date32."""
+    return (day - _UNIX).days

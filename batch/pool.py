@@ -1,0 +1,81 @@
+"""Run a per-symbol function over many symbols: inline, or on a process pool, with progress.
+
+Per-symbol work in this layer is a few milliseconds of Parquet I/O plus Python, so the pool
+takes chunks of symbols per task (little IPC per symbol) and starts its workers with
+``spawn``: forking a parent that already runs Arrow's I/O threads can deadlock the child.
+Small inputs run inline, where a pool's start-up would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Final, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+INLINE_BELOW: Final = 64
+"""Fewer items than this run in the calling process."""
+
+
+def worker_count(workers: int) -> int:
+    """``workers``, or one per core when 0."""
+    return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
+    return [fn(item) for item in chunk]
+
+
+def map_items(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    workers: int,
+    progress: bool = False,
+    desc: str = "",
+    chunk: int = 32,
+    initializer: Callable[..., Any] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> list[R]:
+    """``[fn(x) for x in items]`` in order; ``fn`` must be a module-level function.
+
+    ``fn`` should catch the errors it can attribute to one item and return them, so one bad
+    symbol does not stop the others; anything it raises stops the whole map.
+    """
+    n = worker_count(workers)
+    bar = tqdm(total=len(items), desc=desc, unit="sym", disable=not progress, leave=False)
+    try:
+        if n == 1 or len(items) < INLINE_BELOW:
+            if initializer is not None:
+                initializer(*initargs)
+            out = []
+            for item in items:
+                out.append(fn(item))
+                bar.update(1)
+            return out
+        size = max(1, min(chunk, len(items) // (n * 4) or 1))
+        results: dict[int, list[R]] = {}
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            n, mp_context=ctx, initializer=initializer, initargs=initargs
+        ) as ex:
+            futures = {
+                ex.submit(_run_chunk, fn, part): i for i, part in enumerate(_chunks(items, size))
+            }
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(len(results[futures[fut]]))
+        return [r for i in sorted(results) for r in results[i]]
+    finally:
+        bar.close()

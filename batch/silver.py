@@ -1,0 +1,216 @@
+"""Silver month files: deterministic bytes, and patches that replace one symbol's tail.
+
+A month file holds every symbol's bars starting in that month, so incremental runs never
+overwrite it with only the new bars: they apply a :class:`Patch`, which replaces, per symbol,
+exactly the bars starting on or after that symbol's cut and keeps every other row. A full
+rebuild is the patch that replaces everything. Either way the file is written from a table
+sorted by (symbol, start_date) with fixed writer options, so equal content gives equal bytes
+and an incremental run is byte-for-byte a full rebuild.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from batch import fib
+from core import layout
+from core.lake import Lake
+from core.schemas import SILVER
+from core.sharding import Shard, shard_of
+
+MIN_DAY: Final = -(2**31)
+"""A cut before any date: the whole symbol is replaced."""
+_MONTH_BASE: Final = 1900 * 12
+
+
+def month_index(days: npt.NDArray[np.int32]) -> npt.NDArray[np.int16]:
+    """Months since 1900-01 of date32 values (fits int16, so numpy sorts it by radix)."""
+    months = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+    return (months + (1970 * 12 - _MONTH_BASE)).astype(np.int16)
+
+
+def month_of_day(day: int) -> int:
+    """Month index of one date32 value."""
+    return int(month_index(np.array([day], dtype=np.int32))[0])
+
+
+def year_month(month: int) -> tuple[int, int]:
+    """(year, month) of a month index."""
+    total = _MONTH_BASE + month
+    return total // 12, total % 12 + 1
+
+
+def month_file(interval: int, month: int) -> str:
+    """Lake key of one month file."""
+    year, mon = year_month(month)
+    return layout.silver_file(interval, year, mon)
+
+
+def serialize(table: pa.Table) -> bytes:
+    """Parquet bytes of a month table; a pure function of its rows (fixed writer options)."""
+    table = table.cast(SILVER).combine_chunks()
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        compression_level=3,
+        use_dictionary=["symbol"],
+        write_statistics=True,
+        row_group_size=1 << 24,
+        data_page_size=1 << 20,
+        version="2.6",
+        data_page_version="1.0",
+        store_schema=True,
+        sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
+    )
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def sort_bars(table: pa.Table) -> pa.Table:
+    """Rows in file order: (symbol, start_date); no copy when already in order."""
+    if table.num_rows < 2:
+        return table
+    encoded = table["symbol"].combine_chunks().dictionary_encode()
+    rank = np.argsort(np.argsort(np.asarray(encoded.dictionary.to_pylist(), dtype=object)))
+    codes = rank[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
+    starts = np.asarray(pc.cast(table["start_date"], pa.int32()).to_numpy(), dtype=np.int64)
+    order = np.lexsort((starts, codes))
+    if bool(np.all(order[1:] > order[:-1])):
+        return table
+    return table.take(pa.array(order))
+
+
+def split_by_month(bars: pa.Table) -> dict[int, pa.Table]:
+    """Bars grouped by their start month, keeping their order within a month."""
+    if bars.num_rows == 0:
+        return {}
+    starts = np.asarray(pc.cast(bars["start_date"], pa.int32()).to_numpy(), dtype=np.int32)
+    months = month_index(starts)
+    order = np.argsort(months, kind="stable")
+    ordered = bars.take(pa.array(order))
+    sorted_months = months[order]
+    edges = np.flatnonzero(np.diff(sorted_months)) + 1
+    bounds = [0, *edges.tolist(), len(order)]
+    return {
+        int(sorted_months[lo]): ordered.slice(lo, hi - lo) for lo, hi in itertools.pairwise(bounds)
+    }
+
+
+def listed_months(lake: Lake, interval: int) -> dict[int, int]:
+    """Month files present for ``interval``: month index -> size."""
+    out = {}
+    for e in lake.list(layout.silver_dir(interval), suffix=".parquet"):
+        name = e.key.rsplit("/", 1)[-1]  # data_{N}d_{YYYYMM}.parquet
+        stamp = name.removesuffix(".parquet").rsplit("_", 1)[-1]
+        if len(stamp) == 6 and stamp.isdigit():
+            out[(int(stamp[:4]) * 12 + int(stamp[4:]) - 1) - _MONTH_BASE] = e.size
+    return out
+
+
+@dataclass
+class Patch:
+    """Replace, per symbol, every bar starting on or after ``cuts[symbol]`` with ``rows``.
+
+    ``replace_shards`` additionally replaces every bar of the symbols those shards own (a full
+    rebuild of a shard, or of everything with ``Shard()``). ``months`` are the month files the
+    patch may change: where new rows start and where replaced rows may sit.
+    """
+
+    cuts: dict[str, int] = field(default_factory=dict)
+    rows: pa.Table = field(default_factory=SILVER.empty_table)
+    months: set[int] = field(default_factory=set)
+    replace_shards: list[Shard] = field(default_factory=list)
+
+    @classmethod
+    def combine(cls, patches: Iterable[Patch]) -> Patch:
+        """One patch from the patches of disjoint symbol sets (shards)."""
+        out = cls()
+        tables = []
+        for p in patches:
+            out.cuts.update(p.cuts)
+            tables.append(p.rows)
+            out.months |= p.months
+            out.replace_shards.extend(p.replace_shards)
+        if tables:
+            out.rows = pa.concat_tables(tables)
+        return out
+
+    def replaces_everything(self) -> bool:
+        """True for an unsharded full rebuild: existing files need not be read."""
+        return any(s.count == 1 for s in self.replace_shards)
+
+
+def _replaced(existing: pa.Table, patch: Patch) -> npt.NDArray[np.bool_]:
+    """Rows of ``existing`` that ``patch`` replaces."""
+    n = existing.num_rows
+    drop = np.zeros(n, dtype=bool)
+    if n == 0:
+        return drop
+    symbols = existing["symbol"]
+    if patch.replace_shards:
+        unique = pc.unique(symbols).to_pylist()
+        owned = [s for s in unique if any(_owns(sh, s) for sh in patch.replace_shards)]
+        if owned:
+            drop |= np.asarray(
+                pc.is_in(symbols, value_set=pa.array(owned, pa.string())).to_numpy(
+                    zero_copy_only=False
+                ),
+                dtype=bool,
+            )
+    if patch.cuts:
+        names = list(patch.cuts)
+        cut_values = np.array([patch.cuts[s] for s in names], dtype=np.int64)
+        idx = pc.index_in(symbols, value_set=pa.array(names, pa.string()))
+        has = np.asarray(pc.is_valid(idx).to_numpy(zero_copy_only=False), dtype=bool)
+        pos = np.asarray(pc.fill_null(idx, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        starts = np.asarray(pc.cast(existing["start_date"], pa.int32()).to_numpy(), np.int64)
+        drop |= has & (starts >= cut_values[pos])
+    return drop
+
+
+def _owns(shard: Shard, symbol: str) -> bool:
+    return shard.count == 1 or shard_of(symbol, shard.count) == shard.index
+
+
+def apply(
+    existing: pa.Table | None,
+    patch_rows: pa.Table,
+    patch: Patch,
+    interval: int,
+    anchor: fib.Anchor,
+    last_day: int | None,
+) -> pa.Table:
+    """The month's new content: ``existing`` minus what ``patch`` replaces, plus its rows.
+
+    ``complete`` is recomputed for every row (a pure function of start date and the lake's
+    last date under the calendar anchor), which also flips bars the last date has overtaken.
+    """
+    tables = []
+    if existing is not None and existing.num_rows:
+        existing = existing.cast(SILVER)
+        tables.append(existing.filter(pa.array(~_replaced(existing, patch))))
+    if patch_rows.num_rows:
+        tables.append(patch_rows.cast(SILVER))
+    if not tables:
+        return SILVER.empty_table()
+    table = sort_bars(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+    if anchor == "calendar" and table.num_rows:
+        starts = np.asarray(pc.cast(table["start_date"], pa.int32()).to_numpy(), dtype=np.int32)
+        complete = fib.complete_calendar(starts, interval, last_day)
+        table = table.set_column(SILVER.get_field_index("complete"), "complete", pa.array(complete))
+    return table
+
+
+def rows_by_month(rows: pa.Table) -> Mapping[int, pa.Table]:
+    """Patch rows grouped by month file."""
+    return split_by_month(rows)
