@@ -42,6 +42,9 @@ class Faults:
     """Drop each WebSocket (close code 1011) after it was sent N data messages (0 = never)."""
     bad_rows: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """ISO date -> malformation kinds, added to the market's own ``bad_rows``."""
+    empty_days: tuple[str, ...] = ()
+    """ISO dates whose grouped daily answers "OK" with no results, as Polygon does for a
+    session whose data is not ready yet; the ingestion must retry them, not mark them done."""
     seed: int = 0
 
     def updated(self, changes: dict[str, Any]) -> Faults:
@@ -55,12 +58,17 @@ class Faults:
         if "bad_rows" in clean:
             spec = {dt.date.fromisoformat(k): v for k, v in dict(clean["bad_rows"]).items()}
             clean["bad_rows"] = {k.isoformat(): v for k, v in badrows.normalise(spec).items()}
+        if "empty_days" in clean:
+            clean["empty_days"] = tuple(
+                dt.date.fromisoformat(str(d)).isoformat() for d in clean["empty_days"]
+            )
         return replace(self, **clean)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able form."""
         out = asdict(self)
         out["bad_rows"] = {k: list(v) for k, v in self.bad_rows.items()}
+        out["empty_days"] = list(self.empty_days)
         return out
 
 

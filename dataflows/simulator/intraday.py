@@ -11,7 +11,6 @@ of exactly those trades, so a consumer folding ``T`` events rebuilds them to the
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,6 +20,7 @@ import numpy.typing as npt
 from core import calendar
 from dataflows.simulator import noise
 from dataflows.simulator.bars import Bars, adjust, concat, empty, tick_round
+from dataflows.simulator.lru import Lru
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -134,7 +134,7 @@ class Intraday:
     def __init__(self, market: Market) -> None:
         self.m = market
         self._hours: dict[int, tuple[int, int]] = {}
-        self._paths: OrderedDict[int, DayPath] = OrderedDict()
+        self._paths: Lru[int, DayPath] = Lru(2)
         self._tape = np.where(np.array([x[3] == "XNYS" for x in market._static]), 1, 3).astype(
             np.int64
         )
@@ -209,16 +209,12 @@ class Intraday:
 
     def day(self, i: int) -> DayPath:
         """The whole market's skeleton for session ``i`` (cached: the WebSocket replays it)."""
-        hit = self._paths.get(i)
-        if hit is not None:
-            self._paths.move_to_end(i)
-            return hit
-        sym, bars = self.m.session_bars(i)
-        dp = self.path(i, sym, bars)
-        self._paths[i] = dp
-        while len(self._paths) > 2:
-            self._paths.popitem(last=False)
-        return dp
+
+        def make() -> DayPath:
+            sym, bars = self.m.session_bars(i)
+            return self.path(i, sym, bars)
+
+        return self._paths.get_or_make(i, make)
 
     def cell_trades(self, dp: DayPath, minute: I64, col: I64) -> Trades:
         """All trades of the (minute, column) cells, in cell order."""

@@ -12,7 +12,6 @@ random ones, so prices stay plausible over decades.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dataflows.simulator import noise
+from dataflows.simulator.lru import Lru
 from dataflows.simulator.universe import Params
 
 F64 = npt.NDArray[np.float64]
@@ -89,8 +89,8 @@ class PricePaths:
         self.market = MARKET_SIGMA * noise.logistic(mkt_u)
         self.n_blocks = max(1, math.ceil(n_sessions / BLOCK))
         self.checkpoints = np.empty((self.n_blocks + 1, self.n), dtype=np.float64)
-        self._cache: OrderedDict[int, F64] = OrderedDict()
         self._cache_blocks = max(2, CACHE_CELLS // (BLOCK * self.n))
+        self._cache: Lru[int, F64] = Lru(self._cache_blocks)
         self.splits = self._walk(forced)
 
     # -- returns and blocks ---------------------------------------------------------------
@@ -113,7 +113,6 @@ class PricePaths:
         """Log closes of every symbol over block ``b`` (rows: sessions, columns: symbols)."""
         hit = self._cache.get(b)
         if hit is not None:
-            self._cache.move_to_end(b)
             return hit
         lo, hi = self._block_rows(b)
         out = np.cumsum(self.returns(lo, hi, np.arange(self.n)), axis=0)
@@ -123,9 +122,7 @@ class PricePaths:
 
     def _remember(self, b: int, arr: F64) -> None:
         arr.setflags(write=False)
-        self._cache[b] = arr
-        while len(self._cache) > self._cache_blocks:
-            self._cache.popitem(last=False)
+        self._cache.put(b, arr)
 
     def column(self, s: int, lo: int, hi: int) -> F64:
         """Log closes of symbol ``s`` over sessions [lo, hi)."""

@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import json
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,6 +22,7 @@ import numpy as np
 from core.calendar import NEW_YORK as _NY
 from dataflows.simulator import encode
 from dataflows.simulator.bars import Bars, concat, empty
+from dataflows.simulator.lru import Lru
 from dataflows.simulator.market import Market, ny_midnight_ms
 from dataflows.simulator.universe import Listing
 
@@ -121,32 +121,14 @@ def with_cursor(q: Query) -> dict[str, str]:
 
 
 # -- grouped daily --------------------------------------------------------------------------
-class GroupedCache:
-    """Serialised grouped-daily bodies by (date, adjusted, malformations), least recent evicted."""
+GroupedKey = tuple[dt.date, bool, tuple[str, ...]]
+
+
+class GroupedCache(Lru[GroupedKey, tuple[bytes, int]]):
+    """Serialised grouped-daily bodies by (date, adjusted, malformations)."""
 
     def __init__(self, size: int = 64) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[dt.date, bool, tuple[str, ...]], tuple[bytes, int]] = (
-            OrderedDict()
-        )
-
-    def get(
-        self, key: tuple[dt.date, bool, tuple[str, ...]], make: Callable[[], tuple[bytes, int]]
-    ) -> tuple[bytes, int]:
-        """The cached value, or ``make()`` remembered."""
-        hit = self._items.get(key)
-        if hit is None:
-            hit = make()
-            self._items[key] = hit
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        else:
-            self._items.move_to_end(key)
-        return hit
-
-    def clear(self) -> None:
-        """Forget everything (after the malformation settings change)."""
-        self._items.clear()
+        super().__init__(size)
 
 
 def grouped_daily(
@@ -157,12 +139,18 @@ def grouped_daily(
     q: Query,
     bad_rows: Mapping[dt.date, tuple[str, ...]],
     cache: GroupedCache,
+    *,
+    withheld: bool = False,
 ) -> Reply:
-    """GET /v2/aggs/grouped/locale/{locale}/market/{market}/{date}."""
+    """GET /v2/aggs/grouped/locale/{locale}/market/{market}/{date}.
+
+    ``withheld`` answers with no results (data not ready yet), whatever the date.
+    """
     day = parse_date(date, "date")
     adjusted = parse_bool(q.get("adjusted"), True)
     kinds = bad_rows.get(day, ())
-    key_day = day if (locale, market_type) == ("us", "stocks") else dt.date.min
+    served = (locale, market_type) == ("us", "stocks") and not withheld
+    key_day = day if served else dt.date.min
 
     def make() -> tuple[bytes, int]:
         bars = market.grouped(day, adjusted, bad_rows={day: kinds}) if key_day == day else empty()
@@ -172,7 +160,7 @@ def grouped_daily(
             head += b',"results":[' + encode.rows(bars, ticker_key=True) + b"]"
         return head, n
 
-    head, n = cache.get((key_day, adjusted, kinds), make)
+    head, n = cache.get_or_make((key_day, adjusted, kinds), make)
     tail = f',"status":"OK","request_id":"{request_id()}","count":{n}}}'.encode()
     return Reply(200, head + tail)
 

@@ -154,6 +154,7 @@ def build_app(sim: Simulation) -> web.Application:
                 request.query,
                 sim.bad_rows(),
                 sim.cache,
+                withheld=m["date"] in sim.state.faults.empty_days,
             )
         )
 

@@ -301,6 +301,15 @@ def test_bad_rows_at_runtime(sim: SimulatorServer, client: RESTClient) -> None:
     assert all("c" in r for r in json.loads(get(sim, GROUPED.format("2024-03-01")).data)["results"])
 
 
+def test_withheld_session_returns_no_rows(sim: SimulatorServer, client: RESTClient) -> None:
+    sim.set_faults(empty_days=["2024-03-01"])
+    body = json.loads(get(sim, GROUPED.format("2024-03-01")).data)
+    assert body["status"] == "OK" and body["resultsCount"] == 0 and "results" not in body
+    assert client.get_grouped_daily_aggs("2024-03-01") == []
+    sim.set_faults(empty_days=[])
+    assert len(client.get_grouped_daily_aggs("2024-03-01")) > 0
+
+
 # -- WebSocket -----------------------------------------------------------------------------------
 def test_websocket_trades_and_minute_aggregates(sim: SimulatorServer, market: Market) -> None:
     day = dt.date(2024, 6, 3)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
@@ -291,6 +292,17 @@ def test_trades_are_deterministic_and_aggregate_to_minute_bars() -> None:
         assert (np.diff(mine.t) >= 0).all() and (np.diff(mine.seq) > 0).all()
     events = tr.to_events()
     assert {"ev", "sym", "i", "x", "p", "s", "t", "q", "z"} <= set(events[0])
+
+
+def test_concurrent_queries_agree_with_serial_ones() -> None:
+    serial = Market(seed=5, n_symbols=200, start=START, end=END)
+    shared = Market(seed=5, n_symbols=200, start=START, end=END)
+    days = serial.window()[::9] * 3
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(shared.grouped, days))
+        paths = list(pool.map(lambda d: shared.minute("AAPL", d, d), days[:6]))
+    assert all(same(g, serial.grouped(d)) for g, d in zip(got, days, strict=True))
+    assert all(same(p, serial.minute("AAPL", d, d)) for p, d in zip(paths, days[:6], strict=True))
 
 
 # -- speed -------------------------------------------------------------------------------------
