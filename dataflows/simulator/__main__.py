@@ -61,6 +61,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-connections", type=int, default=1, help="WebSocket connections per key")
     p.add_argument(
+        "--max-events", type=int, default=1000, help="events per WebSocket message at most"
+    )
+    p.add_argument(
+        "--trades-per-minute", type=int, default=12, help="trades per symbol-minute at most"
+    )
+    p.add_argument(
         "--bad-rows",
         type=_bad,
         action="append",
@@ -90,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         end=args.end,
         history_start=args.history_start,
         bad_rows=dict(args.bad_rows),
+        trades_per_minute=args.trades_per_minute,
     )
     server = SimulatorServer(
         market,
@@ -101,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         replay_day=args.replay_day,
         ws_interval=args.ws_interval,
         max_connections=args.max_connections,
+        max_events=args.max_events,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -301,6 +301,9 @@ class Intraday:
         symbols: Sequence[str] | None = None,
     ) -> Trades:
         """Trades of session ``day`` stamped in [start, end), for ``symbols`` (default all)."""
+        if start.tzinfo is None or end.tzinfo is None:
+            msg = "start and end must be timezone-aware datetimes"
+            raise ValueError(msg)
         i = self.m.session_of(day)
         if i is None:
             return self.cell_trades(

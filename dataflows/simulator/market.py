@@ -81,8 +81,8 @@ class Market:
         if not calendar.EPOCH <= history_start <= start <= end <= calendar.HORIZON:
             msg = f"need {calendar.EPOCH} <= history_start <= start <= end <= {calendar.HORIZON}"
             raise ValueError(msg)
-        if n_symbols < 1:
-            msg = "n_symbols must be at least 1"
+        if n_symbols < 1 or trades_per_minute < 2:
+            msg = "need n_symbols >= 1 and trades_per_minute >= 2"
             raise ValueError(msg)
         all_days = calendar.session_days()
         lo = int(np.searchsorted(all_days, calendar.to_days(history_start), side="left"))

@@ -12,9 +12,9 @@ import base64
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
@@ -23,10 +23,11 @@ from core.calendar import NEW_YORK as _NY
 from dataflows.simulator import encode
 from dataflows.simulator.bars import Bars, concat, empty
 from dataflows.simulator.lru import Lru
-from dataflows.simulator.market import Market, ny_midnight_ms
+from dataflows.simulator.market import Market, Split, ny_midnight_ms
 from dataflows.simulator.universe import Listing
 
 Query = Mapping[str, str]
+T = TypeVar("T")
 DEFAULT_LIMIT: Final = 5000
 MAX_LIMIT: Final = 50_000
 TIMESPANS: Final = ("minute", "hour", "day", "week", "month", "quarter", "year")
@@ -342,10 +343,16 @@ def _filters(q: Query, name: str) -> list[tuple[Callable[[Any, Any], bool], str]
 
 
 def _page(
-    items: list[dict[str, Any]], q: dict[str, str], base_url: str, path: str, limit: int
+    items: Sequence[T],
+    row: Callable[[T], dict[str, Any]],
+    q: dict[str, str],
+    base_url: str,
+    path: str,
+    limit: int,
 ) -> dict[str, Any]:
+    """One page of ``items`` (only its rows are built) and the next_url carrying the query."""
     offset = int(q.get("offset", "0") or 0)
-    chunk = items[offset : offset + limit]
+    chunk = [row(x) for x in items[offset : offset + limit]]
     out: dict[str, Any] = {"results": chunk, "status": "OK", "count": len(chunk)}
     if offset + limit < len(items):
         carried = {k: v for k, v in q.items() if k != "offset"}
@@ -410,8 +417,16 @@ def tickers(market: Market, base_url: str, q: Query) -> Reply:
     listings.sort(
         key=lambda x: (getattr(x, attr), x.ticker), reverse=qq.get("order", "asc") == "desc"
     )
-    rows = [ticker_row(market, x, as_of) for x in listings]
-    return _ok(_page(rows, qq, base_url, "/v3/reference/tickers", limit))
+    return _ok(
+        _page(
+            listings,
+            lambda x: ticker_row(market, x, as_of),
+            qq,
+            base_url,
+            "/v3/reference/tickers",
+            limit,
+        )
+    )
 
 
 def ticker_details(market: Market, ticker: str, q: Query) -> Reply:
@@ -468,17 +483,18 @@ def splits(market: Market, base_url: str, q: Query) -> Reply:
         key=lambda s: (getattr(s, sort), s.ticker, s.execution_date),
         reverse=qq.get("order", "asc") == "desc",
     )
-    rows = [
-        {
-            "execution_date": s.execution_date.isoformat(),
-            "id": s.id,
-            "split_from": s.split_from,
-            "split_to": s.split_to,
-            "ticker": s.ticker,
-        }
-        for s in items
-    ]
-    return _ok(_page(rows, qq, base_url, "/v3/reference/splits", limit))
+    return _ok(_page(items, split_row, qq, base_url, "/v3/reference/splits", limit))
+
+
+def split_row(s: Split) -> dict[str, Any]:
+    """A /v3/reference/splits result object."""
+    return {
+        "execution_date": s.execution_date.isoformat(),
+        "id": s.id,
+        "split_from": s.split_from,
+        "split_to": s.split_to,
+        "ticker": s.ticker,
+    }
 
 
 def market_status(now_ms: int, session_open: bool) -> Reply:
@@ -499,7 +515,7 @@ def market_status(now_ms: int, session_open: bool) -> Reply:
                 "earlyHours": early,
                 "exchanges": {"nasdaq": exch, "nyse": exch, "otc": exch},
                 "market": state,
-                "serverTime": now.isoformat(),
+                "serverTime": now.replace(microsecond=0).isoformat(),
             }
         ),
     )
