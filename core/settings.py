@@ -102,6 +102,9 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
     live_lateness_s: float = Field(
         5.0, ge=0, description="How late a tick may arrive for its minute"
     )
+    kinesis_start: Literal["LATEST", "TRIM_HORIZON"] = Field(
+        "LATEST", description="Where a Kinesis shard without a checkpoint is read from"
+    )
 
 
 class BatchSettings(LakeSettings, ServiceSettings):

@@ -6,6 +6,7 @@ Every key carries a prefix so several deployments (or tests) can share one serve
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -58,6 +59,24 @@ class LiveStore:
         pipe.set(self._k("bar", symbol), payload)
         if publish:
             pipe.publish(self.channel("bars"), payload)
+        pipe.execute()
+
+    def set_live(
+        self,
+        latest: Mapping[str, dict[str, Any]],
+        bars: Mapping[str, dict[str, Any]],
+        *,
+        publish: bool = True,
+    ) -> None:
+        """Store many latest trades and live bars (announcing the bars) in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for symbol, trade in latest.items():
+            pipe.set(self._k("latest", symbol), json.dumps(trade, default=str))
+        for symbol, bar in bars.items():
+            payload = json.dumps({"symbol": symbol, **bar}, default=str)
+            pipe.set(self._k("bar", symbol), payload)
+            if publish:
+                pipe.publish(self.channel("bars"), payload)
         pipe.execute()
 
     def get_bar(self, symbol: str) -> dict[str, Any] | None:
