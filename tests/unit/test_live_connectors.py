@@ -129,3 +129,20 @@ def test_websocket_config() -> None:
     assert real.url == "wss://socket.polygon.io/stocks"
     assert "sekret" not in repr(real)
     assert all(0 <= Backoff(0.5, 4).delay(n) <= 4 for n in range(20))
+
+
+def test_ingest_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from dataflows import ingest
+
+    with pytest.raises(SystemExit) as exc:
+        ingest.main(["--help"])
+    assert exc.value.code == 0
+    assert "Kinesis" in capsys.readouterr().out
+
+
+def test_live_module_builds_flow_only_on_access() -> None:
+    import dataflows.live as live
+
+    assert "flow" not in vars(live)  # importing read no settings and opened nothing
+    with pytest.raises(AttributeError):
+        _ = live.no_such_thing
