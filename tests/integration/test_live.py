@@ -22,6 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 from pydantic import SecretStr
 
@@ -222,6 +224,89 @@ def test_kinesis_partition_resumes_after_its_checkpoint(aws_endpoint: str) -> No
         resumed = source.build_part("in", shard, checkpoint)
         assert drain(resumed) == [b"3"]
         assert resumed.snapshot() != checkpoint
+    finally:
+        kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
+
+
+class _Crash(StatelessSinkPartition[Any]):
+    def __init__(self, inner: StatelessSinkPartition[Any], after: int) -> None:
+        self.inner, self.left = inner, after
+
+    def write_batch(self, items: list[Any]) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise RuntimeError("simulated crash")
+        self.inner.write_batch(items)
+
+
+class CrashingSink(DynamicSink[Any]):
+    """Passes ``after`` batches to ``inner``, then fails like a killed process."""
+
+    def __init__(self, inner: DynamicSink[Any], after: int) -> None:
+        self.inner, self.after = inner, after
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Crash:
+        return _Crash(self.inner.build(step_id, worker_index, worker_count), self.after)
+
+
+def synthetic_records(minutes: int = 6) -> list[tuple[str, bytes]]:
+    t0 = int(dt.datetime(2025, 1, 3, 14, 30, tzinfo=dt.UTC).timestamp() * 1000)
+    recs = []
+    for i in range(minutes * 40):
+        for k, sym in enumerate(("AAPL", "MSFT", "NVDA")):
+            ev = {"ev": "T", "sym": sym, "p": 100 + k + (i * 7 % 13) / 10, "s": 1 + i % 9}
+            recs.append((sym, json.dumps([{**ev, "t": t0 + i * 1500}]).encode()))
+    return recs
+
+
+def test_recovery_after_a_crash_rewrites_the_same_bars(
+    aws_endpoint: str, tmp_path: Any, local_lake: Lake
+) -> None:
+    kinesis = client("kinesis", endpoint_url=aws_endpoint)
+    stream = f"ticks-{uuid.uuid4().hex[:10]}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+    )
+    try:
+        records = synthetic_records()
+        KinesisSink(stream, endpoint_url=aws_endpoint).build("k", 0, 1).write_batch(records)
+
+        def flow(lake: Lake, bars: DynamicSink[Any], updates: list[Any]) -> Dataflow:
+            source = KinesisSource(
+                stream, endpoint_url=aws_endpoint, start="TRIM_HORIZON", stop_at_end=True,
+                limit=60, poll=dt.timedelta(milliseconds=100),
+            )  # fmt: skip
+            return build_live_flow(
+                source, bars=bars, live=TestingSink(updates), quarantine=QuarantineSink(lake)
+            )
+
+        clean = Lake((tmp_path / "clean").as_uri())
+        run_main(flow(clean, MinuteBarSink(clean), []))  # type: ignore[no-untyped-call]
+
+        recovery = tmp_path / "recovery"
+        recovery.mkdir()
+        init_db_dir(recovery, 1)  # type: ignore[no-untyped-call]
+        config = RecoveryConfig(str(recovery))  # type: ignore[no-untyped-call]
+        epoch = dt.timedelta(milliseconds=50)
+        first: list[Any] = []
+        crashing = CrashingSink(MinuteBarSink(local_lake), after=3)
+        with pytest.raises(Exception) as crash:  # bytewax wraps the sink's error
+            run_main(flow(local_lake, crashing, first), epoch_interval=epoch, recovery_config=config)  # type: ignore[no-untyped-call]  # fmt: skip
+        causes: list[BaseException] = [crash.value]
+        while causes[-1].__cause__ is not None:
+            causes.append(causes[-1].__cause__)
+        assert any("simulated crash" in str(c) for c in causes)
+        resumed: list[Any] = []
+        run_main(flow(local_lake, MinuteBarSink(local_lake), resumed), epoch_interval=epoch, recovery_config=config)  # type: ignore[no-untyped-call]  # fmt: skip
+
+        assert 0 < len(resumed) < len(records)  # the rerun started from a checkpoint
+        cols = ["symbol", "start", "open", "high", "low", "close", "volume", "trades"]
+        got, want = lake_bars(local_lake).select(cols), lake_bars(clean).select(cols)
+        assert got.sort_by([("symbol", "ascending"), ("start", "ascending")]).equals(
+            want.sort_by([("symbol", "ascending"), ("start", "ascending")])
+        )
+        assert want.num_rows == 3 * 6 and local_lake.list("quarantine") == []
     finally:
         kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
 

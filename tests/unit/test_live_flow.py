@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from core.records import Bar
 from dataflows.live import build_live_flow
@@ -122,3 +123,29 @@ def test_live_updates_track_latest_trade_and_current_bar() -> None:
     assert (last.open, last.volume, last.trades) == (11, 7, 1)
     first_minute = [u for u in out.live if u.start == T0][-1]
     assert (first_minute.open, first_minute.high, first_minute.volume) == (10, 12, 105)
+
+
+def test_three_workers_give_the_same_bars() -> None:
+    rng = random.Random(5)
+    events = [
+        trade(i * 0.037 + rng.random() * 0.9, 10 + rng.random(), 1 + i % 5, sym=f"S{i % 7}")
+        for i in range(6000)
+    ]
+    frames = [frame(*events[i : i + 50]) for i in range(0, len(events), 50)]
+
+    def bars(workers: int) -> list[tuple[object, ...]]:
+        out = Run()
+        flow = build_live_flow(
+            TestingSource(frames, batch_size=3),
+            bars=TestingSink(out.bars),
+            live=TestingSink(out.live),
+            quarantine=TestingSink(out.rejected),
+        )
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)  # type: ignore[no-untyped-call]
+        assert out.rejected == []
+        return sorted(
+            (b.symbol, b.start, b.open, b.high, b.low, b.close, b.trades) for b in out.bars
+        )
+
+    one = bars(1)
+    assert len(one) == 7 * 4 and one == bars(3)
