@@ -33,6 +33,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from core.settings import POLYGON_WS, LiveSettings, PolygonSettings
 
 log = logging.getLogger(__name__)
+_wire = logging.getLogger(f"{__name__}.wire")
+_wire.setLevel(logging.INFO)  # websockets dumps frames at DEBUG, and the auth frame holds the key
 SIMULATOR_WS: Final = "127.0.0.1:8010"
 """Where ``python -m dataflows.simulator`` listens by default."""
 SIMULATOR_KEY: Final = "simulator"
@@ -173,13 +175,13 @@ async def polygon_frames(
     attempt = 0
     while True:
         try:
-            async with ws_connect(cfg.url, open_timeout=timeout, max_size=None) as ws:
+            async with ws_connect(cfg.url, open_timeout=timeout, max_size=None, logger=_wire) as ws:
                 await _handshake(ws, cfg, timeout)
                 log.info("polygon websocket %s: subscribed to %s", cfg.url, cfg.subscription)
-                attempt = 0
                 async for frame in ws:
                     statuses = _statuses(frame)
                     if statuses is None:
+                        attempt = 0  # only data proves the session works: no hot reconnect loop
                         yield frame
                     else:
                         for ev in statuses:

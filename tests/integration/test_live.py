@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -57,8 +58,10 @@ def sim(market: Market) -> Iterator[SimulatorServer]:
         yield s
 
 
-def ws_source(sim: SimulatorServer, stop: threading.Event) -> PolygonWebSocketSource:
-    cfg = WsConfig(ws_url(sim.ws_feed), SecretStr(f"key-{uuid.uuid4().hex[:8]}"))
+def ws_source(
+    sim: SimulatorServer, stop: threading.Event, key: str | None = None
+) -> PolygonWebSocketSource:
+    cfg = WsConfig(ws_url(sim.ws_feed), SecretStr(key or f"key-{uuid.uuid4().hex[:8]}"))
     return PolygonWebSocketSource(cfg, stop=stop, backoff=Backoff(base=0.05, cap=0.2))
 
 
@@ -148,13 +151,17 @@ def test_websocket_to_redis_and_lake(
     pubsub.close()
 
 
-def test_websocket_reconnects_after_disconnect(sim: SimulatorServer, local_lake: Lake) -> None:
+def test_websocket_reconnects_after_disconnect(
+    sim: SimulatorServer, local_lake: Lake, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key = f"sekret-{uuid.uuid4().hex}"
     sim.set_faults(ws_disconnect_after=10)
     stop = threading.Event()
     updates: list[Any] = []
     rejected: list[Rejected] = []
     flow = build_live_flow(
-        ws_source(sim, stop),
+        ws_source(sim, stop, key),
         bars=MinuteBarSink(local_lake),
         live=TestingSink(updates),
         quarantine=TestingSink(rejected),
@@ -164,6 +171,7 @@ def test_websocket_reconnects_after_disconnect(sim: SimulatorServer, local_lake:
     assert ws["disconnects"] >= 2 and ws["connections"] >= 3
     assert ws["messages"] > 10 * 2  # data kept flowing after each reconnect
     assert len(updates) > 0 and rejected == []
+    assert "reconnecting" in caplog.text and key not in caplog.text
 
 
 def test_ingest_to_kinesis_then_live_from_kinesis(
