@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -331,42 +331,87 @@ def drain(part: Any, tries: int = 20) -> list[bytes]:
     return got
 
 
-def test_bytewax_run_entry_point(
-    sim: SimulatorServer, tmp_path: Any, redis_server_url: str, redis_prefix: str
-) -> None:
-    """``python -m bytewax.run dataflows.live:flow`` configured only by the environment."""
-    lake = Lake((tmp_path / "lake").as_uri())
-    env = {
-        **os.environ,
-        "POLYGON_WS_URL": sim.ws_feed,
-        "LAKE_URL": lake.url,
-        "REDIS_URL": redis_server_url,
-        "REDIS_PREFIX": redis_prefix,
-        "LIVE_SYMBOLS": "AAPL,MSFT",
-    }
-    env.pop("KINESIS_STREAM", None)
-    env.pop("POLYGON_API_KEY", None)
+def run_until(args: list[str], env: dict[str, str], done: Callable[[], bool]) -> str:
+    """Run ``python -m ARGS`` until ``done()`` (30 s at most), then interrupt it; its output."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "dataflows.live:flow"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        [sys.executable, "-m", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    store = LiveStore(connect(redis_server_url), redis_prefix)
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            if store.get_bar("MSFT") and lake.list("bronze/raw_ohlcv_1m/symbol=AAPL"):
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not done():
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            out = proc.communicate(timeout=15)[0].decode(errors="replace")
+            out = proc.communicate(timeout=15)[0]
         except subprocess.TimeoutExpired:
             proc.kill()
-            out = proc.communicate()[0].decode(errors="replace")
-    assert store.get_latest("AAPL") is not None, out[-2000:]
+            out = proc.communicate()[0]
+    return out.decode(errors="replace")[-3000:]
+
+
+def service_env(lake: Lake, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "LAKE_URL": lake.url, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    for name in ("KINESIS_STREAM", "POLYGON_API_KEY", "POLYGON_SECRET_ID", "LIVE_SYMBOLS"):
+        env.pop(name, None)
+    return {**env, **extra}
+
+
+def test_bytewax_run_entry_point(
+    sim: SimulatorServer, tmp_path: Any, redis_server_url: str, redis_prefix: str
+) -> None:
+    """``python -m bytewax.run dataflows.live:flow`` on the WebSocket, configured by env."""
+    lake = Lake((tmp_path / "lake").as_uri())
+    env = service_env(
+        lake, redis_server_url, redis_prefix, POLYGON_WS_URL=sim.ws_feed, LIVE_SYMBOLS="AAPL,MSFT"
+    )
+    store = LiveStore(connect(redis_server_url), redis_prefix)
+    out = run_until(
+        ["bytewax.run", "dataflows.live:flow"],
+        env,
+        lambda: bool(store.get_bar("MSFT") and lake.list("bronze/raw_ohlcv_1m/symbol=AAPL")),
+    )
+    assert store.get_latest("AAPL") is not None, out
     assert store.get_bar("MSFT") is not None
     assert store.get_latest("NVDA") is None  # not subscribed
-    assert lake.list("bronze/raw_ohlcv_1m/symbol=AAPL"), out[-2000:]
+    assert lake.list("bronze/raw_ohlcv_1m/symbol=AAPL"), out
+
+
+def test_ingest_cli_then_live_entry_point_on_kinesis(
+    sim: SimulatorServer,
+    tmp_path: Any,
+    aws_endpoint: str,
+    redis_server_url: str,
+    redis_prefix: str,
+) -> None:
+    """``python -m dataflows.ingest`` fills the stream; ``dataflows.live:flow`` reads its shards."""
+    kinesis = client("kinesis", endpoint_url=aws_endpoint)
+    stream = f"ticks-{uuid.uuid4().hex[:10]}"
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+    )
+    try:
+        lake = Lake((tmp_path / "lake").as_uri())
+        env = service_env(
+            lake, redis_server_url, redis_prefix, POLYGON_WS_URL=sim.ws_feed,
+            AWS_ENDPOINT_URL=aws_endpoint,
+        )  # fmt: skip
+        ingest = subprocess.run(
+            [sys.executable, "-m", "dataflows.ingest", "--stream", stream, "--duration", "3",
+             "--symbols", "AAPL,MSFT"],
+            env=env, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert ingest.returncode == 0, ingest.stderr.decode()[-2000:]
+        store = LiveStore(connect(redis_server_url), redis_prefix)
+        env.update(KINESIS_STREAM=stream, KINESIS_START="TRIM_HORIZON")
+        out = run_until(
+            ["bytewax.run", "dataflows.live:flow"],
+            env,
+            lambda: bool(store.get_bar("MSFT") and lake.list("bronze/raw_ohlcv_1m/symbol=AAPL")),
+        )
+        assert store.get_latest("AAPL") is not None and store.get_bar("MSFT") is not None, out
+        assert store.get_latest("NVDA") is None  # the ingest subscribed to two symbols
+        assert lake.list("bronze/raw_ohlcv_1m/symbol=AAPL"), out
+    finally:
+        kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
