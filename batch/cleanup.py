@@ -80,7 +80,7 @@ def all_rows_present(data: pa.Table, fragment: pa.Table) -> bool:
     at = np.clip(np.searchsorted(data_days, frag_days), 0, len(data_days) - 1)
     if not bool(np.all(data_days[at] == frag_days)):
         return False
-    kept = data.take(at).select(fragment.column_names)
+    kept = data.take(pa.array(at)).select(fragment.column_names).cast(fragment.schema)
     return bool(np.all(precedence.beats_or_equals(kept, fragment)))
 
 

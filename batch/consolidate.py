@@ -9,8 +9,9 @@ earliest date each write changed, so resampling restarts there.
 Order of effects, so a kill at any point and a rerun give the same lake:
 1. data.parquet of each symbol is written atomically, carrying its manifest row in its Parquet
    metadata;
-2. the manifest is written (a rerun that finds a data.parquet ahead of it adopts the file's row,
-   so nothing is merged twice or forgotten);
+2. the tails of the changed symbols (:mod:`batch.tails`, a cache for resampling), then the
+   manifest are written (a rerun that finds a data.parquet ahead of the manifest adopts the
+   file's row, so nothing is merged twice or forgotten);
 3. cleanup: fragments merged, older than the retention and verified row by row against the
    merged table are recorded in the cleanup manifest and then deleted.
 
@@ -31,12 +32,13 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch import cleanup as cleaner
-from batch import common, parts, pool, precedence
+from batch import common, parts, pool, precedence, tails
 from batch import manifest as mf
 from batch.manifest import FragmentId, SymbolState
 from core import layout
@@ -50,6 +52,15 @@ log = logging.getLogger("batch.consolidate")
 WHOLE_MARKET = Shard()
 """The default shard: every symbol."""
 _COMPARED: Final = (*precedence.VALUE_COLUMNS, "source", "ingested_at")
+_DICTIONARY: Final = ("symbol", "source")
+WORK_SCHEMA: Final = pa.schema(
+    [
+        f.with_type(pa.dictionary(pa.int32(), pa.string())) if f.name in _DICTIONARY else f
+        for f in BRONZE_DAILY
+    ]
+)
+"""How data.parquet is held in memory: the two constant-ish string columns stay dictionary
+encoded, which halves their cost to read and write."""
 
 
 @dataclass
@@ -103,6 +114,7 @@ class Outcome:
     merged: int = 0
     earliest: dt.date | None = None
     removals: list[cleaner.Removal] = field(default_factory=list)
+    tail: tails.Tail | None = None
     error: str | None = None
 
 
@@ -117,36 +129,56 @@ class Options:
 
 
 # -- pure steps ------------------------------------------------------------------------------
-def merge(data: pa.Table | None, fragments: Sequence[pa.Table]) -> pa.Table:
-    """Consolidate ``fragments`` into ``data`` (either may be empty): one row per date."""
-    new = precedence.merge(pa.concat_tables(fragments)) if fragments else None
-    if new is None or new.num_rows == 0:
-        return data if data is not None else BRONZE_DAILY.empty_table()
-    if data is None or data.num_rows == 0:
-        return new
-    last = data["date"][-1].as_py()
-    if new["date"][0].as_py() > last:  # the common case: new sessions after the history
-        return pa.concat_tables([data, new])
-    return precedence.merge(pa.concat_tables([data, new]))
+def _days(table: pa.Table) -> npt.NDArray[np.int32]:
+    return np.asarray(pc.cast(table["date"], pa.int32()).to_numpy(), dtype=np.int32)
 
 
-def earliest_change(old: pa.Table | None, new: pa.Table, candidates: pa.Array) -> dt.date | None:
-    """The first of ``candidates`` (dates) whose row in ``new`` differs from ``old``'s."""
-    days = np.unique(np.asarray(pc.cast(candidates, pa.int32()).to_numpy(), dtype=np.int32))
-    new_days = np.asarray(pc.cast(new["date"], pa.int32()).to_numpy(), dtype=np.int32)
-    at_new = np.searchsorted(new_days, days)
-    if old is None or old.num_rows == 0:
-        changed = np.ones(len(days), dtype=bool)
-        at_old = np.zeros(len(days), dtype=np.int64)
-    else:
-        old_days = np.asarray(pc.cast(old["date"], pa.int32()).to_numpy(), dtype=np.int32)
-        at_old = np.clip(np.searchsorted(old_days, days), 0, len(old_days) - 1)
-        changed = old_days[at_old] != days
-        a, b = new.take(at_new), old.take(at_old)
-        for name in _COMPARED:
-            eq = pc.fill_null(pc.equal(a[name], b[name]), False)
-            both_null = pc.and_(pc.is_null(a[name]), pc.is_null(b[name]))
-            changed |= ~np.asarray(pc.or_(eq, both_null).to_numpy(zero_copy_only=False), bool)
+def merge(data: pa.Table | None, fragments: Sequence[pa.Table]) -> tuple[pa.Table, dt.date | None]:
+    """Consolidate ``fragments`` into ``data`` (either may be empty): one row per date.
+
+    Returns the merged table (as :data:`WORK_SCHEMA`) and the earliest date whose row differs
+    from ``data``'s (None when nothing changed). New sessions after the history, the daily
+    case, skip the full merge.
+    """
+    frags = [f.cast(BRONZE_DAILY) for f in fragments if f.num_rows]
+    old = data.cast(WORK_SCHEMA) if data is not None else WORK_SCHEMA.empty_table()
+    if not frags:
+        return old, None
+    new = pa.concat_tables(frags) if len(frags) > 1 else frags[0]
+    new_days = _days(new)
+    if len(new_days) > 1:
+        order = np.argsort(new_days, kind="stable")
+        sorted_days = new_days[order]
+        if bool(np.any(sorted_days[1:] == sorted_days[:-1])):
+            new = precedence.merge(new)
+            new_days = _days(new)
+        elif not bool(np.all(order[1:] > order[:-1])):
+            new, new_days = new.take(pa.array(order)), sorted_days
+    new = new.cast(WORK_SCHEMA)
+    if old.num_rows == 0:
+        return new, layout_date(int(new_days[0]))
+    old_days = _days(old)
+    if int(new_days[0]) > int(old_days[-1]):  # appended sessions
+        return pa.concat_tables([old, new]), layout_date(int(new_days[0]))
+    plain = old.cast(BRONZE_DAILY)
+    merged = precedence.merge(pa.concat_tables([plain, new.cast(BRONZE_DAILY)]))
+    return merged.cast(WORK_SCHEMA), earliest_change(plain, merged, new_days)
+
+
+def earliest_change(
+    old: pa.Table, new: pa.Table, candidates: npt.NDArray[np.int32]
+) -> dt.date | None:
+    """The first of ``candidates`` (date32) whose row in ``new`` differs from ``old``'s."""
+    days = np.unique(candidates)
+    at_new = np.searchsorted(_days(new), days)
+    old_days = _days(old)
+    at_old = np.clip(np.searchsorted(old_days, days), 0, len(old_days) - 1)
+    changed = old_days[at_old] != days
+    a, b = new.take(pa.array(at_new)), old.take(pa.array(at_old))
+    for name in _COMPARED:
+        eq = pc.fill_null(pc.equal(a[name], b[name]), False)
+        both_null = pc.and_(pc.is_null(a[name]), pc.is_null(b[name]))
+        changed |= ~np.asarray(pc.or_(eq, both_null).to_numpy(zero_copy_only=False), bool)
     if not changed.any():
         return None
     return layout_date(int(days[np.flatnonzero(changed)[0]]))
@@ -168,36 +200,66 @@ _LAKE: Lake | None = None
 def _init_worker(url: str, endpoint: str | None, region: str | None) -> None:
     global _LAKE
     _LAKE = Lake(url, endpoint_url=endpoint, region=region)
+    pool.single_threaded_arrow()
 
 
-def read_data(lake: Lake, key: str) -> pa.Table:
+def read_data(lake: Lake, key: str, *, dictionary: Sequence[str] = ()) -> pa.Table:
     """Read one Parquet file whole (faster than a dataset read for one small file)."""
     with lake.fs.open_input_file(lake.path(key)) as f:
-        return pq.ParquetFile(f).read()
+        return pq.ParquetFile(f, read_dictionary=list(dictionary) or None).read(use_threads=False)
+
+
+def read_consolidated(lake: Lake, key: str, *, decoded: bool = False) -> pa.Table:
+    """A data.parquet as :data:`WORK_SCHEMA` (or BRONZE_DAILY with ``decoded``).
+
+    Its Parquet metadata (the manifest row it carries) is kept on the table's schema.
+    """
+    raw = read_data(lake, key, dictionary=_DICTIONARY)
+    meta = raw.schema.metadata
+    table = raw if raw.schema.equals(WORK_SCHEMA) else conform(raw, BRONZE_DAILY)
+    table = table.cast(BRONZE_DAILY if decoded else WORK_SCHEMA)
+    return table.replace_schema_metadata(meta)
 
 
 def read_fragment(lake: Lake, symbol: str, key: str) -> pa.Table:
     """Read a fragment, conformed to the contract; it must hold only ``symbol``."""
-    table = conform(read_data(lake, key), BRONZE_DAILY)
-    if table.num_rows and not pc.all(pc.equal(table["symbol"], symbol)).as_py():
+    table = read_data(lake, key)
+    if not table.schema.equals(BRONZE_DAILY):
+        table = conform(table, BRONZE_DAILY)
+    if table.num_rows and (
+        table["symbol"][0].as_py() != symbol or pc.count_distinct(table["symbol"]).as_py() != 1
+    ):
         msg = f"{key} holds rows of another symbol"
         raise ValueError(msg)
     return table
 
 
+def data_bytes(table: pa.Table, state: SymbolState) -> bytes:
+    """The bytes of a data.parquet.
+
+    LZ4 (half of zstd's CPU time to write, a quarter larger), statistics where readers filter
+    (symbol, date), the manifest row in the metadata, and no stored Arrow schema, so every
+    reader sees the contract's plain types.
+    """
+    table = table.replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(
+        sink,
+        table.schema,
+        compression="lz4",
+        use_dictionary=list(_DICTIONARY),
+        write_statistics=["symbol", "date"],
+        store_schema=False,
+        sorting_columns=[pq.SortingColumn(1)],
+    ) as writer:
+        writer.write_table(table, row_group_size=max(1, table.num_rows))
+        writer.add_key_value_metadata({mf.DATA_META_KEY: state.to_data_meta()})
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def write_data(lake: Lake, symbol: str, table: pa.Table, state: SymbolState) -> int:
     """Write data.parquet atomically with ``state`` in its metadata; returns its size."""
-    table = table.replace_schema_metadata({mf.DATA_META_KEY: state.to_data_meta()})
-    sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression="zstd",
-        use_dictionary=["symbol", "source"],
-        write_statistics=True,
-        sorting_columns=[pq.SortingColumn(1)],
-    )
-    buf = sink.getvalue().to_pybytes()
+    buf = data_bytes(table, state)
     lake.write_bytes(layout.consolidated(symbol), buf)
     return len(buf)
 
@@ -208,9 +270,8 @@ def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
     state = dataclasses.replace(task.state) if task.state else SymbolState(task.symbol)
     data: pa.Table | None = None
     if task.data is not None:
-        raw = read_data(lake, task.data.key)
-        meta = (raw.schema.metadata or {}).get(mf.DATA_META_KEY)
-        data = conform(raw, BRONZE_DAILY)
+        data = read_consolidated(lake, task.data.key)
+        meta = (data.schema.metadata or {}).get(mf.DATA_META_KEY)
         carried = SymbolState.from_data_meta(meta) if meta is not None else None
         if carried is not None and carried.version > state.version:
             carried.revision = state.revision  # killed after the data write: adopt its state
@@ -230,17 +291,12 @@ def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
     new_tables = {f: read_fragment(lake, task.symbol, f.key) for f in new_ids}
     out = Outcome(task.symbol, merged=len(new_ids))
     if new_tables:
-        merged = merge(data, list(new_tables.values()))
-        dates = pa.concat_arrays(
-            [t["date"].combine_chunks() for t in new_tables.values() if t.num_rows]
-            or [pa.array([], pa.date32())]
-        )
-        earliest = earliest_change(data, merged, dates)
+        merged, earliest = merge(data, list(new_tables.values()))
         state.fragments = sorted([*state.fragments, *new_ids])
         if earliest is not None:
             state = state.with_change(earliest, opts.now)
             state.rows = merged.num_rows
-            state.first_date = merged["date"][0].as_py()
+            state.first_date = _first(merged)
             state.last_date = merged["date"][-1].as_py()
             if not opts.dry_run:
                 state.data_size = write_data(lake, task.symbol, merged, state)
@@ -257,6 +313,11 @@ def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
     if task.state is None or state != task.state:
         state.revision = (task.state.revision if task.state else 0) + 1
         out.state = state
+    old_version = task.state.version if task.state else 0
+    if data is not None and data.num_rows and state.version > old_version:
+        reaches, since = state.earliest_since(old_version)
+        start = mf.to_days(since) if reaches and since is not None else -(2**31)
+        out.tail = tails.tail_of(data, state.version, start)
     return out
 
 
@@ -358,6 +419,7 @@ def run(
                 report.earliest_changed = o.earliest
         removals.extend(o.removals)
     if not dry_run:
+        tails.write(lake, {o.symbol: o.tail for o in outcomes if o.tail is not None}, shard)
         folding = shard.count == 1 and parts.part_keys(lake, layout.consolidation_manifest())
         if any(o.state is not None for o in outcomes) or folding:
             mf.write(lake, states, shard)

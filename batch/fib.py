@@ -11,6 +11,7 @@ Python loop per symbol.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -37,8 +38,9 @@ F64 = npt.NDArray[np.float64]
 class Daily:
     """Daily rows of many symbols in flat arrays, one segment per symbol.
 
-    Segment ``i`` is ``symbols[i]`` at rows ``offsets[i]:offsets[i + 1]``, sorted by date. ``first_row[i]`` is the position of the
-    segment's first row in the symbol's whole history (non-zero when only a tail was read).
+    Segment ``i`` is ``symbols[i]`` at rows ``offsets[i]:offsets[i + 1]``, sorted by date.
+    ``first_row[i]`` is the position of the segment's first row in the symbol's whole history
+    (non-zero when only a tail was read). ``calendar_k`` caches the calendar anchor's k.
     """
 
     symbols: list[str]
@@ -50,6 +52,7 @@ class Daily:
     low: F64
     close: F64
     volume: F64
+    calendar_k: I64 | None = None
 
     @property
     def rows(self) -> int:
@@ -59,6 +62,39 @@ class Daily:
     def segment_ids(self) -> I64:
         """The segment index of every row."""
         return np.repeat(np.arange(len(self.symbols), dtype=np.int64), np.diff(self.offsets))
+
+    def with_calendar_k(self) -> Daily:
+        """A copy holding the calendar anchor's k, computed once for every interval."""
+        if self.calendar_k is not None:
+            return self
+        return dataclasses.replace(self, calendar_k=session_k(self.date))
+
+    def take(self, segments: I64, starts: I64) -> Daily:
+        """The given segments, each from row ``starts[j]`` of its segment on (vectorised)."""
+        begin = self.offsets[segments] + starts
+        lengths = self.offsets[segments + 1] - begin
+        offsets = np.zeros(len(segments) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        idx = np.repeat(begin - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        return Daily(
+            symbols=[self.symbols[i] for i in segments.tolist()],
+            offsets=offsets,
+            first_row=self.first_row[segments] + starts,
+            date=self.date[idx],
+            open=self.open[idx],
+            high=self.high[idx],
+            low=self.low[idx],
+            close=self.close[idx],
+            volume=self.volume[idx],
+            calendar_k=None if self.calendar_k is None else self.calendar_k[idx],
+        )
+
+    def search(self, segments: I64, days: I64) -> I64:
+        """Per segment, the number of its rows dated before ``days`` (a binary search each)."""
+        bias = np.int64(2**31)
+        keys = (self.segment_ids() << 33) | (self.date.astype(np.int64) + bias)
+        q = (segments.astype(np.int64) << 33) | (np.clip(days, -bias, bias - 1) + bias)
+        return np.searchsorted(keys, q, side="left") - self.offsets[segments]
 
     @classmethod
     def from_tables(
@@ -105,7 +141,10 @@ def session_k(days: I32) -> I64:
 
 def group_of(daily: Daily, interval: int, anchor: Anchor) -> I64:
     """Group index g = k // N of every row."""
-    k = session_k(daily.date) if anchor == "calendar" else positions(daily)
+    if anchor == "calendar":
+        k = daily.calendar_k if daily.calendar_k is not None else session_k(daily.date)
+    else:
+        k = positions(daily)
     return k // int(interval)
 
 

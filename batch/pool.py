@@ -23,6 +23,13 @@ INLINE_BELOW: Final = 64
 """Fewer items than this run in the calling process."""
 
 
+def single_threaded_arrow() -> None:
+    """In a pool worker: one Arrow CPU thread, as the pool already fills the cores."""
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)
+
+
 def worker_count(workers: int) -> int:
     """``workers``, or one per core when 0."""
     return workers if workers > 0 else (os.cpu_count() or 1)

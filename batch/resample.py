@@ -33,10 +33,10 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
@@ -45,12 +45,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from batch import checkpoint as ckpt
-from batch import common, fib, pool, silver
+from batch import common, fib, planning, pool, silver, staging, tails
 from batch import manifest as mf
 from batch.checkpoint import Checkpoint, SymbolMark
 from batch.fib import Anchor
-from batch.silver import MIN_DAY, Patch
-from core import calendar, layout
+from batch.planning import ShardResult
+from batch.silver import Patch
+from core import layout
 from core.lake import Entry, Lake
 from core.schemas import FIB_INTERVALS, SILVER
 from core.sharding import Shard, shard_of
@@ -59,7 +60,7 @@ log = logging.getLogger("batch.resample")
 
 WHOLE_MARKET = Shard()
 """The default shard: every symbol."""
-STAGING: Final = f"{layout.META}/resample_staging"
+STAGING: Final = staging.ROOT
 
 
 class AnchorMismatch(ValueError):
@@ -190,7 +191,7 @@ def lake_last_day(
     lake: Lake,
     entries: dict[str, Entry],
     states: dict[str, mf.SymbolState],
-    loaded: dict[str, int | None],
+    loaded: Mapping[str, int | None],
     workers: int,
 ) -> int | None:
     """The last date over all consolidated data (not only this run's symbols or shard).
@@ -216,160 +217,6 @@ def lake_last_day(
                 if value is not None:
                     best = value if best is None else max(best, value)
     return best
-
-
-# -- planning ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Change:
-    """How much of one symbol to redo: from ``earliest`` (a date32), or all of it (None)."""
-
-    earliest: int | None
-
-
-def change_of(entry: Entry, state: mf.SymbolState | None, mark: SymbolMark | None) -> Change | None:
-    """What changed in a symbol since its checkpoint mark; None when nothing did."""
-    if mark is None:
-        return Change(None)
-    in_sync = state is not None and state.data_size == entry.size
-    if in_sync and state is not None and mark.version is not None:
-        known, earliest = state.earliest_since(mark.version)
-        if known:
-            return None if earliest is None else Change(_days(earliest))
-        return Change(None)
-    if mark.size == entry.size and mark.mtime_s == ckpt.mtime_seconds(entry):
-        return None
-    return Change(None)
-
-
-def mark_of(entry: Entry, state: mf.SymbolState | None, table: pa.Table) -> SymbolMark:
-    """The checkpoint mark of a symbol just resampled from ``table``."""
-    version = state.version if state is not None and state.data_size == entry.size else None
-    days = pc.cast(table["date"], pa.int32())
-    first = days[0].as_py() if table.num_rows else 0
-    last = days[-1].as_py() if table.num_rows else 0
-    return SymbolMark(version, entry.size, ckpt.mtime_seconds(entry), first, last)
-
-
-def tail_start(
-    days: np.ndarray[Any, np.dtype[np.int32]], earliest: int | None, interval: int, anchor: Anchor
-) -> tuple[int, int]:
-    """(first row to recompute, cut date) for a change at ``earliest`` (None: everything).
-
-    Bars starting on or after the cut are replaced; they are exactly the groups from the one
-    holding ``earliest`` on, and the rows from the returned index are exactly their rows.
-    """
-    n = int(interval)
-    if earliest is None:
-        return 0, MIN_DAY
-    if anchor == "calendar":
-        g = int(fib.session_k(np.array([earliest], dtype=np.int32))[0]) // n
-        if g == 0:
-            return 0, MIN_DAY
-        sessions = calendar.session_days()
-        cut = int(sessions[min(g * n, len(sessions)) - 1]) + 1  # the day after group g-1 ends
-        return int(np.searchsorted(days, cut, side="left")), cut
-    g = int(np.searchsorted(days, earliest, side="left")) // n
-    if g == 0:
-        return 0, MIN_DAY
-    return g * n, int(days[g * n])
-
-
-def month_span(first_day: int, last_day: int) -> range:
-    """Month indices from the month of ``first_day`` through that of ``last_day``."""
-    return range(silver.month_of_day(first_day), silver.month_of_day(last_day) + 1)
-
-
-def flip_months(interval: int, old_last: int | None, new_last: int | None) -> set[int]:
-    """Months holding calendar bars whose ``complete`` differs between two last dates."""
-    if old_last == new_last:
-        return set()
-    n = int(interval)
-    t_old, t_new = fib.sessions_through(old_last), fib.sessions_through(new_last)
-    lo, hi = min(t_old, t_new), max(t_old, t_new)
-    sessions = calendar.session_days()
-    months: set[int] = set()
-    # complete flips for the groups whose last session index (g + 1) * n - 1 lies in [lo, hi)
-    for g in range(max(0, (lo + 1) // n - 1), hi // n + 1):
-        end = (g + 1) * n - 1
-        if not lo <= end < hi:
-            continue
-        # a bar of group g starts after group g - 1's last session (group 0: at any early date)
-        first = silver.month_of_day(int(sessions[g * n - 1]) + 1) if g > 0 else 0
-        last = silver.month_of_day(int(sessions[min(end, len(sessions) - 1)]))
-        months.update(range(first, last + 1))
-    return months
-
-
-@dataclass
-class ShardResult:
-    """One shard's (or one run's) contribution to an interval: a patch and checkpoint marks."""
-
-    shard: Shard
-    full: bool
-    anchor: Anchor
-    last_day: int | None
-    patch: Patch
-    marks: dict[str, SymbolMark] = field(default_factory=dict)
-    removed: list[str] = field(default_factory=list)
-    changed: int = 0
-
-
-def plan_interval(
-    interval: int,
-    anchor: Anchor,
-    full: bool,
-    chosen: Sequence[str],
-    entries: dict[str, Entry],
-    states: dict[str, mf.SymbolState],
-    base: Checkpoint | None,
-    tables: dict[str, pa.Table],
-    last_day: int | None,
-    shard: Shard,
-    subset: bool,
-    deleted: Sequence[str],
-) -> ShardResult:
-    """Compute the patch of one interval from the rows read (pure: no I/O)."""
-    n = int(interval)
-    symbols, tails, first_rows = [], [], []
-    cuts: dict[str, int] = {}
-    months: set[int] = set()
-    marks: dict[str, SymbolMark] = {}
-    for s in chosen:
-        entry = entries[s]
-        mark = base.symbols.get(s) if base is not None and not full else None
-        change = Change(None) if full else change_of(entry, states.get(s), mark)
-        if change is None:
-            continue
-        table = tables[s]
-        days = np.asarray(pc.cast(table["date"], pa.int32()).to_numpy(), dtype=np.int32)
-        start, cut = tail_start(days, change.earliest, n, anchor)
-        symbols.append(s)
-        tails.append(table.slice(start))
-        first_rows.append(start)
-        cuts[s] = cut
-        if mark is not None and mark.last_day >= max(cut, mark.first_day):
-            months.update(month_span(max(cut, mark.first_day), mark.last_day))
-        marks[s] = mark_of(entry, states.get(s), table)
-    for s in deleted:
-        mark = base.symbols.get(s) if base is not None else None
-        cuts[s] = MIN_DAY
-        if mark is not None:
-            months.update(month_span(mark.first_day, mark.last_day))
-    rows = fib.bars(fib.Daily.from_tables(symbols, tails, first_rows), n, anchor, last_day)
-    patch = Patch(cuts=cuts, rows=rows, months=months)
-    if full and not subset:
-        patch.cuts = {}
-        patch.replace_shards = [shard]
-    return ShardResult(
-        shard=shard,
-        full=full,
-        anchor=anchor,
-        last_day=last_day,
-        patch=patch,
-        marks=marks,
-        removed=list(deleted),
-        changed=len(symbols),
-    )
 
 
 # -- committing -------------------------------------------------------------------------------
@@ -405,7 +252,7 @@ def commit(
     if patch.replace_shards:
         months |= set(listed)
     if anchor == "calendar" and base is not None and base.anchor == anchor:
-        months |= flip_months(interval, base.last_day, last_day) & set(listed)
+        months |= planning.flip_months(interval, base.last_day, last_day) & set(listed)
     fresh = patch.replaces_everything()
     stats = CommitStats()
 
@@ -476,70 +323,6 @@ def next_checkpoint(
     return Checkpoint(interval, anchor, last_day, generation, symbols)
 
 
-# -- shard staging ----------------------------------------------------------------------------
-def _stage_dir(interval: int, generation: int, shard: Shard) -> str:
-    return (
-        f"{STAGING}/silver_{int(interval)}d/gen={int(generation)}/"
-        f"shard={shard.index}-of-{shard.count}"
-    )
-
-
-def stage(lake: Lake, interval: int, generation: int, result: ShardResult) -> None:
-    """Write one shard's result (rows first, the plan last: the plan marks it complete)."""
-    folder = _stage_dir(interval, generation, result.shard)
-    lake.write_table(f"{folder}/rows.parquet", result.patch.rows)
-    plan = {
-        "shard": [result.shard.index, result.shard.count],
-        "full": result.full,
-        "anchor": result.anchor,
-        "last_day": result.last_day,
-        "cuts": result.patch.cuts,
-        "months": sorted(result.patch.months),
-        "replace": [[s.index, s.count] for s in result.patch.replace_shards],
-        "marks": {s: m.to_json() for s, m in result.marks.items()},
-        "removed": result.removed,
-        "changed": result.changed,
-    }
-    lake.write_json(f"{folder}/plan.json", plan)
-
-
-def staged(lake: Lake, interval: int, generation: int, count: int) -> list[ShardResult] | None:
-    """All ``count`` staged results of a generation, or None while some are missing."""
-    out = []
-    for i in range(count):
-        folder = _stage_dir(interval, generation, Shard(i, count))
-        plan = lake.read_json(f"{folder}/plan.json")
-        if plan is None:
-            return None
-        patch = Patch(
-            cuts={s: int(c) for s, c in plan["cuts"].items()},
-            rows=lake.read_table(f"{folder}/rows.parquet").cast(SILVER),
-            months=set(plan["months"]),
-            replace_shards=[Shard(i_, n_) for i_, n_ in plan["replace"]],
-        )
-        out.append(
-            ShardResult(
-                shard=Shard(*plan["shard"]),
-                full=bool(plan["full"]),
-                anchor=_anchor(plan["anchor"]),
-                last_day=plan["last_day"],
-                patch=patch,
-                marks={s: SymbolMark.from_json(m) for s, m in plan["marks"].items()},
-                removed=list(plan["removed"]),
-                changed=int(plan["changed"]),
-            )
-        )
-    return out
-
-
-def clear_staging(lake: Lake, interval: int, below: int) -> None:
-    """Remove staged results of generations before ``below`` (merged or abandoned)."""
-    folder = f"{STAGING}/silver_{int(interval)}d"
-    for name in lake.list_dirs(folder):
-        if name.startswith("gen=") and int(name.removeprefix("gen=")) < below:
-            lake.delete_prefix(f"{folder}/{name}")
-
-
 # -- the job ----------------------------------------------------------------------------------
 def run(
     lake: Lake,
@@ -570,32 +353,26 @@ def run(
     subset = wanted is not None
     bases = {n: ckpt.read(lake, n) for n in intervals}
     fulls = {n: full or bases[n] is None for n in intervals}
+    _check_anchor(bases, anchor, full, subset)
+    redo: dict[int, dict[str, int | None]] = {}
     for n in intervals:
         base = bases[n]
-        if base is None or base.anchor == anchor:
-            continue
-        if not full:
-            msg = (
-                f"silver_{n}d was built with --anchor {base.anchor}; an incremental run with "
-                f"--anchor {anchor} would mix the two. Rebuild with --full --anchor {anchor}."
-            )
-            raise AnchorMismatch(msg)
-        if subset:
-            msg = f"switching silver_{n}d to --anchor {anchor} needs --full for every symbol"
-            raise AnchorMismatch(msg)
-    # which symbols each interval must redo, and the union to read once
-    needed: set[str] = set()
-    for n in intervals:
-        base = bases[n]
+        todo: dict[str, int | None] = {}
         for s in chosen:
-            mark = None if fulls[n] or base is None else base.symbols.get(s)
-            if fulls[n] or change_of(entries[s], states.get(s), mark) is not None:
-                needed.add(s)
-    order = sorted(needed)
-    tables = dict(zip(order, read_many(lake, order, workers, progress), strict=True))
+            change = (
+                planning.WHOLE
+                if fulls[n] or base is None
+                else planning.change_of(entries[s], states.get(s), base.symbols.get(s))
+            )
+            if change is not False:
+                todo[s] = None if change is None else int(change)
+        redo[n] = todo
+    needed = sorted({s for todo in redo.values() for s in todo})
+    daily, marks = load(lake, needed, redo, entries, states, anchor, workers, progress)
     loaded = {
-        s: (int(pc.cast(t["date"], pa.int32())[-1].as_py()) if t.num_rows else None)
-        for s, t in tables.items()
+        s: int(daily.date[daily.offsets[i + 1] - 1])
+        for i, s in enumerate(daily.symbols)
+        if daily.offsets[i + 1] > daily.offsets[i]
     }
     last_day = lake_last_day(lake, entries, states, loaded, workers)
     report = ResampleReport(
@@ -615,9 +392,9 @@ def run(
                 for s in shard.select(sorted(base.symbols))
                 if s not in entries and (wanted is None or s in wanted)
             ]
-        result = plan_interval(
-            n, anchor, fulls[n], chosen, entries, states, base, tables, last_day, shard,
-            subset, deleted,
+        result = planning.plan_interval(
+            n, anchor, daily, redo[n], base, marks, last_day,
+            shard=shard, full=fulls[n], subset=subset, deleted=deleted,
         )  # fmt: skip
         rep = IntervalReport(n, full=fulls[n], symbols_changed=result.changed)
         rep.bars = result.patch.rows.num_rows
@@ -627,13 +404,13 @@ def run(
             rep.files_unchanged = stats.unchanged
         elif not dry_run:
             generation = base.generation if base is not None else 0
-            stage(lake, n, generation, result)
+            staging.stage(lake, n, generation, result)
             rep.staged = True
-            results = staged(lake, n, generation, shard.count)
+            results = staging.complete_set(lake, n, generation, shard.count)
             rep.merged = results is not None
             if results is not None:
                 stats = commit(lake, n, results, base, workers)
-                clear_staging(lake, n, generation + 1)
+                staging.clear(lake, n, generation + 1)
                 rep.files_written, rep.files_deleted = stats.written, stats.deleted
                 rep.files_unchanged = stats.unchanged
         report.per_interval.append(rep)
@@ -642,6 +419,104 @@ def run(
         report.files_deleted += rep.files_deleted
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_anchor(
+    bases: dict[int, Checkpoint | None], anchor: Anchor, full: bool, subset: bool
+) -> None:
+    for n, base in bases.items():
+        if base is None or base.anchor == anchor:
+            continue
+        if not full:
+            msg = (
+                f"silver_{n}d was built with --anchor {base.anchor}; an incremental run with "
+                f"--anchor {anchor} would mix the two. Rebuild with --full --anchor {anchor}."
+            )
+            raise AnchorMismatch(msg)
+        if subset:
+            msg = f"switching silver_{n}d to --anchor {anchor} needs --full for every symbol"
+            raise AnchorMismatch(msg)
+
+
+def load(
+    lake: Lake,
+    symbols: Sequence[str],
+    redo: dict[int, dict[str, int | None]],
+    entries: dict[str, Entry],
+    states: dict[str, mf.SymbolState],
+    anchor: Anchor,
+    workers: int,
+    progress: bool,
+) -> tuple[fib.Daily, dict[str, SymbolMark]]:
+    """The rows to resample ``symbols`` from, and their new checkpoint marks.
+
+    A symbol changed at a known date is taken from the consolidator's tail when it is current
+    and reaches back to every interval's cut; otherwise its data.parquet is read.
+    """
+    cache = (
+        tails.read(lake)
+        if symbols and any(any(v is not None for v in t.values()) for t in redo.values())
+        else {}
+    )
+    sources: dict[str, tuple[pa.Table, int]] = {}
+    for s in symbols:
+        tail, state = cache.get(s), states.get(s)
+        if (
+            tail is not None
+            and state is not None
+            and state.data_size == entries[s].size
+            and tail.version == state.version
+            and all(t.get(s, 0) is not None for t in redo.values())
+        ):
+            sources[s] = (tail.rows, tail.first_row)
+    daily = _flatten(lake, symbols, sources, workers, progress)
+    short = _not_reaching(daily, redo, anchor)
+    if short:  # tails that do not reach back far enough: read those histories whole
+        for s in short:
+            sources.pop(s, None)
+        daily = _flatten(lake, symbols, sources, workers, progress)
+    marks = {}
+    for i, s in enumerate(daily.symbols):
+        lo, hi = int(daily.offsets[i]), int(daily.offsets[i + 1])
+        state = states.get(s)
+        if daily.first_row[i] == 0 or state is None or state.first_date is None:
+            first = int(daily.date[lo]) if hi > lo else 0
+        else:
+            first = mf.to_days(state.first_date)
+        last = int(daily.date[hi - 1]) if hi > lo else 0
+        marks[s] = planning.mark_of(entries[s], state, first, last)
+    return daily, marks
+
+
+def _flatten(
+    lake: Lake,
+    symbols: Sequence[str],
+    sources: dict[str, tuple[pa.Table, int]],
+    workers: int,
+    progress: bool,
+) -> fib.Daily:
+    reads = [s for s in symbols if s not in sources]
+    read = dict(zip(reads, read_many(lake, reads, workers, progress), strict=True))
+    tables = [sources[s][0] if s in sources else read[s] for s in symbols]
+    firsts = [sources[s][1] if s in sources else 0 for s in symbols]
+    return fib.Daily.from_tables(list(symbols), tables, firsts).with_calendar_k()
+
+
+def _not_reaching(
+    daily: fib.Daily, redo: dict[int, dict[str, int | None]], anchor: Anchor
+) -> set[str]:
+    index = {s: i for i, s in enumerate(daily.symbols)}
+    short: set[str] = set()
+    for n, todo in redo.items():
+        names = [s for s, e in todo.items() if e is not None and daily.first_row[index[s]] > 0]
+        if not names:
+            continue
+        segments = np.array([index[s] for s in names], dtype=np.int64)
+        earliest = np.array([todo[s] for s in names], dtype=np.int64)
+        whole = np.zeros(len(names), dtype=bool)
+        _, _, reaches = planning.tail_cuts(daily, segments, earliest, whole, n, anchor)
+        short.update(s for s, ok in zip(names, reaches.tolist(), strict=True) if not ok)
+    return short
 
 
 def _anchor(text: str) -> Anchor:

@@ -1,0 +1,117 @@
+"""The recent rows of each changed symbol, handed from consolidation to resampling.
+
+After a daily run every symbol has changed, but resampling only needs the rows of the groups
+touching the change: at most ``MAX_BACK`` rows before the earliest changed date, and the rows
+after it. The consolidator has them in memory anyway, so it writes them, tagged with the
+symbol's manifest version, to ``processing_metadata/consolidation_tails.parquet``; resampling
+reads this one file instead of every data.parquet. It is only a cache: resampling uses a tail
+only when its version is the manifest's and it reaches back far enough, and reads data.parquet
+otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch import fib, parts
+from core import layout
+from core.lake import Lake
+from core.schemas import FIB_INTERVALS
+from core.sharding import Shard
+
+KEY: Final = f"{layout.META}/consolidation_tails.parquet"
+MAX_BACK: Final = max(FIB_INTERVALS) - 1
+"""A group reaches at most N - 1 rows (or sessions) back from any of its rows."""
+ROWS: Final = pa.schema(
+    [
+        pa.field("date", pa.date32(), nullable=False),
+        *[pa.field(c, pa.float64(), nullable=False) for c in fib.PRICE_COLUMNS],
+    ]
+)
+SCHEMA: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("first_row", pa.int64(), nullable=False),
+        *ROWS,
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """Rows ``first_row`` onwards of a symbol's data.parquet at manifest ``version``."""
+
+    version: int
+    first_row: int
+    rows: pa.Table
+
+
+def tail_of(data: pa.Table, version: int, earliest_day: int) -> Tail:
+    """The tail of a consolidated table for a change at ``earliest_day`` (date32)."""
+    days = np.asarray(pc.cast(data["date"], pa.int32()).to_numpy(), dtype=np.int32)
+    first = max(0, int(np.searchsorted(days, earliest_day, side="left")) - MAX_BACK)
+    rows = data.slice(first).select(list(ROWS.names)).cast(ROWS)
+    return Tail(version, first, rows)
+
+
+def _to_table(tails: Mapping[str, Tail]) -> pa.Table:
+    pieces = []
+    for symbol in sorted(tails):
+        t = tails[symbol]
+        n = t.rows.num_rows
+        head = pa.table(
+            {
+                "symbol": pa.array([symbol] * n, pa.string()),
+                "version": pa.array(np.full(n, t.version, dtype=np.int64)),
+                "first_row": pa.array(np.full(n, t.first_row, dtype=np.int64)),
+            }
+        )
+        pieces.append(pa.table([*head.columns, *t.rows.columns], schema=SCHEMA))
+    return pa.concat_tables(pieces) if pieces else SCHEMA.empty_table()
+
+
+def _from_tables(tables: list[pa.Table]) -> dict[str, Tail]:
+    out: dict[str, Tail] = {}
+    for table in tables:
+        if table.num_rows == 0:
+            continue
+        table = table.cast(SCHEMA)
+        symbols = table["symbol"].to_numpy(zero_copy_only=False)
+        edges = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
+        bounds = [0, *edges.tolist(), len(symbols)]
+        versions = table["version"].to_numpy()
+        firsts = table["first_row"].to_numpy()
+        rows = table.select(list(ROWS.names))
+        for lo, hi in itertools.pairwise(bounds):
+            symbol = str(symbols[lo])
+            tail = Tail(int(versions[lo]), int(firsts[lo]), rows.slice(lo, hi - lo))
+            held = out.get(symbol)
+            if held is None or tail.version >= held.version:
+                out[symbol] = tail
+    return out
+
+
+def read(lake: Lake) -> dict[str, Tail]:
+    """Every symbol's latest tail (main file and shard parts)."""
+    return _from_tables(parts.read_all(lake, KEY))
+
+
+def write(lake: Lake, new: Mapping[str, Tail], shard: Shard) -> None:
+    """Replace the tails of the symbols in ``new``, keeping the others."""
+    if not new:
+        return
+    if shard.count == 1:
+        held = _from_tables(parts.read_all(lake, KEY))
+    else:
+        own = parts.part_key(KEY, shard)
+        held = _from_tables([lake.read_table(own)] if lake.exists(own) else [])
+    held.update(new)
+    parts.write(lake, KEY, _to_table(held), shard)
