@@ -86,7 +86,7 @@ locals {
 }
 
 resource "aws_cloudwatch_metric_alarm" "kinesis_lag" {
-  count = var.kinesis_stream_name == null ? 0 : 1
+  count = contains(var.enabled_alarms, "kinesis_lag") ? 1 : 0
 
   alarm_name          = "${var.name}-live-lag"
   alarm_description   = "The live flow is more than ${var.kinesis_max_iterator_age_ms} ms behind the ticks stream."
@@ -105,7 +105,7 @@ resource "aws_cloudwatch_metric_alarm" "kinesis_lag" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "db_cpu" {
-  count = var.db_instance_identifier == null ? 0 : 1
+  count = contains(var.enabled_alarms, "db") ? 1 : 0
 
   alarm_name          = "${var.name}-db-cpu"
   alarm_description   = "PostgreSQL CPU above 80% for 15 minutes."
@@ -123,7 +123,7 @@ resource "aws_cloudwatch_metric_alarm" "db_cpu" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "db_storage" {
-  count = var.db_instance_identifier == null ? 0 : 1
+  count = contains(var.enabled_alarms, "db") ? 1 : 0
 
   alarm_name          = "${var.name}-db-free-storage"
   alarm_description   = "PostgreSQL has less than 5 GiB free."
@@ -141,7 +141,7 @@ resource "aws_cloudwatch_metric_alarm" "db_storage" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "alb_5xx" {
-  count = var.alb_arn_suffix == null ? 0 : 1
+  count = contains(var.enabled_alarms, "alb_5xx") ? 1 : 0
 
   alarm_name          = "${var.name}-api-5xx"
   alarm_description   = "The API answered more than 10 5xx responses a minute for 5 minutes."
@@ -159,7 +159,7 @@ resource "aws_cloudwatch_metric_alarm" "alb_5xx" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "ecs_running" {
-  for_each = var.ecs_cluster_name == null ? toset([]) : toset(var.ecs_service_names)
+  for_each = contains(var.enabled_alarms, "ecs_running") ? toset(var.ecs_service_names) : toset([])
 
   alarm_name          = "${var.name}-${each.key}-down"
   alarm_description   = "ECS service ${each.key} has no running task."
@@ -178,7 +178,7 @@ resource "aws_cloudwatch_metric_alarm" "ecs_running" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "pipeline_failed" {
-  count = var.state_machine_arn == null ? 0 : 1
+  count = contains(var.enabled_alarms, "pipeline_failed") ? 1 : 0
 
   alarm_name          = "${var.name}-pipeline-failed"
   alarm_description   = "The daily batch pipeline failed, timed out or was aborted."

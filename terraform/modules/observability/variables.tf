@@ -40,8 +40,19 @@ variable "alarm_emails" {
   }
 }
 
+variable "enabled_alarms" {
+  description = "Alarms to create (their targets must be given): kinesis_lag, db, alb_5xx, ecs_running, pipeline_failed. A set of names, so it is known at plan time even when the targets are not."
+  type        = set(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.enabled_alarms : contains(["kinesis_lag", "db", "alb_5xx", "ecs_running", "pipeline_failed"], a)])
+    error_message = "enabled_alarms may contain kinesis_lag, db, alb_5xx, ecs_running and pipeline_failed."
+  }
+}
+
 variable "kinesis_stream_name" {
-  description = "Ticks stream to watch for consumer lag; no alarm when null."
+  description = "Ticks stream to watch for consumer lag (alarm in enabled_alarms)."
   type        = string
   default     = null
 }
@@ -53,19 +64,19 @@ variable "kinesis_max_iterator_age_ms" {
 }
 
 variable "db_instance_identifier" {
-  description = "RDS instance to watch (CPU, free storage); no alarms when null."
+  description = "RDS instance to watch (CPU, free storage) (alarm in enabled_alarms)."
   type        = string
   default     = null
 }
 
 variable "alb_arn_suffix" {
-  description = "Load balancer ARN suffix to watch for 5xx; no alarm when null."
+  description = "Load balancer ARN suffix to watch for 5xx (alarm in enabled_alarms)."
   type        = string
   default     = null
 }
 
 variable "ecs_cluster_name" {
-  description = "ECS cluster of the services to watch; no alarms when null."
+  description = "ECS cluster of the services to watch (alarm in enabled_alarms)."
   type        = string
   default     = null
 }
@@ -77,7 +88,7 @@ variable "ecs_service_names" {
 }
 
 variable "state_machine_arn" {
-  description = "Step Functions state machine to watch for failed executions; no alarm when null."
+  description = "Step Functions state machine to watch for failed executions (alarm in enabled_alarms)."
   type        = string
   default     = null
 }
