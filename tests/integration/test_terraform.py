@@ -1,0 +1,249 @@
+"""Terraform: formatted, every module and root validates offline, the dev root plans against moto.
+
+Offline through a filesystem mirror of the AWS provider (``/opt/tf-plugins``); skipped with the
+reason where the machine has no terraform or no mirror. Terraform runs on a copy of the tree in a
+temporary directory so no ``.terraform/`` or state ever lands in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2] / "terraform"
+MIRROR = Path("/opt/tf-plugins")
+TERRAFORM = shutil.which("terraform")
+MODULES = sorted(p.name for p in (ROOT / "modules").iterdir() if p.is_dir())
+ENVIRONMENTS = sorted(p.name for p in (ROOT / "environments").iterdir() if p.is_dir())
+EXPECTED_MODULES = {
+    "network", "datalake", "kinesis", "rds", "elasticache", "ecs", "batch", "orchestration",
+    "api", "observability",
+}  # fmt: skip
+CERT_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000"
+MOTO_SERVICES = [
+    "acm", "applicationautoscaling", "batch", "cloudwatch", "cloudwatchlogs", "ec2", "ecr",
+    "ecs", "elasticache", "elbv2", "events", "iam", "kinesis", "kms", "rds", "s3", "scheduler",
+    "secretsmanager", "sfn", "sns", "sts",
+]  # fmt: skip
+
+needs_terraform = pytest.mark.skipif(
+    TERRAFORM is None or not MIRROR.is_dir(),
+    reason="terraform not on PATH" if TERRAFORM is None else f"no provider mirror at {MIRROR}",
+)
+
+
+def _copy_tree(dest: Path) -> Path:
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "tfplan"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def tf_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("tf-cli")
+    config = home / "terraform.rc"
+    config.write_text(
+        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{MIRROR}"\n  }}\n}}\n'
+    )
+    cache = home / "plugin-cache"
+    cache.mkdir()
+    env = dict(os.environ)
+    env.update(
+        TF_CLI_CONFIG_FILE=str(config),
+        TF_PLUGIN_CACHE_DIR=str(cache),
+        # Modules have no lock file; let them link the cached provider instead of reinstalling.
+        TF_PLUGIN_CACHE_MAY_BREAK_DEPENDENCY_LOCK_FILE="1",
+        TF_IN_AUTOMATION="1",
+        TF_INPUT="0",
+        CHECKPOINT_DISABLE="1",
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    env.pop("AWS_ENDPOINT_URL", None)
+    env.pop("AWS_PROFILE", None)
+    return env
+
+
+def _tf(env: dict[str, str], cwd: Path, *args: str, timeout: float = 180) -> str:
+    assert TERRAFORM is not None
+    proc = subprocess.run(
+        [TERRAFORM, *args, "-no-color"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"terraform {' '.join(args)} in {cwd}:\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc.stdout
+
+
+def test_every_module_has_the_standard_files() -> None:
+    assert set(MODULES) >= EXPECTED_MODULES
+    for name in MODULES:
+        files = {p.name for p in (ROOT / "modules" / name).iterdir()}
+        missing = {"main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"} - files
+        assert not missing, f"{name} lacks {missing}"
+    assert {"dev", "prod"} <= set(ENVIRONMENTS)
+    for env in ENVIRONMENTS:
+        files = {p.name for p in (ROOT / "environments" / env).iterdir()}
+        assert {"terraform.tfvars", ".terraform.lock.hcl"} <= files, env
+
+
+def test_every_variable_has_a_description_and_a_type() -> None:
+    block = re.compile(r'^variable "([^"]+)" \{\n(.*?)^\}', re.S | re.M)
+    for path in ROOT.glob("**/variables.tf"):
+        if ".terraform" in path.parts:
+            continue
+        for name, body in block.findall(path.read_text()):
+            assert re.search(r"^  description\s*=", body, re.M), (
+                f"{path}: {name} has no description"
+            )
+            assert re.search(r"^  type\s*=", body, re.M), f"{path}: {name} has no type"
+
+
+def test_no_account_arn_region_or_secret_literal_in_tf() -> None:
+    account = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+    arn = re.compile(r'"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:[0-9]{12}:')
+    region = re.compile(r'"(us|eu|ap|sa|ca|me|af|il)-(gov-)?[a-z]+-[0-9]"')
+    # A secret argument set to a plain string (no interpolation) would be a literal.
+    secret = re.compile(
+        r'(password|auth_token|secret_string|access_key|secret_key)\s*=\s*"[^"$]*"', re.I
+    )
+    for path in ROOT.glob("**/*.tf"):
+        if ".terraform" in path.parts:
+            continue
+        text = path.read_text()
+        assert not account.search(text), f"{path}: account id literal"
+        assert not arn.search(text), f"{path}: ARN literal"
+        assert not region.search(text), f"{path}: region literal"
+        assert not secret.search(text), f"{path}: secret literal"
+
+
+@needs_terraform
+def test_fmt(tf_env: dict[str, str]) -> None:
+    _tf(tf_env, ROOT.parent, "fmt", "-check", "-recursive", "-diff", "terraform")
+
+
+@needs_terraform
+def test_init_and_validate_every_module_and_root(tf_env: dict[str, str], tmp_path: Path) -> None:
+    tree = _copy_tree(tmp_path / "terraform")
+    dirs = [tree / "modules" / m for m in MODULES] + [
+        tree / "environments" / e for e in ENVIRONMENTS
+    ]
+
+    init_lock = threading.Lock()
+
+    def check(d: Path) -> dict[str, object]:
+        with init_lock:  # inits share the plugin cache; validates run side by side
+            _tf(tf_env, d, "init", "-backend=false", "-input=false")
+        out: dict[str, object] = json.loads(_tf(tf_env, d, "validate", "-json"))
+        return out
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(check, dirs))
+    for d, result in zip(dirs, results, strict=True):
+        assert result["valid"] is True, f"{d.name}: {result}"
+        assert result["error_count"] == 0, f"{d.name}: {result}"
+
+
+@pytest.fixture()
+def dev_root(tmp_path: Path, moto_endpoint: str) -> Iterator[Path]:
+    """A copy of the tree whose dev root talks to moto and keeps state locally."""
+    tree = _copy_tree(tmp_path / "terraform")
+    root = tree / "environments" / "dev"
+    endpoints = "\n".join(f'    {s} = "{moto_endpoint}"' for s in MOTO_SERVICES)
+    (root / "zz_moto_override.tf").write_text(
+        'terraform {\n  backend "local" {}\n}\n\n'
+        'provider "aws" {\n'
+        '  access_key                  = "test"\n'
+        '  secret_key                  = "test"\n'
+        "  skip_credentials_validation = true\n"
+        "  skip_metadata_api_check     = true\n"
+        "  s3_use_path_style           = true\n\n"
+        f"  endpoints {{\n{endpoints}\n  }}\n}}\n"
+    )
+    # The cache AUTH token is created outside terraform (README); the plan reads it.
+    sm = boto3.client("secretsmanager", endpoint_url=moto_endpoint, region_name="us-east-1")
+    name = "condvest-dev/redis-auth"
+    sm.create_secret(Name=name, SecretString="t" * 32)
+    try:
+        yield root
+    finally:
+        sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+
+
+@needs_terraform
+def test_plan_dev_against_moto(tf_env: dict[str, str], dev_root: Path) -> None:
+    _tf(tf_env, dev_root, "init", "-input=false")
+    _tf(
+        tf_env,
+        dev_root,
+        "plan",
+        "-input=false",
+        "-lock=false",
+        "-out=tfplan",
+        f"-var=api_certificate_arn={CERT_ARN}",
+        timeout=240,
+    )
+    plan = json.loads(_tf(tf_env, dev_root, "show", "-json", "tfplan"))
+    changes = {
+        rc["address"]: rc
+        for rc in plan["resource_changes"]
+        if rc["change"]["actions"] == ["create"]
+    }
+    expected = [
+        "module.network.aws_vpc.this",
+        "module.network.aws_vpc_endpoint.s3",
+        "module.datalake.aws_s3_bucket.lake",
+        "module.datalake.aws_s3_bucket_versioning.lake",
+        "module.datalake.aws_s3_bucket_public_access_block.lake",
+        "module.datalake.aws_s3_bucket_lifecycle_configuration.lake",
+        "module.kinesis.aws_kinesis_stream.ticks",
+        "module.rds.aws_db_instance.this",
+        "module.elasticache.aws_elasticache_replication_group.this",
+        'module.ecs.aws_ecs_service.this["ws-ingest"]',
+        'module.ecs.aws_ecs_service.this["live"]',
+        'module.ecs.aws_ecs_service.this["api"]',
+        'module.ecs.aws_iam_role.task["api"]',
+        "module.ecs.aws_appautoscaling_policy.api_cpu",
+        "module.batch.aws_batch_compute_environment.spot",
+        "module.batch.aws_batch_job_queue.this",
+        'module.batch.aws_batch_job_definition.this["resample"]',
+        "module.orchestration.aws_sfn_state_machine.pipeline",
+        "module.orchestration.aws_scheduler_schedule.daily",
+        "module.api.aws_lb_listener.https",
+        "module.observability.aws_sns_topic.alarms",
+        "module.observability.aws_cloudwatch_metric_alarm.pipeline_failed[0]",
+    ]
+    missing = [a for a in expected if a not in changes]
+    assert not missing, f"not planned: {missing}"
+
+    db = changes["module.rds.aws_db_instance.this"]["change"]["after"]
+    assert db["manage_master_user_password"] is True
+    assert db["storage_encrypted"] is True
+    assert db["multi_az"] is False  # dev
+    stream = changes["module.kinesis.aws_kinesis_stream.ticks"]["change"]["after"]
+    assert stream["encryption_type"] == "KMS"
+    cache = changes["module.elasticache.aws_elasticache_replication_group.this"]["change"]["after"]
+    assert cache["transit_encryption_enabled"] is True
+    assert cache["at_rest_encryption_enabled"] in (True, "true")  # a string in provider 5.x
+    spot = changes["module.batch.aws_batch_compute_environment.spot"]["change"]["after"]
+    assert spot["compute_resources"][0]["type"] == "FARGATE_SPOT"
+    https = changes["module.api.aws_lb_listener.https"]["change"]["after"]
+    assert https["protocol"] == "HTTPS"
