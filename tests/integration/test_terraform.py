@@ -162,11 +162,11 @@ def test_init_and_validate_every_module_and_root(tf_env: dict[str, str], tmp_pat
         assert result["error_count"] == 0, f"{d.name}: {result}"
 
 
-@pytest.fixture()
-def dev_root(tmp_path: Path, moto_endpoint: str) -> Iterator[Path]:
-    """A copy of the tree whose dev root talks to moto and keeps state locally."""
+@pytest.fixture(params=["dev", "prod"])
+def env_root(request: pytest.FixtureRequest, tmp_path: Path, moto_endpoint: str) -> Iterator[Path]:
+    """A copy of the tree whose root for the environment talks to moto and keeps state locally."""
     tree = _copy_tree(tmp_path / "terraform")
-    root = tree / "environments" / "dev"
+    root = tree / "environments" / request.param
     endpoints = "\n".join(f'    {s} = "{moto_endpoint}"' for s in MOTO_SERVICES)
     (root / "zz_moto_override.tf").write_text(
         'terraform {\n  backend "local" {}\n}\n\n'
@@ -180,7 +180,7 @@ def dev_root(tmp_path: Path, moto_endpoint: str) -> Iterator[Path]:
     )
     # The cache AUTH token is created outside terraform (README); the plan reads it.
     sm = boto3.client("secretsmanager", endpoint_url=moto_endpoint, region_name="us-east-1")
-    name = "condvest-dev/redis-auth"
+    name = f"condvest-{root.name}/redis-auth"
     sm.create_secret(Name=name, SecretString="t" * 32)
     try:
         yield root
@@ -189,11 +189,12 @@ def dev_root(tmp_path: Path, moto_endpoint: str) -> Iterator[Path]:
 
 
 @needs_terraform
-def test_plan_dev_against_moto(tf_env: dict[str, str], dev_root: Path) -> None:
-    _tf(tf_env, dev_root, "init", "-input=false")
+def test_plan_against_moto(tf_env: dict[str, str], env_root: Path) -> None:
+    prod = env_root.name == "prod"
+    _tf(tf_env, env_root, "init", "-input=false")
     _tf(
         tf_env,
-        dev_root,
+        env_root,
         "plan",
         "-input=false",
         "-lock=false",
@@ -201,7 +202,7 @@ def test_plan_dev_against_moto(tf_env: dict[str, str], dev_root: Path) -> None:
         f"-var=api_certificate_arn={CERT_ARN}",
         timeout=240,
     )
-    plan = json.loads(_tf(tf_env, dev_root, "show", "-json", "tfplan"))
+    plan = json.loads(_tf(tf_env, env_root, "show", "-json", "tfplan"))
     changes = {
         rc["address"]: rc
         for rc in plan["resource_changes"]
@@ -237,12 +238,16 @@ def test_plan_dev_against_moto(tf_env: dict[str, str], dev_root: Path) -> None:
     db = changes["module.rds.aws_db_instance.this"]["change"]["after"]
     assert db["manage_master_user_password"] is True
     assert db["storage_encrypted"] is True
-    assert db["multi_az"] is False  # dev
+    assert db["multi_az"] is prod
+    assert db["deletion_protection"] is prod
+    nats = [a for a in changes if a.startswith("module.network.aws_nat_gateway.this[")]
+    assert len(nats) == (3 if prod else 1)
     stream = changes["module.kinesis.aws_kinesis_stream.ticks"]["change"]["after"]
     assert stream["encryption_type"] == "KMS"
     cache = changes["module.elasticache.aws_elasticache_replication_group.this"]["change"]["after"]
     assert cache["transit_encryption_enabled"] is True
     assert cache["at_rest_encryption_enabled"] in (True, "true")  # a string in provider 5.x
+    assert cache["automatic_failover_enabled"] is prod
     spot = changes["module.batch.aws_batch_compute_environment.spot"]["change"]["after"]
     assert spot["compute_resources"][0]["type"] == "FARGATE_SPOT"
     https = changes["module.api.aws_lb_listener.https"]["change"]["after"]
