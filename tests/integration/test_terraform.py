@@ -1,4 +1,4 @@
-"""Terraform: formatted, every module and root validates offline, the dev root plans against moto.
+"""Terraform: formatted, every module and root validates offline, both roots plan against moto.
 
 Offline through a filesystem mirror of the AWS provider (``/opt/tf-plugins``); skipped with the
 reason where the machine has no terraform or no mirror. Terraform runs on a copy of the tree in a
@@ -220,7 +220,7 @@ def test_plan_against_moto(tf_env: dict[str, str], env_root: Path) -> None:
         "module.elasticache.aws_elasticache_replication_group.this",
         'module.ecs.aws_ecs_service.this["ws-ingest"]',
         'module.ecs.aws_ecs_service.this["live"]',
-        'module.ecs.aws_ecs_service.this["api"]',
+        "module.ecs.aws_ecs_service.api",
         'module.ecs.aws_iam_role.task["api"]',
         "module.ecs.aws_appautoscaling_policy.api_cpu",
         "module.batch.aws_batch_compute_environment.spot",

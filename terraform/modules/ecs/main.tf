@@ -355,8 +355,9 @@ resource "aws_ecs_task_definition" "this" {
   tags = var.tags
 }
 
+# ws-ingest and live: counts come from var.services.
 resource "aws_ecs_service" "this" {
-  for_each = local.containers
+  for_each = { for k, v in local.containers : k => v if k != "api" }
 
   name            = each.key
   cluster         = aws_ecs_cluster.this.id
@@ -379,8 +380,36 @@ resource "aws_ecs_service" "this" {
     assign_public_ip = false
   }
 
+  propagate_tags         = "SERVICE"
+  enable_execute_command = false
+
+  tags = var.tags
+}
+
+# api: behind the load balancer; autoscaling owns its count after creation.
+resource "aws_ecs_service" "api" {
+  name            = "api"
+  cluster         = aws_ecs_cluster.this.id
+  task_definition = aws_ecs_task_definition.this["api"].arn
+  desired_count   = var.services["api"].desired_count
+  launch_type     = "FARGATE"
+
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = [aws_security_group.tasks.id]
+    assign_public_ip = false
+  }
+
   dynamic "load_balancer" {
-    for_each = each.key == "api" && var.attach_load_balancer ? [1] : []
+    for_each = var.attach_load_balancer ? [1] : []
 
     content {
       target_group_arn = var.api_target_group_arn
@@ -389,7 +418,7 @@ resource "aws_ecs_service" "this" {
     }
   }
 
-  health_check_grace_period_seconds = each.key == "api" && var.attach_load_balancer ? 60 : null
+  health_check_grace_period_seconds = var.attach_load_balancer ? 60 : null
   propagate_tags                    = "SERVICE"
   enable_execute_command            = false
 
@@ -403,7 +432,7 @@ resource "aws_ecs_service" "this" {
 
 resource "aws_appautoscaling_target" "api" {
   service_namespace  = "ecs"
-  resource_id        = "service/${aws_ecs_cluster.this.name}/${aws_ecs_service.this["api"].name}"
+  resource_id        = "service/${aws_ecs_cluster.this.name}/${aws_ecs_service.api.name}"
   scalable_dimension = "ecs:service:DesiredCount"
   min_capacity       = var.api_autoscaling.min_capacity
   max_capacity       = var.api_autoscaling.max_capacity

@@ -10,7 +10,7 @@ output "cluster_arn" {
 
 output "service_names" {
   description = "ECS service names by key."
-  value       = { for k, s in aws_ecs_service.this : k => s.name }
+  value       = merge({ for k, s in aws_ecs_service.this : k => s.name }, { api = aws_ecs_service.api.name })
 }
 
 output "task_role_arns" {
