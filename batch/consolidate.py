@@ -133,6 +133,10 @@ def _days(table: pa.Table) -> npt.NDArray[np.int32]:
     return np.asarray(pc.cast(table["date"], pa.int32()).to_numpy(), dtype=np.int32)
 
 
+def _as(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return table if table.schema.equals(schema) else table.cast(schema)
+
+
 def merge(data: pa.Table | None, fragments: Sequence[pa.Table]) -> tuple[pa.Table, dt.date | None]:
     """Consolidate ``fragments`` into ``data`` (either may be empty): one row per date.
 
@@ -140,8 +144,8 @@ def merge(data: pa.Table | None, fragments: Sequence[pa.Table]) -> tuple[pa.Tabl
     from ``data``'s (None when nothing changed). New sessions after the history, the daily
     case, skip the full merge.
     """
-    frags = [f.cast(BRONZE_DAILY) for f in fragments if f.num_rows]
-    old = data.cast(WORK_SCHEMA) if data is not None else WORK_SCHEMA.empty_table()
+    frags = [_as(f, BRONZE_DAILY) for f in fragments if f.num_rows]
+    old = _as(data, WORK_SCHEMA) if data is not None else WORK_SCHEMA.empty_table()
     if not frags:
         return old, None
     new = pa.concat_tables(frags) if len(frags) > 1 else frags[0]
@@ -157,8 +161,7 @@ def merge(data: pa.Table | None, fragments: Sequence[pa.Table]) -> tuple[pa.Tabl
     new = new.cast(WORK_SCHEMA)
     if old.num_rows == 0:
         return new, layout_date(int(new_days[0]))
-    old_days = _days(old)
-    if int(new_days[0]) > int(old_days[-1]):  # appended sessions
+    if int(new_days[0]) > int(_days(old.slice(old.num_rows - 1))[0]):  # appended sessions
         return pa.concat_tables([old, new]), layout_date(int(new_days[0]))
     plain = old.cast(BRONZE_DAILY)
     merged = precedence.merge(pa.concat_tables([plain, new.cast(BRONZE_DAILY)]))
@@ -205,8 +208,8 @@ def _init_worker(url: str, endpoint: str | None, region: str | None) -> None:
 
 def read_data(lake: Lake, key: str, *, dictionary: Sequence[str] = ()) -> pa.Table:
     """Read one Parquet file whole (faster than a dataset read for one small file)."""
-    with lake.fs.open_input_file(lake.path(key)) as f:
-        return pq.ParquetFile(f, read_dictionary=list(dictionary) or None).read(use_threads=False)
+    source = pa.BufferReader(lake.read_bytes(key))  # one read: cheaper than ranged reads
+    return pq.ParquetFile(source, read_dictionary=list(dictionary) or None).read(use_threads=False)
 
 
 def read_consolidated(lake: Lake, key: str, *, decoded: bool = False) -> pa.Table:
@@ -237,9 +240,9 @@ def read_fragment(lake: Lake, symbol: str, key: str) -> pa.Table:
 def data_bytes(table: pa.Table, state: SymbolState) -> bytes:
     """The bytes of a data.parquet.
 
-    LZ4 (half of zstd's CPU time to write, a quarter larger), statistics where readers filter
-    (symbol, date), the manifest row in the metadata, and no stored Arrow schema, so every
-    reader sees the contract's plain types.
+    Floats byte-stream-split then LZ4: a third of zstd's CPU time to write and faster to read,
+    for files a third larger; statistics where readers filter (symbol, date); the manifest row
+    in the metadata; no stored Arrow schema, so every reader sees the contract's plain types.
     """
     table = table.replace_schema_metadata(None)
     sink = pa.BufferOutputStream()
@@ -248,6 +251,7 @@ def data_bytes(table: pa.Table, state: SymbolState) -> bytes:
         table.schema,
         compression="lz4",
         use_dictionary=list(_DICTIONARY),
+        use_byte_stream_split=["open", "high", "low", "close", "volume", "vwap"],
         write_statistics=["symbol", "date"],
         store_schema=False,
         sorting_columns=[pq.SortingColumn(1)],

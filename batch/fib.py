@@ -12,8 +12,9 @@ Python loop per symbol.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -59,9 +60,17 @@ class Daily:
         """Number of daily rows."""
         return len(self.date)
 
-    def segment_ids(self) -> I64:
-        """The segment index of every row."""
+    @functools.cached_property
+    def _segment_ids(self) -> I64:
         return np.repeat(np.arange(len(self.symbols), dtype=np.int64), np.diff(self.offsets))
+
+    def segment_ids(self) -> I64:
+        """The segment index of every row (computed once)."""
+        return self._segment_ids
+
+    def segment_of(self, rows: I64) -> I64:
+        """The segment index of the given rows."""
+        return np.searchsorted(self.offsets, rows, side="right").astype(np.int64) - 1
 
     def with_calendar_k(self) -> Daily:
         """A copy holding the calendar anchor's k, computed once for every interval."""
@@ -105,26 +114,27 @@ class Daily:
         offsets = np.zeros(len(tables) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         first = np.asarray(first_rows if first_rows is not None else [0] * len(tables), np.int64)
-        schema = pa.schema([("date", pa.date32()), *[(c, pa.float64()) for c in PRICE_COLUMNS]])
-        if tables:
-            flat = pa.concat_tables([t.select(READ_COLUMNS).cast(schema) for t in tables])
-        else:
-            flat = schema.empty_table()
 
-        def column(name: str) -> F64:
-            return np.asarray(flat[name].to_numpy(), dtype=np.float64)
+        def column(name: str, dtype: type[np.generic], arrow: pa.DataType) -> npt.NDArray[Any]:
+            parts = []
+            for t in tables:
+                col = t[name]
+                if col.type != arrow:
+                    col = pc.cast(col, arrow)
+                if t.num_rows:  # one copy in all: views of single chunks, then concatenate
+                    parts.append(np.asarray(col.to_numpy(), dtype=dtype))
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
-        days = np.asarray(pc.cast(flat["date"], pa.int32()).to_numpy(), dtype=np.int32)
         return cls(
             symbols=list(symbols),
             offsets=offsets,
             first_row=first,
-            date=days,
-            open=column("open"),
-            high=column("high"),
-            low=column("low"),
-            close=column("close"),
-            volume=column("volume"),
+            date=column("date", np.int32, pa.int32()),
+            open=column("open", np.float64, pa.float64()),
+            high=column("high", np.float64, pa.float64()),
+            low=column("low", np.float64, pa.float64()),
+            close=column("close", np.float64, pa.float64()),
+            volume=column("volume", np.float64, pa.float64()),
         )
 
 
@@ -175,8 +185,8 @@ def sequential_sums(values: F64, starts: I64, lengths: I32) -> F64:
     rows; adding position by position keeps float volumes identical to a straightforward
     reference whatever the group length.
     """
-    acc = values[starts].copy()
     longest = int(lengths.max()) if len(lengths) else 0
+    acc = values[starts].copy()
     for j in range(1, longest):
         more = np.flatnonzero(lengths > j)
         acc[more] += values[starts[more] + j]
@@ -205,7 +215,7 @@ def bars(daily: Daily, interval: int, anchor: Anchor, last_day: int | None) -> p
         complete = complete_calendar(start_date, n, last_day)
     else:
         complete = np.asarray(days == n, dtype=bool)
-    seg = daily.segment_ids()[starts]
+    seg = daily.segment_of(starts)
     symbol = pa.DictionaryArray.from_arrays(
         pa.array(seg.astype(np.int32)), pa.array(daily.symbols, pa.string())
     ).cast(pa.string())

@@ -186,7 +186,9 @@ def _to_table(states: Iterable[SymbolState]) -> pa.Table:
                 "earliest_changed": s.earliest_changed,
                 "changed_at": s.changed_at,
                 "changes": [{"version": v, "earliest": d} for v, d in s.changes],
-                "fragments": [dataclasses.asdict(f) for f in s.fragments],
+                "fragments": [
+                    {"key": f.key, "size": f.size, "mtime_us": f.mtime_us} for f in s.fragments
+                ],
             }
         )
     return pa.Table.from_pylist(rows, schema=SCHEMA)

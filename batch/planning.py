@@ -69,6 +69,7 @@ def tail_cuts(
     first = daily.first_row[segments]
     start = np.zeros(len(segments), dtype=np.int64)
     cut = np.full(len(segments), MIN_DAY, dtype=np.int64)
+    reaches = first == 0
     act = ~whole
     if act.any():
         e = earliest[act]
@@ -79,6 +80,10 @@ def tail_cuts(
             c = np.where(g > 0, after, MIN_DAY)
             cut[act] = c
             start[act] = daily.search(segments[act], c)
+            # rows before a tail are dated before its first row, so (rows being sessions) they
+            # belong to groups before the first row's: the tail reaches back when g * n does
+            head = daily.date[np.clip(daily.offsets[segments[act]], 0, max(daily.rows - 1, 0))]
+            reaches[act] |= g * n >= fib.session_k(head.astype(np.int32))
         else:
             pos = first[act] + daily.search(segments[act], e)
             begin = (pos // n) * n
@@ -86,9 +91,7 @@ def tail_cuts(
             start[act] = rel
             at = np.clip(daily.offsets[segments[act]] + rel, 0, max(daily.rows - 1, 0))
             cut[act] = np.where(begin > 0, daily.date[at] if daily.rows else MIN_DAY, MIN_DAY)
-    head = daily.date[np.clip(daily.offsets[segments], 0, max(daily.rows - 1, 0))]
-    # calendar: rows before the tail predate its first row, so the cut must come after it
-    reaches = (first == 0) | ((cut > head) if anchor == "calendar" else (start >= 0))
+            reaches[act] |= rel >= 0
     return np.maximum(start, 0), cut, np.asarray(reaches, dtype=bool)
 
 

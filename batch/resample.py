@@ -247,13 +247,15 @@ def commit(
     last_day = max(last_values) if last_values else None
     patch = Patch.combine(r.patch for r in results)
     listed = silver.listed_months(lake, interval)
-    by_month = silver.split_by_month(patch.rows)
+    by_month = silver.month_groups(patch.rows)
     months = set(patch.months) | set(by_month)
     if patch.replace_shards:
         months |= set(listed)
     if anchor == "calendar" and base is not None and base.anchor == anchor:
         months |= planning.flip_months(interval, base.last_day, last_day) & set(listed)
     fresh = patch.replaces_everything()
+    # one unsharded rebuild: rows come sorted and stamped with this last_day, use them as is
+    as_is = fresh and len(results) == 1
     stats = CommitStats()
 
     def one(month: int) -> str:
@@ -263,14 +265,9 @@ def commit(
         if month in listed and not fresh:
             old = lake.read_bytes(key)
             existing = pq.read_table(pa.BufferReader(old))
-        table = silver.apply(
-            existing,
-            by_month.get(month, SILVER.empty_table()),
-            patch,
-            interval,
-            anchor,
-            last_day,
-        )
+        idx = by_month.get(month)
+        rows = SILVER.empty_table() if idx is None else patch.rows.take(pa.array(idx))
+        table = rows if as_is else silver.apply(existing, rows, patch, interval, anchor, last_day)
         if table.num_rows == 0:
             if month in listed:
                 if not dry_run:

@@ -56,15 +56,18 @@ def month_file(interval: int, month: int) -> str:
 
 
 def serialize(table: pa.Table) -> bytes:
-    """Parquet bytes of a month table; a pure function of its rows (fixed writer options)."""
+    """Parquet bytes of a month table; a pure function of its rows (fixed writer options).
+
+    Floats byte-stream-split then LZ4: a quarter of zstd's time to write, a third larger.
+    """
     table = table.cast(SILVER).combine_chunks()
     sink = pa.BufferOutputStream()
     pq.write_table(
         table,
         sink,
-        compression="zstd",
-        compression_level=3,
+        compression="lz4",
         use_dictionary=["symbol"],
+        use_byte_stream_split=["open", "high", "low", "close", "volume"],
         write_statistics=True,
         row_group_size=1 << 24,
         data_page_size=1 << 20,
@@ -90,20 +93,25 @@ def sort_bars(table: pa.Table) -> pa.Table:
     return table.take(pa.array(order))
 
 
-def split_by_month(bars: pa.Table) -> dict[int, pa.Table]:
-    """Bars grouped by their start month, keeping their order within a month."""
+def month_groups(bars: pa.Table) -> dict[int, npt.NDArray[np.int64]]:
+    """Row indices of ``bars`` per start month, keeping their order within a month.
+
+    Indices rather than tables, so the (costly) gathers run later, in parallel, per month.
+    """
     if bars.num_rows == 0:
         return {}
     starts = np.asarray(pc.cast(bars["start_date"], pa.int32()).to_numpy(), dtype=np.int32)
     months = month_index(starts)
     order = np.argsort(months, kind="stable")
-    ordered = bars.take(pa.array(order))
     sorted_months = months[order]
     edges = np.flatnonzero(np.diff(sorted_months)) + 1
     bounds = [0, *edges.tolist(), len(order)]
-    return {
-        int(sorted_months[lo]): ordered.slice(lo, hi - lo) for lo, hi in itertools.pairwise(bounds)
-    }
+    return {int(sorted_months[lo]): order[lo:hi] for lo, hi in itertools.pairwise(bounds)}
+
+
+def split_by_month(bars: pa.Table) -> dict[int, pa.Table]:
+    """Bars grouped by their start month, keeping their order within a month."""
+    return {m: bars.take(pa.array(idx)) for m, idx in month_groups(bars).items()}
 
 
 def listed_months(lake: Lake, interval: int) -> dict[int, int]:

@@ -58,8 +58,13 @@ def tail_of(data: pa.Table, version: int, earliest_day: int) -> Tail:
     """The tail of a consolidated table for a change at ``earliest_day`` (date32)."""
     days = np.asarray(pc.cast(data["date"], pa.int32()).to_numpy(), dtype=np.int32)
     first = max(0, int(np.searchsorted(days, earliest_day, side="left")) - MAX_BACK)
-    rows = data.slice(first).select(list(ROWS.names)).cast(ROWS)
-    return Tail(version, first, rows)
+    # copies: a slice would drag (and pickle) the whole history's buffers along
+    part = data.slice(first)
+    columns = [pa.array(days[first:].copy(), pa.date32())]
+    for name in fib.PRICE_COLUMNS:
+        values = np.asarray(part[name].to_numpy(), dtype=np.float64)
+        columns.append(pa.array(values.copy()))
+    return Tail(version, first, pa.table(columns, schema=ROWS))
 
 
 def _to_table(tails: Mapping[str, Tail]) -> pa.Table:
