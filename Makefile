@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 TOOLS ?= .tools
 
-.PHONY: install demo test lint typecheck unit integration e2e bench lock localstack clean
+.PHONY: install demo test lint typecheck unit integration e2e bench lock localstack checkov clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ $(TOOLS)/localstack/.installed:
 		"localstack-core[runtime]==4.9.2" "cbor2<6" service-identity
 	@touch $@
 
+# checkov in its own environment too (it clashes with python-hcl2); pinned so results are stable.
+checkov: $(TOOLS)/checkov/.installed
+$(TOOLS)/checkov/.installed:
+	@mkdir -p $(TOOLS)
+	@$(PYTHON) -m venv $(TOOLS)/checkov
+	@$(TOOLS)/checkov/bin/pip install -q --disable-pip-version-check uv
+	@$(TOOLS)/checkov/bin/uv pip install -q --python $(TOOLS)/checkov/bin/python "checkov==3.3.30"
+	@touch $@
+
 demo: $(STAMP)
-	$(PY) -m api.demo $(if $(ONCE),--once,)
+	$(PY) -m api.demo $(if $(ONCE),--once --port 0,)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -37,7 +46,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) localstack lint typecheck
+test: $(STAMP) localstack checkov lint typecheck
 	LOCALSTACK_VENV=$(abspath $(TOOLS)/localstack) $(PY) -m pytest -p no:cacheprovider tests
 
 unit: $(STAMP)
