@@ -113,6 +113,9 @@ class BatchSettings(LakeSettings, ServiceSettings):
     sns_topic_arn: str | None = Field(None, description="Where the pipeline publishes failures")
     batch_workers: int = Field(0, ge=0, description="Parallel workers; 0 means one per core")
     fragment_retention_days: int = Field(7, ge=0, description="Merged fragments kept this long")
+    cache_window_days: int = Field(
+        CACHE_WINDOW_DAYS, ge=1, description="Days of raw_ohlcv kept by batch.retention"
+    )
 
 
 class ApiSettings(LakeSettings, ServiceSettings):

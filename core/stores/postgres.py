@@ -57,6 +57,11 @@ DDL = (
         dry_run boolean NOT NULL DEFAULT false
     )
     """,
+    # Added by batch.retention: per-run status, so an interrupted run is visible as 'running'.
+    "ALTER TABLE retention_log ADD COLUMN IF NOT EXISTS run_id text",
+    "ALTER TABLE retention_log ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'succeeded'",
+    "ALTER TABLE retention_log ADD COLUMN IF NOT EXISTS finished_at timestamptz",
+    "ALTER TABLE retention_log ADD COLUMN IF NOT EXISTS error text",
     """
     CREATE TABLE IF NOT EXISTS symbol_metadata (
         symbol text PRIMARY KEY,
