@@ -171,7 +171,8 @@ def test_sigkill_mid_run_then_rerun_ends_identical(pg_url: str) -> None:
                 break
             time.sleep(0.01)
     proc.wait(30)
-    assert killed, f"retention ended before the kill: {proc.stderr.read() if proc.stderr else ''}"
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert killed, f"retention ended before the kill: {err}"
     live, arch = _state(pg_url)
     assert 0 < len(arch) < len(old)
     assert _keys(live) | _keys(arch) == keep | old and not _keys(live) & _keys(arch)
