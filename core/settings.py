@@ -127,6 +127,9 @@ class ApiSettings(LakeSettings, ServiceSettings):
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    cache_window_days: int = Field(
+        CACHE_WINDOW_DAYS, ge=1, description="Days of raw_ohlcv in Postgres (older from the lake)"
+    )
 
     def keys(self) -> frozenset[str]:
         """The accepted API keys."""
