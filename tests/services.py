@@ -55,7 +55,7 @@ def localstack(venv: Path, workdir: Path) -> Iterator[str]:
         "OVERRIDE_IN_DOCKER": "0",
         "FILESYSTEM_ROOT": str(workdir / "fs"),
         "GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "SERVICES": "s3,kinesis,sns,sqs,secretsmanager,events,stepfunctions,iam,sts",
+        "SERVICES": "s3,kinesis,sns,sqs,secretsmanager,events,stepfunctions,iam,sts,kms,logs,scheduler,cloudwatch",
         "SKIP_SSL_CERT_DOWNLOAD": "1",
         "DISABLE_EVENTS": "1",
         "LOCALSTACK_TELEMETRY": "0",
