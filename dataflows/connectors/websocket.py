@@ -30,7 +30,8 @@ from pydantic import SecretStr
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from core.settings import POLYGON_WS, LiveSettings, PolygonSettings
+from core.secrets import polygon_key as polygon_key  # re-exported: it moved to core.secrets
+from core.settings import POLYGON_WS, LiveSettings
 
 log = logging.getLogger(__name__)
 _wire = logging.getLogger(f"{__name__}.wire")
@@ -79,27 +80,6 @@ def ws_url(host: str, market: str = "stocks") -> str:
         return base if base.endswith(f"/{market}") else f"{base}/{market}"
     scheme = "ws" if host.startswith(_LOCAL) else "wss"
     return f"{scheme}://{host.rstrip('/')}/{market}"
-
-
-def polygon_key(settings: PolygonSettings) -> SecretStr | None:
-    """``POLYGON_API_KEY``, else the Secrets Manager secret ``POLYGON_SECRET_ID`` (raw or JSON)."""
-    if settings.polygon_api_key is not None:
-        return settings.polygon_api_key
-    if not settings.polygon_secret_id:
-        return None
-    from core.aws import client
-
-    endpoint = getattr(settings, "aws_endpoint_url", None)
-    raw = client("secretsmanager", endpoint_url=endpoint).get_secret_value(
-        SecretId=settings.polygon_secret_id
-    )["SecretString"]
-    with contextlib.suppress(ValueError):
-        doc = json.loads(raw)
-        if isinstance(doc, dict):
-            for name in ("POLYGON_API_KEY", "polygon_api_key", "api_key", "key"):
-                if isinstance(doc.get(name), str):
-                    return SecretStr(doc[name])
-    return SecretStr(raw.strip())
 
 
 def ws_config(settings: LiveSettings) -> WsConfig:
