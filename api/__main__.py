@@ -1,0 +1,44 @@
+"""``python -m api``: serve the API with uvicorn (host and port default from settings)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from core.settings import ApiSettings
+
+
+def parse(argv: Sequence[str] | None, settings: ApiSettings) -> argparse.Namespace:
+    """Command-line options over the settings' defaults."""
+    p = argparse.ArgumentParser(
+        prog="python -m api",
+        description="Serve the Condvest API (REST and WebSocket). Configured by the environment:"
+        " LAKE_URL, DATABASE_URL, REDIS_URL, API_KEYS, APP_ENV, ...",
+    )
+    p.add_argument("--host", default=settings.api_host, help="bind address (API_HOST)")
+    p.add_argument("--port", type=int, default=settings.api_port, help="port (API_PORT)")
+    p.add_argument("--log-level", default="info", help="uvicorn log level")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse options, build the app and serve until interrupted."""
+    settings = ApiSettings()
+    args = parse(argv, settings)
+    import uvicorn
+
+    from api.auth import InsecureSettingsError
+    from api.main import create_app
+
+    try:
+        app = create_app(settings)
+    except InsecureSettingsError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

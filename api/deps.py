@@ -1,0 +1,47 @@
+"""Dependencies shared by the routes, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Path, status
+from starlette.requests import HTTPConnection
+
+from api.auth import key_matches
+from api.resources import Resources
+from core.layout import LayoutError, check_symbol
+
+API_KEY_HEADER = "X-API-Key"
+
+
+def get_resources(conn: HTTPConnection) -> Resources:
+    """The app's resources (built by ``create_app``), for HTTP and WebSocket routes."""
+    res: Resources = conn.app.state.resources
+    return res
+
+
+Res = Annotated[Resources, Depends(get_resources)]
+
+
+def require_api_key(
+    res: Res,
+    x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None,
+) -> None:
+    """401 unless ``X-API-Key`` holds an accepted key."""
+    if not key_matches(x_api_key, res.settings.keys()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=f"missing or invalid API key (send it in {API_KEY_HEADER})",
+            headers={"WWW-Authenticate": API_KEY_HEADER},
+        )
+
+
+def valid_symbol(symbol: Annotated[str, Path(description="Ticker, e.g. AAPL")]) -> str:
+    """The path's symbol, upper-cased; 400 when it cannot be a ticker."""
+    try:
+        return check_symbol(symbol.upper())
+    except LayoutError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from exc
+
+
+Symbol = Annotated[str, Depends(valid_symbol)]

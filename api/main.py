@@ -1,0 +1,60 @@
+"""The FastAPI app: routers composed over lazily opened resources.
+
+``create_app`` reads settings (from the environment unless given) and checks them, but opens
+nothing: Postgres, Redis and the lake are reached on first use, so the app is cheap to build
+and the same object serves uvicorn and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.auth import check_startup
+from api.deps import require_api_key
+from api.resources import Resources
+from api.routes import bars, health, live
+from core.settings import ApiSettings
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _bad_request(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _validation_detail(exc)}, status.HTTP_400_BAD_REQUEST)
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the app; raises :class:`api.auth.InsecureSettingsError` on unsafe settings."""
+    settings = settings if settings is not None else ApiSettings()
+    check_startup(settings)
+    resources = Resources(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        resources.close()
+
+    app = FastAPI(
+        title="Condvest market data",
+        summary="Daily and Fibonacci bars for backtesting and ML; live prices for alerts.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.resources = resources
+    app.add_exception_handler(RequestValidationError, _bad_request)
+    app.include_router(health.router)
+    app.include_router(bars.router, dependencies=[Depends(require_api_key)])
+    app.include_router(live.router, dependencies=[Depends(require_api_key)])
+    app.include_router(live.stream_router)
+    return app

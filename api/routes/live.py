@@ -1,0 +1,114 @@
+"""Live data from Redis: ``GET /v1/latest/{symbol}`` and ``WebSocket /v1/stream``.
+
+The live flow stores the latest trade and the current minute bar per symbol and publishes
+each bar on the ``{REDIS_PREFIX}bars`` channel (see ``core.stores.redis.LiveStore``); the
+stream relays those messages, filtered to the symbols asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect, status
+
+from api.auth import key_matches
+from api.deps import API_KEY_HEADER, Res, Symbol
+from api.models import ErrorResponse, LatestResponse
+from api.resources import Resources
+from core.layout import LayoutError, check_symbol
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["live"])
+stream_router = APIRouter(prefix="/v1", tags=["live"])
+"""The WebSocket checks its key itself (header or ``api_key`` query), closing with 1008."""
+CHANNEL = "bars"
+POLICY_VIOLATION = 1008
+
+
+@router.get(
+    "/latest/{symbol}",
+    response_model=LatestResponse,
+    responses={
+        401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+        404: {"model": ErrorResponse, "description": "no live data for this symbol"},
+    },
+)
+def latest(res: Res, symbol: Symbol) -> LatestResponse:
+    """The latest trade and live minute bar of ``symbol``."""
+    store = res.live_store()
+    trade, bar = store.get_latest(symbol), store.get_bar(symbol)
+    if trade is None and bar is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no live data for {symbol}")
+    return LatestResponse(symbol=symbol, trade=trade, bar=bar)
+
+
+def parse_symbols(raw: str | None) -> frozenset[str] | None:
+    """The requested symbols, or None for all (empty or ``*``); ValueError on a bad one."""
+    if raw is None or raw.strip() in ("", "*"):
+        return None
+    return frozenset(check_symbol(s.strip().upper()) for s in raw.split(",") if s.strip())
+
+
+def wanted(message: dict[str, Any], symbols: frozenset[str] | None) -> bool:
+    """True when ``message`` is about one of ``symbols`` (all when None)."""
+    return symbols is None or message.get("symbol") in symbols
+
+
+async def _relay(ws: WebSocket, res: Resources, symbols: frozenset[str] | None) -> None:
+    client = res.async_redis()
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(res.live_store().channel(CHANNEL))
+        await ws.send_json({"type": "subscribed", "symbols": sorted(symbols) if symbols else ["*"]})
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg is None:
+                continue
+            data = json.loads(msg["data"])
+            if wanted(data, symbols):
+                await ws.send_json({"type": CHANNEL.rstrip("s"), "data": data})
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await ws.receive_text()
+
+
+@stream_router.websocket("/stream")
+async def stream(
+    ws: WebSocket,
+    res: Res,
+    symbols: Annotated[str | None, Query(description="comma-separated, or * for all")] = None,
+    api_key: Annotated[str | None, Query(description="the key, when headers cannot be set")] = None,
+) -> None:
+    """Relay live bars: ``{"type": "bar", "data": {...}}`` per update, after ``subscribed``."""
+    key = ws.headers.get(API_KEY_HEADER) or api_key
+    if not key_matches(key, res.settings.keys()):
+        await ws.close(code=POLICY_VIOLATION, reason="missing or invalid API key")
+        return
+    try:
+        wanted_symbols = parse_symbols(symbols)
+    except LayoutError as exc:
+        await ws.close(code=POLICY_VIOLATION, reason=str(exc)[:120])
+        return
+    await ws.accept()
+    relay = asyncio.create_task(_relay(ws, res, wanted_symbols))
+    closed = asyncio.create_task(_until_closed(ws))
+    done, pending = await asyncio.wait({relay, closed}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+            await task
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, WebSocketDisconnect):
+            log.warning("stream ended: %s", type(error).__name__)

@@ -1,0 +1,312 @@
+"""The API over a hand-written local lake, a real Postgres schema and a real Redis prefix."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from starlette.websockets import WebSocketDisconnect
+
+from api.auth import InsecureSettingsError, key_matches
+from api.daily import preferred_source
+from api.main import create_app
+from core import layout
+from core.lake import Lake
+from core.schemas import BRONZE_DAILY, SILVER
+from core.settings import ApiSettings
+from core.stores import postgres
+from core.stores.redis import LiveStore, connect
+
+pytestmark = pytest.mark.unit
+KEY = "k-secret"
+HEADERS = {"X-API-Key": KEY}
+TODAY = dt.datetime.now(dt.UTC).date()
+OLD = [dt.date(2015, 1, 5) + dt.timedelta(days=i) for i in range(5)]  # Mon..Fri
+RECENT = [TODAY - dt.timedelta(days=d) for d in (3, 2, 1)]
+INGESTED = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def daily(symbol: str, days: list[dt.date], source: str, base: float = 10.0) -> pa.Table:
+    rows: list[dict[str, Any]] = [
+        {
+            "symbol": symbol,
+            "date": d,
+            "open": base + i,
+            "high": base + i + 1.5,
+            "low": base + i - 0.5,
+            "close": base + i + 0.25,
+            "volume": 1000.0 * (i + 1),
+            "vwap": base + i + 0.1,
+            "transactions": 10 + i,
+            "source": source,
+            "ingested_at": INGESTED,
+        }
+        for i, d in enumerate(days)
+    ]
+    return pa.Table.from_pylist(rows, schema=BRONZE_DAILY)
+
+
+def silver(symbol: str, starts: list[dt.date], n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "symbol": symbol,
+            "start_date": s,
+            "end_date": s + dt.timedelta(days=n - 1),
+            "open": 1.0 + i,
+            "high": 2.0 + i,
+            "low": 0.5 + i,
+            "close": 1.5 + i,
+            "volume": 100.0,
+            "days": n,
+            "complete": i < len(starts) - 1,
+        }
+        for i, s in enumerate(starts)
+    ]
+
+
+def write_silver(lake: Lake, n: int, rows: list[dict[str, Any]]) -> None:
+    by_month: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_month.setdefault((r["start_date"].year, r["start_date"].month), []).append(r)
+    for (y, m), month_rows in by_month.items():
+        table = pa.Table.from_pylist(month_rows, schema=SILVER).sort_by(
+            [("symbol", "ascending"), ("start_date", "ascending")]
+        )
+        lake.write_table(layout.silver_file(n, y, m), table)
+
+
+@pytest.fixture()
+def settings(
+    local_lake: Lake, pg_url: str, redis_server_url: str, redis_prefix: str
+) -> ApiSettings:
+    # AAPL: lake history (data.parquet + a newer fragment), recent rows in Postgres.
+    local_lake.write_table(layout.consolidated("AAPL"), daily("AAPL", OLD[:4], "flatfile"))
+    local_lake.write_table(
+        layout.daily_fragment("AAPL", OLD[4]), daily("AAPL", OLD[4:], "flatfile", 20.0)
+    )
+    local_lake.write_table(
+        layout.range_fragment("AAPL", RECENT[0], RECENT[-1]), daily("AAPL", RECENT, "rest", 30.0)
+    )
+    # MSFT: fragments only, where a live row must not replace the rest row of the same date.
+    local_lake.write_table(
+        layout.range_fragment("MSFT", OLD[0], OLD[1]), daily("MSFT", OLD[:2], "rest", 50.0)
+    )
+    late_live = daily("MSFT", OLD[1:2], "live", 99.0).set_column(
+        10, "ingested_at", pa.array([INGESTED + dt.timedelta(days=1)], BRONZE_DAILY.field(10).type)
+    )
+    local_lake.write_table(layout.daily_fragment("MSFT", OLD[1]), late_live)
+    # silver 3d: two months for AAPL, one for MSFT.
+    starts = [dt.date(2015, 1, 26), dt.date(2015, 1, 29), dt.date(2015, 2, 3)]
+    write_silver(local_lake, 3, silver("AAPL", starts, 3) + silver("MSFT", starts[:1], 3))
+    with postgres.connect(pg_url) as conn:
+        postgres.migrate(conn)
+        postgres.upsert_daily(conn, daily("AAPL", RECENT, "rest", 40.0))
+        postgres.upsert_daily(conn, daily("PGONLY", RECENT, "rest", 60.0))
+    return ApiSettings(
+        lake_url=local_lake.url,
+        database_url=SecretStr(pg_url),
+        redis_url=SecretStr(redis_server_url),
+        redis_prefix=redis_prefix,
+        api_keys=SecretStr(f"other,{KEY}"),
+    )
+
+
+@pytest.fixture()
+def client(settings: ApiSettings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def get_bars(client: TestClient, symbol: str, **params: Any) -> list[dict[str, Any]]:
+    r = client.get(f"/v1/bars/{symbol}", params=params, headers=HEADERS)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["symbol"] == symbol.upper()
+    bars: list[dict[str, Any]] = body["bars"]
+    return bars
+
+
+# -- auth and startup ------------------------------------------------------------------------
+def test_key_matches_checks_every_key() -> None:
+    assert key_matches("b", ["a", "b"])
+    assert not key_matches("c", ["a", "b"])
+    assert not key_matches(None, ["a"])
+    assert not key_matches("", [""])
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY + "x"}])
+def test_routes_need_a_valid_key(client: TestClient, headers: dict[str, str]) -> None:
+    for url in ("/v1/bars/AAPL", "/v1/latest/AAPL"):
+        r = client.get(url, headers=headers)
+        assert r.status_code == 401
+        assert "API key" in r.json()["detail"]
+
+
+def test_prod_refuses_placeholder_or_empty_keys() -> None:
+    with pytest.raises(InsecureSettingsError):
+        create_app(ApiSettings(app_env="prod"))  # the default key is the placeholder
+    with pytest.raises(InsecureSettingsError):
+        create_app(ApiSettings(app_env="prod", api_keys=SecretStr(" , ")))
+    create_app(ApiSettings(app_env="prod", api_keys=SecretStr("a-real-secret")))
+
+
+def test_health(client: TestClient, settings: ApiSettings, tmp_path: Path) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {
+        "status": "ok",
+        "checks": {"postgres": "ok", "redis": "ok", "lake": "ok"},
+    }
+    broken = settings.model_copy(update={"lake_url": (tmp_path / "nowhere").as_uri()})
+    r = TestClient(create_app(broken)).get("/health")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["lake"].startswith("error")
+    assert body["checks"]["postgres"] == "ok"
+
+
+# -- daily bars --------------------------------------------------------------------------------
+def test_preferred_source() -> None:
+    today = dt.date(2026, 6, 1)
+    assert preferred_source(None, today, 100) == "lake"
+    assert preferred_source(today - dt.timedelta(days=100), today, 100) == "postgres"
+    assert preferred_source(today - dt.timedelta(days=101), today, 100) == "lake"
+
+
+def test_daily_full_history_from_lake(client: TestClient) -> None:
+    bars = get_bars(client, "AAPL", interval="1d")
+    assert [b["date"] for b in bars] == [d.isoformat() for d in OLD + RECENT]
+    # data.parquet, then the newer date= fragment, then the range= fragment (not Postgres).
+    assert [b["source"] for b in bars] == ["flatfile"] * 5 + ["rest"] * 3
+    assert bars[4]["open"] == 20.0
+    assert bars[5]["open"] == 30.0
+    assert set(bars[0]) == {
+        "date", "open", "high", "low", "close", "volume", "vwap", "transactions", "source",
+    }  # fmt: skip
+    assert bars[0]["close"] == 10.25 and bars[0]["transactions"] == 10
+
+
+def test_daily_recent_range_from_postgres(client: TestClient) -> None:
+    bars = get_bars(client, "aapl", start=RECENT[0].isoformat())
+    assert [b["date"] for b in bars] == [d.isoformat() for d in RECENT]
+    assert [b["open"] for b in bars] == [40.0, 41.0, 42.0]  # Postgres' rows, not the lake's
+    bars = get_bars(client, "AAPL", start=RECENT[0].isoformat(), limit=2)
+    assert [b["date"] for b in bars] == [d.isoformat() for d in RECENT[1:]]
+
+
+def test_daily_old_range_and_limit_from_lake(client: TestClient) -> None:
+    bars = get_bars(client, "AAPL", start="2015-01-06", end="2015-01-08")
+    assert [b["date"] for b in bars] == ["2015-01-06", "2015-01-07", "2015-01-08"]
+    bars = get_bars(client, "AAPL", limit=2)
+    assert [b["date"] for b in bars] == [d.isoformat() for d in RECENT[1:]]
+
+
+def test_daily_fallbacks(client: TestClient) -> None:
+    # MSFT has no rows in Postgres: a recent start falls back to the lake (empty range: []).
+    assert get_bars(client, "MSFT", start=RECENT[0].isoformat()) == []
+    # Fragments only: merged; the later live row does not replace the rest row.
+    bars = get_bars(client, "MSFT")
+    assert [(b["date"], b["source"], b["open"]) for b in bars] == [
+        ("2015-01-05", "rest", 50.0),
+        ("2015-01-06", "rest", 51.0),
+    ]
+    # In Postgres only: the lake has nothing, so Postgres answers even for the full history.
+    assert [b["open"] for b in get_bars(client, "PGONLY")] == [60.0, 61.0, 62.0]
+
+
+# -- Fibonacci bars ----------------------------------------------------------------------------
+def test_fib_bars_from_silver(client: TestClient) -> None:
+    bars = get_bars(client, "AAPL", interval="3d")
+    assert [b["start_date"] for b in bars] == ["2015-01-26", "2015-01-29", "2015-02-03"]
+    assert bars[0] == {
+        "start_date": "2015-01-26",
+        "end_date": "2015-01-28",
+        "open": 1.0,
+        "high": 2.0,
+        "low": 0.5,
+        "close": 1.5,
+        "volume": 100.0,
+        "days": 3,
+        "complete": True,
+    }
+    assert [b["complete"] for b in bars] == [True, True, False]
+    bars = get_bars(client, "AAPL", interval="3d", start="2015-01-27", end="2015-02-28")
+    assert [b["start_date"] for b in bars] == ["2015-01-29", "2015-02-03"]
+    assert [b["start_date"] for b in get_bars(client, "MSFT", interval="3d")] == ["2015-01-26"]
+    assert get_bars(client, "AAPL", interval="3d", limit=1)[0]["start_date"] == "2015-02-03"
+    # A known symbol without silver of that interval: an empty list, not a 404.
+    assert get_bars(client, "AAPL", interval="34d") == []
+
+
+# -- errors ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "params", "code"),
+    [
+        ("/v1/bars/AAPL", {"interval": "2d"}, 400),
+        ("/v1/bars/AAPL", {"start": "2015-13-01"}, 400),
+        ("/v1/bars/AAPL", {"start": "2015-02-01", "end": "2015-01-01"}, 400),
+        ("/v1/bars/AAPL", {"limit": "0"}, 400),
+        ("/v1/bars/1BAD", {}, 400),
+        ("/v1/bars/A$B", {}, 400),
+        ("/v1/latest/A$B", {}, 400),
+        ("/v1/bars/NOPE", {}, 404),
+        ("/v1/bars/NOPE", {"interval": "8d"}, 404),
+        ("/v1/latest/AAPL", {}, 404),
+    ],
+)
+def test_errors(client: TestClient, url: str, params: dict[str, str], code: int) -> None:
+    r = client.get(url, params=params, headers=HEADERS)
+    assert r.status_code == code, r.text
+    assert isinstance(r.json()["detail"], str)
+
+
+# -- live ----------------------------------------------------------------------------------------
+def test_latest_from_redis(client: TestClient, settings: ApiSettings) -> None:
+    store = LiveStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)  # type: ignore[union-attr]
+    trade = {"symbol": "AAPL", "price": 101.5, "size": 10, "ts": "2026-11-30T15:00:00+00:00"}
+    bar = {"start": "2026-11-30T15:00:00+00:00", "open": 101.0, "close": 101.5, "volume": 30.0}
+    store.set_live({"AAPL": trade}, {"AAPL": bar}, publish=False)
+    r = client.get("/v1/latest/AAPL", headers=HEADERS)
+    assert r.status_code == 200
+    assert r.json() == {"symbol": "AAPL", "trade": trade, "bar": {"symbol": "AAPL", **bar}}
+    store.r.close()
+
+
+@pytest.mark.timeout(60)
+def test_stream_relays_wanted_symbols(client: TestClient, settings: ApiSettings) -> None:
+    store = LiveStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)  # type: ignore[union-attr]
+    with client.websocket_connect(f"/v1/stream?symbols=aapl&api_key={KEY}") as ws:
+        assert ws.receive_json() == {"type": "subscribed", "symbols": ["AAPL"]}
+        store.set_bar("MSFT", {"close": 1.0})
+        store.set_bar("AAPL", {"close": 2.0})
+        assert ws.receive_json() == {"type": "bar", "data": {"symbol": "AAPL", "close": 2.0}}
+    with client.websocket_connect("/v1/stream", headers=HEADERS) as ws:
+        assert ws.receive_json() == {"type": "subscribed", "symbols": ["*"]}
+        store.set_bar("MSFT", {"close": 3.0})
+        assert ws.receive_json()["data"] == {"symbol": "MSFT", "close": 3.0}
+    store.r.close()
+
+
+def test_stream_refuses_bad_key_and_symbols(client: TestClient) -> None:
+    for url in ("/v1/stream", "/v1/stream?api_key=wrong", f"/v1/stream?api_key={KEY}&symbols=1X"):
+        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect(url) as ws:
+            ws.receive_json()
+        assert info.value.code == 1008
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def test_cli_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "api", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0
+    assert "--host" in done.stdout and "--port" in done.stdout
