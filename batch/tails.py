@@ -110,8 +110,11 @@ def read(lake: Lake) -> dict[str, Tail]:
 
 
 def write(lake: Lake, new: Mapping[str, Tail], shard: Shard) -> None:
-    """Replace the tails of the symbols in ``new``, keeping the others."""
-    if not new:
+    """Replace the tails of the symbols in ``new``, keeping the others.
+
+    An unsharded run also folds the shards' parts back in, even with nothing new.
+    """
+    if not new and (shard.count != 1 or not parts.part_keys(lake, KEY)):
         return
     if shard.count == 1:
         held = _from_tables(parts.read_all(lake, KEY))
