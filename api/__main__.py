@@ -26,16 +26,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse options, build the app and serve until interrupted."""
     settings = ApiSettings()
     args = parse(argv, settings)
-    import uvicorn
-
-    from api.auth import InsecureSettingsError
-    from api.main import create_app
+    from api.auth import InsecureSettingsError, check_startup
 
     try:
-        app = create_app(settings)
+        check_startup(settings)  # before the heavy imports, so a refusal is immediate
     except InsecureSettingsError as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
+    import uvicorn
+
+    from api.main import create_app
+
+    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
