@@ -1,0 +1,478 @@
+"""Export Postgres daily bars (raw_ohlcv and raw_ohlcv_archive) into the lake's bronze.
+
+For users migrating an existing database: ``python -m batch.export`` writes every symbol's rows
+as one bronze fragment (``range={FIRST}_{LAST}.parquet``, or ``date=`` for a single session),
+conformed to ``BRONZE_DAILY``, which ``batch.consolidate`` then merges like any other input.
+
+Rules that keep the lake's precedence honest:
+- ``ingested_at`` is the database's, so an exported row never beats a newer ``rest`` row in
+  the lake (and loses ties to it, by source rank); ``source`` becomes ``export``, except that
+  ``live`` rows stay ``live`` so they still never replace a ``rest`` row.
+- a key in both tables (archived, then written again) is exported once: the row that wins
+  under the contract (newer ``ingested_at``; ``live`` never over ``rest``; ties to raw_ohlcv).
+- if the fragment's key already exists (say a backfill wrote the same range), the two are
+  merged under the same rules rather than overwritten, so nothing in the lake is lost.
+
+Reads are keyset-paginated by (symbol, date) per symbol (``--page-size`` rows a query, each an
+index range scan), symbols in a fixed order. Progress is checkpointed in the lake
+(``processing_metadata/export_checkpoint.json``, one per ``--shard``) after each chunk of
+symbols, so a killed run resumes after the last chunk it finished; writes are deterministic
+per symbol, so redoing a chunk writes the same files again, never duplicates. Transient
+Postgres and lake errors are retried with backoff; a symbol that still fails makes the run
+exit non-zero and the next run starts from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+from tqdm import tqdm
+
+from batch import common, precedence, retry
+from core import layout
+from core.lake import Lake, LakeError
+from core.schemas import BRONZE_DAILY, conform
+from core.settings import BatchSettings
+from core.sharding import Shard
+from core.stores import postgres
+
+log = logging.getLogger("batch.export")
+
+WHOLE_DATABASE: Final = Shard()
+"""The default shard: every symbol."""
+TABLES: Final = ("raw_ohlcv", "raw_ohlcv_archive")
+"""Where rows come from, in tie-break order (the first wins equal ``ingested_at``)."""
+DEFAULT_PAGE: Final = 20_000
+DEFAULT_CHUNK: Final = 64
+TRANSIENT: Final = (psycopg.OperationalError, LakeError, OSError)
+"""Errors worth another attempt: lost connections, throttling, network failures."""
+_COLS: Final = postgres.DAILY_COLUMNS
+_CHECKPOINT_VERSION: Final = 1
+
+
+class ExportError(RuntimeError):
+    """The export cannot run (no database, bad arguments)."""
+
+
+@dataclass
+class ExportReport:
+    """What one export run did (or, with ``dry_run``, would do)."""
+
+    symbols: int = 0
+    skipped: int = 0
+    exported: int = 0
+    rows: int = 0
+    files: int = 0
+    merged_existing: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    resumed_after: str | None = None
+    complete: bool = False
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no symbol failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """One line for logs and the console."""
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        resumed = f" (resumed after {self.resumed_after})" if self.resumed_after else ""
+        verb = "would export" if self.dry_run else "exported"
+        return (
+            f"{'[dry run] ' if self.dry_run else ''}{self.symbols} symbols in scope{resumed}, "
+            f"{self.skipped} done before; {verb} {self.exported} symbols, {self.rows} rows in "
+            f"{self.files} files ({self.merged_existing} merged with an existing fragment); "
+            f"{len(self.failed)} failed, {self.seconds:.2f}s ({rate:.0f} rows/s)"
+        )
+
+    def counts(self) -> dict[str, Any]:
+        """JSON-friendly counts for batch_jobs."""
+        return {
+            "symbols": self.symbols,
+            "skipped": self.skipped,
+            "exported": self.exported,
+            "rows": self.rows,
+            "files": self.files,
+            "failed": len(self.failed),
+            "complete": self.complete,
+        }
+
+
+# -- pure logic ------------------------------------------------------------------------------
+def checkpoint_key(shard: Shard) -> str:
+    """The checkpoint of one shard (the whole database has the plain name)."""
+    if shard.count == 1:
+        return f"{layout.META}/export_checkpoint.json"
+    return f"{layout.META}/export_checkpoint_{shard.index}of{shard.count}.json"
+
+
+def scope_id(symbols: Sequence[str] | None, shard: Shard) -> str:
+    """A fingerprint of what a run covers; a checkpoint of another scope is not resumed."""
+    text = json.dumps({"symbols": sorted(symbols) if symbols is not None else None,
+                       "shard": [shard.index, shard.count]})  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pending(symbols: Sequence[str], after: str | None) -> list[str]:
+    """Symbols still to export: those after the checkpoint's last one, in sorted order."""
+    ordered = sorted(symbols)
+    return ordered if after is None else [s for s in ordered if s > after]
+
+
+def _winner(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Of two rows for one (symbol, date), ``a`` from the earlier table: the one to keep."""
+    src = _COLS.index("source")
+    ing = _COLS.index("ingested_at")
+    if {a[src], b[src]} == {"rest", "live"}:
+        return a if a[src] == "rest" else b
+    return b if b[ing] > a[ing] else a
+
+
+def merge_sources(tables: Sequence[Sequence[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """One row per date from the rows of one symbol in each table, sorted by date."""
+    best: dict[dt.date, tuple[Any, ...]] = {}
+    for rows in tables:
+        for row in rows:
+            day = row[1]
+            best[day] = row if day not in best else _winner(best[day], row)
+    return [best[d] for d in sorted(best)]
+
+
+def to_bronze(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """Database rows as ``BRONZE_DAILY``, ``source`` rewritten to ``export`` (``live`` kept)."""
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in _COLS]
+    data = {name: list(values) for name, values in zip(_COLS, cols, strict=True)}
+    data["source"] = ["live" if s == "live" else "export" for s in data["source"]]
+    data["ingested_at"] = [t.astimezone(dt.UTC) for t in data["ingested_at"]]
+    return pa.Table.from_pydict(data, schema=BRONZE_DAILY)
+
+
+def fragment_for(symbol: str, table: pa.Table) -> str:
+    """``range=`` for several sessions, ``date=`` for one (the contract's naming)."""
+    first = table["date"][0].as_py()
+    last = table["date"][-1].as_py()
+    if first == last:
+        return layout.daily_fragment(symbol, first)
+    return layout.range_fragment(symbol, first, last)
+
+
+# -- I/O -------------------------------------------------------------------------------------
+def list_symbols(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every symbol in either table, by a loose index scan (one index probe per symbol)."""
+    out: set[str] = set()
+    for table in TABLES:
+        stmt = sql.SQL(
+            """
+            WITH RECURSIVE s(symbol) AS (
+                (SELECT symbol FROM {t} ORDER BY symbol LIMIT 1)
+                UNION ALL
+                SELECT (SELECT symbol FROM {t} WHERE symbol > s.symbol ORDER BY symbol LIMIT 1)
+                FROM s WHERE s.symbol IS NOT NULL
+            )
+            SELECT symbol FROM s WHERE symbol IS NOT NULL
+            """
+        ).format(t=sql.Identifier(table))
+        out.update(r[0] for r in conn.execute(stmt))
+    return sorted(out)
+
+
+def read_symbol(
+    conn: psycopg.Connection[Any], symbol: str, page_size: int
+) -> list[tuple[Any, ...]]:
+    """All rows of one symbol from both tables, merged; keyset pages of ``page_size``."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, _COLS))
+    per_table: list[list[tuple[Any, ...]]] = []
+    for table in TABLES:
+        stmt = sql.SQL(
+            "SELECT {cols} FROM {t} WHERE symbol = %s AND date > %s ORDER BY date LIMIT %s"
+        ).format(cols=cols, t=sql.Identifier(table))
+        rows: list[tuple[Any, ...]] = []
+        after = dt.date.min
+        while True:
+            page = conn.execute(stmt, (symbol, after, page_size)).fetchall()
+            rows.extend(page)
+            if len(page) < page_size:
+                break
+            after = page[-1][1]
+        per_table.append(rows)
+    return merge_sources(per_table)
+
+
+def write_symbol(lake: Lake, symbol: str, table: pa.Table) -> tuple[str, bool]:
+    """Write one symbol's fragment; merge with a fragment already at that key. (key, merged)."""
+    key = fragment_for(symbol, table)
+    merged = False
+    if lake.exists(key):
+        existing = conform(lake.read_table(key), BRONZE_DAILY)
+        if existing.equals(table):
+            return key, False  # written by an earlier, interrupted run: nothing to redo
+        table = precedence.merge(pa.concat_tables([existing, table]))
+        merged = True
+    lake.write_table(key, table)
+    return key, merged
+
+
+@dataclass(slots=True)
+class _Done:
+    symbol: str
+    rows: int = 0
+    key: str | None = None
+    merged: bool = False
+    error: str | None = None
+
+
+class _Connections:
+    """One Postgres connection per worker thread, replaced after a connection error."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._all: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = postgres.connect(self.url, autocommit=True, application_name="condvest-export")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def drop(self, _: BaseException | None = None) -> None:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None and not conn.closed:
+            conn.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                if not conn.closed:
+                    conn.close()
+            self._all.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Knobs of one run."""
+
+    page_size: int = DEFAULT_PAGE
+    chunk: int = DEFAULT_CHUNK
+    workers: int = 4
+    backoff: retry.Backoff = field(default_factory=retry.Backoff)
+    dry_run: bool = False
+    restart: bool = False
+
+
+def _export_one(conns: _Connections, lake: Lake, symbol: str, opts: Options) -> _Done:
+    def attempt() -> _Done:
+        rows = read_symbol(conns.get(), symbol, opts.page_size)
+        if not rows:
+            return _Done(symbol)
+        if opts.dry_run:
+            return _Done(symbol, rows=len(rows))
+        key, merged = write_symbol(lake, symbol, to_bronze(rows))
+        return _Done(symbol, rows=len(rows), key=key, merged=merged)
+
+    try:
+        return retry.call(
+            attempt, transient=TRANSIENT, backoff=opts.backoff, what=f"export of {symbol}",
+            on_retry=conns.drop,
+        )  # fmt: skip
+    except Exception as exc:  # reported per symbol; the run exits non-zero
+        log.debug("export of %s failed", symbol, exc_info=True)
+        return _Done(symbol, error=f"{type(exc).__name__}: {exc}")
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def run(
+    url: str,
+    lake: Lake,
+    *,
+    symbols: Sequence[str] | None = None,
+    shard: Shard = WHOLE_DATABASE,
+    options: Options | None = None,
+    progress: bool = False,
+    on_chunk: Callable[[Sequence[str]], None] | None = None,
+) -> ExportReport:
+    """Export the symbols in scope not yet done by an earlier run of the same scope."""
+    opts = options or Options()
+    if opts.page_size < 1 or opts.chunk < 1 or opts.workers < 1:
+        msg = "page-size, chunk and workers must be at least 1"
+        raise ExportError(msg)
+    started = time.perf_counter()
+    report = ExportReport(dry_run=opts.dry_run)
+    conns = _Connections(url)
+    try:
+        everything = retry.call(
+            lambda: list_symbols(conns.get()), transient=TRANSIENT, backoff=opts.backoff,
+            what="listing symbols", on_retry=conns.drop,
+        )  # fmt: skip
+        chosen = shard.select(sorted(symbols) if symbols is not None else everything)
+        report.symbols = len(chosen)
+        scope = scope_id(symbols, shard)
+        ckey = checkpoint_key(shard)
+        saved = {} if opts.restart else (lake.read_json(ckey, default={}) or {})
+        after: str | None = None
+        if saved.get("scope") == scope and saved.get("version") == _CHECKPOINT_VERSION:
+            after = saved.get("last_symbol")
+            report.resumed_after = after
+        elif saved:
+            log.warning("ignoring %s: it belongs to another --symbols/--shard scope", ckey)
+        todo = pending(chosen, after)
+        report.skipped = len(chosen) - len(todo)
+        totals = {k: int(saved.get(k, 0)) for k in ("rows", "files")} if after else {}
+        bar = tqdm(total=len(todo), desc="export", unit="sym", disable=not progress, leave=False)
+        try:
+            with ThreadPoolExecutor(opts.workers) as pool:
+                for chunk in _chunks(todo, opts.chunk):
+                    done = list(pool.map(lambda s: _export_one(conns, lake, s, opts), chunk))
+                    ok_prefix: str | None = None
+                    for d in done:
+                        if d.error is not None:
+                            report.failed[d.symbol] = d.error
+                        elif not report.failed:
+                            ok_prefix = d.symbol
+                        if d.error is None and d.rows:
+                            report.exported += 1
+                            report.rows += d.rows
+                            report.files += d.key is not None
+                            report.merged_existing += d.merged
+                    bar.update(len(chunk))
+                    if not opts.dry_run and ok_prefix is not None:
+                        totals = _save_checkpoint(lake, ckey, scope, ok_prefix, totals, done)
+                    if on_chunk is not None:
+                        on_chunk(chunk)
+                    if report.failed:
+                        break  # later chunks wait for the rerun, which restarts at the failure
+        finally:
+            bar.close()
+        report.complete = not report.failed
+        if report.complete and not opts.dry_run:
+            _save_checkpoint(
+                lake, ckey, scope, after_last(chosen, after), totals, [], finished=True
+            )
+    finally:
+        conns.close_all()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def after_last(chosen: Sequence[str], after: str | None) -> str | None:
+    """The last symbol of the scope (or the resumed position when the scope is empty)."""
+    return max(chosen) if chosen else after
+
+
+def _save_checkpoint(
+    lake: Lake,
+    key: str,
+    scope: str,
+    last_symbol: str | None,
+    totals: dict[str, int],
+    done: Sequence[_Done],
+    *,
+    finished: bool = False,
+) -> dict[str, int]:
+    """Record the last symbol of the contiguous finished prefix; returns running totals."""
+    ok = [d for d in done if d.error is None and (last_symbol is None or d.symbol <= last_symbol)]
+    totals = {
+        "rows": totals.get("rows", 0) + sum(d.rows for d in ok),
+        "files": totals.get("files", 0) + sum(d.key is not None for d in ok),
+    }
+    retry.call(
+        lambda: lake.write_json(
+            key,
+            {
+                "version": _CHECKPOINT_VERSION,
+                "scope": scope,
+                "last_symbol": last_symbol,
+                "done": finished,
+                "updated_at": dt.datetime.now(dt.UTC).isoformat(),
+                **totals,
+            },
+        ),
+        transient=TRANSIENT,
+        what=f"writing {key}",
+    )
+    return totals
+
+
+def require_database(settings: BatchSettings | None = None) -> str:
+    """``DATABASE_URL``, or a clear error: the export reads from it."""
+    s = settings or BatchSettings()
+    if s.database_url is None:
+        msg = "export needs DATABASE_URL (the PostgreSQL holding raw_ohlcv); it is not set"
+        raise ExportError(msg)
+    return s.database_url.get_secret_value()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the common job options plus the export knobs."""
+    p = common.parser(
+        "export",
+        "Export raw_ohlcv and raw_ohlcv_archive from DATABASE_URL into the lake's bronze "
+        "(source=export, one fragment per symbol), resumable from "
+        "processing_metadata/export_checkpoint.json.",
+    )
+    p.add_argument("--page-size", type=int, default=DEFAULT_PAGE, help="rows per query")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="symbols between checkpoints")
+    p.add_argument("--attempts", type=int, default=5, help="tries per symbol on transient errors")
+    p.add_argument("--restart", action="store_true", help="ignore the checkpoint; export all")
+    return p
+
+
+@common.main_wrapper
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m batch.export``."""
+    p = build_parser()
+    args = common.parse(p, argv)
+    ns = args.extra
+    if ns.page_size < 1 or ns.chunk < 1 or ns.attempts < 1:
+        p.error("--page-size, --chunk and --attempts must be at least 1")
+    url = require_database()
+    opts = Options(
+        page_size=ns.page_size,
+        chunk=ns.chunk,
+        workers=max(1, args.workers),
+        backoff=retry.Backoff(attempts=ns.attempts),
+        dry_run=args.dry_run,
+        restart=ns.restart,
+    )
+    with common.recorded("export") as counts:
+        report = run(
+            url, args.lake, symbols=args.symbols, shard=args.shard, options=opts,
+            progress=args.progress,
+        )  # fmt: skip
+        counts.update(report.counts())
+        print(report.summary())
+        for symbol, error in sorted(report.failed.items()):
+            print(f"FAILED {symbol}: {error}", file=sys.stderr)
+        if not report.ok:
+            msg = f"{len(report.failed)} symbols failed; rerun to resume from the first of them"
+            raise RuntimeError(msg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(None))
