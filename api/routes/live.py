@@ -27,6 +27,7 @@ stream_router = APIRouter(prefix="/v1", tags=["live"])
 """The WebSocket checks its key itself (header or ``api_key`` query), closing with 1008."""
 CHANNEL = "bars"
 POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
 
 
 @router.get(
@@ -108,7 +109,9 @@ async def stream(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
             await task
-    for task in done:
-        error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, WebSocketDisconnect):
-            log.warning("stream ended: %s", type(error).__name__)
+    if relay in done and (error := relay.exception()) is not None:
+        if isinstance(error, WebSocketDisconnect):
+            return
+        log.warning("stream relay failed: %s", type(error).__name__)
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await ws.close(code=INTERNAL_ERROR, reason="live updates unavailable")
