@@ -90,6 +90,18 @@ class ReplaySettings(LakeSettings, ServiceSettings, PolygonSettings):
     replay_history_start: dt.date = Field(
         dt.date(2019, 1, 2), description="Earliest session replay fills"
     )
+    replay_sessions: str | None = Field(
+        None, description="Comma-separated sessions to fetch whatever the ledger says (gaps --fix)"
+    )
+    replay_chunk_sessions: int = Field(
+        0, ge=0, description="Sessions per durable write (range= file); 0: all of a partition"
+    )
+    replay_partitions: int = Field(
+        1, ge=1, description="Source partitions the sessions are split in"
+    )
+    replay_fetch_concurrency: int = Field(
+        4, ge=1, description="Grouped-daily requests in flight per partition"
+    )
 
 
 class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
