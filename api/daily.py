@@ -21,7 +21,6 @@ from typing import Any, Final, Literal
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from psycopg.rows import dict_row
 
 from batch import precedence
@@ -84,7 +83,7 @@ def symbol_in_postgres(conn: psycopg.Connection[Any], symbol: str) -> bool:
 
 
 def _read(lake: Lake, key: str) -> pa.Table:
-    return conform(pq.read_table(lake.path(key), filesystem=lake.fs), BRONZE_DAILY)
+    return conform(lake.read_table(key), BRONZE_DAILY)
 
 
 def lake_history(

@@ -13,8 +13,10 @@ import datetime as dt
 import re
 from typing import Any, Final
 
+import duckdb
+
 from core import duck, layout
-from core.lake import Lake
+from core.lake import Lake, LakeError
 
 COLUMNS: Final = (
     "start_date", "end_date", "open", "high", "low", "close", "volume", "days", "complete",
@@ -74,7 +76,11 @@ def read_bars(
     if limit is not None:
         params["limit"] = limit
     sql = query(start=start is not None, end=end is not None, limit=limit is not None)
-    with duck.connect(lake) as con:
-        cur = con.execute(sql, params)
-        names = [d[0] for d in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    try:
+        with duck.connect(lake) as con:
+            cur = con.execute(sql, params)
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    except duckdb.IOException as exc:
+        msg = f"cannot read silver {interval}d of {lake.url}: {exc}"
+        raise LakeError(msg) from exc

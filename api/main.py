@@ -7,9 +7,12 @@ and the same object serves uvicorn and tests.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
+import redis
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,7 +21,17 @@ from api.auth import check_startup
 from api.deps import require_api_key
 from api.resources import Resources
 from api.routes import bars, health, live
+from core.lake import LakeError
 from core.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+UNAVAILABLE: dict[type[Exception], str] = {
+    psycopg.OperationalError: "postgres",
+    redis.ConnectionError: "redis",
+    redis.TimeoutError: "redis",
+    LakeError: "lake",
+}
+"""A dependency that cannot be reached is a 503 naming it, not a 500 with a traceback."""
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -32,6 +45,12 @@ def _validation_detail(exc: RequestValidationError) -> str:
 async def _bad_request(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": _validation_detail(exc)}, status.HTTP_400_BAD_REQUEST)
+
+
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    name = next((v for k, v in UNAVAILABLE.items() if isinstance(exc, k)), "a dependency")
+    log.warning("%s unavailable: %s", name, type(exc).__name__)
+    return JSONResponse({"detail": f"{name} unavailable"}, status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -53,6 +72,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.resources = resources
     app.add_exception_handler(RequestValidationError, _bad_request)
+    for exc_type in UNAVAILABLE:
+        app.add_exception_handler(exc_type, _unavailable)
     app.include_router(health.router)
     app.include_router(bars.router, dependencies=[Depends(require_api_key)])
     app.include_router(live.router, dependencies=[Depends(require_api_key)])

@@ -270,6 +270,17 @@ def test_errors(client: TestClient) -> None:
         assert isinstance(r.json()["detail"], str)
 
 
+def test_unreachable_postgres_is_a_503(settings: ApiSettings) -> None:
+    down = settings.model_copy(
+        update={"database_url": SecretStr("postgresql://nobody@127.0.0.1:1/none")}
+    )
+    client = TestClient(create_app(down))
+    assert len(get_bars(client, "AAPL")) == 8  # the lake answers; Postgres is never asked
+    r = client.get("/v1/bars/PGONLY", headers=HEADERS)  # not in the lake: Postgres is needed
+    assert r.status_code == 503
+    assert r.json() == {"detail": "postgres unavailable"}
+
+
 # -- live ----------------------------------------------------------------------------------------
 def test_latest_from_redis(client: TestClient, settings: ApiSettings) -> None:
     store = LiveStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)  # type: ignore[union-attr]
