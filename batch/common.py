@@ -8,6 +8,7 @@ for a partial run.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -115,23 +116,40 @@ def select_symbols(args: JobArgs, available: Sequence[str]) -> list[str]:
     return args.shard.select(sorted(chosen))
 
 
+COUNTS_FILE_ENV = "BATCH_COUNTS_FILE"
+"""Set by ``batch.pipeline``: where a job leaves its counts (JSON) for the pipeline's record."""
+
+
+def _hand_counts(counts: dict[str, Any]) -> None:
+    if path := os.environ.get(COUNTS_FILE_ENV):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(counts, f, default=str)
+
+
 @contextmanager
 def recorded(job: str, run_id: str | None = None) -> Iterator[dict[str, Any]]:
-    """Record the job in Postgres ``batch_jobs`` when DATABASE_URL is set; else only log."""
+    """Record the job in Postgres ``batch_jobs`` when DATABASE_URL is set; else only log.
+
+    The counts also go to ``$BATCH_COUNTS_FILE`` when set, even when the job fails.
+    """
     settings = BatchSettings()
     run = run_id or os.environ.get("BATCH_RUN_ID") or uuid.uuid4().hex
-    if settings.database_url is None:
-        counts: dict[str, Any] = {}
-        yield counts
-        log.info("%s finished: %s", job, counts)
-        return
-    from core.stores import postgres
-
-    with postgres.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
-        postgres.migrate(conn)
-        with postgres.job_run(conn, run, job) as counts:
+    counts: dict[str, Any] = {}
+    try:
+        if settings.database_url is None:
             yield counts
-        log.info("%s finished: %s", job, counts)
+            log.info("%s finished: %s", job, counts)
+            return
+        from core.stores import postgres
+
+        with postgres.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+            postgres.migrate(conn)
+            with postgres.job_run(conn, run, job) as held:
+                counts = held
+                yield held
+            log.info("%s finished: %s", job, counts)
+    finally:
+        _hand_counts(counts)
 
 
 def main_wrapper(

@@ -1,0 +1,97 @@
+"""batch.pipeline: the plan, the weekly retention rule, failure messages, missing entry points."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from batch import pipeline
+from core.schemas import FIB_INTERVALS
+
+pytestmark = pytest.mark.unit
+
+NOW = dt.datetime(2026, 6, 8, 22, 0, tzinfo=dt.UTC)
+
+
+def test_the_plan_runs_ingest_then_consolidate_then_six_resamples_then_vacuum() -> None:
+    p = pipeline.plan("s3://b/lake", skip_ingest=False, retention=True)
+    assert [name for name, _ in p.phases] == [
+        "ingest",
+        "consolidate",
+        "resample",
+        "vacuum",
+        "retention",
+    ]
+    ingest = {s.name: s.argv for s in p.phases[0][1]}
+    assert ingest == {
+        "replay": ("-m", "bytewax.run", "dataflows.replay:flow"),
+        "metadata": ("-m", "dataflows.metadata"),
+    }
+    resamples = p.phases[2][1]
+    assert [s.name for s in resamples] == [f"resample-{n}d" for n in FIB_INTERVALS]
+    for s, n in zip(resamples, FIB_INTERVALS, strict=True):
+        assert s.argv[:2] == ("-m", "batch.resample")
+        assert s.argv[2:4] == ("--lake", "s3://b/lake")
+        assert s.argv[s.argv.index("--intervals") + 1] == str(n)
+    text = p.describe()
+    assert "3. resample (in parallel):" in text and "left out" not in text
+
+
+def test_skip_ingest_and_retention_left_out_are_said_in_the_plan() -> None:
+    p = pipeline.plan("/l", skip_ingest=True, retention="--retention never")
+    assert [name for name, _ in p.phases] == ["consolidate", "resample", "vacuum"]
+    assert dict(p.left_out) == {
+        "replay": "--skip-ingest",
+        "metadata": "--skip-ingest",
+        "retention": "--retention never",
+    }
+    assert "left out: retention: --retention never" in p.describe()
+
+
+def test_retention_runs_weekly() -> None:
+    def decide(mode: pipeline.Retention, last: dt.datetime | None, db: bool = True) -> object:
+        return pipeline.retention_decision(mode, has_database=db, last_success=last, now=NOW)
+
+    assert decide("weekly", None) is True
+    assert decide("weekly", NOW - dt.timedelta(days=7, minutes=-5)) is True  # a drifting schedule
+    assert isinstance(decide("weekly", NOW - dt.timedelta(days=6)), str)
+    assert "DATABASE_URL" in str(decide("weekly", None, db=False))
+    assert decide("always", NOW, db=False) is True
+    assert decide("never", None) == "--retention never"
+
+
+def test_a_missing_entry_point_fails_clearly() -> None:
+    step = pipeline.Step("replay", "dataflows.no_such_flow", ("-m", "dataflows.no_such_flow"))
+    result = pipeline.run_step(step, {}, "r1", None)
+    assert not result.ok and result.error is not None
+    assert "entry point missing" in result.error and "dataflows.no_such_flow" in result.error
+
+
+def test_the_failure_message_names_the_run_the_steps_and_their_errors() -> None:
+    results = [
+        pipeline.StepResult("consolidate", ok=False, exit_code=1, error="FAILED X: bad"),
+        pipeline.StepResult("vacuum", ok=True, exit_code=0),
+        pipeline.StepResult("resample-3d", ok=False, exit_code=2),
+    ]
+    assert pipeline.failure_message("run-7", results) == {
+        "run_id": "run-7",
+        "status": "failed",
+        "failed_steps": ["consolidate", "resample-3d"],
+        "errors": {"consolidate": "FAILED X: bad", "resample-3d": "exit code 2"},
+    }
+    report = pipeline.PipelineReport("run-7", results)
+    assert not report.ok
+    assert "FAILED consolidate (0.0s): FAILED X: bad" in report.summary()
+
+
+def test_cli_help_and_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        pipeline.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--lake", "--skip-ingest", "--sns-topic-arn", "--retention", "--dry-run"):
+        assert flag in out
+    assert pipeline.main(["--lake", "/nowhere", "--dry-run", "--retention", "never"]) == 0
+    out = capsys.readouterr().out
+    assert "1. ingest (in parallel):" in out and "python -m bytewax.run" in out
