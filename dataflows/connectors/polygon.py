@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import urllib3
 from pydantic import SecretStr
 
@@ -312,3 +314,51 @@ def _param(value: Any) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
+
+
+# -- payload conversion (pure) ------------------------------------------------------------------
+GROUPED_FIELDS: Final = (
+    ("symbol", "T", "string"),
+    ("open", "o", "float"),
+    ("high", "h", "float"),
+    ("low", "l", "float"),
+    ("close", "c", "float"),
+    ("volume", "v", "float"),
+    ("vwap", "vw", "float"),
+    ("transactions", "n", "int"),
+)
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    """One value as the column's type, or None when it has the wrong type (a row to reject)."""
+    if kind == "string":
+        return value if isinstance(value, str) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if kind == "int":
+        return int(value) if float(value).is_integer() else None
+    return float(value)
+
+
+def _column(values: list[Any], kind: str) -> pa.Array:
+    typ = {"string": pa.string(), "float": pa.float64(), "int": pa.int64()}[kind]
+    try:
+        return pa.array(values, typ, from_pandas=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return pa.array([_coerce(v, kind) for v in values], typ)
+
+
+def grouped_table(results: list[Any]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Grouped-daily result dicts as bronze columns (``date`` from ``t`` in New York).
+
+    Returns the table and the entries that were not JSON objects at all. Fields that are
+    missing or mistyped become nulls, which validation then rejects with a reason.
+    """
+    rows = [r for r in results if isinstance(r, dict)]
+    junk = [{"payload": r} for r in results if not isinstance(r, dict)]
+    cols = {name: _column([r.get(key) for r in rows], kind) for name, key, kind in GROUPED_FIELDS}
+    stamps = _column([r.get("t") for r in rows], "int")
+    utc = pc.cast(stamps, pa.timestamp("ms", tz="UTC"))
+    local = pc.local_timestamp(pc.cast(utc, pa.timestamp("ms", tz="America/New_York")))
+    cols["date"] = pc.cast(local, pa.date32())
+    return pa.table(cols), junk

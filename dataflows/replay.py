@@ -1,0 +1,619 @@
+"""The daily replay flow: Polygon grouped daily -> validation -> bronze, Postgres, ledger.
+
+    sessions to fetch (ledger vs calendar) --> partitions of sessions (FixedPartitionedSource)
+        --> one grouped-daily request per session, a chunk of sessions at a time
+        --> validate: rejected rows -> quarantine/rest/{date}/, valid rows ->
+        --> store: bronze (one file per symbol per chunk), raw_ohlcv (cache window), ledger
+
+Run it with ``python -m bytewax.run dataflows.replay:flow`` (add ``-r DIR`` for recovery), or
+``python -m dataflows.replay`` (flags; same flow, in-process). ``flow`` is built on first access
+from :class:`core.settings.ReplaySettings`: ``REPLAY_START``/``REPLAY_END`` bound the range
+(default: ``REPLAY_HISTORY_START`` .. the last settled session), ``REPLAY_SESSIONS`` names
+sessions to fetch whatever the ledger says. By default every session in the range that the
+ledger does not hold as complete is fetched; holidays never are.
+
+Durability order per chunk: quarantine files, bronze files, Postgres rows, then the ledger. A
+session is marked complete only after its rows are durable, and the source's recovery state
+(sessions done) is committed by Bytewax only after the sink has finished that epoch, so a crash
+at any point refetches at most the chunk in flight; every write is keyed by content, so the
+refetch overwrites instead of duplicating.
+
+At the end a summary goes to stderr; with ``python -m bytewax.run`` the process exits 1 when a
+session failed (Bytewax itself has no hook for an exit status, so an ``atexit`` hook does it
+after Bytewax has shut down cleanly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import bytewax.operators as op
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from core import calendar
+from core.bronze import BronzeWriter
+from core.lake import Lake
+from core.layout import quarantine_part
+from core.schemas import BRONZE_DAILY, QUARANTINE
+from core.settings import ReplaySettings
+from core.stores import ledger
+from core.stores.ledger import SessionOutcome
+from core.stores.postgres import database_url, migrate, upsert_daily
+from core.validation import check_daily, quarantine_payloads, quarantine_table
+from dataflows.connectors.polygon import PolygonError, PolygonGateway, grouped_table
+
+log = logging.getLogger(__name__)
+SOURCE: Final = "rest"
+QUARANTINE_PART: Final = "grouped-daily"
+"""Part id of a session's rejected rows: one file per session, rewritten by a refetch."""
+
+
+# -- what travels through the flow ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """One session's grouped-daily answer, or why there is none."""
+
+    session: dt.date
+    results: list[Any]
+    attempts: int
+    fetched_at: dt.datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Sessions fetched together; they are written together (range= files)."""
+
+    part: str
+    fetches: tuple[Fetch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedChunk:
+    """A validated chunk: valid rows of all its sessions, rejects and outcome per session."""
+
+    part: str
+    valid: pa.Table
+    rejected: dict[dt.date, pa.Table]
+    outcomes: tuple[SessionOutcome, ...]
+
+
+@dataclass
+class ReplayReport:
+    """What a run did; ``ok`` is False when any session failed."""
+
+    requested: int = 0
+    complete: list[dt.date] = field(default_factory=list)
+    empty: list[dt.date] = field(default_factory=list)
+    failed: dict[dt.date, str] = field(default_factory=dict)
+    rows: int = 0
+    quarantined: int = 0
+    files: int = 0
+    db_rows: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """No session failed (empty sessions are reported, retried next run, not failures)."""
+        return not self.failed
+
+    def add(self, checked: CheckedChunk, files: int, db_rows: int) -> None:
+        """Count a stored chunk (thread-safe: workers share one report)."""
+        with self._lock:
+            for o in checked.outcomes:
+                if o.status == "complete":
+                    self.complete.append(o.session)
+                elif o.status == "empty":
+                    self.empty.append(o.session)
+                else:
+                    self.failed[o.session] = o.error or "failed"
+                self.quarantined += o.quarantined
+            self.rows += checked.valid.num_rows
+            self.files += files
+            self.db_rows += db_rows
+
+    def summary(self) -> str:
+        """One line for stderr and logs."""
+        fetched = len(self.complete) + len(self.empty) + len(self.failed)
+        line = (
+            f"replay: {fetched}/{self.requested} sessions fetched, {len(self.complete)} complete,"
+            f" {len(self.empty)} empty, {len(self.failed)} failed; {self.rows} rows,"
+            f" {self.quarantined} quarantined, {self.files} files, {self.db_rows} rows to Postgres"
+        )
+        if self.seconds:
+            line += f" in {self.seconds:.1f}s"
+        if self.empty:
+            line += "; empty (retried next run): " + ", ".join(d.isoformat() for d in self.empty)
+        if self.failed:
+            worst = sorted(self.failed.items())[:5]
+            line += "; failed: " + "; ".join(f"{d}: {e}" for d, e in worst)
+            if len(self.failed) > len(worst):
+                line += f" (+{len(self.failed) - len(worst)} more)"
+        return line
+
+
+# -- which sessions -----------------------------------------------------------------------------
+def parse_sessions(text: str | None) -> list[dt.date]:
+    """``REPLAY_SESSIONS`` (comma or space separated ISO dates) as sorted unique dates."""
+    if not text:
+        return []
+    out: set[dt.date] = set()
+    for token in text.replace(",", " ").split():
+        try:
+            out.add(dt.date.fromisoformat(token))
+        except ValueError:
+            msg = f"REPLAY_SESSIONS: {token!r} is not a date (expected YYYY-MM-DD)"
+            raise ValueError(msg) from None
+    return sorted(out)
+
+
+def missing_sessions(
+    conn: psycopg.Connection[Any],
+    start: dt.date,
+    end: dt.date,
+    now: dt.datetime,
+    *,
+    settle: dt.timedelta = dt.timedelta(minutes=60),
+) -> list[dt.date]:
+    """Sessions in [start, end] settled by ``now`` and not complete in the ledger."""
+    return ledger.missing_sessions(conn, start, end, now, settle)
+
+
+def sessions_to_fetch(
+    settings: ReplaySettings, conn: psycopg.Connection[Any], now: dt.datetime
+) -> list[dt.date]:
+    """``REPLAY_SESSIONS`` when given (only real, settled sessions), else the missing ones."""
+    settle = dt.timedelta(minutes=settings.settle_minutes)
+    explicit = parse_sessions(settings.replay_sessions)
+    if explicit:
+        settled = set(calendar.settled_sessions(explicit[0], explicit[-1], now, settle))
+        skipped = [d for d in explicit if d not in settled]
+        if skipped:
+            log.warning(
+                "replay: not requesting %s: not XNYS sessions or not settled yet",
+                ", ".join(d.isoformat() for d in skipped),
+            )
+        return [d for d in explicit if d in settled]
+    start = settings.replay_start or settings.replay_history_start
+    end = settings.replay_end or now.astimezone(calendar.NEW_YORK).date()
+    if end < start:
+        msg = f"REPLAY_END {end} is before REPLAY_START {start}"
+        raise ValueError(msg)
+    return missing_sessions(conn, start, end, now, settle=settle)
+
+
+def split_sessions(sessions: Sequence[dt.date], partitions: int) -> dict[str, list[dt.date]]:
+    """Contiguous slices of ``sessions`` by stable partition name (``sessions-0`` ...)."""
+    ordered = sorted(sessions)
+    bounds = np.linspace(0, len(ordered), partitions + 1).round().astype(int)
+    return {
+        f"sessions-{i}": ordered[int(bounds[i]) : int(bounds[i + 1])] for i in range(partitions)
+    }
+
+
+# -- source -------------------------------------------------------------------------------------
+def fetch_session(gateway: PolygonGateway, session: dt.date) -> Fetch:
+    """One grouped-daily request; a final Polygon failure becomes a failed Fetch, not a crash."""
+    try:
+        results, attempts = gateway.grouped_daily_fetch(session)
+    except PolygonError as exc:
+        return Fetch(session, [], exc.attempts, dt.datetime.now(dt.UTC), str(exc))
+    return Fetch(session, results, attempts, dt.datetime.now(dt.UTC))
+
+
+class _SessionPartition(StatefulSourcePartition[Chunk, list[str]]):
+    def __init__(
+        self,
+        part: str,
+        todo: list[dt.date],
+        done: set[str],
+        gateway: Callable[[], PolygonGateway],
+        chunk: int,
+        concurrency: int,
+    ) -> None:
+        self._part = part
+        self._done = done
+        self._todo = [d for d in todo if d.isoformat() not in done]
+        self._gateway = gateway
+        self._chunk = chunk or max(1, len(self._todo))
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay-get")
+        if len(self._todo) < len(todo):
+            log.info("replay %s: %d sessions already done", part, len(todo) - len(self._todo))
+
+    def next_batch(self) -> list[Chunk]:
+        if not self._todo:
+            raise StopIteration
+        sessions, self._todo = self._todo[: self._chunk], self._todo[self._chunk :]
+        gateway = self._gateway()
+        started = time.monotonic()
+        fetches: list[Fetch] = []
+        for i, f in enumerate(self._pool.map(lambda d: fetch_session(gateway, d), sessions), 1):
+            fetches.append(f)
+            if i % 50 == 0 or i == len(sessions):
+                print(
+                    f"replay {self._part}: fetched {i}/{len(sessions)} sessions"
+                    f" ({time.monotonic() - started:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        # Marked done now, but the state is only committed once this epoch (and so the store
+        # step for this chunk) has finished; failed and empty sessions stay to be refetched.
+        self._done.update(f.session.isoformat() for f in fetches if f.error is None and f.results)
+        return [Chunk(self._part, tuple(fetches))]
+
+    def snapshot(self) -> list[str]:
+        return sorted(self._done)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class SessionSource(FixedPartitionedSource[Chunk, list[str]]):
+    """Sessions to fetch, split in stable partitions; state = sessions done (for recovery)."""
+
+    def __init__(
+        self,
+        sessions: Sequence[dt.date],
+        gateway: PolygonGateway | Callable[[], PolygonGateway],
+        *,
+        partitions: int = 1,
+        chunk_sessions: int = 0,
+        concurrency: int = 4,
+    ) -> None:
+        self.parts = split_sessions(sessions, partitions)
+        self.chunk_sessions = chunk_sessions
+        self.concurrency = concurrency
+        self._lock = threading.Lock()
+        if isinstance(gateway, PolygonGateway):
+            self._gateway: PolygonGateway | None = gateway
+            self._factory: Callable[[], PolygonGateway] | None = None
+        else:
+            self._gateway, self._factory = None, gateway
+
+    def gateway(self) -> PolygonGateway:
+        """The one gateway (and so one rate limiter) of this process, made on first use."""
+        with self._lock:
+            if self._gateway is None:
+                assert self._factory is not None
+                self._gateway = self._factory()
+            return self._gateway
+
+    def list_parts(self) -> list[str]:
+        """Stable names, so a recovered run finds its partitions' state."""
+        return list(self.parts)
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: list[str] | None
+    ) -> StatefulSourcePartition[Chunk, list[str]]:
+        """A partition resuming after the sessions its state says are done."""
+        return _SessionPartition(
+            for_part,
+            self.parts.get(for_part, []),
+            set(resume_state or ()),
+            self.gateway,
+            self.chunk_sessions,
+            self.concurrency,
+        )
+
+
+# -- validation (pure) --------------------------------------------------------------------------
+def _reject_extra(valid: pa.Table, session: dt.date) -> tuple[pa.Table, pa.Table | None, list[str]]:
+    """Rows that pass row-level checks but not the session's: another date, a repeated symbol."""
+    n = valid.num_rows
+    if n == 0:
+        return valid, None, []
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    wrong_day = pc.not_equal(valid["date"], pa.scalar(session, pa.date32()))
+    for i in np.flatnonzero(wrong_day.to_numpy(zero_copy_only=False)).tolist():
+        reasons[i].append(f"date is not the requested session {session.isoformat()}")
+    symbols = valid["symbol"].to_pylist()
+    seen: set[str] = set()
+    for i, s in enumerate(symbols):
+        if s in seen:
+            reasons[i].append("duplicate symbol in the session")
+        seen.add(s)
+    bad = np.array([bool(r) for r in reasons])
+    if not bad.any():
+        return valid, None, []
+    idx = np.flatnonzero(bad)
+    return (
+        valid.filter(pa.array(~bad)),
+        valid.take(pa.array(idx)),
+        ["; ".join(reasons[i]) for i in idx],
+    )
+
+
+def _outcome(
+    f: Fetch,
+    status: ledger.Status,
+    *,
+    rows: int = 0,
+    quarantined: int = 0,
+    error: str | None = None,
+) -> SessionOutcome:
+    return SessionOutcome(
+        session=f.session,
+        status=status,
+        rows=rows,
+        quarantined=quarantined,
+        attempts=f.attempts,
+        source=SOURCE,
+        fetched_at=f.fetched_at,
+        error=error,
+    )
+
+
+def check_fetch(fetch: Fetch) -> tuple[pa.Table, pa.Table, SessionOutcome]:
+    """Valid rows, rejected rows (QUARANTINE) and the ledger outcome of one session."""
+    empty_valid, no_rejects = BRONZE_DAILY.empty_table(), QUARANTINE.empty_table()
+    if fetch.error is not None:
+        return empty_valid, no_rejects, _outcome(fetch, "failed", error=fetch.error)
+    if not fetch.results:
+        error = "no rows returned (data not ready?)"
+        return empty_valid, no_rejects, _outcome(fetch, "empty", error=error)
+    raw, junk = grouped_table(fetch.results)
+    checked = check_daily(raw, source=SOURCE, received_at=fetch.fetched_at)
+    valid, extra, reasons = _reject_extra(checked.valid, fetch.session)
+    parts = [checked.rejected]
+    if extra is not None:
+        parts.append(quarantine_table(extra, reasons, SOURCE, fetch.fetched_at))
+    if junk:
+        reason = "result entry is not a JSON object"
+        parts.append(quarantine_payloads(junk, [reason] * len(junk), SOURCE, fetch.fetched_at))
+    rejected = pa.concat_tables(parts)
+    if valid.num_rows == 0:
+        error = f"all {rejected.num_rows} rows rejected"
+        return valid, rejected, _outcome(fetch, "empty", quarantined=rejected.num_rows, error=error)
+    outcome = _outcome(fetch, "complete", rows=valid.num_rows, quarantined=rejected.num_rows)
+    return valid, rejected, outcome
+
+
+def check_chunk(chunk: Chunk) -> CheckedChunk:
+    """Validate every session of a chunk."""
+    valids: list[pa.Table] = []
+    rejected: dict[dt.date, pa.Table] = {}
+    outcomes: list[SessionOutcome] = []
+    for f in chunk.fetches:
+        valid, bad, outcome = check_fetch(f)
+        valids.append(valid)
+        if bad.num_rows:
+            rejected[f.session] = bad
+        outcomes.append(outcome)
+    table = pa.concat_tables(valids) if valids else BRONZE_DAILY.empty_table()
+    return CheckedChunk(chunk.part, table, rejected, tuple(outcomes))
+
+
+# -- sink ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the store step writes."""
+
+    lake: Lake
+    db_url: str
+    cache_window_days: int
+    concurrency: int = 16
+
+
+def cache_cutoff(today: dt.date, days: int) -> dt.date:
+    """First date kept in Postgres raw_ohlcv."""
+    return today - dt.timedelta(days=days)
+
+
+class _StorePartition(StatelessSinkPartition[CheckedChunk]):
+    def __init__(self, cfg: StoreConfig, report: ReplayReport) -> None:
+        self._cfg = cfg
+        self._report = report
+        self._writer = BronzeWriter(cfg.lake, concurrency=cfg.concurrency)
+        self._conn = psycopg.connect(cfg.db_url, autocommit=True)
+        migrate(self._conn)
+
+    def _store(self, c: CheckedChunk) -> None:
+        for session, bad in sorted(c.rejected.items()):
+            self._cfg.lake.write_table(quarantine_part(SOURCE, session, QUARANTINE_PART), bad)
+        written = self._writer.write(c.valid)
+        cutoff = cache_cutoff(dt.datetime.now(dt.UTC).date(), self._cfg.cache_window_days)
+        recent = c.valid.filter(pc.greater_equal(c.valid["date"], pa.scalar(cutoff, pa.date32())))
+        db_rows = upsert_daily(self._conn, recent)
+        ledger.record_symbols(self._conn, c.valid)
+        ledger.record_sessions(self._conn, list(c.outcomes))
+        self._report.add(c, written.files, db_rows)
+        done = [o for o in c.outcomes if o.status == "complete"]
+        print(
+            f"replay {c.part}: stored {len(done)}/{len(c.outcomes)} sessions,"
+            f" {c.valid.num_rows} rows, {written.files} files",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def write_batch(self, items: list[CheckedChunk]) -> None:
+        for c in items:
+            self._store(c)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._conn.close()
+
+
+class ReplayStore(DynamicSink[CheckedChunk]):
+    """Quarantine, bronze, Postgres, then the ledger, in that order, per chunk."""
+
+    def __init__(self, cfg: StoreConfig, report: ReplayReport) -> None:
+        self.cfg = cfg
+        self.report = report
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[CheckedChunk]:
+        """One lake writer and one Postgres connection per worker."""
+        return _StorePartition(self.cfg, self.report)
+
+
+# -- the flow -----------------------------------------------------------------------------------
+def build_flow(source: SessionSource, store: DynamicSink[CheckedChunk]) -> Dataflow:
+    """The replay dataflow from a session source to a store sink (tests inject their own)."""
+    flow = Dataflow("replay")
+    chunks = op.input("sessions", flow, source)
+    checked = op.map("validate", chunks, check_chunk)
+    op.output("store", checked, store)
+    return flow
+
+
+@dataclass
+class Replay:
+    """A built flow and the report its store fills."""
+
+    flow: Dataflow
+    report: ReplayReport
+    sessions: list[dt.date]
+
+
+def prepare(
+    settings: ReplaySettings | None = None,
+    *,
+    sessions: Sequence[dt.date] | None = None,
+    now: dt.datetime | None = None,
+    gateway: PolygonGateway | None = None,
+) -> Replay:
+    """Resolve the sessions (ledger or explicit) and build the flow with its report."""
+    s = settings or ReplaySettings()
+    gw = gateway or PolygonGateway.from_settings(s)  # fail fast on a missing key/URL
+    db_url = database_url(s)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate(conn)
+        if sessions is None:
+            todo = sessions_to_fetch(s, conn, now or dt.datetime.now(dt.UTC))
+        else:
+            todo = sorted(set(d for d in sessions if calendar.is_session(d)))
+    lake = Lake(s.lake_url, endpoint_url=s.aws_endpoint_url, region=s.aws_default_region)
+    report = ReplayReport(requested=len(todo))
+    source = SessionSource(
+        todo,
+        gw,
+        partitions=s.replay_partitions,
+        chunk_sessions=s.replay_chunk_sessions,
+        concurrency=s.replay_fetch_concurrency,
+    )
+    store = ReplayStore(StoreConfig(lake, db_url, s.cache_window_days), report)
+    if todo:
+        print(
+            f"replay: {len(todo)} sessions to fetch, {todo[0]} .. {todo[-1]}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print("replay: nothing to fetch, the ledger is complete", file=sys.stderr, flush=True)
+    return Replay(build_flow(source, store), report, todo)
+
+
+def build_replay_flow(
+    settings: ReplaySettings | None = None, *, sessions: Sequence[dt.date] | None = None
+) -> Dataflow:
+    """The replay flow of the settings (or of explicit ``sessions``)."""
+    return prepare(settings, sessions=sessions).flow
+
+
+def run(
+    settings: ReplaySettings | None = None,
+    sessions: Sequence[dt.date] | None = None,
+    *,
+    now: dt.datetime | None = None,
+    gateway: PolygonGateway | None = None,
+) -> ReplayReport:
+    """Run the flow in this process (one worker) and return its report."""
+    from bytewax.testing import run_main
+
+    started = time.monotonic()
+    replay = prepare(settings, sessions=sessions, now=now, gateway=gateway)
+    run_main(replay.flow)  # type: ignore[no-untyped-call]
+    replay.report.seconds = time.monotonic() - started
+    print(replay.report.summary(), file=sys.stderr, flush=True)
+    return replay.report
+
+
+_EXIT_REPORTS: list[ReplayReport] = []
+
+
+def _exit_status() -> None:
+    """At interpreter exit (after Bytewax finished): summary, and status 1 on failures."""
+    for report in _EXIT_REPORTS:
+        print(report.summary(), file=sys.stderr, flush=True)
+    if any(not r.ok for r in _EXIT_REPORTS):
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def _module_flow() -> Dataflow:
+    replay = prepare()
+    if not _EXIT_REPORTS:
+        atexit.register(_exit_status)
+    _EXIT_REPORTS.append(replay.report)
+    return replay.flow
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``flow`` lazily, so importing this module reads no settings and opens nothing."""
+    if name == "flow":
+        built = _module_flow()
+        globals()["flow"] = built
+        return built
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        msg = f"{text!r} is not a date (YYYY-MM-DD)"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dataflows.replay``: the replay flow in-process; exit 1 if a session failed."""
+    p = argparse.ArgumentParser(
+        prog="python -m dataflows.replay",
+        description="Replay Polygon grouped-daily bars into the lake and Postgres. Settings come "
+        "from the environment (LAKE_URL, DATABASE_URL, POLYGON_REST_URL or POLYGON_API_KEY, ...); "
+        "flags override the range.",
+    )
+    p.add_argument("--start", type=_date, help="first session (REPLAY_START)")
+    p.add_argument("--end", type=_date, help="last session (REPLAY_END)")
+    p.add_argument("--sessions", help="comma-separated sessions to fetch regardless of the ledger")
+    p.add_argument("--chunk", type=int, help="sessions per durable write (0: all)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    over: dict[str, Any] = {}
+    if args.start:
+        over["replay_start"] = args.start
+    if args.end:
+        over["replay_end"] = args.end
+    if args.sessions:
+        over["replay_sessions"] = args.sessions
+    if args.chunk is not None:
+        over["replay_chunk_sessions"] = args.chunk
+    settings = ReplaySettings(**over)
+    report = run(settings)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
