@@ -147,3 +147,29 @@ def test_refuses_to_start_in_prod_with_the_placeholder_key() -> None:
     )
     assert done.returncode == 2
     assert "placeholder" in done.stderr
+
+
+def test_health_of_an_s3_lake(
+    s3_bucket: str, aws_endpoint: str, pg_url: str, redis_server_url: str
+) -> None:
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from api.main import create_app
+    from core.settings import ApiSettings
+
+    def lake_state(url: str) -> tuple[int, str]:
+        settings = ApiSettings(
+            lake_url=url,
+            aws_endpoint_url=aws_endpoint,
+            database_url=SecretStr(pg_url),
+            redis_url=SecretStr(redis_server_url),
+            api_keys=SecretStr(KEY),
+        )
+        r = TestClient(create_app(settings)).get("/health")
+        return r.status_code, r.json()["checks"]["lake"]
+
+    assert lake_state(f"s3://{s3_bucket}/fresh") == (200, "empty")
+    code, state = lake_state(f"s3://{s3_bucket}-missing/lake")
+    assert code == 503
+    assert state.startswith("error")

@@ -166,7 +166,11 @@ def test_health(client: TestClient, settings: ApiSettings, tmp_path: Path) -> No
         "status": "ok",
         "checks": {"postgres": "ok", "redis": "ok", "lake": "ok"},
     }
-    broken = settings.model_copy(update={"lake_url": (tmp_path / "nowhere").as_uri()})
+    fresh = settings.model_copy(update={"lake_url": (tmp_path / "fresh").as_uri()})
+    r = TestClient(create_app(fresh)).get("/health")
+    assert r.status_code == 200
+    assert r.json()["checks"]["lake"] == "empty"
+    broken = settings.model_copy(update={"lake_url": (tmp_path / "no" / "where").as_uri()})
     r = TestClient(create_app(broken)).get("/health")
     assert r.status_code == 503
     body = r.json()
