@@ -60,7 +60,7 @@ def wanted(message: dict[str, Any], symbols: frozenset[str] | None) -> bool:
 
 
 async def _relay(ws: WebSocket, res: Resources, symbols: frozenset[str] | None) -> None:
-    client = res.async_redis()
+    client = await asyncio.to_thread(res.async_redis)  # may start the embedded server
     pubsub = client.pubsub()
     try:
         await pubsub.subscribe(res.live_store().channel(CHANNEL))
@@ -69,9 +69,13 @@ async def _relay(ws: WebSocket, res: Resources, symbols: frozenset[str] | None) 
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if msg is None:
                 continue
-            data = json.loads(msg["data"])
-            if wanted(data, symbols):
-                await ws.send_json({"type": CHANNEL.rstrip("s"), "data": data})
+            try:
+                data = json.loads(msg["data"])
+            except (TypeError, ValueError):
+                log.warning("skipping a message on %s that is not JSON", CHANNEL)
+                continue
+            if isinstance(data, dict) and wanted(data, symbols):
+                await ws.send_json({"type": "bar", "data": data})
     finally:
         with contextlib.suppress(Exception):
             await pubsub.aclose()  # type: ignore[no-untyped-call]

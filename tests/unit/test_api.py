@@ -303,6 +303,7 @@ def test_stream_relays_wanted_symbols(client: TestClient, settings: ApiSettings)
     with client.websocket_connect(f"/v1/stream?symbols=aapl&api_key={KEY}") as ws:
         assert ws.receive_json() == {"type": "subscribed", "symbols": ["AAPL"]}
         store.set_bar("MSFT", {"close": 1.0})
+        store.r.publish(store.channel("bars"), "not json")
         store.set_bar("AAPL", {"close": 2.0})
         assert ws.receive_json() == {"type": "bar", "data": {"symbol": "AAPL", "close": 2.0}}
     with client.websocket_connect("/v1/stream", headers=HEADERS) as ws:
