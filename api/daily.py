@@ -108,7 +108,8 @@ def lake_history(
         parts.append(_read(lake, e.key))
     if not parts:
         return BRONZE_DAILY.empty_table()
-    merged = precedence.merge(pa.concat_tables(parts)) if len(parts) > 1 else parts[0]
+    only_data = len(parts) == 1 and last is not None  # data.parquet is one row per date already
+    merged = parts[0] if only_data else precedence.merge(pa.concat_tables(parts))
     if start is not None:
         merged = merged.filter(pc.greater_equal(merged["date"], pa.scalar(start, pa.date32())))
     if end is not None:

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from starlette.websockets import WebSocketDisconnect
 
 from api.auth import InsecureSettingsError, key_matches
-from api.daily import preferred_source
+from api.daily import lake_history, preferred_source
 from api.main import create_app
 from core import layout
 from core.lake import Lake
@@ -34,7 +34,13 @@ RECENT = [TODAY - dt.timedelta(days=d) for d in (3, 2, 1)]
 INGESTED = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def daily(symbol: str, days: list[dt.date], source: str, base: float = 10.0) -> pa.Table:
+def daily(
+    symbol: str,
+    days: list[dt.date],
+    source: str,
+    base: float = 10.0,
+    ingested: dt.datetime = INGESTED,
+) -> pa.Table:
     rows: list[dict[str, Any]] = [
         {
             "symbol": symbol,
@@ -47,7 +53,7 @@ def daily(symbol: str, days: list[dt.date], source: str, base: float = 10.0) -> 
             "vwap": base + i + 0.1,
             "transactions": 10 + i,
             "source": source,
-            "ingested_at": INGESTED,
+            "ingested_at": ingested,
         }
         for i, d in enumerate(days)
     ]
@@ -99,9 +105,7 @@ def settings(
     local_lake.write_table(
         layout.range_fragment("MSFT", OLD[0], OLD[1]), daily("MSFT", OLD[:2], "rest", 50.0)
     )
-    late_live = daily("MSFT", OLD[1:2], "live", 99.0).set_column(
-        10, "ingested_at", pa.array([INGESTED + dt.timedelta(days=1)], BRONZE_DAILY.field(10).type)
-    )
+    late_live = daily("MSFT", OLD[1:2], "live", 99.0, INGESTED + dt.timedelta(days=1))
     local_lake.write_table(layout.daily_fragment("MSFT", OLD[1]), late_live)
     # silver 3d: two months for AAPL, one for MSFT.
     starts = [dt.date(2015, 1, 26), dt.date(2015, 1, 29), dt.date(2015, 2, 3)]
@@ -226,6 +230,18 @@ def test_daily_fallbacks(client: TestClient) -> None:
     ]
     # In Postgres only: the lake has nothing, so Postgres answers even for the full history.
     assert [b["open"] for b in get_bars(client, "PGONLY")] == [60.0, 61.0, 62.0]
+
+
+def test_lake_history_merges_a_lone_fragment(local_lake: Lake) -> None:
+    rest = daily("ZZ", OLD[:2], "rest", 5.0)
+    newer_live = daily("ZZ", OLD[:1], "live", 7.0, INGESTED + dt.timedelta(hours=1))
+    local_lake.write_table(
+        layout.range_fragment("ZZ", OLD[0], OLD[1]), pa.concat_tables([rest, newer_live])
+    )
+    table = lake_history(local_lake, "ZZ")
+    assert table["date"].to_pylist() == OLD[:2]
+    assert table["source"].to_pylist() == ["rest", "rest"]
+    assert lake_history(local_lake, "ZZ", start=OLD[1])["open"].to_pylist() == [6.0]
 
 
 # -- Fibonacci bars ----------------------------------------------------------------------------
