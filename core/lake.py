@@ -180,14 +180,25 @@ class Lake:
             if self.fs.get_file_info(tmp).type == pafs.FileType.File:
                 self.fs.delete_file(tmp)
 
-    def write_table(self, key: str, table: pa.Table, *, row_group_size: int | None = None) -> int:
-        """Write ``table`` to ``key`` atomically; returns bytes written."""
+    def write_table(
+        self,
+        key: str,
+        table: pa.Table,
+        *,
+        row_group_size: int | None = None,
+        compression: str = PARQUET_COMPRESSION,
+    ) -> int:
+        """Write ``table`` to ``key`` atomically; returns bytes written.
+
+        ``compression`` other than zstd suits tiny files: a zstd context per column chunk
+        costs about 2 ms, which dominates a one-row fragment.
+        """
         with self._atomic(key) as target:
             pq.write_table(
                 table,
                 target,
                 filesystem=self.fs,
-                compression=PARQUET_COMPRESSION,
+                compression=compression,
                 row_group_size=row_group_size,
             )
             size = self.fs.get_file_info(target).size
