@@ -180,7 +180,11 @@ class Lake:
             if self.fs.get_file_info(tmp).type == pafs.FileType.File:
                 self.fs.delete_file(tmp)
 
-    def write_table(
+    def write_table(self, key: str, table: pa.Table, *, row_group_size: int | None = None) -> int:
+        """Write ``table`` to ``key`` atomically (zstd); returns bytes written."""
+        return self.write_parquet(key, table, row_group_size=row_group_size)
+
+    def write_parquet(
         self,
         key: str,
         table: pa.Table,
@@ -188,10 +192,10 @@ class Lake:
         row_group_size: int | None = None,
         compression: str = PARQUET_COMPRESSION,
     ) -> int:
-        """Write ``table`` to ``key`` atomically; returns bytes written.
+        """:meth:`write_table` with a choice of compression; returns bytes written.
 
-        ``compression`` other than zstd suits tiny files: a zstd context per column chunk
-        costs about 2 ms, which dominates a one-row fragment.
+        Other codecs than zstd suit tiny files: a zstd context per column chunk costs about
+        2 ms, which dominates a one-row fragment.
         """
         with self._atomic(key) as target:
             pq.write_table(
