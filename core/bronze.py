@@ -112,7 +112,7 @@ class BronzeWriter:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="bronze")
 
     def _write(self, frag: Fragment) -> int:
-        return self.lake.write_table(frag.key, frag.table, compression=FRAGMENT_COMPRESSION)
+        return self.lake.write_parquet(frag.key, frag.table, compression=FRAGMENT_COMPRESSION)
 
     def write(self, table: pa.Table) -> Written:
         """Write ``table``'s rows; returns files, rows and bytes. A failed file raises."""

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import bytewax.operators as op
 import numpy as np
@@ -57,7 +57,12 @@ from core.stores import ledger
 from core.stores.ledger import SessionOutcome
 from core.stores.postgres import database_url, migrate, upsert_daily
 from core.validation import check_daily, quarantine_payloads, quarantine_table
-from dataflows.connectors.polygon import PolygonError, PolygonGateway, grouped_table
+from dataflows.connectors.polygon import (
+    PolygonConfigError,
+    PolygonError,
+    PolygonGateway,
+    grouped_table,
+)
 
 log = logging.getLogger(__name__)
 SOURCE: Final = "rest"
@@ -282,11 +287,12 @@ class SessionSource(FixedPartitionedSource[Chunk, list[str]]):
         self.chunk_sessions = chunk_sessions
         self.concurrency = concurrency
         self._lock = threading.Lock()
-        if isinstance(gateway, PolygonGateway):
-            self._gateway: PolygonGateway | None = gateway
-            self._factory: Callable[[], PolygonGateway] | None = None
+        self._gateway: PolygonGateway | None = None
+        self._factory: Callable[[], PolygonGateway] | None = None
+        if hasattr(gateway, "grouped_daily_fetch"):
+            self._gateway = cast(PolygonGateway, gateway)
         else:
-            self._gateway, self._factory = None, gateway
+            self._factory = gateway
 
     def gateway(self) -> PolygonGateway:
         """The one gateway (and so one rate limiter) of this process, made on first use."""
@@ -561,7 +567,11 @@ def _exit_status() -> None:
 
 
 def _module_flow() -> Dataflow:
-    replay = prepare()
+    try:
+        replay = prepare()
+    except PolygonConfigError as exc:
+        print(f"replay: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     if not _EXIT_REPORTS:
         atexit.register(_exit_status)
     _EXIT_REPORTS.append(replay.report)
@@ -610,8 +620,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         over["replay_sessions"] = args.sessions
     if args.chunk is not None:
         over["replay_chunk_sessions"] = args.chunk
-    settings = ReplaySettings(**over)
-    report = run(settings)
+    try:
+        report = run(ReplaySettings(**over))
+    except PolygonConfigError as exc:
+        print(f"replay: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0 if report.ok else 1
 
 
