@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Path, status
+from fastapi import Depends, HTTPException, Path, Security, status
+from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
 from api.auth import key_matches
@@ -23,9 +24,13 @@ def get_resources(conn: HTTPConnection) -> Resources:
 Res = Annotated[Resources, Depends(get_resources)]
 
 
+_api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="One of the keys in API_KEYS"
+)
+
+
 def require_api_key(
-    res: Res,
-    x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None,
+    res: Res, x_api_key: Annotated[str | None, Security(_api_key_header)] = None
 ) -> None:
     """401 unless ``X-API-Key`` holds an accepted key."""
     if not key_matches(x_api_key, res.settings.keys()):
