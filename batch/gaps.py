@@ -35,13 +35,16 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
-import duckdb
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from batch import common
-from core import calendar, duck, layout
+from batch import common, pool
+from core import calendar, layout
 from core.lake import Lake
 from core.sharding import Shard
 
@@ -84,6 +87,7 @@ class Gaps:
     symbols: int = 0
     rows: int = 0
     off_calendar: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
 
     def sessions_to_replay(self) -> list[dt.date]:
         """Every session some symbol (or the whole market) lacks, ascending."""
@@ -104,13 +108,14 @@ class GapsReport:
     written: list[str] = field(default_factory=list)
     replayed: int = 0
     fix_exit: int | None = None
+    failed: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        """True unless a requested replay failed."""
-        return self.fix_exit in (None, 0)
+        """True unless a symbol could not be read or a requested replay failed."""
+        return not self.failed and self.fix_exit in (None, 0)
 
     def summary(self) -> str:
         """One line for logs and the console."""
@@ -121,8 +126,115 @@ class GapsReport:
             f"{'[dry run] ' if self.dry_run else ''}{self.symbols} symbols from {self.files} "
             f"files: {self.symbol_gaps} missing (symbol, session) pairs in "
             f"{self.symbols_with_gaps} symbols, {self.market_gaps} market-wide gaps, "
-            f"{self.off_calendar} rows dated off the XNYS calendar{fix}; {self.seconds:.2f}s"
+            f"{self.off_calendar} rows dated off the XNYS calendar{fix}; {len(self.failed)} "
+            f"failed, {self.seconds:.2f}s"
         )
+
+
+# -- per symbol (pure) ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SymbolScan:
+    """One symbol's dates against the calendar: span and missing sessions as session indices."""
+
+    symbol: str
+    first: int  # session index of the first date held; -1 when no date is a session
+    last: int
+    missing: npt.NDArray[np.int32]
+    rows: int
+    off_calendar: int
+    error: str | None = None
+
+
+def scan_dates(symbol: str, days: npt.NDArray[np.int32]) -> SymbolScan:
+    """Sessions missing between the first and last session ``days`` (date32 values) hold."""
+    sessions = calendar.session_days()
+    held = np.unique(days)
+    idx = np.searchsorted(sessions, held).astype(np.int64)
+    on = (idx < len(sessions)) & (sessions[np.minimum(idx, len(sessions) - 1)] == held)
+    present = idx[on]
+    off = int(len(held) - len(present))
+    if not len(present):
+        return SymbolScan(symbol, -1, -1, np.zeros(0, np.int32), len(days), off)
+    first, last = int(present[0]), int(present[-1])
+    mask = np.ones(last - first + 1, dtype=bool)
+    mask[present - first] = False
+    missing = (np.flatnonzero(mask) + first).astype(np.int32)
+    return SymbolScan(symbol, first, last, missing, len(days), off)
+
+
+def _longest_run(missing: npt.NDArray[np.int32]) -> int:
+    if not len(missing):
+        return 0
+    breaks = np.flatnonzero(np.diff(missing) != 1)
+    edges = np.concatenate([[-1], breaks, [len(missing) - 1]])
+    return int(np.diff(edges).max())
+
+
+def _as_dates(idx: npt.NDArray[np.integer[Any]]) -> pa.Array:
+    return pa.array(calendar.session_days()[idx], pa.int32()).cast(pa.date32())
+
+
+def assemble(
+    scans: Sequence[SymbolScan], chosen: Sequence[str] | None = None, since: dt.date | None = None
+) -> Gaps:
+    """Symbol gaps of ``chosen`` (all when None) and market gaps over all ``scans``.
+
+    A session is a market gap when it lies between the lake's first and last session and every
+    symbol either does not span it or misses it: a coverage count over spans, less the misses.
+    """
+    sessions = calendar.session_days()
+    floor = calendar.session_index(since) if since is not None else 0
+    spans = [s for s in scans if s.first >= 0]
+    market_idx = np.zeros(0, np.int64)
+    if spans:
+        cover = np.zeros(len(sessions) + 1, dtype=np.int64)
+        np.add.at(cover, [s.first for s in spans], 1)
+        np.add.at(cover, [s.last + 1 for s in spans], -1)
+        cover = np.cumsum(cover)[:-1]
+        misses = np.concatenate([s.missing for s in spans]).astype(np.int64)
+        np.subtract.at(cover, misses, 1)
+        lo, hi = min(s.first for s in spans), max(s.last for s in spans)
+        market_idx = np.flatnonzero(cover[lo : hi + 1] == 0) + lo
+        market_idx = market_idx[market_idx >= floor]
+    wanted = set(chosen) if chosen is not None else None
+    picked = sorted(
+        (s for s in spans if wanted is None or s.symbol in wanted), key=lambda s: s.symbol
+    )
+    names: list[str] = []
+    counts: list[int] = []
+    parts: list[npt.NDArray[np.int32]] = []
+    rows: list[tuple[Any, ...]] = []
+    for s in picked:
+        miss = s.missing[s.missing >= floor]
+        if not len(miss):
+            continue
+        names.append(s.symbol)
+        counts.append(len(miss))
+        parts.append(miss)
+        rows.append((s.symbol, s.first, s.last, s.last - s.first + 1, len(miss),
+                     _longest_run(miss), int(miss[0]), int(miss[-1])))  # fmt: skip
+    missing = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    symbol_gaps = pa.table(
+        {
+            "symbol": pa.array(np.repeat(np.asarray(names, dtype=object), counts), pa.string()),
+            "date": _as_dates(missing),
+            "market_wide": pa.array(np.isin(missing, market_idx), pa.bool_()),
+        },
+        schema=SYMBOL_GAPS,
+    )
+    rows.sort(key=lambda r: (-r[4], r[0]))  # most sessions missing first
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in SUMMARY.names]
+    summary = {name: list(col) for name, col in zip(SUMMARY.names, columns, strict=True)}
+    for name in ("first", "last", "first_missing", "last_missing"):
+        summary[name] = _as_dates(np.asarray(summary[name], dtype=np.int64)).to_pylist()
+    return Gaps(
+        symbol_gaps=symbol_gaps,
+        market_gaps=pa.table({"date": _as_dates(market_idx)}, schema=MARKET_GAPS),
+        summary=pa.table(summary, schema=SUMMARY),
+        symbols=len(picked) if chosen is not None else len(scans),
+        rows=sum(s.rows for s in scans if wanted is None or s.symbol in wanted),
+        off_calendar=sum(s.off_calendar for s in scans if wanted is None or s.symbol in wanted),
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -141,122 +253,38 @@ def daily_files(lake: Lake) -> dict[str, list[str]]:
     return out
 
 
-def observed(lake: Lake, keys: Sequence[str]) -> pa.Table:
-    """Distinct (symbol, date) held in ``keys``, as symbol string and date date32."""
-    if not keys:
-        return pa.table({"symbol": pa.array([], pa.string()), "date": pa.array([], pa.date32())})
-    paths = [lake.path(k) if lake.is_local else lake.uri(k) for k in keys]
-    with duck.connect(lake) as con:
-        return _arrow(
-            con,
-            "SELECT DISTINCT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date"
-            " FROM read_parquet($files, union_by_name = true)",
-            {"files": paths},
+def read_dates(lake: Lake, key: str) -> npt.NDArray[np.int32]:
+    """The ``date`` column of one file as date32 values (one GET, only that column decoded)."""
+    source = pa.BufferReader(lake.read_bytes(key))
+    column = pq.ParquetFile(source).read(columns=["date"], use_threads=False)["date"]
+    return np.asarray(pc.cast(column, pa.date32()).cast(pa.int32()).to_numpy(), dtype=np.int32)
+
+
+def scan_symbol(lake: Lake, symbol: str, keys: Sequence[str]) -> SymbolScan:
+    """Read every file of one symbol and scan its dates."""
+    days = [read_dates(lake, k) for k in keys]
+    return scan_dates(symbol, np.concatenate(days) if days else np.zeros(0, np.int32))
+
+
+_LAKE: Lake | None = None
+
+
+def _init_worker(url: str, endpoint: str | None, region: str | None) -> None:
+    global _LAKE
+    _LAKE = Lake(url, endpoint_url=endpoint, region=region)
+    pool.single_threaded_arrow()
+
+
+def _work(item: tuple[str, tuple[str, ...]]) -> SymbolScan:
+    assert _LAKE is not None, "worker not initialised"
+    symbol, keys = item
+    try:
+        return scan_symbol(_LAKE, symbol, keys)
+    except Exception as exc:  # reported per symbol; the run exits non-zero
+        log.debug("scanning %s failed", symbol, exc_info=True)
+        return SymbolScan(
+            symbol, -1, -1, np.zeros(0, np.int32), 0, 0, f"{type(exc).__name__}: {exc}"
         )
-
-
-# -- finding ---------------------------------------------------------------------------------
-def _arrow(con: duckdb.DuckDBPyConnection, query: str, params: object = None) -> pa.Table:
-    """The result of ``query`` as an Arrow table (a relation: no extra copy of the rows)."""
-    table: pa.Table = con.sql(query, params=params).to_arrow_table()
-    return table
-
-
-def _calendar_table() -> pa.Table:
-    days = calendar.session_days()
-    return pa.table(
-        {
-            "day": pa.array(days, pa.int32()).cast(pa.date32()),
-            "idx": pa.array(range(len(days)), pa.int64()),
-        }
-    )
-
-
-def find(held: pa.Table, chosen: Sequence[str] | None = None, since: dt.date | None = None) -> Gaps:
-    """Gaps of the (symbol, date) pairs in ``held``; symbol gaps only for ``chosen`` symbols.
-
-    Pure: DuckDB in memory over Arrow tables. ``since`` drops gaps before that date (spans and
-    market-wide bounds still come from all of ``held``).
-    """
-    cal = _calendar_table()
-    picks = pa.table({"symbol": pa.array(sorted(set(chosen or [])), pa.string())})
-    limit = since or dt.date.min
-    with duck.connect() as con:
-        con.register("held", held)
-        con.register("cal", cal)
-        con.register("picks", picks)
-        con.execute(
-            "CREATE TEMP TABLE scope AS SELECT symbol, date FROM held"
-            " WHERE $all OR symbol IN (SELECT symbol FROM picks)",
-            {"all": chosen is None},
-        )
-        con.execute(
-            """
-            CREATE TEMP TABLE market AS
-            SELECT c.day AS date FROM cal c
-            WHERE c.day BETWEEN (SELECT min(date) FROM held) AND (SELECT max(date) FROM held)
-              AND c.day >= $since
-              AND NOT EXISTS (SELECT 1 FROM held h WHERE h.date = c.day)
-            """,
-            {"since": limit},
-        )
-        con.execute(
-            """
-            CREATE TEMP TABLE missing AS
-            WITH span AS (
-                SELECT symbol, min(date) AS first, max(date) AS last FROM scope GROUP BY symbol
-            )
-            SELECT s.symbol, c.day AS date, c.idx FROM span s
-            JOIN cal c ON c.day BETWEEN s.first AND s.last
-            WHERE c.day >= $since
-              AND NOT EXISTS (SELECT 1 FROM scope h WHERE h.symbol = s.symbol AND h.date = c.day)
-            """,
-            {"since": limit},
-        )
-        symbol_gaps = _arrow(
-            con,
-            "SELECT m.symbol, m.date, m.date IN (SELECT date FROM market) AS market_wide"
-            " FROM missing m ORDER BY m.symbol, m.date",
-        )
-        summary = _arrow(
-            con,
-            """
-            WITH span AS (
-                SELECT symbol, min(date) AS first, max(date) AS last FROM scope GROUP BY symbol
-            ), runs AS (
-                SELECT symbol, idx - row_number() OVER (PARTITION BY symbol ORDER BY idx) AS run
-                FROM missing
-            ), longest AS (
-                SELECT symbol, max(n) AS longest_run
-                FROM (SELECT symbol, run, count(*) AS n FROM runs GROUP BY symbol, run)
-                GROUP BY symbol
-            ), agg AS (
-                SELECT symbol, count(*) AS missing, min(date) AS first_missing,
-                       max(date) AS last_missing
-                FROM missing GROUP BY symbol
-            )
-            SELECT s.symbol, s.first, s.last,
-                   (SELECT count(*) FROM cal c WHERE c.day BETWEEN s.first AND s.last) AS sessions,
-                   a.missing, l.longest_run, a.first_missing, a.last_missing
-            FROM span s JOIN agg a USING (symbol) JOIN longest l USING (symbol)
-            ORDER BY a.missing DESC, s.symbol
-            """,
-        )
-        market = _arrow(con, "SELECT date FROM market ORDER BY date")
-        counts = con.execute(
-            "SELECT count(DISTINCT symbol), count(*),"
-            " count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM cal c WHERE c.day = scope.date))"
-            " FROM scope"
-        ).fetchone()
-    n_symbols, n_rows, off = counts if counts else (0, 0, 0)
-    return Gaps(
-        symbol_gaps=symbol_gaps.cast(SYMBOL_GAPS),
-        market_gaps=market.cast(MARKET_GAPS),
-        summary=summary.cast(SUMMARY),
-        symbols=int(n_symbols),
-        rows=int(n_rows),
-        off_calendar=int(off),
-    )
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -333,16 +361,33 @@ def run(
     shard: Shard = WHOLE_MARKET,
     *,
     since: dt.date | None = None,
+    workers: int = 1,
+    progress: bool = False,
 ) -> tuple[Gaps, int]:
-    """Scan the lake; returns the gaps and the number of files read."""
+    """Scan the lake; returns the gaps and the number of files read.
+
+    Every symbol is read, since market gaps need them all; ``symbols`` and ``shard`` choose
+    whose symbol gaps are reported. A symbol that cannot be read is in ``Gaps.failed``.
+    """
     files = daily_files(lake)
-    keys = [k for ks in files.values() for k in ks]
-    log.info("reading dates of %d symbols from %d files", len(files), len(keys))
-    held = observed(lake, keys)
+    items = [(s, tuple(files[s])) for s in sorted(files)]
+    n_files = sum(len(k) for _, k in items)
+    log.info("reading dates of %d symbols from %d files", len(items), n_files)
+    scans = pool.map_items(
+        _work,
+        items,
+        workers=workers,
+        progress=progress,
+        desc="gaps",
+        initializer=_init_worker,
+        initargs=(lake.url, lake.endpoint_url, lake.region),
+    )
     chosen: list[str] | None = None
     if symbols is not None or shard.count > 1:
         chosen = shard.select(sorted(symbols) if symbols is not None else sorted(files))
-    return find(held, chosen, since), len(keys)
+    found = assemble([s for s in scans if s.error is None], chosen, since)
+    found.failed = {s.symbol: s.error for s in scans if s.error is not None}
+    return found, n_files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,14 +423,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     report = GapsReport(dry_run=args.dry_run)
     with common.recorded("gaps") as counts:
-        gaps, report.files = run(args.lake, args.symbols, args.shard, since=ns.since)
+        gaps, report.files = run(
+            args.lake, args.symbols, args.shard, since=ns.since, workers=args.workers,
+            progress=args.progress,
+        )  # fmt: skip
+        report.failed = gaps.failed
         report.symbols = gaps.symbols
         report.symbol_gaps = gaps.symbol_gaps.num_rows
         report.symbols_with_gaps = gaps.summary.num_rows
         report.market_gaps = gaps.market_gaps.num_rows
         report.off_calendar = gaps.off_calendar
         print(render(gaps, ns.top))
-        if not args.dry_run:
+        complete = not gaps.failed  # a symbol not read could fake market gaps: write nothing
+        if complete and not args.dry_run:
             if ns.out:
                 target = Lake(ns.out, endpoint_url=args.lake.endpoint_url, region=args.lake.region)
                 report.written = write(target, "", gaps, args.shard)
@@ -394,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for uri in report.written:
                 log.info("wrote %s", uri)
         sessions = gaps.sessions_to_replay()
-        if ns.fix and sessions:
+        if complete and ns.fix and sessions:
             report.replayed = len(sessions)
             if args.dry_run:
                 print("would replay: " + ",".join(d.isoformat() for d in sessions))
@@ -408,6 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             replayed=report.replayed,
         )
         print(report.summary())
+        for symbol, error in sorted(report.failed.items()):
+            print(f"FAILED {symbol}: {error}", file=sys.stderr)
+        if report.failed:
+            msg = f"{len(report.failed)} symbols could not be read"
+            raise RuntimeError(msg)
         if not report.ok:
             msg = f"the replay of {report.replayed} sessions exited {report.fix_exit}"
             raise RuntimeError(msg)

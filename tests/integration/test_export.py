@@ -142,14 +142,14 @@ class FaultyLake(Lake):
         self.fails = fails
         self.writes: list[str] = []
 
-    def write_table(self, key: str, table: pa.Table, *, row_group_size: int | None = None) -> int:
+    def write_table(self, key: str, table: pa.Table, **kwargs: Any) -> int:
         symbol = key.split("symbol=")[1].split("/")[0]
         left = self.fails.get(symbol, 0)
         if left:
             self.fails[symbol] = left - 1
             raise OSError(f"injected write failure for {symbol}")
         self.writes.append(symbol)
-        return super().write_table(key, table, row_group_size=row_group_size)
+        return super().write_table(key, table, **kwargs)
 
 
 def test_interrupted_export_resumes_without_duplicates(pg_url: str, local_lake: Lake) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -134,9 +133,3 @@ def test_replay_runs_the_command_and_returns_its_exit(local_lake: Lake, tmp_path
     assert gaps.replay([HALT, HOLE], local_lake, python=str(fake)) == 3
     sessions = f"{HALT.isoformat()},{HOLE.isoformat()}"
     assert record.read_text().split() == [*gaps.REPLAY_FLOW, sessions, local_lake.url]
-
-
-def test_fix_with_the_real_replay_flow() -> None:
-    if importlib.util.find_spec("dataflows.replay") is None:
-        pytest.skip("dataflows.replay has not landed yet: --fix is tested through its command")
-    assert gaps.REPLAY_FLOW[-1] == "dataflows.replay:flow"
