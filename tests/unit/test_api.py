@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from api.auth import InsecureSettingsError, key_matches
 from api.daily import lake_history, preferred_source
+from api.fibonacci import history_span
 from api.main import create_app
 from core import layout
 from core.lake import Lake
@@ -32,6 +33,7 @@ TODAY = dt.datetime.now(dt.UTC).date()
 OLD = [dt.date(2015, 1, 5) + dt.timedelta(days=i) for i in range(5)]  # Mon..Fri
 RECENT = [TODAY - dt.timedelta(days=d) for d in (3, 2, 1)]
 INGESTED = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+FIB_DAYS = [dt.date(2015, 1, 26) + dt.timedelta(days=i) for i in range(0, 12) if i % 7 < 5]
 
 
 def daily(
@@ -107,9 +109,11 @@ def settings(
     )
     late_live = daily("MSFT", OLD[1:2], "live", 99.0, INGESTED + dt.timedelta(days=1))
     local_lake.write_table(layout.daily_fragment("MSFT", OLD[1]), late_live)
-    # silver 3d: two months for AAPL, one for MSFT.
+    # silver 3d: FIB over two months (its data.parquet spans them), MSFT (fragments only) one.
+    local_lake.write_table(layout.consolidated("FIB"), daily("FIB", FIB_DAYS, "rest"))
     starts = [dt.date(2015, 1, 26), dt.date(2015, 1, 29), dt.date(2015, 2, 3)]
-    write_silver(local_lake, 3, silver("AAPL", starts, 3) + silver("MSFT", starts[:1], 3))
+    stray = silver("FIB", [dt.date(2014, 12, 1)], 3)  # outside FIB's history: never opened
+    write_silver(local_lake, 3, silver("FIB", starts, 3) + silver("MSFT", starts[:1], 3) + stray)
     with postgres.connect(pg_url) as conn:
         postgres.migrate(conn)
         postgres.upsert_daily(conn, daily("AAPL", RECENT, "rest", 40.0))
@@ -245,8 +249,10 @@ def test_lake_history_merges_a_lone_fragment(local_lake: Lake) -> None:
 
 
 # -- Fibonacci bars ----------------------------------------------------------------------------
-def test_fib_bars_from_silver(client: TestClient) -> None:
-    bars = get_bars(client, "AAPL", interval="3d")
+def test_fib_bars_from_silver(client: TestClient, local_lake: Lake) -> None:
+    assert history_span(local_lake, "FIB") == (FIB_DAYS[0], FIB_DAYS[-1])
+    assert history_span(local_lake, "MSFT") is None  # no data.parquet: no pruning
+    bars = get_bars(client, "FIB", interval="3d")
     assert [b["start_date"] for b in bars] == ["2015-01-26", "2015-01-29", "2015-02-03"]
     assert bars[0] == {
         "start_date": "2015-01-26",
@@ -260,10 +266,10 @@ def test_fib_bars_from_silver(client: TestClient) -> None:
         "complete": True,
     }
     assert [b["complete"] for b in bars] == [True, True, False]
-    bars = get_bars(client, "AAPL", interval="3d", start="2015-01-27", end="2015-02-28")
+    bars = get_bars(client, "FIB", interval="3d", start="2015-01-27", end="2015-02-28")
     assert [b["start_date"] for b in bars] == ["2015-01-29", "2015-02-03"]
     assert [b["start_date"] for b in get_bars(client, "MSFT", interval="3d")] == ["2015-01-26"]
-    assert get_bars(client, "AAPL", interval="3d", limit=1)[0]["start_date"] == "2015-02-03"
+    assert get_bars(client, "FIB", interval="3d", limit=1)[0]["start_date"] == "2015-02-03"
     # A known symbol without silver of that interval: an empty list, not a 404.
     assert get_bars(client, "AAPL", interval="34d") == []
 
