@@ -100,21 +100,29 @@ def _where(filtered: bool) -> sql.Composable:
 
 
 def _batch_sql(where: sql.Composable) -> sql.Composed:
-    """One batch: lock up to N keys, archive them, delete exactly those keys."""
+    """One batch: lock the next N old keys after a (symbol, date) cursor, archive, delete them.
+
+    Walking the primary key from a cursor reads each index entry once per run; restarting
+    from the oldest date every batch would rescan the entries earlier batches deleted.
+    """
     cols = sql.SQL(", ").join(map(sql.Identifier, _COLS))
     return sql.SQL(
         """
         WITH victims AS MATERIALIZED (
-            SELECT {cols} FROM raw_ohlcv r WHERE {where}
-            ORDER BY r.date LIMIT %s FOR UPDATE
+            SELECT {cols} FROM raw_ohlcv r
+            WHERE {where} AND (r.symbol, r.date) > (%s, %s)
+            ORDER BY r.symbol, r.date LIMIT %s FOR UPDATE
         ), moved AS (
             INSERT INTO raw_ohlcv_archive ({cols}) SELECT {cols} FROM victims
             ON CONFLICT (symbol, date) DO NOTHING RETURNING 1
         ), gone AS (
             DELETE FROM raw_ohlcv d USING victims v
             WHERE d.symbol = v.symbol AND d.date = v.date RETURNING 1
+        ), last AS (
+            SELECT symbol, date FROM victims ORDER BY symbol DESC, date DESC LIMIT 1
         )
-        SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM gone)
+        SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM gone),
+               (SELECT symbol FROM last), (SELECT date FROM last)
         """
     ).format(cols=cols, where=where)
 
@@ -190,12 +198,14 @@ def run(
         try:
             if not dry_run:
                 stmt = _batch_sql(where)
+                cursor: tuple[str, dt.date] = ("", dt.date.min)
                 while True:
                     with conn.transaction():
-                        row = conn.execute(stmt, (*params, batch_size)).fetchone()
-                        moved, gone = (int(row[0]), int(row[1])) if row else (0, 0)
-                        if gone == 0:
+                        row = conn.execute(stmt, (*params, *cursor, batch_size)).fetchone()
+                        if row is None or row[2] is None:
                             break
+                        moved, gone = int(row[0]), int(row[1])
+                        cursor = (row[2], row[3])
                         batches += 1
                         archived += moved
                         deleted += gone
