@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from core import calendar, layout
+from core.bronze import fragments
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY
 from core.secrets import install_redaction, redact
@@ -239,10 +240,9 @@ def backfill_symbol(
             ).hexdigest()
             qkey = layout.quarantine_part(QUARANTINE_SOURCE, received.date(), f"{symbol}-{digest}")
             lake.write_table(qkey, checked.rejected)
-        if out.valid.num_rows:
-            assert out.first is not None and out.last is not None
-            out.key = layout.range_fragment(symbol, out.first, out.last)
-            lake.write_table(out.key, out.valid)
+        for frag in fragments(out.valid):  # the shared naming: one range= file (date= if 1 row)
+            out.key = frag.key
+            lake.write_table(frag.key, frag.table)
     except Exception as exc:  # reported per symbol, and the run exits non-zero
         out.error = redact(f"{type(exc).__name__}: {exc}")
     out.seconds = time.perf_counter() - started

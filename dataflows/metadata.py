@@ -37,6 +37,7 @@ from core.schemas import SYMBOL_META
 from core.secrets import install_redaction, redact
 from core.stores import postgres
 from dataflows.backfill import Fetch, pages
+from dataflows.connectors.polygon import PolygonError
 
 log = logging.getLogger("dataflows.metadata")
 
@@ -227,6 +228,10 @@ def _details_or_error(
 ) -> tuple[dict[str, Any] | None, str | None]:
     try:
         return ticker_details(fetch, ticker, as_of), None
+    except PolygonError as exc:
+        if exc.status == 404:  # Polygon has no details for it: not a failure of ours
+            return None, None
+        return None, redact(f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # reported per ticker, and the run exits non-zero
         return None, redact(f"{type(exc).__name__}: {exc}")
 
@@ -247,6 +252,14 @@ def run(
     today = as_of or now.date()
     summary = Summary()
     listed = list_active(fetch, as_of)
+    unsupported = [r["ticker"] for r in listed if not layout.SYMBOL_RE.match(r["ticker"])]
+    if unsupported:
+        log.warning(
+            "skipping %d tickers whose symbols the lake cannot hold, e.g. %s",
+            len(unsupported),
+            ", ".join(unsupported[:10]),
+        )
+        listed = [r for r in listed if layout.SYMBOL_RE.match(r["ticker"])]
     if not listed:
         msg = "the active tickers list came back empty; refusing to mark every ticker delisted"
         raise MetadataError(msg)
@@ -333,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     install_redaction()
     from core.settings import ReplaySettings
-    from dataflows.connectors.polygon import PolygonError, PolygonGateway
+    from dataflows.connectors.polygon import PolygonGateway
 
     settings = ReplaySettings()
     lake = None
