@@ -76,10 +76,31 @@ class Fetch:
     """One session's grouped-daily answer, or why there is none."""
 
     session: dt.date
-    results: list[Any]
+    table: pa.Table
+    """The answer's rows as columns (:func:`grouped_table`), converted in the fetch thread."""
+    junk: list[dict[str, Any]]
+    """Entries that were not JSON objects at all."""
     attempts: int
     fetched_at: dt.datetime
     error: str | None = None
+
+    @property
+    def rows(self) -> int:
+        """Entries in the answer."""
+        return int(self.table.num_rows) + len(self.junk)
+
+    @classmethod
+    def of(
+        cls,
+        session: dt.date,
+        results: list[Any],
+        attempts: int,
+        fetched_at: dt.datetime,
+        error: str | None = None,
+    ) -> Fetch:
+        """A Fetch of raw result entries."""
+        table, junk = grouped_table(results)
+        return cls(session, table, junk, attempts, fetched_at, error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +241,8 @@ def fetch_session(gateway: PolygonGateway, session: dt.date) -> Fetch:
     try:
         results, attempts = gateway.grouped_daily_fetch(session)
     except PolygonError as exc:
-        return Fetch(session, [], exc.attempts, dt.datetime.now(dt.UTC), str(exc))
-    return Fetch(session, results, attempts, dt.datetime.now(dt.UTC))
+        return Fetch.of(session, [], exc.attempts, dt.datetime.now(dt.UTC), str(exc))
+    return Fetch.of(session, results, attempts, dt.datetime.now(dt.UTC))
 
 
 class _SessionPartition(StatefulSourcePartition[Chunk, list[str]]):
@@ -261,7 +282,7 @@ class _SessionPartition(StatefulSourcePartition[Chunk, list[str]]):
                 )
         # Marked done now, but the state is only committed once this epoch (and so the store
         # step for this chunk) has finished; failed and empty sessions stay to be refetched.
-        self._done.update(f.session.isoformat() for f in fetches if f.error is None and f.results)
+        self._done.update(f.session.isoformat() for f in fetches if f.error is None and f.rows)
         return [Chunk(self._part, tuple(fetches))]
 
     def snapshot(self) -> list[str]:
@@ -372,10 +393,10 @@ def check_fetch(fetch: Fetch) -> tuple[pa.Table, pa.Table, SessionOutcome]:
     empty_valid, no_rejects = BRONZE_DAILY.empty_table(), QUARANTINE.empty_table()
     if fetch.error is not None:
         return empty_valid, no_rejects, _outcome(fetch, "failed", error=fetch.error)
-    if not fetch.results:
+    if not fetch.rows:
         error = "no rows returned (data not ready?)"
         return empty_valid, no_rejects, _outcome(fetch, "empty", error=error)
-    raw, junk = grouped_table(fetch.results)
+    raw, junk = fetch.table, fetch.junk
     checked = check_daily(raw, source=SOURCE, received_at=fetch.fetched_at)
     valid, extra, reasons = _reject_extra(checked.valid, fetch.session)
     parts = [checked.rejected]
@@ -429,15 +450,19 @@ class _StorePartition(StatelessSinkPartition[CheckedChunk]):
         self._report = report
         self._writer = BronzeWriter(cfg.lake, concurrency=cfg.concurrency)
         self._conn = psycopg.connect(cfg.db_url, autocommit=True)
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-db")
         migrate(self._conn)
 
     def _store(self, c: CheckedChunk) -> None:
-        for session, bad in sorted(c.rejected.items()):
-            self._cfg.lake.write_table(quarantine_part(SOURCE, session, QUARANTINE_PART), bad)
-        written = self._writer.write(c.valid)
         cutoff = cache_cutoff(dt.datetime.now(dt.UTC).date(), self._cfg.cache_window_days)
         recent = c.valid.filter(pc.greater_equal(c.valid["date"], pa.scalar(cutoff, pa.date32())))
-        db_rows = upsert_daily(self._conn, recent)
+        upserted = self._db.submit(upsert_daily, self._conn, recent)  # beside the lake writes
+        try:
+            for session, bad in sorted(c.rejected.items()):
+                self._cfg.lake.write_table(quarantine_part(SOURCE, session, QUARANTINE_PART), bad)
+            written = self._writer.write(c.valid)
+        finally:
+            db_rows = upserted.result()  # both durable (or raising) before the ledger moves
         ledger.record_symbols(self._conn, c.valid)
         ledger.record_sessions(self._conn, list(c.outcomes))
         self._report.add(c, written.files, db_rows)
@@ -455,6 +480,7 @@ class _StorePartition(StatelessSinkPartition[CheckedChunk]):
 
     def close(self) -> None:
         self._writer.close()
+        self._db.shutdown(wait=True)
         self._conn.close()
 
 
