@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -246,3 +252,35 @@ def test_merge_sources_rules() -> None:
     assert bronze["source"].to_pylist() == ["export", "live"]
     assert table_of([]).schema == bronze.schema
     assert export.pending(["C", "A", "B"], "A") == ["B", "C"]
+
+
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_export(
+    pg_url: str, local_lake: Lake, tmp_path: Any
+) -> None:
+    rows = [r for i in range(150) for r in simple_rows(f"S{i:03d}", DAYS[:20], ingested=i)]
+    with postgres.connect(pg_url) as conn:
+        postgres.migrate(conn)
+        _insert(conn, "raw_ohlcv", rows)
+    reference = Lake((tmp_path / "reference").as_uri())
+    assert export.run(pg_url, reference, options=FAST).complete
+    env = {**os.environ, "DATABASE_URL": pg_url}
+    env.pop("BATCH_COUNTS_FILE", None)
+    cmd = [sys.executable, "-m", "batch.export", "--lake", local_lake.url, "--chunk", "1",
+           "--workers", "1", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = Path(local_lake.path(export.checkpoint_key(Shard())))
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and not checkpoint.exists():
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "the export ended before it could be killed"
+    state = local_lake.read_json(export.checkpoint_key(Shard()))
+    assert state is not None and not state["done"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed after {state['last_symbol']}" in done.stdout
+    got = {e.key for e in local_lake.list(layout.DAILY)}
+    assert got == {e.key for e in reference.list(layout.DAILY)}
+    for key in got:
+        assert local_lake.read_table(key).equals(reference.read_table(key)), key
