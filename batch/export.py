@@ -371,7 +371,7 @@ def run(
         report.complete = not report.failed
         if report.complete and not opts.dry_run:
             _save_checkpoint(
-                lake, ckey, scope, after_last(chosen, after), totals, [], finished=True
+                lake, ckey, scope, _scope_end(chosen, after), totals, [], finished=True
             )
     finally:
         conns.close_all()
@@ -379,7 +379,7 @@ def run(
     return report
 
 
-def after_last(chosen: Sequence[str], after: str | None) -> str | None:
+def _scope_end(chosen: Sequence[str], after: str | None) -> str | None:
     """The last symbol of the scope (or the resumed position when the scope is empty)."""
     return max(chosen) if chosen else after
 
