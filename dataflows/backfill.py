@@ -260,6 +260,14 @@ def metadata_symbols(conn: psycopg.Connection[Any]) -> set[str]:
     return {r[0] for r in conn.execute("SELECT symbol FROM symbol_metadata").fetchall()}
 
 
+def unbackfilled(conn: psycopg.Connection[Any], lake: Lake) -> list[str]:
+    """Symbols in the lake's bronze or in ``symbol_metadata`` that ``ingest_symbols`` lacks."""
+    in_lake = {
+        d.removeprefix("symbol=") for d in lake.list_dirs(layout.DAILY) if d.startswith("symbol=")
+    }
+    return new_symbols(metadata_symbols(conn) | in_lake, ingested_symbols(conn))
+
+
 def record(conn: psycopg.Connection[Any], result: SymbolResult, cutoff: dt.date) -> int:
     """Upsert the cache-window rows into raw_ohlcv and widen ``ingest_symbols``; rows upserted."""
     if result.first is None or result.last is None:
@@ -434,12 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with postgres.connect(db_url, autocommit=True) as conn:
             postgres.migrate(conn)
-            candidates = metadata_symbols(conn) | {
-                d.removeprefix("symbol=")
-                for d in lake.list_dirs(layout.DAILY)
-                if d.startswith("symbol=")
-            }
-            symbols = new_symbols(candidates, ingested_symbols(conn))
+            symbols = unbackfilled(conn, lake)
     log.info("backfill: %d symbols, %s..%s", len(symbols), ns.start, end)
     if ns.dry_run:
         print("\n".join(symbols))

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from core import calendar, layout
 from core.lake import Lake
 from core.settings import ReplaySettings
+from core.stores import postgres
 from dataflows import backfill
 from dataflows.connectors.polygon import Backoff, PolygonError, PolygonGateway
 from dataflows.simulator.market import Market
@@ -153,3 +154,19 @@ def test_key_never_logged_even_when_requests_fail(
     assert KEY not in proc.stderr and KEY not in proc.stdout
     lake = Lake((tmp_path / "lake").as_uri())
     assert [e.key.split("/")[2] for e in lake.list(layout.DAILY)] == ["symbol=MSFT"]
+
+
+def test_new_symbols_are_those_without_an_ingest_row(local_lake: Lake, pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        postgres.migrate(conn)
+        conn.execute(
+            "INSERT INTO symbol_metadata (symbol, active) VALUES ('META1', true), ('HELD', true)"
+        )
+        conn.execute(
+            "INSERT INTO ingest_symbols (symbol, first_date, last_date)"
+            " VALUES ('HELD', '2024-01-02', '2024-01-03')"
+        )
+        day = dt.date(2024, 1, 2)
+        local_lake.write_bytes(layout.daily_fragment("LAKE1", day), b"x")
+        local_lake.write_bytes(layout.daily_fragment("HELD", day), b"x")
+        assert backfill.unbackfilled(conn, local_lake) == ["LAKE1", "META1"]
