@@ -134,3 +134,13 @@ def test_backfill_symbol_reports_errors_without_the_key(local_lake: Lake) -> Non
     )
     assert res.error is not None and "pk_very_secret" not in res.error
     assert res.key is None and local_lake.list("") == []
+
+
+def test_cli_help_and_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        backfill.main(["--help"])
+    assert done.value.code == 0
+    assert "--new" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        backfill.main(["--symbols", "A", "--start", "yesterday"])
+    assert done.value.code == 2

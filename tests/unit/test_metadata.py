@@ -64,3 +64,10 @@ def test_delisted_and_table() -> None:
     table = metadata.to_table([row, {**row, "symbol": "ABD", "market_cap": Decimal("7.25")}])
     assert table.schema == SYMBOL_META
     assert table["market_cap"].to_pylist() == [5.0, 7.25]
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        metadata.main(["--help"])
+    assert done.value.code == 0
+    assert "--details" in capsys.readouterr().out
