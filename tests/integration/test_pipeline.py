@@ -17,7 +17,7 @@ from core.aws import client
 from core.lake import Lake
 from tests.batch_support import sessions, simple_rows, write_fragment
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture()
