@@ -10,6 +10,8 @@ Rules that keep the lake's precedence honest:
   ``live`` rows stay ``live`` so they still never replace a ``rest`` row.
 - a key in both tables (archived, then written again) is exported once: the row that wins
   under the contract (newer ``ingested_at``; ``live`` never over ``rest``; ties to raw_ohlcv).
+- a database of the design we replace (DECIMAL prices, no ``vwap``/``transactions``/``source``/
+  ``ingested_at`` columns, no archive) exports too: see :func:`sources`.
 - if the fragment's key already exists (say a backfill wrote the same range), the two are
   merged under the same rules rather than overwritten, so nothing in the lake is lost.
 
@@ -61,6 +63,15 @@ DEFAULT_CHUNK: Final = 64
 TRANSIENT: Final = (psycopg.OperationalError, LakeError, OSError)
 """Errors worth another attempt: lost connections, throttling, network failures."""
 _COLS: Final = postgres.DAILY_COLUMNS
+_TYPES: Final = {
+    "symbol": "text", "date": "date", "open": "double precision", "high": "double precision",
+    "low": "double precision", "close": "double precision", "volume": "double precision",
+    "vwap": "double precision", "transactions": "bigint", "source": "text",
+    "ingested_at": "timestamptz",
+}  # fmt: skip
+REQUIRED: Final = ("symbol", "date", "open", "high", "low", "close", "volume")
+LEGACY_INGESTED_AT: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+"""``ingested_at`` of rows from a table without one: older than anything, so lake rows win."""
 _CHECKPOINT_VERSION: Final = 1
 
 
@@ -173,10 +184,62 @@ def fragment_for(symbol: str, table: pa.Table) -> str:
 
 
 # -- I/O -------------------------------------------------------------------------------------
-def list_symbols(conn: psycopg.Connection[Any]) -> list[str]:
-    """Every symbol in either table, by a loose index scan (one index probe per symbol)."""
-    out: set[str] = set()
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A table to export and the select list that reads it as :data:`postgres.DAILY_COLUMNS`."""
+
+    table: str
+    select: sql.Composable
+
+
+def sources(conn: psycopg.Connection[Any]) -> list[Source]:
+    """The tables present, each read with casts to our types.
+
+    A database of the design we replace may have DECIMAL prices, no ``vwap``/``transactions``,
+    no ``source`` or ``ingested_at``, and no archive: prices are cast to double precision,
+    missing optional columns are NULL, a missing ``source`` is ``export`` and a missing
+    ``ingested_at`` is :data:`LEGACY_INGESTED_AT`.
+    """
+    out = []
     for table in TABLES:
+        present = {
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute"
+                " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            )
+        }
+        if not present:
+            log.info("no table %s in the database: skipped", table)
+            continue
+        if missing := [c for c in REQUIRED if c not in present]:
+            msg = f"{table} lacks the columns {missing}; cannot export it"
+            raise ExportError(msg)
+        exprs: list[sql.Composable] = []
+        for name in _COLS:
+            kind = sql.SQL(_TYPES[name])  # a constant of this module, never input
+            if name in present:
+                exprs.append(sql.SQL("CAST({} AS {})").format(sql.Identifier(name), kind))
+            elif name == "source":
+                exprs.append(sql.Literal("export"))
+            elif name == "ingested_at":
+                exprs.append(
+                    sql.SQL("CAST({} AS {})").format(sql.Literal(LEGACY_INGESTED_AT), kind)
+                )
+            else:
+                exprs.append(sql.SQL("CAST(NULL AS {})").format(kind))
+        out.append(Source(table, sql.SQL(", ").join(exprs)))
+    if not out:
+        msg = f"none of {', '.join(TABLES)} exists in the database (check DATABASE_URL)"
+        raise ExportError(msg)
+    return out
+
+
+def list_symbols(conn: psycopg.Connection[Any], tables: Sequence[Source]) -> list[str]:
+    """Every symbol in the tables, by a loose index scan (one index probe per symbol)."""
+    out: set[str] = set()
+    for src in tables:
         stmt = sql.SQL(
             """
             WITH RECURSIVE s(symbol) AS (
@@ -187,21 +250,20 @@ def list_symbols(conn: psycopg.Connection[Any]) -> list[str]:
             )
             SELECT symbol FROM s WHERE symbol IS NOT NULL
             """
-        ).format(t=sql.Identifier(table))
-        out.update(r[0] for r in conn.execute(stmt))
+        ).format(t=sql.Identifier(src.table))
+        out.update(str(r[0]) for r in conn.execute(stmt))
     return sorted(out)
 
 
 def read_symbol(
-    conn: psycopg.Connection[Any], symbol: str, page_size: int
+    conn: psycopg.Connection[Any], symbol: str, page_size: int, tables: Sequence[Source]
 ) -> list[tuple[Any, ...]]:
-    """All rows of one symbol from both tables, merged; keyset pages of ``page_size``."""
-    cols = sql.SQL(", ").join(map(sql.Identifier, _COLS))
+    """All rows of one symbol from the tables, merged; keyset pages of ``page_size``."""
     per_table: list[list[tuple[Any, ...]]] = []
-    for table in TABLES:
+    for src in tables:
         stmt = sql.SQL(
             "SELECT {cols} FROM {t} WHERE symbol = %s AND date > %s ORDER BY date LIMIT %s"
-        ).format(cols=cols, t=sql.Identifier(table))
+        ).format(cols=src.select, t=sql.Identifier(src.table))
         rows: list[tuple[Any, ...]] = []
         after = dt.date.min
         while True:
@@ -281,9 +343,11 @@ class Options:
     restart: bool = False
 
 
-def _export_one(conns: _Connections, lake: Lake, symbol: str, opts: Options) -> _Done:
+def _export_one(
+    conns: _Connections, lake: Lake, symbol: str, tables: Sequence[Source], opts: Options
+) -> _Done:
     def attempt() -> _Done:
-        rows = read_symbol(conns.get(), symbol, opts.page_size)
+        rows = read_symbol(conns.get(), symbol, opts.page_size, tables)
         if not rows:
             return _Done(symbol)
         if opts.dry_run:
@@ -325,8 +389,12 @@ def run(
     report = ExportReport(dry_run=opts.dry_run)
     conns = _Connections(url)
     try:
+        tables = retry.call(
+            lambda: sources(conns.get()), transient=TRANSIENT, backoff=opts.backoff,
+            what="reading the schema", on_retry=conns.drop,
+        )  # fmt: skip
         everything = retry.call(
-            lambda: list_symbols(conns.get()), transient=TRANSIENT, backoff=opts.backoff,
+            lambda: list_symbols(conns.get(), tables), transient=TRANSIENT, backoff=opts.backoff,
             what="listing symbols", on_retry=conns.drop,
         )  # fmt: skip
         chosen = shard.select(sorted(symbols) if symbols is not None else everything)
@@ -347,7 +415,9 @@ def run(
         try:
             with ThreadPoolExecutor(opts.workers) as pool:
                 for chunk in _chunks(todo, opts.chunk):
-                    done = list(pool.map(lambda s: _export_one(conns, lake, s, opts), chunk))
+                    done = list(
+                        pool.map(lambda s: _export_one(conns, lake, s, tables, opts), chunk)
+                    )
                     ok_prefix: str | None = None
                     for d in done:
                         if d.error is not None:

@@ -284,3 +284,33 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_export(
     assert got == {e.key for e in reference.list(layout.DAILY)}
     for key in got:
         assert local_lake.read_table(key).equals(reference.read_table(key)), key
+
+
+def test_a_database_of_the_old_design_exports(pg_url: str, local_lake: Lake) -> None:
+    """DECIMAL(10,2) prices, no vwap/transactions/source/ingested_at, no archive table."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE raw_ohlcv (symbol varchar(10), date date, open numeric(10,2),"
+            " high numeric(10,2), low numeric(10,2), close numeric(10,2), volume bigint,"
+            " PRIMARY KEY (symbol, date))"
+        )
+        for i, d in enumerate(DAYS[:5]):
+            conn.execute(
+                "INSERT INTO raw_ohlcv VALUES ('OLD', %s, 10.5, 11.25, 9.75, 10.99, %s)",
+                (d, 1000 + i),
+            )
+    write_fragment(local_lake, [Row("OLD", DAYS[2], 1, 2, 0.5, 1.5, 9, ingested=0)])  # newer
+    report = export.run(pg_url, local_lake, options=FAST)
+    assert report.ok and report.rows == 5
+    assert consolidate.run(local_lake, workers=1, cleanup=False).ok
+    got = _consolidated(local_lake)
+    assert got[("OLD", DAYS[2])][5] == 1.5 and got[("OLD", DAYS[2])][9] == "rest"
+    assert got[("OLD", DAYS[0])] == (
+        "OLD", DAYS[0], 10.5, 11.25, 9.75, 10.99, 1000.0, None, None, "export",
+        export.LEGACY_INGESTED_AT,
+    )  # fmt: skip
+
+
+def test_no_tables_is_a_clear_error(pg_url: str, local_lake: Lake) -> None:
+    with pytest.raises(export.ExportError, match="none of raw_ohlcv"):
+        export.run(pg_url, local_lake, options=FAST)
