@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -366,6 +369,16 @@ def run(
 
 
 # -- command line ---------------------------------------------------------------------------
+COUNTS_FILE_ENV: Final = "BATCH_COUNTS_FILE"
+"""Set by ``batch.pipeline``: where a step leaves its counts (JSON) for the batch_jobs record."""
+
+
+def hand_counts(counts: Mapping[str, Any]) -> None:
+    """Leave ``counts`` where ``batch.pipeline`` reads them, when it asked for them."""
+    if path := os.environ.get(COUNTS_FILE_ENV):
+        Path(path).write_text(json.dumps(dict(counts), default=str), encoding="utf-8")
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -461,6 +474,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not ns.no_progress and sys.stderr.isatty(),
     )
     log.info("%s", summary.line())
+    hand_counts(
+        {
+            "symbols": summary.symbols,
+            "pages": summary.pages,
+            "rows": summary.rows,
+            "quarantined": summary.quarantined,
+            "files": summary.files,
+            "upserted": summary.upserted,
+            "failed": len(summary.failed),
+        }
+    )
     for symbol, error in sorted(summary.failed.items()):
         log.error("failed: %s: %s", symbol, error)
     return 1 if summary.failed else 0

@@ -36,7 +36,7 @@ from core.lake import Lake
 from core.schemas import SYMBOL_META
 from core.secrets import install_redaction, redact
 from core.stores import postgres
-from dataflows.backfill import Fetch, pages
+from dataflows.backfill import Fetch, hand_counts, pages
 from dataflows.connectors.polygon import PolygonError
 
 log = logging.getLogger("dataflows.metadata")
@@ -370,6 +370,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("metadata failed: %s", redact(f"{type(exc).__name__}: {exc}"))
         return 1
     log.info("%s", summary.line())
+    hand_counts(
+        {
+            "listed": summary.listed,
+            "details": summary.details,
+            "upserted": summary.upserted,
+            "new": len(summary.new),
+            "delisted": len(summary.delisted),
+            "failed": len(summary.failed),
+        }
+    )
     if summary.new:
         log.info("new listings: %s", ", ".join(summary.new[:50]))
     if summary.delisted:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def test_cli_and_empty_list_refused(sim: SimulatorServer, pg_url: str, tmp_path:
         "POLYGON_REST_URL": sim.rest_url,
         "DATABASE_URL": pg_url,
         "LAKE_URL": (tmp_path / "lake").as_uri(),
+        "BATCH_COUNTS_FILE": str(tmp_path / "counts.json"),
     }
     cmd = [sys.executable, "-m", "dataflows.metadata", "--date", DAY1.isoformat(), "--details"]
     proc = subprocess.run(
@@ -117,6 +119,8 @@ def test_cli_and_empty_list_refused(sim: SimulatorServer, pg_url: str, tmp_path:
     )
     assert proc.returncode == 0, proc.stderr
     assert "new listings" in proc.stderr
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    assert counts["listed"] == counts["new"] > 0 and counts["failed"] == 0
     assert Lake((tmp_path / "lake").as_uri()).exists(layout.reference_tickers())
 
     def empty(path: str, params: dict[str, Any]) -> dict[str, Any]:
