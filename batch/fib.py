@@ -116,14 +116,16 @@ class Daily:
         first = np.asarray(first_rows if first_rows is not None else [0] * len(tables), np.int64)
 
         def column(name: str, dtype: type[np.generic], arrow: pa.DataType) -> npt.NDArray[Any]:
-            parts = []
+            chunks = []
             for t in tables:
-                col = t[name]
-                if col.type != arrow:
-                    col = pc.cast(col, arrow)
-                if t.num_rows:  # one copy in all: views of single chunks, then concatenate
-                    parts.append(np.asarray(col.to_numpy(), dtype=dtype))
-            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+                if t.num_rows:
+                    col = t[name]
+                    chunks += (col if col.type == arrow else pc.cast(col, arrow)).chunks
+            if not chunks:
+                return np.zeros(0, dtype=dtype)
+            # one concatenation in Arrow's C++, then a zero-copy view
+            whole = pa.concat_arrays(chunks) if len(chunks) > 1 else chunks[0]
+            return np.asarray(whole.to_numpy(zero_copy_only=False), dtype=dtype)
 
         return cls(
             symbols=list(symbols),
@@ -205,12 +207,27 @@ def sequential_sums(values: F64, starts: I64, lengths: I32) -> F64:
     rows; adding position by position keeps float volumes identical to a straightforward
     reference whatever the group length.
     """
-    longest = int(lengths.max()) if len(lengths) else 0
-    acc = values[starts].copy()
-    for j in range(1, longest):
-        more = np.flatnonzero(lengths > j)
-        acc[more] += values[starts[more] + j]
-    return acc
+    if not len(lengths):
+        return np.zeros(0, dtype=np.float64)
+    longest = int(lengths.max())
+    if longest <= 8:  # few steps: masks cost less than ordering the groups
+        acc = values[starts].copy()
+        for j in range(1, longest):
+            more = np.flatnonzero(lengths > j)
+            acc[more] += values[starts[more] + j]
+        return acc
+    # groups longest first: those longer than j are a prefix, so each step is a slice
+    key = (longest - lengths).astype(np.uint16 if longest < 2**16 else np.int64)
+    order = np.argsort(key, kind="stable")  # a radix sort on 16-bit keys
+    by_length = lengths[order]
+    at = starts[order]
+    acc = values[at]
+    longer = np.searchsorted(-by_length, -np.arange(1, longest), side="left")
+    for j, count in enumerate(longer.tolist(), start=1):
+        acc[:count] += values[at[:count] + j]
+    out = np.empty_like(acc)
+    out[order] = acc
+    return out
 
 
 def bars(daily: Daily, interval: int, anchor: Anchor, last_day: int | None) -> pa.Table:
