@@ -326,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--details",
         choices=("all", "new", "none"),
-        default="all",
-        help="which tickers get a details request (market cap, SIC): all (default), new, none",
+        help="which tickers get a details request (market cap, SIC): all, new or none"
+        " (default: all, or new when the plan allows under one request a second)",
     )
     p.add_argument("--lake", metavar="URL", help="lake root (default: $LAKE_URL)")
     p.add_argument("--no-lake", action="store_true", help="do not write the lake snapshot")
@@ -349,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dataflows.connectors.polygon import PolygonGateway
 
     settings = ReplaySettings()
+    details = ns.details or ("all" if settings.requests_per_second >= 1 else "new")
     lake = None
     if not ns.no_lake:
         lake = Lake(
@@ -362,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lake,
             postgres.database_url(settings),
             as_of=ns.date,
-            details=cast(DetailsMode, ns.details),
+            details=cast(DetailsMode, details),
             workers=ns.workers,
             progress=not ns.no_progress and sys.stderr.isatty(),
         )
