@@ -33,8 +33,9 @@ import os
 import sys
 import threading
 import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -83,6 +84,7 @@ class Fetch:
     attempts: int
     fetched_at: dt.datetime
     error: str | None = None
+    part: str = ""
 
     @property
     def rows(self) -> int:
@@ -97,28 +99,30 @@ class Fetch:
         attempts: int,
         fetched_at: dt.datetime,
         error: str | None = None,
+        *,
+        part: str = "",
     ) -> Fetch:
         """A Fetch of raw result entries."""
         table, junk = grouped_table(results)
-        return cls(session, table, junk, attempts, fetched_at, error)
+        return cls(session, table, junk, attempts, fetched_at, error, part)
 
 
 @dataclass(frozen=True, slots=True)
-class Chunk:
-    """Sessions fetched together; they are written together (range= files)."""
+class ChunkEnd:
+    """Every session of a chunk has been emitted: the store writes the chunk's files now."""
 
     part: str
-    fetches: tuple[Fetch, ...]
+    sessions: tuple[dt.date, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class CheckedChunk:
-    """A validated chunk: valid rows of all its sessions, rejects and outcome per session."""
+class Checked:
+    """One validated session: valid rows (BRONZE_DAILY), rejects (QUARANTINE), outcome."""
 
     part: str
     valid: pa.Table
-    rejected: dict[dt.date, pa.Table]
-    outcomes: tuple[SessionOutcome, ...]
+    rejected: pa.Table
+    outcome: SessionOutcome
 
 
 @dataclass
@@ -141,10 +145,10 @@ class ReplayReport:
         """No session failed (empty sessions are reported, retried next run, not failures)."""
         return not self.failed
 
-    def add(self, checked: CheckedChunk, files: int, db_rows: int) -> None:
+    def add(self, outcomes: Sequence[SessionOutcome], rows: int, files: int, db_rows: int) -> None:
         """Count a stored chunk (thread-safe: workers share one report)."""
         with self._lock:
-            for o in checked.outcomes:
+            for o in outcomes:
                 if o.status == "complete":
                     self.complete.append(o.session)
                 elif o.status == "empty":
@@ -152,7 +156,7 @@ class ReplayReport:
                 else:
                     self.failed[o.session] = o.error or "failed"
                 self.quarantined += o.quarantined
-            self.rows += checked.valid.num_rows
+            self.rows += rows
             self.files += files
             self.db_rows += db_rows
 
@@ -236,16 +240,25 @@ def split_sessions(sessions: Sequence[dt.date], partitions: int) -> dict[str, li
 
 
 # -- source -------------------------------------------------------------------------------------
-def fetch_session(gateway: PolygonGateway, session: dt.date) -> Fetch:
+def fetch_session(gateway: PolygonGateway, session: dt.date, part: str = "") -> Fetch:
     """One grouped-daily request; a final Polygon failure becomes a failed Fetch, not a crash."""
     try:
         results, attempts = gateway.grouped_daily_fetch(session)
     except PolygonError as exc:
-        return Fetch.of(session, [], exc.attempts, dt.datetime.now(dt.UTC), str(exc))
-    return Fetch.of(session, results, attempts, dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
+        return Fetch.of(session, [], exc.attempts, now, str(exc), part=part)
+    return Fetch.of(session, results, attempts, dt.datetime.now(dt.UTC), part=part)
 
 
-class _SessionPartition(StatefulSourcePartition[Chunk, list[str]]):
+Emitted = Fetch | ChunkEnd
+
+
+class _SessionPartition(StatefulSourcePartition[Emitted, list[str]]):
+    """A chunk's sessions, fetched in a thread pool, emitted in order as they arrive.
+
+    A ChunkEnd follows the last one. Downstream work overlaps the remaining requests.
+    """
+
     def __init__(
         self,
         part: str,
@@ -261,38 +274,62 @@ class _SessionPartition(StatefulSourcePartition[Chunk, list[str]]):
         self._gateway = gateway
         self._chunk = chunk or max(1, len(self._todo))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay-get")
+        self._inflight: deque[Future[Fetch]] = deque()
+        self._sessions: tuple[dt.date, ...] = ()
+        self._ok: list[str] = []
+        self._started = time.monotonic()
         if len(self._todo) < len(todo):
             log.info("replay %s: %d sessions already done", part, len(todo) - len(self._todo))
 
-    def next_batch(self) -> list[Chunk]:
-        if not self._todo:
-            raise StopIteration
+    def _start_chunk(self) -> None:
         sessions, self._todo = self._todo[: self._chunk], self._todo[self._chunk :]
         gateway = self._gateway()
-        started = time.monotonic()
-        fetches: list[Fetch] = []
-        for i, f in enumerate(self._pool.map(lambda d: fetch_session(gateway, d), sessions), 1):
-            fetches.append(f)
-            if i % 50 == 0 or i == len(sessions):
+        self._sessions, self._ok = tuple(sessions), []
+        self._started = time.monotonic()
+        self._inflight.extend(
+            self._pool.submit(fetch_session, gateway, d, self._part) for d in sessions
+        )
+
+    def next_batch(self) -> list[Emitted]:
+        if not self._inflight:
+            if not self._todo:
+                raise StopIteration
+            self._start_chunk()
+        try:
+            self._inflight[0].result(timeout=0.2)
+        except TimeoutError:
+            return []
+        out: list[Emitted] = []
+        while self._inflight and self._inflight[0].done():
+            f = self._inflight.popleft().result()
+            out.append(f)
+            if f.error is None and f.rows:
+                self._ok.append(f.session.isoformat())
+            n = len(self._sessions) - len(self._inflight)
+            if n % 50 == 0 or not self._inflight:
                 print(
-                    f"replay {self._part}: fetched {i}/{len(sessions)} sessions"
-                    f" ({time.monotonic() - started:.1f}s)",
+                    f"replay {self._part}: fetched {n}/{len(self._sessions)} sessions"
+                    f" ({time.monotonic() - self._started:.1f}s)",
                     file=sys.stderr,
                     flush=True,
                 )
-        # Marked done now, but the state is only committed once this epoch (and so the store
-        # step for this chunk) has finished; failed and empty sessions stay to be refetched.
-        self._done.update(f.session.isoformat() for f in fetches if f.error is None and f.rows)
-        return [Chunk(self._part, tuple(fetches))]
+        if not self._inflight:
+            # Done from now on, but this state is only committed after the epoch (and so the
+            # store's write of this chunk) has finished; failed and empty ones stay to refetch.
+            self._done.update(self._ok)
+            out.append(ChunkEnd(self._part, self._sessions))
+        return out
 
     def snapshot(self) -> list[str]:
         return sorted(self._done)
 
     def close(self) -> None:
+        for f in self._inflight:
+            f.cancel()
         self._pool.shutdown(wait=True)
 
 
-class SessionSource(FixedPartitionedSource[Chunk, list[str]]):
+class SessionSource(FixedPartitionedSource[Emitted, list[str]]):
     """Sessions to fetch, split in stable partitions; state = sessions done (for recovery)."""
 
     def __init__(
@@ -329,7 +366,7 @@ class SessionSource(FixedPartitionedSource[Chunk, list[str]]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: list[str] | None
-    ) -> StatefulSourcePartition[Chunk, list[str]]:
+    ) -> StatefulSourcePartition[Emitted, list[str]]:
         """A partition resuming after the sessions its state says are done."""
         return _SessionPartition(
             for_part,
@@ -413,19 +450,12 @@ def check_fetch(fetch: Fetch) -> tuple[pa.Table, pa.Table, SessionOutcome]:
     return valid, rejected, outcome
 
 
-def check_chunk(chunk: Chunk) -> CheckedChunk:
-    """Validate every session of a chunk."""
-    valids: list[pa.Table] = []
-    rejected: dict[dt.date, pa.Table] = {}
-    outcomes: list[SessionOutcome] = []
-    for f in chunk.fetches:
-        valid, bad, outcome = check_fetch(f)
-        valids.append(valid)
-        if bad.num_rows:
-            rejected[f.session] = bad
-        outcomes.append(outcome)
-    table = pa.concat_tables(valids) if valids else BRONZE_DAILY.empty_table()
-    return CheckedChunk(chunk.part, table, rejected, tuple(outcomes))
+def check_item(item: Emitted) -> Checked | ChunkEnd:
+    """Validate one fetched session; chunk ends pass through."""
+    if isinstance(item, ChunkEnd):
+        return item
+    valid, rejected, outcome = check_fetch(item)
+    return Checked(item.part, valid, rejected, outcome)
 
 
 # -- sink ---------------------------------------------------------------------------------------
@@ -444,47 +474,75 @@ def cache_cutoff(today: dt.date, days: int) -> dt.date:
     return today - dt.timedelta(days=days)
 
 
-class _StorePartition(StatelessSinkPartition[CheckedChunk]):
+class _StorePartition(StatelessSinkPartition[Checked | ChunkEnd]):
     def __init__(self, cfg: StoreConfig, report: ReplayReport) -> None:
         self._cfg = cfg
         self._report = report
         self._writer = BronzeWriter(cfg.lake, concurrency=cfg.concurrency)
         self._conn = psycopg.connect(cfg.db_url, autocommit=True)
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-db")
         migrate(self._conn)
+        self._db_conn = psycopg.connect(cfg.db_url, autocommit=True)  # the upsert thread's own
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-db")
+        self._held: dict[str, list[Checked]] = defaultdict(list)
+        self._upserts: dict[str, list[Future[int]]] = defaultdict(list)
 
-    def _store(self, c: CheckedChunk) -> None:
+    def _take(self, part: str, checked: list[Checked]) -> None:
+        """Quarantine now; Postgres in the background now; bronze at the chunk's end."""
+        for c in checked:
+            if c.rejected.num_rows:
+                key = quarantine_part(SOURCE, c.outcome.session, QUARANTINE_PART)
+                self._cfg.lake.write_table(key, c.rejected)
         cutoff = cache_cutoff(dt.datetime.now(dt.UTC).date(), self._cfg.cache_window_days)
-        recent = c.valid.filter(pc.greater_equal(c.valid["date"], pa.scalar(cutoff, pa.date32())))
-        upserted = self._db.submit(upsert_daily, self._conn, recent)  # beside the lake writes
+        valid = pa.concat_tables([c.valid for c in checked])
+        recent = valid.filter(pc.greater_equal(valid["date"], pa.scalar(cutoff, pa.date32())))
+        if recent.num_rows:
+            self._upserts[part].append(self._db.submit(upsert_daily, self._db_conn, recent))
+        self._held[part].extend(checked)
+
+    def _finish(self, end: ChunkEnd) -> None:
+        """Write the chunk's bronze, wait for its Postgres rows, then move the ledger."""
+        checked = self._held.pop(end.part, [])
+        upserts = self._upserts.pop(end.part, [])
+        valid = (
+            pa.concat_tables([c.valid for c in checked]) if checked else BRONZE_DAILY.empty_table()
+        )
         try:
-            for session, bad in sorted(c.rejected.items()):
-                self._cfg.lake.write_table(quarantine_part(SOURCE, session, QUARANTINE_PART), bad)
-            written = self._writer.write(c.valid)
+            written = self._writer.write(valid)
         finally:
-            db_rows = upserted.result()  # both durable (or raising) before the ledger moves
-        ledger.record_symbols(self._conn, c.valid)
-        ledger.record_sessions(self._conn, list(c.outcomes))
-        self._report.add(c, written.files, db_rows)
-        done = [o for o in c.outcomes if o.status == "complete"]
+            db_rows = sum(f.result() for f in upserts)  # durable (or raising) before the ledger
+        outcomes = [c.outcome for c in checked]
+        ledger.record_symbols(self._conn, valid)
+        ledger.record_sessions(self._conn, outcomes)
+        self._report.add(outcomes, valid.num_rows, written.files, db_rows)
+        done = sum(o.status == "complete" for o in outcomes)
         print(
-            f"replay {c.part}: stored {len(done)}/{len(c.outcomes)} sessions,"
-            f" {c.valid.num_rows} rows, {written.files} files",
+            f"replay {end.part}: stored {done}/{len(end.sessions)} sessions,"
+            f" {valid.num_rows} rows, {written.files} files",
             file=sys.stderr,
             flush=True,
         )
 
-    def write_batch(self, items: list[CheckedChunk]) -> None:
-        for c in items:
-            self._store(c)
+    def write_batch(self, items: list[Checked | ChunkEnd]) -> None:
+        run: dict[str, list[Checked]] = defaultdict(list)
+        for item in items:
+            if isinstance(item, ChunkEnd):
+                if run.get(item.part):
+                    self._take(item.part, run.pop(item.part))
+                self._finish(item)
+            else:
+                run[item.part].append(item)
+        for part, checked in run.items():
+            if checked:
+                self._take(part, checked)
 
     def close(self) -> None:
         self._writer.close()
         self._db.shutdown(wait=True)
+        self._db_conn.close()
         self._conn.close()
 
 
-class ReplayStore(DynamicSink[CheckedChunk]):
+class ReplayStore(DynamicSink[Checked | ChunkEnd]):
     """Quarantine, bronze, Postgres, then the ledger, in that order, per chunk."""
 
     def __init__(self, cfg: StoreConfig, report: ReplayReport) -> None:
@@ -493,17 +551,17 @@ class ReplayStore(DynamicSink[CheckedChunk]):
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[CheckedChunk]:
+    ) -> StatelessSinkPartition[Checked | ChunkEnd]:
         """One lake writer and one Postgres connection per worker."""
         return _StorePartition(self.cfg, self.report)
 
 
 # -- the flow -----------------------------------------------------------------------------------
-def build_flow(source: SessionSource, store: DynamicSink[CheckedChunk]) -> Dataflow:
+def build_flow(source: SessionSource, store: DynamicSink[Checked | ChunkEnd]) -> Dataflow:
     """The replay dataflow from a session source to a store sink (tests inject their own)."""
     flow = Dataflow("replay")
     chunks = op.input("sessions", flow, source)
-    checked = op.map("validate", chunks, check_chunk)
+    checked = op.map("validate", chunks, check_item)
     op.output("store", checked, store)
     return flow
 

@@ -14,7 +14,7 @@ from core.schemas import BRONZE_DAILY
 from core.stores.ledger import SessionOutcome
 from dataflows.connectors.polygon import PolygonError, PolygonGateway
 from dataflows.replay import (
-    CheckedChunk,
+    ChunkEnd,
     Fetch,
     ReplayReport,
     SessionSource,
@@ -140,7 +140,7 @@ def test_report_summary_and_status() -> None:
         SessionOutcome(DAY + dt.timedelta(days=1), "empty"),
         SessionOutcome(DAY + dt.timedelta(days=2), "failed", error="HTTP 500"),
     )
-    r.add(CheckedChunk("sessions-0", bronze([("A", DAY)]), {}, outcomes), files=1, db_rows=1)
+    r.add(outcomes, rows=1, files=1, db_rows=1)
     line = r.summary()
     assert "3/3 sessions fetched, 1 complete, 1 empty, 1 failed" in line
     assert "HTTP 500" in line and not r.ok
@@ -167,10 +167,17 @@ def test_source_resumes_after_done_sessions_and_keeps_failures_open() -> None:
     gw = _Gateway({days[0]: [row()], days[1]: [], days[2]: None, days[3]: [row()]})
     source = SessionSource(days, cast(PolygonGateway, gw), chunk_sessions=2)
     part = source.build_part("s", "sessions-0", [days[0].isoformat()])
-    chunks = [*part.next_batch(), *part.next_batch()]
-    with pytest.raises(StopIteration):
-        part.next_batch()
+    items: list[Fetch | ChunkEnd] = []
+    while True:
+        try:
+            items.extend(part.next_batch())
+        except StopIteration:
+            break
     part.close()
-    assert gw.asked == days[1:]  # the resumed state skipped the done session
-    assert [len(c.fetches) for c in chunks] == [2, 1]
+    assert sorted(gw.asked) == days[1:]  # the resumed state skipped the done session
+    ends = [i for i in items if isinstance(i, ChunkEnd)]
+    assert [e.sessions for e in ends] == [tuple(days[1:3]), (days[3],)]
+    fetched = [i.session for i in items if isinstance(i, Fetch)]
+    assert fetched == days[1:]  # in order, each before its chunk's end
+    assert items.index(ends[0]) == 2
     assert part.snapshot() == [days[0].isoformat(), days[3].isoformat()]  # not empty/failed
