@@ -380,29 +380,33 @@ class SessionSource(FixedPartitionedSource[Emitted, list[str]]):
 
 # -- validation (pure) --------------------------------------------------------------------------
 def _reject_extra(valid: pa.Table, session: dt.date) -> tuple[pa.Table, pa.Table | None, list[str]]:
-    """Rows that pass row-level checks but not the session's: another date, a repeated symbol."""
+    """Rows that pass row-level checks but not the session's: another date, a repeated symbol.
+
+    Vectorised (a session has thousands of rows); the first row of a repeated symbol is kept.
+    """
     n = valid.num_rows
     if n == 0:
         return valid, None, []
-    reasons: list[list[str]] = [[] for _ in range(n)]
     wrong_day = pc.not_equal(valid["date"], pa.scalar(session, pa.date32()))
-    for i in np.flatnonzero(wrong_day.to_numpy(zero_copy_only=False)).tolist():
-        reasons[i].append(f"date is not the requested session {session.isoformat()}")
-    symbols = valid["symbol"].to_pylist()
-    seen: set[str] = set()
-    for i, s in enumerate(symbols):
-        if s in seen:
-            reasons[i].append("duplicate symbol in the session")
-        seen.add(s)
-    bad = np.array([bool(r) for r in reasons])
+    wrong = np.asarray(wrong_day.to_numpy(zero_copy_only=False), dtype=bool)
+    codes = pc.dictionary_encode(valid["symbol"].combine_chunks()).indices
+    _, first = np.unique(codes.to_numpy(zero_copy_only=False), return_index=True)
+    repeated = np.ones(n, dtype=bool)
+    repeated[first] = False
+    bad = wrong | repeated
     if not bad.any():
         return valid, None, []
     idx = np.flatnonzero(bad)
-    return (
-        valid.filter(pa.array(~bad)),
-        valid.take(pa.array(idx)),
-        ["; ".join(reasons[i]) for i in idx],
-    )
+    day_reason = f"date is not the requested session {session.isoformat()}"
+    reasons = [
+        "; ".join(
+            r
+            for r, hit in ((day_reason, wrong[i]), ("duplicate symbol in the session", repeated[i]))
+            if hit
+        )
+        for i in idx.tolist()
+    ]
+    return valid.filter(pa.array(~bad)), valid.take(pa.array(idx)), reasons
 
 
 def _outcome(
