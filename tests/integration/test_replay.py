@@ -253,3 +253,20 @@ def test_no_source_configured_is_a_clear_error(local_lake: Lake, pg_url: str) ->
     )
     with pytest.raises(PolygonConfigError, match=r"python -m dataflows\.simulator"):
         run(s)
+
+
+def test_missing_sessions_waits_for_the_settle_delay(pg_url: str) -> None:
+    from core import calendar
+    from core.stores.postgres import migrate
+    from dataflows.replay import missing_sessions
+
+    day = dt.date(2025, 4, 17)  # Thursday before Good Friday
+    close = calendar.session_close(day)
+    settle = dt.timedelta(minutes=60)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        migrate(conn)
+        before = missing_sessions(conn, day, LAST, close + settle / 2, settle=settle)
+        after = missing_sessions(conn, day, LAST, close + settle, settle=settle)
+        assert before == [] and after == [day]
+        later = missing_sessions(conn, FIRST, LAST, NOW, settle=settle)
+        assert later == SESSIONS and HOLIDAY not in later
