@@ -1,26 +1,33 @@
 """The daily replay flow: Polygon grouped daily -> validation -> bronze, Postgres, ledger.
 
     sessions to fetch (ledger vs calendar) --> partitions of sessions (FixedPartitionedSource)
-        --> one grouped-daily request per session, a chunk of sessions at a time
-        --> validate: rejected rows -> quarantine/rest/{date}/, valid rows ->
-        --> store: bronze (one file per symbol per chunk), raw_ohlcv (cache window), ledger
+        --> one grouped-daily request per session (thread pool, rate limited), emitted in order
+        --> validate: rejected rows -> quarantine/rest/{date}/part-grouped-daily.parquet
+        --> store: raw_ohlcv upserts in the background as sessions arrive (cache window);
+            at each chunk's end one bronze file per symbol, then the ledger
 
-Run it with ``python -m bytewax.run dataflows.replay:flow`` (add ``-r DIR`` for recovery), or
-``python -m dataflows.replay`` (flags; same flow, in-process). ``flow`` is built on first access
-from :class:`core.settings.ReplaySettings`: ``REPLAY_START``/``REPLAY_END`` bound the range
-(default: ``REPLAY_HISTORY_START`` .. the last settled session), ``REPLAY_SESSIONS`` names
-sessions to fetch whatever the ledger says. By default every session in the range that the
-ledger does not hold as complete is fetched; holidays never are.
+Run it with ``python -m bytewax.run dataflows.replay:flow`` (add ``-r DIR -s S -b B`` for
+recovery), or ``python -m dataflows.replay`` (flags; the same flow, in-process). ``flow`` is
+built on first access from :class:`core.settings.ReplaySettings`: ``REPLAY_START`` and
+``REPLAY_END`` bound the range (default: ``REPLAY_HISTORY_START`` .. the last settled session),
+``REPLAY_SESSIONS`` names sessions to fetch whatever the ledger says. By default every session
+in the range that the ledger does not hold as complete is fetched; holidays never are.
 
-Durability order per chunk: quarantine files, bronze files, Postgres rows, then the ledger. A
-session is marked complete only after its rows are durable, and the source's recovery state
-(sessions done) is committed by Bytewax only after the sink has finished that epoch, so a crash
-at any point refetches at most the chunk in flight; every write is keyed by content, so the
-refetch overwrites instead of duplicating.
+Chunks: ``REPLAY_CHUNK_SESSIONS`` sessions are written together, one ``range=`` (or ``date=``)
+file per symbol; 0 (the default) makes a partition one chunk, so a replay writes at most one
+file per symbol, holding its validated rows as Arrow (about 100 MB a year of the whole market)
+until then. Smaller chunks make progress durable sooner.
+
+Durability: a session is marked complete in the ledger only after its quarantine file, its
+bronze file and its Postgres rows are durable, and the source's recovery state (sessions done)
+is committed by Bytewax only after the store has finished that epoch. A crash refetches at most
+the chunk in flight; every write is keyed by content, so the refetch overwrites, never
+duplicates.
 
 At the end a summary goes to stderr; with ``python -m bytewax.run`` the process exits 1 when a
-session failed (Bytewax itself has no hook for an exit status, so an ``atexit`` hook does it
-after Bytewax has shut down cleanly).
+session failed (Bytewax has no hook for an exit status, so an ``atexit`` hook sets it after
+Bytewax has shut down cleanly). Empty sessions (no rows yet) are reported, stay incomplete and
+are fetched again by the next run; they do not fail it.
 """
 
 from __future__ import annotations
