@@ -263,8 +263,7 @@ class PolygonGateway:
                         last = "a 200 response that is not a JSON object"
                 elif status in RETRY_STATUSES:
                     last = f"HTTP {status} {_message(resp.data)}".rstrip()
-                    if status == 429:
-                        wait = _retry_after(resp.headers)
+                    wait = _retry_after(resp.headers)  # 429 sends it; a 503 may too
                 else:
                     msg = f"GET {shown} failed: HTTP {status} {_message(resp.data)}".rstrip()
                     raise PolygonError(msg, status=status, attempts=attempt)

@@ -181,3 +181,13 @@ def test_source_resumes_after_done_sessions_and_keeps_failures_open() -> None:
     assert fetched == days[1:]  # in order, each before its chunk's end
     assert items.index(ends[0]) == 2
     assert part.snapshot() == [days[0].isoformat(), days[3].isoformat()]  # not empty/failed
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from dataflows.replay import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--start" in out and "--sessions" in out and "POLYGON_REST_URL" in out
