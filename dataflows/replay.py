@@ -286,7 +286,11 @@ class _SessionPartition(StatefulSourcePartition[Emitted, list[str]]):
         self._ok: list[str] = []
         self._started = time.monotonic()
         if len(self._todo) < len(todo):
-            log.info("replay %s: %d sessions already done", part, len(todo) - len(self._todo))
+            log.warning(
+                "replay %s: %d sessions skipped, done per the recovery state",
+                part,
+                len(todo) - len(self._todo),
+            )
 
     def _start_chunk(self) -> None:
         sessions, self._todo = self._todo[: self._chunk], self._todo[self._chunk :]
