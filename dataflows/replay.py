@@ -588,6 +588,7 @@ class Replay:
     flow: Dataflow
     report: ReplayReport
     sessions: list[dt.date]
+    gateway: PolygonGateway
 
 
 def prepare(
@@ -624,8 +625,12 @@ def prepare(
             flush=True,
         )
     else:
-        print("replay: nothing to fetch, the ledger is complete", file=sys.stderr, flush=True)
-    return Replay(build_flow(source, store), report, todo)
+        print(
+            "replay: nothing to fetch (no incomplete, settled XNYS session asked for)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return Replay(build_flow(source, store), report, todo, gw)
 
 
 def build_replay_flow(
@@ -647,7 +652,11 @@ def run(
 
     started = time.monotonic()
     replay = prepare(settings, sessions=sessions, now=now, gateway=gateway)
-    run_main(replay.flow)  # type: ignore[no-untyped-call]
+    try:
+        run_main(replay.flow)  # type: ignore[no-untyped-call]
+    finally:
+        if gateway is None:
+            replay.gateway.close()
     replay.report.seconds = time.monotonic() - started
     print(replay.report.summary(), file=sys.stderr, flush=True)
     return replay.report
