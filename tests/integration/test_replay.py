@@ -270,3 +270,19 @@ def test_missing_sessions_waits_for_the_settle_delay(pg_url: str) -> None:
         assert before == [] and after == [day]
         later = missing_sessions(conn, FIRST, LAST, NOW, settle=settle)
         assert later == SESSIONS and HOLIDAY not in later
+
+
+def test_two_workers_and_chunks_write_the_same_rows(
+    sim: SimulatorServer, market: Market, local_lake: Lake, pg_url: str
+) -> None:
+    from bytewax.testing import cluster_main
+
+    from dataflows.replay import prepare
+
+    s = settings(sim, local_lake, pg_url, replay_partitions=3, replay_chunk_sessions=2)
+    replay = prepare(s, now=NOW)
+    cluster_main(replay.flow, [], 0, worker_count_per_proc=2)  # type: ignore[no-untyped-call]
+    assert replay.report.ok and sorted(replay.report.complete) == SESSIONS
+    assert same(lake_rows(local_lake), expected(market, SESSIONS))
+    assert len(db_rows(pg_url)) == lake_rows(local_lake).num_rows
+    assert len(grouped_paths(sim)) == len(SESSIONS)
