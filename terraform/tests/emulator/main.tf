@@ -38,12 +38,13 @@ module "observability" {
   name               = var.name
   log_group_names    = ["batch", "pipeline"]
   log_retention_days = 7
-  enabled_alarms     = ["pipeline_failed"]
-  state_machine_arn  = module.orchestration.state_machine_arn
+  enabled_alarms     = var.with_pipeline ? ["pipeline_failed"] : []
+  state_machine_arn  = try(module.orchestration[0].state_machine_arn, null)
 }
 
 module "orchestration" {
   source = "../../modules/orchestration"
+  count  = var.with_pipeline ? 1 : 0
 
   name                = var.name
   job_queue_arn       = "${local.batch_arn}:job-queue/${var.name}"

@@ -30,7 +30,7 @@ output "log_group_names" {
 
 output "state_machine_arn" {
   description = "ARN of the daily pipeline state machine."
-  value       = module.orchestration.state_machine_arn
+  value       = try(module.orchestration[0].state_machine_arn, null)
 }
 
 output "polygon_secret_arn" {

@@ -17,3 +17,9 @@ variable "name" {
     error_message = "name must be 3-32 lowercase letters, digits or hyphens, starting with a letter, not ending with a hyphen."
   }
 }
+
+variable "with_pipeline" {
+  description = "Create the Step Functions pipeline; off on moto, which lacks ValidateStateMachineDefinition (the provider calls it on create)."
+  type        = bool
+  default     = true
+}
