@@ -259,7 +259,7 @@ CHECKOV = Path(__file__).resolve().parents[2] / ".tools" / "checkov" / "bin" / "
 
 @pytest.mark.skipif(
     not CHECKOV.exists(),
-    reason="checkov not installed (python -m venv .tools/checkov; pip install checkov)",
+    reason="checkov not installed in .tools/checkov (make checkov)",
 )
 def test_checkov_has_no_failed_checks() -> None:
     """Zero failed checks apart from the skips listed with reasons in terraform/.checkov.yaml."""
