@@ -45,6 +45,13 @@ from dataflows.connectors.polygon import PolygonGateway
 from dataflows.simulator.process import SimulatorProcess
 
 TARGET_ROWS_PER_S = 50_000
+LOADS: list[float] = []
+"""One-minute load averages sampled between the measurements."""
+
+
+def sample_load() -> None:
+    """Remember the machine's load, so a busy machine is visible beside the figures."""
+    LOADS.append(os.getloadavg()[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +226,9 @@ def section(
     last: dt.date,
 ) -> str:
     speedup = new.rate / old.rate if old.rate else float("inf")
+    busy = ""
+    if max(LOADS, default=0) > (os.cpu_count() or 1):
+        busy = " (above the core count: other jobs shared the machine, wall times are inflated)"
     stage_text = ""
     if stages:
         lines = "\n".join(
@@ -239,7 +249,8 @@ Where the time goes: each stage alone on the same {new.rows:,} rows, one after t
 
 Simulator in its own process, {args.symbols:,} symbols x {new.requests} sessions
 ({first} .. {last}); local lake; Postgres {"from DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"};
-{os.cpu_count()} cores. Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.
+{os.cpu_count()} cores. Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; one-minute load
+average during the run {min(LOADS, default=0):.1f} .. {max(LOADS, default=0):.1f}{busy}.
 
 | run | requests | rows | files | most files for a symbol | raw_ohlcv rows | seconds | rows/s |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -292,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             lake_new = Lake(str(Path(tmp) / "lake-replay"))
             db_new = fresh_schema(server_url, "bench_ingest_replay")
             settings = settings_for(sim.rest_url, lake_new, db_new, first, last)
+            sample_load()
             new = run_replay(settings, lake_new, db_new, sessions)
+            sample_load()
             print(f"replay: {new}", flush=True)
 
             lake_old = Lake(str(Path(tmp) / "lake-baseline"))
@@ -317,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                     settings.replay_fetch_concurrency,
                 )
                 print(f"stages: {stages}", flush=True)
+    sample_load()
     body = section(args, new, old, stages, first, last)
     print(body)
     if not args.no_report:
