@@ -37,7 +37,7 @@ module "observability" {
 
   name               = var.name
   log_group_names    = ["batch", "pipeline"]
-  log_retention_days = 7
+  log_retention_days = 365 # checkov CKV_AWS_338 wants a year; the emulator does not care
   enabled_alarms     = var.with_pipeline ? ["pipeline_failed"] : []
   state_machine_arn  = try(module.orchestration[0].state_machine_arn, null)
 }
