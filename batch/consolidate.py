@@ -382,6 +382,7 @@ def run(
 ) -> ConsolidateReport:
     """Merge every fragment not yet merged; see the module docstring."""
     started = time.perf_counter()
+    pool.tune_memory()
     opts = Options(
         now=now or dt.datetime.now(dt.UTC),
         retention_days=(

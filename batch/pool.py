@@ -23,11 +23,39 @@ INLINE_BELOW: Final = 64
 """Fewer items than this run in the calling process."""
 
 
+def tune_memory() -> None:
+    """Allocators that suit these jobs' large, short-lived arrays; once per process.
+
+    - numpy stops asking for transparent huge pages: with the kernel's THP defrag set to
+      ``madvise`` (Debian's default) each fault on such an array may compact memory
+      synchronously, which cost the full-market resample seconds of system time;
+    - Arrow uses jemalloc (else the system allocator) instead of mimalloc, which here returned
+      memory to the kernel eagerly and faulted it back in: twice the system time.
+
+    ``ARROW_DEFAULT_MEMORY_POOL`` in the environment still wins.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    setter = getattr(getattr(np, "_core", np).multiarray, "_set_madvise_hugepage", None)
+    if setter is not None:
+        setter(False)
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ or pa.default_memory_pool().backend_name != (
+        "mimalloc"
+    ):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def single_threaded_arrow() -> None:
     """In a pool worker: one Arrow CPU thread, as the pool already fills the cores."""
     import pyarrow as pa
 
     pa.set_cpu_count(1)
+    tune_memory()
 
 
 def worker_count(workers: int) -> int:

@@ -335,6 +335,7 @@ def run(
 ) -> ResampleReport:
     """Bring silver up to date with the consolidated bronze; see the module docstring."""
     started = time.perf_counter()
+    pool.tune_memory()
     if anchor not in fib.ANCHORS:
         msg = f"unknown anchor {anchor!r}; choose calendar or symbol"
         raise ValueError(msg)
