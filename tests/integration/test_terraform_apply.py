@@ -15,7 +15,6 @@ Kinesis stream waits 10 s per status poll).
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import shutil
@@ -42,7 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 TF_ROOT = REPO / "terraform"
 MIRROR = Path("/opt/tf-plugins")
 TERRAFORM = shutil.which("terraform")
-PIPELINE = importlib.util.find_spec("batch.pipeline") is not None
 INTERVALS = (3, 5, 8, 13, 21, 34)
 
 needs_terraform = pytest.mark.skipif(
@@ -231,16 +229,11 @@ def test_apply_run_pipeline_destroy(
     _seed(lake, rows)
     job_env = {**os.environ, "AWS_ENDPOINT_URL": aws_endpoint, "LAKE_URL": lake_url}
     job_env.pop("DATABASE_URL", None)
+    args = ["--lake", lake_url, "--skip-ingest", "--sns-topic-arn", topic, "--parallel", "3"]
     started = time.monotonic()
-    if PIPELINE:
-        args = ["--lake", lake_url, "--skip-ingest", "--sns-topic-arn", topic]
-        done = _run("batch.pipeline", *args, env=job_env)
-        assert done.returncode == 0, done.stderr[-4000:]
-    else:  # TODO: drop once batch.pipeline lands.
-        for job in ("batch.consolidate", "batch.resample"):
-            done = _run(job, "--lake", lake_url, "--no-progress", "--workers", "1", env=job_env)
-            assert done.returncode == 0, f"{job}:\n{done.stderr[-4000:]}"
-    print(f"batch jobs on the applied bucket: {time.monotonic() - started:.1f} s")
+    done = _run("batch.pipeline", *args, env=job_env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    print(f"batch.pipeline on the applied bucket: {time.monotonic() - started:.1f} s")
 
     history = {s: [r for r in rows if r.symbol == s] for s in ("AAA", "BBB")}
     for symbol, expected in history.items():
@@ -260,15 +253,17 @@ def test_apply_run_pipeline_destroy(
     listed = aws["s3"].list_objects_v2(Bucket=bucket, Prefix="lake/silver/")
     assert listed["KeyCount"] > 0
 
-    if PIPELINE:
-        # A fragment that is not Parquet fails the run; the failure reaches the applied topic.
-        lake.write_bytes(layout.daily_fragment("CCC", dt.date(2025, 5, 1)), b"not parquet")
-        failed = _run("batch.pipeline", *args, env=job_env)
-        assert failed.returncode != 0
-        messages = aws["sqs"].receive_message(
-            QueueUrl=queue_url, WaitTimeSeconds=10, MaxNumberOfMessages=1
-        )
-        assert messages.get("Messages"), "no failure notice on the applied topic"
+    # A success publishes nothing; a fragment that is not Parquet fails the consolidation, and
+    # the failure reaches the topic terraform made.
+    assert not aws["sqs"].receive_message(QueueUrl=queue_url).get("Messages")
+    lake.write_bytes(layout.daily_fragment("CCC", dt.date(2025, 5, 1)), b"not parquet")
+    failed = _run("batch.pipeline", *args, env=job_env)
+    assert failed.returncode != 0
+    received = aws["sqs"].receive_message(QueueUrl=queue_url, WaitTimeSeconds=10)
+    assert received.get("Messages"), "no failure notice on the applied topic"
+    notice = json.loads(received["Messages"][0]["Body"])
+    assert notice["status"] == "failed"
+    assert "consolidate" in notice["failed_steps"], notice
     aws["sqs"].delete_queue(QueueUrl=queue_url)
 
     # -- destroy, and nothing is left -------------------------------------------------------------
