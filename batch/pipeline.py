@@ -272,6 +272,15 @@ def run_step(step: Step, env: dict[str, str], run_id: str, database_url: str | N
         return result
 
 
+def _guarded(step: Step, env: dict[str, str], run_id: str, database_url: str | None) -> StepResult:
+    """:func:`run_step`, with a failure to start or to record turned into the step's failure."""
+    try:
+        return run_step(step, env, run_id, database_url)
+    except Exception as exc:  # reported as this step's failure; the run exits non-zero
+        log.debug("step %s could not run", step.name, exc_info=True)
+        return StepResult(step.name, ok=False, error=f"{type(exc).__name__}: {exc}")
+
+
 def last_retention(database_url: str) -> dt.datetime | None:
     """When retention last succeeded (by itself or through the pipeline)."""
     with _recorder(database_url) as conn:
@@ -336,7 +345,7 @@ def execute(
     for phase, steps in the_plan.phases:
         log.info("phase %s: %s", phase, ", ".join(s.name for s in steps))
         with ThreadPoolExecutor(max(1, min(parallel, len(steps)))) as ex:
-            results = list(ex.map(lambda s: run_step(s, env, run_id, database_url), steps))
+            results = list(ex.map(lambda s: _guarded(s, env, run_id, database_url), steps))
         for r in results:
             log.log(
                 logging.INFO if r.ok else logging.ERROR,

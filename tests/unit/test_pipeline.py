@@ -68,6 +68,17 @@ def test_a_missing_entry_point_fails_clearly() -> None:
     assert "entry point missing" in result.error and "dataflows.no_such_flow" in result.error
 
 
+def test_a_step_that_cannot_be_recorded_fails_without_stopping_the_run() -> None:
+    the_plan = pipeline.Plan(
+        phases=[("one", [pipeline.Step("noop", "batch.pipeline", ("-c", "pass"))])]
+    )
+    report = pipeline.execute(
+        the_plan, run_id="r", env={}, database_url="postgresql://nobody@127.0.0.1:1/x", parallel=1
+    )
+    assert not report.ok and report.results[0].step == "noop"
+    assert "OperationalError" in (report.results[0].error or "")
+
+
 def test_the_failure_message_names_the_run_the_steps_and_their_errors() -> None:
     results = [
         pipeline.StepResult("consolidate", ok=False, exit_code=1, error="FAILED X: bad"),
