@@ -1,15 +1,25 @@
 """XNYS trading sessions.
 
 Fibonacci groups are numbered by session index since 1962-01-02, so the calendar must be exact
-and identical everywhere: one cached table of sessions, held as ``datetime.date`` and as
-date32 day numbers for vectorised look-ups.
+and identical everywhere: one cached table of sessions, held as date32 day numbers for
+vectorised look-ups, with each session's open and close.
+
+Building that table with ``exchange_calendars`` costs seconds of CPU (mostly its import), which
+every ``python -m batch.<job>`` process and pool worker would pay. So the table is kept in a
+small file keyed by the exchange_calendars version and the calendar's range, under
+``$CONDVEST_CACHE_DIR`` (default ``$XDG_CACHE_HOME/condvest`` or ``~/.cache/condvest``); when
+that is unwritable or the file is unreadable the table is simply built in memory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
+import os
+import tempfile
 from functools import lru_cache
-from typing import Final
+from pathlib import Path
+from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -20,26 +30,90 @@ EPOCH: Final = dt.date(1962, 1, 2)
 HORIZON: Final = dt.date(2030, 12, 31)
 NEW_YORK: Final = ZoneInfo("America/New_York")
 _UNIX: Final = dt.date(1970, 1, 1)
+_UNIX_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+CACHE_DIR_ENV: Final = "CONDVEST_CACHE_DIR"
 
 
 class CalendarError(ValueError):
     """A date outside the calendar's range or not a session where one is required."""
 
 
+class Sessions(NamedTuple):
+    """The session table: date32 days, and opens and closes in ns since the epoch (UTC)."""
+
+    days: npt.NDArray[np.int32]
+    opens: npt.NDArray[np.int64]
+    closes: npt.NDArray[np.int64]
+
+
+def _build() -> Sessions:
+    import exchange_calendars as xc  # heavy import: only when no cache file serves
+
+    cal = xc.get_calendar("XNYS", start=EPOCH.isoformat(), end=HORIZON.isoformat())
+    days = cal.sessions.values.astype("datetime64[D]").astype(np.int64).astype(np.int32)
+    opens = cal.opens.values.astype("datetime64[ns]").astype(np.int64)
+    closes = cal.closes.values.astype("datetime64[ns]").astype(np.int64)
+    return Sessions(days, opens, closes)
+
+
+def cache_file() -> Path:
+    """Where the session table is cached (the name changes with exchange_calendars)."""
+    version = importlib.metadata.version("exchange_calendars")
+    base = os.environ.get(CACHE_DIR_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "condvest"
+    )
+    return Path(base) / f"xnys-{version}-{EPOCH:%Y%m%d}-{HORIZON:%Y%m%d}.npz"
+
+
+def _load(path: Path) -> Sessions | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            table = Sessions(
+                f["days"].astype(np.int32),
+                f["opens"].astype(np.int64),
+                f["closes"].astype(np.int64),
+            )
+    except (OSError, ValueError, KeyError):
+        return None
+    n = len(table.days)
+    if not n or len(table.opens) != n or len(table.closes) != n:
+        return None
+    return table
+
+
+def _save(path: Path, table: Sessions) -> None:
+    """Write atomically; a cache that cannot be written is only a slower start."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".xnys-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, days=table.days, opens=table.opens, closes=table.closes)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass
+
+
 @lru_cache(maxsize=1)
-def _calendar() -> object:
-    import exchange_calendars as xc  # heavy import, deferred until first use
+def sessions() -> Sessions:
+    """The session table, from the cache file when it holds one, else built (and cached)."""
+    path = cache_file()
+    table = _load(path)
+    if table is None:
+        table = _build()
+        _save(path, table)
+    for arr in table:
+        arr.setflags(write=False)
+    return table
 
-    return xc.get_calendar("XNYS", start=EPOCH.isoformat(), end=HORIZON.isoformat())
 
-
-@lru_cache(maxsize=1)
 def session_days() -> npt.NDArray[np.int32]:
     """All sessions as days since 1970-01-01 (date32), ascending."""
-    sessions = _calendar().sessions  # type: ignore[attr-defined]
-    days = (sessions.values.astype("datetime64[D]").astype(np.int64)).astype(np.int32)
-    days.setflags(write=False)
-    return days  # type: ignore[no-any-return]
+    return sessions().days
 
 
 def to_days(day: dt.date) -> int:
@@ -116,15 +190,17 @@ def last_session_on_or_before(day: dt.date) -> dt.date:
     return session_at(i)
 
 
+def _at(times: npt.NDArray[np.int64], day: dt.date) -> dt.datetime:
+    i = int(np.searchsorted(session_days(), to_days(day)))
+    return _UNIX_UTC + dt.timedelta(microseconds=int(times[i]) // 1000)
+
+
 def session_close(day: dt.date) -> dt.datetime:
     """The session's close in UTC (13:00 New York on early-close days)."""
     if not is_session(day):
         msg = f"{day.isoformat()} is not an XNYS session"
         raise CalendarError(msg)
-    import pandas as pd
-
-    close = _calendar().session_close(pd.Timestamp(day))  # type: ignore[attr-defined]
-    return close.to_pydatetime().astimezone(dt.UTC)  # type: ignore[no-any-return]
+    return _at(sessions().closes, day)
 
 
 def session_open(day: dt.date) -> dt.datetime:
@@ -132,10 +208,7 @@ def session_open(day: dt.date) -> dt.datetime:
     if not is_session(day):
         msg = f"{day.isoformat()} is not an XNYS session"
         raise CalendarError(msg)
-    import pandas as pd
-
-    opened = _calendar().session_open(pd.Timestamp(day))  # type: ignore[attr-defined]
-    return opened.to_pydatetime().astimezone(dt.UTC)  # type: ignore[no-any-return]
+    return _at(sessions().opens, day)
 
 
 def settled_sessions(
