@@ -47,7 +47,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) localstack checkov lint typecheck
-	LOCALSTACK_VENV=$(abspath $(TOOLS)/localstack) $(PY) -m pytest -p no:cacheprovider tests
+	@# A base directory of this run's own: pytest prunes old pytest-of-<user> folders, which would
+	@# pull the embedded servers' data away from under a concurrent run on the same machine.
+	LOCALSTACK_VENV=$(abspath $(TOOLS)/localstack) $(PY) -m pytest -p no:cacheprovider \
+		--basetemp="$$(mktemp -d "$${TMPDIR:-/tmp}/condvest-test.XXXXXX")" tests
 
 unit: $(STAMP)
 	$(PY) -m pytest -m unit tests
