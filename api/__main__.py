@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from core.secrets import install_redaction
 from core.settings import ApiSettings
 
 
@@ -24,6 +25,7 @@ def parse(argv: Sequence[str] | None, settings: ApiSettings) -> argparse.Namespa
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse options, build the app and serve until interrupted."""
+    install_redaction()  # secrets (database, Redis, API keys) must never reach a log
     settings = ApiSettings()
     args = parse(argv, settings)
     from api.auth import InsecureSettingsError, check_startup

@@ -25,6 +25,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from bytewax.run import cli_main
 
+from core.secrets import install_redaction
 from core.settings import LiveSettings
 from dataflows.connectors.kinesis import MAX_RECORD_BYTES, KinesisSink, Record
 from dataflows.connectors.websocket import PolygonWebSocketSource, parse_symbols, ws_config
@@ -95,6 +96,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ingest task until interrupted (or for ``--duration`` seconds)."""
     args = parse(argv)
+    install_redaction()  # the Polygon key must never reach a log
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )

@@ -24,6 +24,7 @@ from bytewax.outputs import Sink
 
 from core.lake import Lake
 from core.records import Bar, Tick
+from core.secrets import install_redaction
 from core.settings import LiveSettings
 from core.stores.redis import redis_url
 from dataflows.connectors.kinesis import KinesisSource
@@ -79,6 +80,7 @@ def build_live_flow(
 
 def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
     """The production flow: source and sinks chosen by the settings."""
+    install_redaction()  # the Polygon key must never reach a log
     s = settings or LiveSettings()
     source: Source[str | bytes]
     if s.kinesis_stream:

@@ -60,6 +60,7 @@ from core.bronze import BronzeWriter
 from core.lake import Lake
 from core.layout import quarantine_part
 from core.schemas import BRONZE_DAILY, QUARANTINE
+from core.secrets import install_redaction
 from core.settings import ReplaySettings
 from core.stores import ledger
 from core.stores.ledger import SessionOutcome
@@ -599,6 +600,7 @@ def prepare(
     gateway: PolygonGateway | None = None,
 ) -> Replay:
     """Resolve the sessions (ledger or explicit) and build the flow with its report."""
+    install_redaction()  # before any key is read: every path to the flow comes through here
     s = settings or ReplaySettings()
     gw = gateway or PolygonGateway.from_settings(s)  # fail fast on a missing key/URL
     db_url = database_url(s)
@@ -717,8 +719,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--end", type=_date, help="last session (REPLAY_END)")
     p.add_argument("--sessions", help="comma-separated sessions to fetch regardless of the ledger")
     p.add_argument("--chunk", type=int, help="sessions per durable write (0: all)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    install_redaction()  # before the first log line: the Polygon key must never reach a log
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     over: dict[str, Any] = {}
     if args.start:
         over["replay_start"] = args.start

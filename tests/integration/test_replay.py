@@ -286,3 +286,45 @@ def test_two_workers_and_chunks_write_the_same_rows(
     assert same(lake_rows(local_lake), expected(market, SESSIONS))
     assert len(db_rows(pg_url)) == lake_rows(local_lake).num_rows
     assert len(grouped_paths(sim)) == len(SESSIONS)
+
+
+def test_cli_redacts_the_key_in_debug_logs(
+    sim: SimulatorServer, local_lake: Lake, pg_url: str
+) -> None:
+    """``python -m dataflows.replay`` installs redaction: with DEBUG logs the key never shows."""
+    key = "sk-replay-9f8e7d6c5b4a"
+    probe = (
+        "import logging, os, sys\n"
+        "from dataflows.replay import main\n"
+        "code = main(sys.argv[1:])\n"
+        "logging.getLogger('probe').warning('key in a log line: %s', os.environ['POLYGON_API_KEY'])\n"
+        "sys.exit(code)\n"
+    )
+    env = {
+        **os.environ,
+        "LAKE_URL": local_lake.url,
+        "DATABASE_URL": pg_url,
+        "POLYGON_API_KEY": key,
+        "POLYGON_REST_URL": sim.rest_url,
+        "POLYGON_RPS": "1000",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "--sessions",
+            SESSIONS[0].isoformat(),
+            "--log-level",
+            "DEBUG",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert " DEBUG " in done.stderr  # DEBUG records were emitted
+    assert "key in a log line: " in done.stderr  # the probe's line was logged, scrubbed
+    assert key not in done.stderr and key not in done.stdout
