@@ -72,6 +72,7 @@ def _tf_env(home: Path, endpoint: str) -> dict[str, str]:
 
 def _tf(env: dict[str, str], cwd: Path, *args: str, timeout: float = 300) -> str:
     assert TERRAFORM is not None
+    started = time.monotonic()
     proc = subprocess.run(
         [TERRAFORM, *args, "-no-color"],
         cwd=cwd,
@@ -81,6 +82,7 @@ def _tf(env: dict[str, str], cwd: Path, *args: str, timeout: float = 300) -> str
         timeout=timeout,
         check=False,
     )
+    print(f"terraform {args[0]}: {time.monotonic() - started:.1f} s")
     assert proc.returncode == 0, (
         f"terraform {' '.join(args)}:\n{proc.stdout[-4000:]}\n{proc.stderr}"
     )
@@ -253,17 +255,17 @@ def test_apply_run_pipeline_destroy(
     listed = aws["s3"].list_objects_v2(Bucket=bucket, Prefix="lake/silver/")
     assert listed["KeyCount"] > 0
 
-    # A success publishes nothing; a fragment that is not Parquet fails the consolidation, and
+    # A success publishes nothing. A run that cannot reach its Postgres fails at planning, and
     # the failure reaches the topic terraform made.
     assert not aws["sqs"].receive_message(QueueUrl=queue_url).get("Messages")
-    lake.write_bytes(layout.daily_fragment("CCC", dt.date(2025, 5, 1)), b"not parquet")
-    failed = _run("batch.pipeline", *args, env=job_env)
+    unreachable = {**job_env, "DATABASE_URL": "postgresql://condvest@127.0.0.1:1/condvest"}
+    failed = _run("batch.pipeline", *args, env=unreachable)
     assert failed.returncode != 0
     received = aws["sqs"].receive_message(QueueUrl=queue_url, WaitTimeSeconds=10)
     assert received.get("Messages"), "no failure notice on the applied topic"
     notice = json.loads(received["Messages"][0]["Body"])
     assert notice["status"] == "failed"
-    assert "consolidate" in notice["failed_steps"], notice
+    assert notice["failed_steps"] == ["plan"], notice
     aws["sqs"].delete_queue(QueueUrl=queue_url)
 
     # -- destroy, and nothing is left -------------------------------------------------------------
