@@ -4,13 +4,14 @@ The root ``terraform/tests/emulator`` composes the modules an emulator can creat
 KMS, kinesis, observability's topic and log groups, orchestration's state machine, IAM roles and
 schedule, a Secrets Manager secret). The test applies it against ``aws_endpoint`` (LocalStack
 when ``LOCALSTACK_VENV`` is set, else moto), checks the resources through the AWS APIs, seeds
-bronze fragments in the bucket it created, runs the batch jobs on ``s3://<bucket>/lake``,
-compares silver with the reference, then destroys and checks that everything is gone.
+bronze fragments in the bucket it created, runs ``python -m batch.pipeline --skip-ingest
+--sns-topic-arn`` on ``s3://<bucket>/lake`` and compares silver with the reference, sees a
+failed run's notice arrive on the topic, then destroys and checks that everything is gone.
+On moto the state machine is left out (moto lacks ValidateStateMachineDefinition).
 
-Most of its ~3 minutes is the AWS provider itself: about 10 s per provider start on 2 cores,
-and the provider's own waits (lifecycle rules must read back equal 3 times 10 s apart; a
-Kinesis stream waits 10 s per status poll).
-"""
+Most of its ~3 minutes is the AWS provider itself: several seconds per provider start on 2
+cores, and the provider's own waits (lifecycle rules must read back equal 3 times 10 s apart;
+a Kinesis stream waits 10 s per status poll)."""
 
 from __future__ import annotations
 
