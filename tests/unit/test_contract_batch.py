@@ -28,6 +28,7 @@ from tests.batch_support import (
     reference_merge,
     sessions,
     simple_rows,
+    snapshot,
     write_fragment,
 )
 
@@ -168,23 +169,61 @@ def test_live_arriving_after_consolidation_does_not_replace_rest(local_lake: Lak
     assert _data(local_lake, "L")["close"].to_pylist() == [11.0]
 
 
+NON_SESSIONS = [
+    pytest.param(dt.date(2025, 1, 9), id="closure-2025-01-09"),
+    pytest.param(dt.date(2025, 1, 11), id="saturday"),
+    pytest.param(dt.date(1961, 12, 29), id="before-1962-01-02"),
+]
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="consolidate merges rows dated on a non-session (2025-01-09 closure, a Saturday) "
-    "into data.parquet, and resample then folds them into the next session's group, giving "
-    "a 3d bar with days=5; the contract rejects non-session rows",
+    reason="consolidate merges rows dated on a non-session (a closure, a Saturday, a day "
+    "before the 1962-01-02 epoch) into data.parquet, and resample folds them into the next "
+    "session's group, giving bars with days > N; the contract rejects non-session rows",
 )
-def test_rows_on_non_sessions_never_reach_silver(local_lake: Lake) -> None:
-    days = _window(dt.date(2025, 1, 2), 10)
+@pytest.mark.parametrize("bad", NON_SESSIONS)
+def test_rows_on_non_sessions_never_reach_silver(local_lake: Lake, bad: dt.date) -> None:
+    first = dt.date(1962, 1, 2) if bad.year < 1962 else dt.date(2025, 1, 2)
+    days = _window(first, 10)
     for r in simple_rows("NS", days):
         write_fragment(local_lake, [r])
-    for bad in (dt.date(2025, 1, 9), dt.date(2025, 1, 11)):
-        write_fragment(local_lake, [Row("NS", bad, 1, 2, 0.5, 1.5, 10)])
+    write_fragment(local_lake, [Row("NS", bad, 1, 2, 0.5, 1.5, 10)])
     _run_both(local_lake)
     assert set(_data(local_lake, "NS")["date"].to_pylist()) == set(days)
     for n in (3, 5, 8):
         for bars in read_silver(local_lake, n).values():
             assert all(int(b[8]) <= n for b in bars)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("anchor", ["calendar", "symbol"])
+def test_incremental_equals_full_across_closures_backfills_and_new_listings(
+    tmp_path: Path, anchor: str
+) -> None:
+    days = _window(dt.date(2001, 8, 27), 30)  # the 2001-09-11..14 closure inside
+    a, b = simple_rows("A", days[5:20]), simple_rows("B.C", days[:22], base=50.0)
+    # backfills before A's first row (shifts every symbol-anchor row number) and inside it
+    back = [
+        Row("A", days[1], 3, 9, 1, 4, 7, "rest", 100),
+        Row("A", days[12], 3, 9, 1, 4, 7, "rest", 100),
+    ]
+    more = simple_rows("A", days[20:27], base=30.0)
+
+    def build(name: str, steps: list[list[Row]]) -> Lake:
+        lake = Lake((tmp_path / name).as_uri())
+        for step in steps:
+            for r in step:
+                key = layout.range_fragment(r.symbol, r.date, r.date) if r.ingested else None
+                write_fragment(lake, [r], key)
+            _run_both(lake, anchor=anchor)
+        return lake
+
+    inc = build("inc", [a + b, back, more])
+    full = build("full", [a + b + back + more])
+    assert snapshot(inc) == snapshot(full)
+    history = reference_merge(a + b + back + more)
+    for n in (3, 5, 8, 13, 21, 34):
+        assert read_silver(inc, n) == reference_bars(history, n, anchor), n
 
 
 def test_cli_on_a_relative_lake_path_with_symbol_anchor_and_intervals(tmp_path: Path) -> None:
