@@ -1,12 +1,17 @@
-"""Contract review: awkward grouped-daily rows through the replay's validation (pure part)."""
+"""Contract review: awkward grouped-daily rows through the replay's validation and writer."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
+from batch import consolidate
+from core import layout
+from core.bronze import BronzeWriter
+from core.lake import Lake
 from core.schemas import BRONZE_DAILY, QUARANTINE
 from dataflows.replay import Fetch, check_fetch
 
@@ -72,3 +77,27 @@ def test_duplicates_of_a_symbol_keep_one_row_and_quarantine_the_rest() -> None:
     assert valid["symbol"].to_pylist() == ["DUP"]
     assert rejected.num_rows == 2
     assert all("duplicate" in r for r in rejected["reason"].to_pylist())
+
+
+def test_awkward_valid_rows_are_written_and_consolidated_as_the_contract_says(
+    local_lake: Lake,
+) -> None:
+    nulls = row("NULLS", vw=None)
+    del nulls["n"]
+    results = [nulls, row("ZERO", v=0), row("FLAT", o=5.0, h=5.0, l=5.0, c=5.0), row("BRK.B")]
+    valid, _, _ = check_fetch(Fetch.of(DAY, results, 1, NOW))
+    with BronzeWriter(local_lake) as w:
+        w.write(valid)
+    assert {e.key for e in local_lake.list("bronze")} == {
+        layout.daily_fragment(s, DAY) for s in ("NULLS", "ZERO", "FLAT", "BRK.B")
+    }
+    assert consolidate.run(local_lake, workers=1).ok
+    t = pq.read_table(local_lake.path(layout.consolidated("NULLS")))
+    assert t.schema.remove_metadata().equals(BRONZE_DAILY)
+    assert t.select(["vwap", "transactions", "source"]).to_pylist() == [
+        {"vwap": None, "transactions": None, "source": "rest"}
+    ]
+    assert t["ingested_at"].to_pylist() == [NOW]
+    assert pq.read_table(local_lake.path(layout.consolidated("ZERO")))["volume"].to_pylist() == [
+        0.0
+    ]
