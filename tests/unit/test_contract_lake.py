@@ -111,3 +111,27 @@ def test_no_stray_files_outside_the_contract_paths(local_lake: Lake) -> None:
     assert all(k.startswith("bronze/raw_ohlcv/symbol=W/") for k in keys)
     assert local_lake.exists(layout.consolidation_manifest())
     assert not [p for p in os.listdir(local_lake.root) if p.startswith(".")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="consolidate does not validate hand-written fragment rows: a source outside "
+    "(rest, live, export, flatfile) or a NaN price lands in data.parquet and nothing is "
+    "quarantined (core.validation.check_daily is only used at ingestion)",
+)
+@pytest.mark.parametrize(
+    "cols",
+    [
+        pytest.param({"source": pa.array(["polygon"])}, id="unknown-source"),
+        pytest.param({"open": pa.array([float("nan")])}, id="nan-open"),
+    ],
+)
+def test_consolidate_keeps_out_rows_the_contract_rejects(
+    local_lake: Lake, cols: dict[str, pa.Array]
+) -> None:
+    d0, d1 = _days(2)
+    local_lake.write_table(layout.daily_fragment("W", d0), _fragment(d0))
+    local_lake.write_table(layout.daily_fragment("W", d1), _fragment(d1, **cols))
+    consolidate.run(local_lake, workers=1)
+    merged = pq.read_table(local_lake.path(layout.consolidated("W")))
+    assert merged["date"].to_pylist() == [d0]
