@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch import consolidate, resample
+from batch import consolidate, resample, vacuum
 from core import calendar, layout
 from core.lake import Lake
 from core.layout import LayoutError, check_symbol
@@ -247,3 +247,19 @@ def test_cli_on_a_relative_lake_path_with_symbol_anchor_and_intervals(tmp_path: 
     assert not lake.list(layout.silver_dir(8))
     ckpt = lake.read_bytes(layout.silver_checkpoint(3)).decode()
     assert '"symbol"' in ckpt
+
+
+def test_vacuum_keeps_a_fragment_rewritten_at_the_same_key_after_consolidation(
+    local_lake: Lake,
+) -> None:
+    days = _window(dt.date(2025, 3, 3), 3)
+    for d in days:
+        write_fragment(local_lake, [Row("V", d, 1, 2, 0.5, 1.5, 10, "rest", 0)])
+    assert consolidate.run(local_lake, workers=1, cleanup=False).ok
+    # a replay rerun rewrites the same deterministic key with a corrected, newer row
+    key = write_fragment(local_lake, [Row("V", days[1], 1, 2, 0.5, 1.9, 10, "rest", 60)])
+    report = vacuum.run(local_lake, workers=1, retention_days=0)
+    assert report.ok
+    assert local_lake.exists(key)
+    assert consolidate.run(local_lake, workers=1).ok
+    assert _data(local_lake, "V")["close"].to_pylist() == [1.5, 1.9, 1.5]
