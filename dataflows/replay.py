@@ -37,6 +37,7 @@ import atexit
 import datetime as dt
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -251,11 +252,11 @@ def split_sessions(sessions: Sequence[dt.date], partitions: int) -> dict[str, li
 def fetch_session(gateway: PolygonGateway, session: dt.date, part: str = "") -> Fetch:
     """One grouped-daily request; a final Polygon failure becomes a failed Fetch, not a crash."""
     try:
-        results, attempts = gateway.grouped_daily_fetch(session)
+        table, junk, attempts = gateway.grouped_daily_table(session)
     except PolygonError as exc:
         now = dt.datetime.now(dt.UTC)
         return Fetch.of(session, [], exc.attempts, now, str(exc), part=part)
-    return Fetch.of(session, results, attempts, dt.datetime.now(dt.UTC), part=part)
+    return Fetch(session, table, junk, attempts, dt.datetime.now(dt.UTC), part=part)
 
 
 Emitted = Fetch | ChunkEnd
@@ -359,7 +360,7 @@ class SessionSource(FixedPartitionedSource[Emitted, list[str]]):
         self._lock = threading.Lock()
         self._gateway: PolygonGateway | None = None
         self._factory: Callable[[], PolygonGateway] | None = None
-        if hasattr(gateway, "grouped_daily_fetch"):
+        if hasattr(gateway, "grouped_daily_table"):
             self._gateway = cast(PolygonGateway, gateway)
         else:
             self._factory = gateway
@@ -483,6 +484,9 @@ class StoreConfig:
     db_url: str
     cache_window_days: int
     concurrency: int = 16
+    db_connections: int = 2
+    """Upserts in flight at once, each on its own connection (and so its own server process):
+    the COPY is the slowest stage, and a replay's batches hold disjoint sessions."""
 
 
 def cache_cutoff(today: dt.date, days: int) -> dt.date:
@@ -497,8 +501,15 @@ class _StorePartition(StatelessSinkPartition[Checked | ChunkEnd]):
         self._writer = BronzeWriter(cfg.lake, concurrency=cfg.concurrency)
         self._conn = psycopg.connect(cfg.db_url, autocommit=True)
         migrate(self._conn)
-        self._db_conn = psycopg.connect(cfg.db_url, autocommit=True)  # the upsert thread's own
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-db")
+        self._db_conns: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
+        self._all_db_conns = [
+            psycopg.connect(cfg.db_url, autocommit=True) for _ in range(max(1, cfg.db_connections))
+        ]
+        for conn in self._all_db_conns:
+            self._db_conns.put(conn)
+        self._db = ThreadPoolExecutor(
+            max_workers=len(self._all_db_conns), thread_name_prefix="replay-db"
+        )
         self._held: dict[str, list[Checked]] = defaultdict(list)
         self._upserts: dict[str, list[Future[int]]] = defaultdict(list)
 
@@ -512,8 +523,16 @@ class _StorePartition(StatelessSinkPartition[Checked | ChunkEnd]):
         valid = pa.concat_tables([c.valid for c in checked])
         recent = valid.filter(pc.greater_equal(valid["date"], pa.scalar(cutoff, pa.date32())))
         if recent.num_rows:
-            self._upserts[part].append(self._db.submit(upsert_daily, self._db_conn, recent))
+            self._upserts[part].append(self._db.submit(self._upsert, recent))
         self._held[part].extend(checked)
+
+    def _upsert(self, bars: pa.Table) -> int:
+        """One upsert on a free connection of the pool (runs on a ``replay-db`` thread)."""
+        conn = self._db_conns.get()
+        try:
+            return upsert_daily(conn, bars)
+        finally:
+            self._db_conns.put(conn)
 
     def _finish(self, end: ChunkEnd) -> None:
         """Write the chunk's bronze, wait for its Postgres rows, then move the ledger."""
@@ -554,7 +573,8 @@ class _StorePartition(StatelessSinkPartition[Checked | ChunkEnd]):
     def close(self) -> None:
         self._writer.close()
         self._db.shutdown(wait=True)
-        self._db_conn.close()
+        for conn in self._all_db_conns:
+            conn.close()
         self._conn.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -98,3 +99,54 @@ def test_key_without_url_targets_polygon() -> None:
     gw = PolygonGateway.from_settings(PolygonSettings(polygon_api_key=SecretStr("k1")))
     assert gw.base_url == "https://api.polygon.io"
     assert "k1" not in repr(gw)
+
+
+_GOOD = [
+    {"T": "AAPL", "v": 13403618, "vw": 145.7414, "o": 148.23, "c": 145.96, "h": 148.67,
+     "l": 141, "t": 1704488400000, "n": 63723},
+    {"T": "BRK.B", "v": 1.5e6, "o": 1, "c": 2.5, "h": 3, "l": 0.5, "t": 1704488400000},
+    {"T": "ÄX", "v": 0, "vw": None, "o": 1e-9, "c": 1e300, "h": 2e300, "l": 5e-324,
+     "t": 1704420000000, "n": None, "extra": "ignored"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("indent", "extra"), [(None, []), (2, []), (None, [{**_GOOD[0], "v": 2**64, "T": "BIG"}])]
+)
+def test_grouped_columns_equal_the_per_row_path(indent: int | None, extra: list[Any]) -> None:
+    import json
+
+    from dataflows.connectors.polygon import grouped_columns, grouped_table
+
+    body = json.dumps({"status": "OK", "results": _GOOD + extra, "n": 3}, indent=indent)
+    fast = grouped_columns(body.encode())
+    slow, junk = grouped_table(json.loads(body)["results"])
+    assert not junk
+    assert fast is None or fast.equals(slow)
+    assert fast is not None or extra  # well-formed answers take the fast path
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"o": "148.23"},  # a string price
+        {"h": True},  # a boolean
+        {"t": 1704488400000.5},  # a non-integer time
+        {"n": 5.0},  # a float count
+        {"T": 7},  # a numeric symbol
+        {"c": [1]},  # a list
+    ],
+)
+def test_grouped_columns_leave_odd_payloads_to_the_per_row_path(change: dict[str, object]) -> None:
+    import json
+
+    from dataflows.connectors.polygon import grouped_columns
+
+    bad = [_GOOD[0], {**_GOOD[1], **change}]
+    assert grouped_columns(json.dumps({"results": bad}).encode()) is None
+    assert grouped_columns(json.dumps({"results": [_GOOD[0], 3]}).encode()) is None
+    assert grouped_columns(json.dumps({"results": [_GOOD[0], None]}).encode()) is None
+    assert grouped_columns(json.dumps({"results": []}).encode()) is None
+    assert grouped_columns(json.dumps({"status": "OK"}).encode()) is None
+    assert grouped_columns(b"[1, 2]") is None
+    assert grouped_columns(b'{"results": [') is None

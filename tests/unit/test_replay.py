@@ -12,7 +12,7 @@ from core.bronze import BronzeError, BronzeWriter, fragments
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY
 from core.stores.ledger import SessionOutcome
-from dataflows.connectors.polygon import PolygonError, PolygonGateway
+from dataflows.connectors.polygon import PolygonError, PolygonGateway, grouped_table
 from dataflows.replay import (
     ChunkEnd,
     Fetch,
@@ -160,6 +160,11 @@ class _Gateway:
             msg = "HTTP 500"
             raise PolygonError(msg, status=500, attempts=3)
         return got, 1
+
+    def grouped_daily_table(self, session: dt.date) -> tuple[pa.Table, list[Any], int]:
+        results, attempts = self.grouped_daily_fetch(session)
+        table, junk = grouped_table(results)
+        return table, junk, attempts
 
 
 def test_source_resumes_after_done_sessions_and_keeps_failures_open() -> None:
