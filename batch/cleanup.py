@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import parts, precedence
+from batch import arrays, parts, precedence
 from batch.manifest import FragmentId
 from core import layout
 from core.lake import Lake
@@ -75,8 +75,8 @@ def all_rows_present(data: pa.Table, fragment: pa.Table) -> bool:
         return True
     if data.num_rows == 0:
         return False
-    data_days = np.asarray(pc.cast(data["date"], pa.int32()).to_numpy(), dtype=np.int32)
-    frag_days = np.asarray(pc.cast(fragment["date"], pa.int32()).to_numpy(), dtype=np.int32)
+    data_days = np.asarray(arrays.to_numpy(pc.cast(data["date"], pa.int32())), dtype=np.int32)
+    frag_days = np.asarray(arrays.to_numpy(pc.cast(fragment["date"], pa.int32())), dtype=np.int32)
     at = np.clip(np.searchsorted(data_days, frag_days), 0, len(data_days) - 1)
     if not bool(np.all(data_days[at] == frag_days)):
         return False
@@ -112,7 +112,7 @@ def _table(removals: Iterable[Removal], at: dt.datetime, by: str) -> pa.Table:
 def _dedupe(tables: Sequence[pa.Table]) -> pa.Table:
     """One row per fragment identity (the earliest record), sorted by key."""
     if not tables:
-        return SCHEMA.empty_table()
+        return arrays.empty_table(SCHEMA)
     both = pa.concat_tables([t.cast(SCHEMA) for t in tables])
     order = pc.sort_indices(
         both,
@@ -126,9 +126,9 @@ def _dedupe(tables: Sequence[pa.Table]) -> pa.Table:
     both = both.take(order)
     if both.num_rows == 0:
         return both
-    key = both["key"].to_numpy(zero_copy_only=False)
-    size = both["size"].to_numpy()
-    mtime = both["mtime_us"].to_numpy()
+    key = arrays.to_numpy(both["key"])
+    size = arrays.to_numpy(both["size"])
+    mtime = arrays.to_numpy(both["mtime_us"])
     first = np.ones(both.num_rows, dtype=bool)
     first[1:] = (key[1:] != key[:-1]) | (size[1:] != size[:-1]) | (mtime[1:] != mtime[:-1])
     return both.filter(pa.array(first))
@@ -150,7 +150,7 @@ def remove(
         held = parts.read_all(lake, MANIFEST_KEY)
     else:
         own = parts.part_key(MANIFEST_KEY, shard)
-        held = [lake.read_table(own)] if lake.exists(own) else []
+        held = [parts.read_parquet(lake, own)] if lake.exists(own) else []
     parts.write(lake, MANIFEST_KEY, _dedupe([*held, new]), shard)
     for r in removals:
         lake.delete(r.fragment.key)

@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batch import arrays, common, parts, pool, precedence, tails
 from batch import cleanup as cleaner
-from batch import common, parts, pool, precedence, tails
 from batch import manifest as mf
 from batch.manifest import FragmentId, SymbolState
 from core import layout
@@ -130,7 +130,7 @@ class Options:
 
 # -- pure steps ------------------------------------------------------------------------------
 def _days(table: pa.Table) -> npt.NDArray[np.int32]:
-    return np.asarray(pc.cast(table["date"], pa.int32()).to_numpy(), dtype=np.int32)
+    return arrays.date_days(table)
 
 
 def _as(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -145,7 +145,7 @@ def merge(data: pa.Table | None, fragments: Sequence[pa.Table]) -> tuple[pa.Tabl
     case, skip the full merge.
     """
     frags = [_as(f, BRONZE_DAILY) for f in fragments if f.num_rows]
-    old = _as(data, WORK_SCHEMA) if data is not None else WORK_SCHEMA.empty_table()
+    old = _as(data, WORK_SCHEMA) if data is not None else arrays.empty_table(WORK_SCHEMA)
     if not frags:
         return old, None
     new = pa.concat_tables(frags) if len(frags) > 1 else frags[0]
@@ -181,7 +181,7 @@ def earliest_change(
     for name in _COMPARED:
         eq = pc.fill_null(pc.equal(a[name], b[name]), False)
         both_null = pc.and_(pc.is_null(a[name]), pc.is_null(b[name]))
-        changed |= ~np.asarray(pc.or_(eq, both_null).to_numpy(zero_copy_only=False), bool)
+        changed |= ~np.asarray(arrays.to_numpy(pc.or_(eq, both_null)), bool)
     if not changed.any():
         return None
     return layout_date(int(days[np.flatnonzero(changed)[0]]))

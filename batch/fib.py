@@ -21,6 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batch import arrays
 from core import calendar
 from core.schemas import SILVER
 
@@ -125,7 +126,7 @@ class Daily:
                 return np.zeros(0, dtype=dtype)
             # one concatenation in Arrow's C++, then a zero-copy view
             whole = pa.concat_arrays(chunks) if len(chunks) > 1 else chunks[0]
-            return np.asarray(whole.to_numpy(zero_copy_only=False), dtype=dtype)
+            return np.asarray(arrays.to_numpy(whole), dtype=dtype)
 
         return cls(
             symbols=list(symbols),
@@ -237,7 +238,7 @@ def bars(daily: Daily, interval: int, anchor: Anchor, last_day: int | None) -> p
     """
     n = int(interval)
     if daily.rows == 0:
-        return SILVER.empty_table()
+        return arrays.empty_table(SILVER)
     g = group_of(daily, n, anchor)
     new = np.ones(daily.rows, dtype=bool)
     new[1:] = g[1:] != g[:-1]
@@ -254,20 +255,20 @@ def bars(daily: Daily, interval: int, anchor: Anchor, last_day: int | None) -> p
         complete = np.asarray(days == n, dtype=bool)
     seg = daily.segment_of(starts)
     symbol = pa.DictionaryArray.from_arrays(
-        pa.array(seg.astype(np.int32)), pa.array(daily.symbols, pa.string())
+        arrays.from_numpy(seg.astype(np.int32)), arrays.strings(daily.symbols)
     ).cast(pa.string())
     return pa.table(
         [
             symbol,
-            pa.array(start_date, pa.date32()),
-            pa.array(daily.date[ends], pa.date32()),
-            pa.array(daily.open[starts]),
-            pa.array(np.maximum.reduceat(daily.high, starts)),
-            pa.array(np.minimum.reduceat(daily.low, starts)),
-            pa.array(daily.close[ends]),
-            pa.array(sequential_sums(daily.volume, starts, days)),
-            pa.array(days),
-            pa.array(complete),
+            arrays.from_numpy(start_date, pa.date32()),
+            arrays.from_numpy(daily.date[ends], pa.date32()),
+            arrays.from_numpy(daily.open[starts]),
+            arrays.from_numpy(np.maximum.reduceat(daily.high, starts)),
+            arrays.from_numpy(np.minimum.reduceat(daily.low, starts)),
+            arrays.from_numpy(daily.close[ends]),
+            arrays.from_numpy(sequential_sums(daily.volume, starts, days)),
+            arrays.from_numpy(days),
+            arrays.from_numpy(complete),
         ],
         schema=SILVER,
     )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch import parts
 from core import layout
@@ -42,6 +43,7 @@ MAX_CHANGES: Final = 64
 """Versions of change history kept per symbol; a resample further behind redoes the symbol."""
 DATA_META_KEY: Final = b"condvest.consolidation"
 _UNIX: Final = dt.date(1970, 1, 1)
+_UNIX_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 FRAGMENT = pa.struct(
     [
@@ -195,21 +197,32 @@ def _to_table(states: Iterable[SymbolState]) -> pa.Table:
 
 
 def _from_table(table: pa.Table) -> list[SymbolState]:
+    # column by column, timestamps by hand: Table.to_pylist converts a zoned timestamp
+    # through pandas, whose import costs seconds of CPU in every process
+    table = table.set_column(
+        table.schema.get_field_index("changed_at"),
+        "changed_at",
+        pc.cast(table["changed_at"], pa.int64()),
+    )
+    cols = {name: table[name].to_pylist() for name in table.column_names}
     out = []
-    for r in table.to_pylist():
+    for i, symbol in enumerate(cols["symbol"]):
+        changed_us = cols["changed_at"][i]
         out.append(
             SymbolState(
-                symbol=r["symbol"],
-                revision=r["revision"],
-                version=r["version"],
-                data_size=r["data_size"],
-                rows=r["rows"],
-                first_date=r["first_date"],
-                last_date=r["last_date"],
-                earliest_changed=r["earliest_changed"],
-                changed_at=r["changed_at"],
-                changes=[(c["version"], c["earliest"]) for c in r["changes"]],
-                fragments=[FragmentId(**f) for f in r["fragments"]],
+                symbol=symbol,
+                revision=cols["revision"][i],
+                version=cols["version"][i],
+                data_size=cols["data_size"][i],
+                rows=cols["rows"][i],
+                first_date=cols["first_date"][i],
+                last_date=cols["last_date"][i],
+                earliest_changed=cols["earliest_changed"][i],
+                changed_at=None
+                if changed_us is None
+                else _UNIX_UTC + dt.timedelta(microseconds=changed_us),
+                changes=[(c["version"], c["earliest"]) for c in cols["changes"][i]],
+                fragments=[FragmentId(**f) for f in cols["fragments"][i]],
             )
         )
     return out

@@ -9,10 +9,12 @@ parts are deleted only after the main file is written, so a crash loses nothing)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from core.lake import Lake
+from core.lake import Lake, LakeError
 from core.sharding import Shard
 
 
@@ -32,10 +34,27 @@ def part_keys(lake: Lake, main_key: str) -> list[str]:
     ]
 
 
+def read_parquet(lake: Lake, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read one Parquet file whole, as :meth:`Lake.read_table` but cheaper for a batch job.
+
+    ``pq.read_table`` goes through ``pyarrow.dataset``, whose import pulls in pandas: seconds
+    of CPU in every process that reads a metadata file. One read of the bytes and a
+    ``ParquetFile`` give the same table without it.
+    """
+    try:
+        source = pa.BufferReader(lake.read_bytes(key))
+        return pq.ParquetFile(source).read(
+            columns=list(columns) if columns else None, use_threads=False
+        )
+    except (OSError, pa.ArrowInvalid) as exc:
+        msg = f"cannot read {lake.uri(key)}: {exc}"
+        raise LakeError(msg) from exc
+
+
 def read_all(lake: Lake, main_key: str) -> list[pa.Table]:
     """The main file (when present) and every part, in that order."""
     keys = ([main_key] if lake.exists(main_key) else []) + part_keys(lake, main_key)
-    return [lake.read_table(k) for k in keys]
+    return [read_parquet(lake, k) for k in keys]
 
 
 def write(lake: Lake, main_key: str, table: pa.Table, shard: Shard) -> None:

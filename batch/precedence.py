@@ -25,6 +25,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batch import arrays
+
 SOURCE_RANK: Final = {"live": 0, "export": 1, "flatfile": 2, "rest": 3}
 """Tie-break on equal ``ingested_at``: higher wins."""
 VALUE_COLUMNS: Final = ("open", "high", "low", "close", "volume", "vwap", "transactions")
@@ -33,7 +35,7 @@ _TIE_VALUES: Final = ("close", "open", "high", "low", "volume", "vwap", "transac
 
 
 def _ranks(table: pa.Table) -> npt.NDArray[np.int8]:
-    src = table["source"].to_numpy(zero_copy_only=False)
+    src = arrays.to_numpy(table["source"])
     out = np.full(len(src), -1, dtype=np.int8)
     for name, rank in SOURCE_RANK.items():
         out[src == name] = rank
@@ -42,7 +44,7 @@ def _ranks(table: pa.Table) -> npt.NDArray[np.int8]:
 
 def _float(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
     col = pc.cast(table[name], pa.float64())
-    return np.asarray(pc.fill_null(col, -np.inf).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.asarray(arrays.to_numpy(pc.fill_null(col, -np.inf)), dtype=np.float64)
 
 
 def order_keys(table: pa.Table) -> list[npt.NDArray[np.generic]]:
@@ -51,10 +53,10 @@ def order_keys(table: pa.Table) -> list[npt.NDArray[np.generic]]:
     Primary key is the date, then eligibility (a ``live`` row on a date that has a ``rest`` row
     is ineligible), then ``ingested_at``, source rank and the values of the tie-break.
     """
-    days = np.asarray(pc.cast(table["date"], pa.int32()).to_numpy(), dtype=np.int32)
+    days = np.asarray(arrays.to_numpy(pc.cast(table["date"], pa.int32())), dtype=np.int32)
     ranks = _ranks(table)
     ingested = np.asarray(
-        pc.cast(table["ingested_at"], pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64
+        arrays.to_numpy(pc.cast(table["ingested_at"], pa.int64())), dtype=np.int64
     )
     rest_days = np.unique(days[ranks == SOURCE_RANK["rest"]])
     eligible = ~((ranks == SOURCE_RANK["live"]) & np.isin(days, rest_days))
@@ -97,7 +99,7 @@ def beats_or_equals(kept: pa.Table, other: pa.Table) -> npt.NDArray[np.bool_]:
         a, b = kept[name], other[name]
         eq = pc.fill_null(pc.equal(a, b), False)
         both_null = pc.and_(pc.is_null(a), pc.is_null(b))
-        same &= np.asarray(pc.or_(eq, both_null).to_numpy(zero_copy_only=False), dtype=bool)
+        same &= np.asarray(arrays.to_numpy(pc.or_(eq, both_null)), dtype=bool)
     keys = order_keys(both)
     # Each pair is its own "date" for the comparison: rebase the primary key on the pair index.
     pair = np.concatenate([np.arange(n), np.arange(n)]).astype(np.int64)
@@ -111,7 +113,5 @@ def beats_or_equals(kept: pa.Table, other: pa.Table) -> npt.NDArray[np.bool_]:
     winner_of_pair = order[1::2]  # each pair sorts to two adjacent slots; the winner is second
     kept_wins = np.zeros(n, dtype=bool)
     kept_wins[winner_of_pair[winner_of_pair < n]] = True
-    same_day = np.asarray(
-        pc.equal(kept["date"], other["date"]).to_numpy(zero_copy_only=False), dtype=bool
-    )
+    same_day = np.asarray(arrays.to_numpy(pc.equal(kept["date"], other["date"])), dtype=bool)
     return np.asarray(same | (kept_wins & same_day), dtype=bool)

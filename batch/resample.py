@@ -44,8 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from batch import arrays, common, fib, parts, planning, pool, silver, staging, tails
 from batch import checkpoint as ckpt
-from batch import common, fib, planning, pool, silver, staging, tails
 from batch import manifest as mf
 from batch.checkpoint import Checkpoint, SymbolMark
 from batch.fib import Anchor
@@ -136,13 +136,13 @@ def read_daily(lake: Lake, symbol: str) -> pa.Table:
     key = layout.consolidated(symbol)
     with lake.fs.open_input_file(lake.path(key)) as f:
         table = pq.ParquetFile(f).read(columns=list(fib.READ_COLUMNS))
-    days = np.asarray(pc.cast(table["date"], pa.int32()).to_numpy(), dtype=np.int32)
+    days = arrays.date_days(table)
     if len(days) > 1 and not bool(np.all(days[1:] > days[:-1])):
         order = np.argsort(days, kind="stable")
         if bool(np.any(np.diff(days[order]) == 0)):
             msg = f"{lake.uri(key)} has more than one row for a date; consolidate it first"
             raise ValueError(msg)
-        table = table.take(pa.array(order))
+        table = table.take(arrays.from_numpy(order))
     return table
 
 
@@ -174,7 +174,7 @@ def _footer_last_day(lake: Lake, key: str) -> int | None:
             best = value if best is None else max(best, value)
         if best is not None or meta.num_rows == 0:
             return best
-    table = pq.read_table(lake.path(key), filesystem=lake.fs, columns=["date"])
+    table = parts.read_parquet(lake, key, columns=["date"])
     top = pc.max(table["date"]).as_py()
     return None if top is None else _days(top)
 
@@ -264,9 +264,11 @@ def commit(
         existing = None
         if month in listed and not fresh:
             old = lake.read_bytes(key)
-            existing = pq.read_table(pa.BufferReader(old))
+            existing = pq.ParquetFile(pa.BufferReader(old)).read(use_threads=False)
         idx = by_month.get(month)
-        rows = SILVER.empty_table() if idx is None else patch.rows.take(pa.array(idx))
+        rows = (
+            arrays.empty_table(SILVER) if idx is None else patch.rows.take(arrays.from_numpy(idx))
+        )
         table = rows if as_is else silver.apply(existing, rows, patch, interval, anchor, last_day)
         if table.num_rows == 0:
             if month in listed:

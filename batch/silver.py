@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import fib
+from batch import arrays, fib
 from core import layout
 from core.lake import Lake
 from core.schemas import SILVER
@@ -85,12 +85,12 @@ def sort_bars(table: pa.Table) -> pa.Table:
         return table
     encoded = table["symbol"].combine_chunks().dictionary_encode()
     rank = np.argsort(np.argsort(np.asarray(encoded.dictionary.to_pylist(), dtype=object)))
-    codes = rank[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
-    starts = np.asarray(pc.cast(table["start_date"], pa.int32()).to_numpy(), dtype=np.int64)
+    codes = rank[np.asarray(arrays.to_numpy(encoded.indices), dtype=np.int64)]
+    starts = np.asarray(arrays.to_numpy(pc.cast(table["start_date"], pa.int32())), dtype=np.int64)
     order = np.lexsort((starts, codes))
     if bool(np.all(order[1:] > order[:-1])):
         return table
-    return table.take(pa.array(order))
+    return table.take(arrays.from_numpy(order))
 
 
 def month_groups(bars: pa.Table) -> dict[int, npt.NDArray[np.int64]]:
@@ -100,7 +100,7 @@ def month_groups(bars: pa.Table) -> dict[int, npt.NDArray[np.int64]]:
     """
     if bars.num_rows == 0:
         return {}
-    starts = np.asarray(pc.cast(bars["start_date"], pa.int32()).to_numpy(), dtype=np.int32)
+    starts = np.asarray(arrays.to_numpy(pc.cast(bars["start_date"], pa.int32())), dtype=np.int32)
     months = month_index(starts)
     order = np.argsort(months, kind="stable")
     sorted_months = months[order]
@@ -111,7 +111,7 @@ def month_groups(bars: pa.Table) -> dict[int, npt.NDArray[np.int64]]:
 
 def split_by_month(bars: pa.Table) -> dict[int, pa.Table]:
     """Bars grouped by their start month, keeping their order within a month."""
-    return {m: bars.take(pa.array(idx)) for m, idx in month_groups(bars).items()}
+    return {m: bars.take(arrays.from_numpy(idx)) for m, idx in month_groups(bars).items()}
 
 
 def listed_months(lake: Lake, interval: int) -> dict[int, int]:
@@ -135,7 +135,7 @@ class Patch:
     """
 
     cuts: dict[str, int] = field(default_factory=dict)
-    rows: pa.Table = field(default_factory=SILVER.empty_table)
+    rows: pa.Table = field(default_factory=lambda: arrays.empty_table(SILVER))
     months: set[int] = field(default_factory=set)
     replace_shards: list[Shard] = field(default_factory=list)
 
@@ -170,18 +170,16 @@ def _replaced(existing: pa.Table, patch: Patch) -> npt.NDArray[np.bool_]:
         owned = [s for s in unique if any(_owns(sh, s) for sh in patch.replace_shards)]
         if owned:
             drop |= np.asarray(
-                pc.is_in(symbols, value_set=pa.array(owned, pa.string())).to_numpy(
-                    zero_copy_only=False
-                ),
+                arrays.to_numpy(pc.is_in(symbols, value_set=arrays.strings(owned))),
                 dtype=bool,
             )
     if patch.cuts:
         names = list(patch.cuts)
         cut_values = np.array([patch.cuts[s] for s in names], dtype=np.int64)
-        idx = pc.index_in(symbols, value_set=pa.array(names, pa.string()))
-        has = np.asarray(pc.is_valid(idx).to_numpy(zero_copy_only=False), dtype=bool)
-        pos = np.asarray(pc.fill_null(idx, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-        starts = np.asarray(pc.cast(existing["start_date"], pa.int32()).to_numpy(), np.int64)
+        idx = pc.index_in(symbols, value_set=arrays.strings(names))
+        has = np.asarray(arrays.to_numpy(pc.is_valid(idx)), dtype=bool)
+        pos = np.asarray(arrays.to_numpy(pc.fill_null(idx, 0)), dtype=np.int64)
+        starts = np.asarray(arrays.to_numpy(pc.cast(existing["start_date"], pa.int32())), np.int64)
         drop |= has & (starts >= cut_values[pos])
     return drop
 
@@ -206,16 +204,20 @@ def apply(
     tables = []
     if existing is not None and existing.num_rows:
         existing = existing.cast(SILVER)
-        tables.append(existing.filter(pa.array(~_replaced(existing, patch))))
+        tables.append(existing.filter(arrays.from_numpy(~_replaced(existing, patch))))
     if patch_rows.num_rows:
         tables.append(patch_rows.cast(SILVER))
     if not tables:
-        return SILVER.empty_table()
+        return arrays.empty_table(SILVER)
     table = sort_bars(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
     if anchor == "calendar" and table.num_rows:
-        starts = np.asarray(pc.cast(table["start_date"], pa.int32()).to_numpy(), dtype=np.int32)
+        starts = np.asarray(
+            arrays.to_numpy(pc.cast(table["start_date"], pa.int32())), dtype=np.int32
+        )
         complete = fib.complete_calendar(starts, interval, last_day)
-        table = table.set_column(SILVER.get_field_index("complete"), "complete", pa.array(complete))
+        table = table.set_column(
+            SILVER.get_field_index("complete"), "complete", arrays.from_numpy(complete)
+        )
     return table
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import fib, parts
+from batch import arrays, fib, parts
 from core import layout
 from core.lake import Lake
 from core.schemas import FIB_INTERVALS
@@ -56,31 +56,36 @@ class Tail:
 
 def tail_of(data: pa.Table, version: int, earliest_day: int) -> Tail:
     """The tail of a consolidated table for a change at ``earliest_day`` (date32)."""
-    days = np.asarray(pc.cast(data["date"], pa.int32()).to_numpy(), dtype=np.int32)
+    days = np.asarray(arrays.to_numpy(pc.cast(data["date"], pa.int32())), dtype=np.int32)
     first = max(0, int(np.searchsorted(days, earliest_day, side="left")) - MAX_BACK)
     # copies: a slice would drag (and pickle) the whole history's buffers along
     part = data.slice(first)
-    columns = [pa.array(days[first:].copy(), pa.date32())]
+    columns = [arrays.from_numpy(days[first:].copy(), pa.date32())]
     for name in fib.PRICE_COLUMNS:
-        values = np.asarray(part[name].to_numpy(), dtype=np.float64)
-        columns.append(pa.array(values.copy()))
+        values = np.asarray(arrays.to_numpy(part[name]), dtype=np.float64)
+        columns.append(arrays.from_numpy(values.copy()))
     return Tail(version, first, pa.table(columns, schema=ROWS))
 
 
 def _to_table(tails: Mapping[str, Tail]) -> pa.Table:
-    pieces = []
-    for symbol in sorted(tails):
-        t = tails[symbol]
-        n = t.rows.num_rows
-        head = pa.table(
-            {
-                "symbol": pa.array([symbol] * n, pa.string()),
-                "version": pa.array(np.full(n, t.version, dtype=np.int64)),
-                "first_row": pa.array(np.full(n, t.first_row, dtype=np.int64)),
-            }
-        )
-        pieces.append(pa.table([*head.columns, *t.rows.columns], schema=SCHEMA))
-    return pa.concat_tables(pieces) if pieces else SCHEMA.empty_table()
+    symbols = sorted(tails)
+    if not symbols:
+        return arrays.empty_table(SCHEMA)
+    counts = np.array([tails[s].rows.num_rows for s in symbols], dtype=np.int64)
+    codes = np.repeat(np.arange(len(symbols), dtype=np.int32), counts)
+    symbol = pa.DictionaryArray.from_arrays(arrays.from_numpy(codes), arrays.strings(symbols))
+    versions = np.array([tails[s].version for s in symbols], dtype=np.int64)
+    firsts = np.array([tails[s].first_row for s in symbols], dtype=np.int64)
+    rows = pa.concat_tables([tails[s].rows for s in symbols])
+    return pa.table(
+        [
+            symbol.cast(pa.string()),
+            arrays.from_numpy(np.repeat(versions, counts)),
+            arrays.from_numpy(np.repeat(firsts, counts)),
+            *rows.columns,
+        ],
+        schema=SCHEMA,
+    )
 
 
 def _from_tables(tables: list[pa.Table]) -> dict[str, Tail]:
@@ -89,11 +94,11 @@ def _from_tables(tables: list[pa.Table]) -> dict[str, Tail]:
         if table.num_rows == 0:
             continue
         table = table.cast(SCHEMA)
-        symbols = table["symbol"].to_numpy(zero_copy_only=False)
+        symbols = arrays.to_numpy(table["symbol"])
         edges = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
         bounds = [0, *edges.tolist(), len(symbols)]
-        versions = table["version"].to_numpy()
-        firsts = table["first_row"].to_numpy()
+        versions = arrays.to_numpy(table["version"])
+        firsts = arrays.to_numpy(table["first_row"])
         rows = table.select(list(ROWS.names))
         for lo, hi in itertools.pairwise(bounds):
             symbol = str(symbols[lo])
@@ -120,6 +125,6 @@ def write(lake: Lake, new: Mapping[str, Tail], shard: Shard) -> None:
         held = _from_tables(parts.read_all(lake, KEY))
     else:
         own = parts.part_key(KEY, shard)
-        held = _from_tables([lake.read_table(own)] if lake.exists(own) else [])
+        held = _from_tables([parts.read_parquet(lake, own)] if lake.exists(own) else [])
     held.update(new)
     parts.write(lake, KEY, _to_table(held), shard)

@@ -29,6 +29,7 @@ import pyarrow as pa
 from batch.consolidate import write_data
 from batch.manifest import SymbolState
 from core import calendar, layout
+from core.bronze import FRAGMENT_COMPRESSION
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY
 
@@ -170,7 +171,8 @@ def working_copy(spec: Spec, name: str) -> Lake:
 
 
 def add_session(lake: Lake, symbols: list[str], day: dt.date, seed: int = 0) -> int:
-    """One new session for ``symbols``: a date= fragment each (as the daily replay writes)."""
+    """One new session for ``symbols``: a date= fragment each, as the daily replay writes it
+    (same codec as :class:`core.bronze.BronzeSink`)."""
     days = np.array([calendar.to_days(day)], dtype=np.int32)
     ingested = dt.datetime.combine(day, dt.time(22), dt.UTC)
 
@@ -183,7 +185,9 @@ def add_session(lake: Lake, symbols: list[str], day: dt.date, seed: int = 0) -> 
             "ingested_at",
             pa.array([ingested], BRONZE_DAILY.field("ingested_at").type),
         )
-        lake.write_table(layout.daily_fragment(symbol, day), table)
+        lake.write_parquet(
+            layout.daily_fragment(symbol, day), table, compression=FRAGMENT_COMPRESSION
+        )
 
     with ThreadPoolExecutor(8) as ex:
         list(ex.map(one, symbols))
