@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 
 from api.auth import key_matches
 from api.resources import Resources
-from core.layout import LayoutError, check_symbol
+from core.layout import LayoutError, normalise_symbol
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -44,7 +44,7 @@ def require_api_key(
 def valid_symbol(symbol: Annotated[str, Path(description="Ticker, e.g. AAPL")]) -> str:
     """The path's symbol, upper-cased; 400 when it cannot be a ticker."""
     try:
-        return check_symbol(symbol.upper())
+        return normalise_symbol(symbol)
     except LayoutError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from exc
 

@@ -73,9 +73,7 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> JobA
         shard = Shard.parse(ns.shard)
         symbols = None
         if ns.symbols:
-            symbols = [
-                layout.check_symbol(s.strip().upper()) for s in ns.symbols.split(",") if s.strip()
-            ]
+            symbols = [layout.normalise_symbol(s) for s in ns.symbols.split(",") if s.strip()]
         ivals: tuple[int, ...] = FIB_INTERVALS
         if getattr(ns, "intervals", None):
             ivals = tuple(sorted({int(x) for x in ns.intervals.split(",") if x.strip()}))

@@ -10,7 +10,8 @@ import datetime as dt
 import re
 from typing import Final
 
-SYMBOL_RE: Final = re.compile(r"^[A-Z][A-Z0-9.\-]{0,14}$")
+SYMBOL_RE: Final = re.compile(r"^[A-Z][A-Za-z0-9.\-]{0,14}$")
+"""Polygon spells preferred shares with a lower-case class letter (``BCpC``), so case is kept."""
 DAILY: Final = "bronze/raw_ohlcv"
 MINUTE: Final = "bronze/raw_ohlcv_1m"
 META: Final = "processing_metadata"
@@ -23,9 +24,21 @@ class LayoutError(ValueError):
 def check_symbol(symbol: str) -> str:
     """Return ``symbol`` when it is a safe ticker; path segments come from it."""
     if not SYMBOL_RE.match(symbol):
-        msg = f"invalid symbol {symbol!r}: expected 1-15 of A-Z 0-9 . - starting with a letter"
+        msg = (
+            f"invalid symbol {symbol!r}: expected 1-15 of A-Z a-z 0-9 . - "
+            "starting with a capital letter"
+        )
         raise LayoutError(msg)
     return symbol
+
+
+def normalise_symbol(text: str) -> str:
+    """A user's ticker as the lake spells it: all lower-case input is upper-cased, mixed case kept.
+
+    ``aapl`` means ``AAPL``, but ``BCpC`` (a preferred share) is not ``BCPC`` (another issuer).
+    """
+    text = text.strip()
+    return check_symbol(text.upper() if text == text.lower() else text)
 
 
 def symbol_dir(symbol: str) -> str:

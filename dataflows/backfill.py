@@ -448,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.symbols:
         try:
             symbols = sorted(
-                {layout.check_symbol(s.strip().upper()) for s in ns.symbols.split(",") if s.strip()}
+                {layout.normalise_symbol(s) for s in ns.symbols.split(",") if s.strip()}
             )
         except layout.LayoutError as exc:
             p.error(str(exc))

@@ -19,7 +19,7 @@ from api.auth import key_matches
 from api.deps import API_KEY_HEADER, Res, Symbol
 from api.models import ErrorResponse, LatestResponse
 from api.resources import Resources
-from core.layout import LayoutError, check_symbol
+from core.layout import LayoutError, normalise_symbol
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["live"])
@@ -51,7 +51,7 @@ def parse_symbols(raw: str | None) -> frozenset[str] | None:
     """The requested symbols, or None for all (empty or ``*``); ValueError on a bad one."""
     if raw is None or raw.strip() in ("", "*"):
         return None
-    return frozenset(check_symbol(s.strip().upper()) for s in raw.split(",") if s.strip())
+    return frozenset(normalise_symbol(s) for s in raw.split(",") if s.strip())
 
 
 def wanted(message: dict[str, Any], symbols: frozenset[str] | None) -> bool:

@@ -103,13 +103,13 @@ def test_awkward_valid_rows_are_written_and_consolidated_as_the_contract_says(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/layout.py SYMBOL_RE is upper-case only, but Polygon names preferreds with a "
-    "lower-case 'p' (BCpC, MRTpA; polygon-io/issues#3: tickers match [A-Za-z.]+), so every "
-    "session quarantines them; API/CLI .upper() would also turn BCpC into BCPC, another issuer",
-)
 def test_polygon_preferred_tickers_are_kept() -> None:
     valid, rejected, _ = check_fetch(Fetch.of(DAY, [row("BCpC"), row("BCPC")], 1, NOW))
     assert rejected.num_rows == 0, rejected["reason"].to_pylist()
     assert sorted(valid["symbol"].to_pylist()) == ["BCPC", "BCpC"]
+
+
+def test_user_input_is_upper_cased_only_when_all_lower_case() -> None:
+    assert layout.normalise_symbol(" aapl ") == "AAPL"
+    assert layout.normalise_symbol("BCpC") == "BCpC"
+    assert layout.normalise_symbol("brk.b") == "BRK.B"
