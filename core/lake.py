@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -73,7 +73,8 @@ class Lake:
             self.url = f"s3://{self.root}"
             self.is_local = False
         elif parsed.scheme in ("file", ""):
-            path = Path(parsed.path if parsed.scheme == "file" else url).expanduser().resolve()
+            path = Path(unquote(parsed.path) if parsed.scheme == "file" else url)
+            path = path.expanduser().resolve()
             self.fs = pafs.LocalFileSystem()
             self.root = str(path)
             self.url = path.as_uri()

@@ -79,7 +79,14 @@ SYMBOL_META: Final = pa.schema(
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Select and cast ``table`` to ``schema`` exactly (column order, types, no extras)."""
+    """Select and cast ``table`` to ``schema`` exactly (column order, types, no extras).
+
+    A nullable column the table lacks is added as nulls: writers that never knew ``vwap`` or
+    ``transactions`` still produce valid rows. A missing required column is an error.
+    """
+    for field in schema:
+        if field.nullable and field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         msg = f"table lacks columns required by the schema: {missing}"

@@ -55,12 +55,6 @@ def test_lake_url_forms_name_the_same_root(tmp_path: Path, monkeypatch: pytest.M
             Lake(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/lake.py Lake.__init__ uses urlparse(url).path without unquote: "
-    "file:///tmp/a%20b writes under a directory literally named 'a%20b' and Lake.url "
-    "double-encodes it (a%2520b)",
-)
 def test_a_file_url_is_percent_decoded(tmp_path: Path) -> None:
     root = tmp_path / "my lake"
     lake = Lake(root.as_uri())
@@ -86,12 +80,6 @@ def test_consolidate_conforms_loosely_typed_fragments(local_lake: Lake) -> None:
     assert t["ingested_at"].to_pylist() == [NOW] * 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consolidate fails a symbol whose fragment omits the nullable vwap/transactions "
-    "columns ('table lacks columns required by the schema'); nullable columns could be "
-    "filled with nulls (core.schemas.conform) instead",
-)
 def test_a_fragment_without_the_nullable_columns_is_merged(local_lake: Lake) -> None:
     (day,) = _days(1)
     t = _fragment(day).drop_columns(["vwap", "transactions"])
