@@ -51,6 +51,7 @@ from core.schemas import BRONZE_DAILY, conform
 from core.settings import BatchSettings
 from core.sharding import Shard
 from core.stores import postgres
+from core.validation import check_daily
 
 log = logging.getLogger("batch.export")
 
@@ -89,6 +90,7 @@ class ExportReport:
     rows: int = 0
     files: int = 0
     merged_existing: int = 0
+    quarantined: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     resumed_after: str | None = None
     complete: bool = False
@@ -108,7 +110,8 @@ class ExportReport:
         return (
             f"{'[dry run] ' if self.dry_run else ''}{self.symbols} symbols in scope{resumed}, "
             f"{self.skipped} done before; {verb} {self.exported} symbols, {self.rows} rows in "
-            f"{self.files} files ({self.merged_existing} merged with an existing fragment); "
+            f"{self.files} files ({self.merged_existing} merged with an existing fragment), "
+            f"{self.quarantined} rows quarantined; "
             f"{len(self.failed)} failed, {self.seconds:.2f}s ({rate:.0f} rows/s)"
         )
 
@@ -120,6 +123,7 @@ class ExportReport:
             "exported": self.exported,
             "rows": self.rows,
             "files": self.files,
+            "quarantined": self.quarantined,
             "failed": len(self.failed),
             "complete": self.complete,
         }
@@ -290,12 +294,26 @@ def write_symbol(lake: Lake, symbol: str, table: pa.Table) -> tuple[str, bool]:
     return key, merged
 
 
+def quarantine(lake: Lake, symbol: str, rejected: pa.Table, day: dt.date) -> str:
+    """Rows the contract refuses (a non-session date, a bad price): kept with their reasons.
+
+    The part id hashes the payloads, so a rerun rewrites the same file instead of adding one.
+    """
+    digest = hashlib.sha256()
+    for payload in rejected["payload"].to_pylist():
+        digest.update(str(payload).encode())
+    key = layout.quarantine_part("export", day, f"{symbol}-{digest.hexdigest()[:16]}")
+    lake.write_table(key, rejected)
+    return key
+
+
 @dataclass(slots=True)
 class _Done:
     symbol: str
     rows: int = 0
     key: str | None = None
     merged: bool = False
+    quarantined: int = 0
     error: str | None = None
 
 
@@ -352,8 +370,15 @@ def _export_one(
             return _Done(symbol)
         if opts.dry_run:
             return _Done(symbol, rows=len(rows))
-        key, merged = write_symbol(lake, symbol, to_bronze(rows))
-        return _Done(symbol, rows=len(rows), key=key, merged=merged)
+        now = dt.datetime.now(dt.UTC)
+        checked = check_daily(to_bronze(rows), source="export", received_at=now)
+        bad = checked.rejected.num_rows
+        if bad:
+            quarantine(lake, symbol, checked.rejected, now.date())
+        if checked.valid.num_rows == 0:
+            return _Done(symbol, rows=0, quarantined=bad)
+        key, merged = write_symbol(lake, symbol, checked.valid)
+        return _Done(symbol, rows=checked.valid.num_rows, key=key, merged=merged, quarantined=bad)
 
     try:
         return retry.call(
@@ -429,6 +454,7 @@ def run(
                             report.rows += d.rows
                             report.files += d.key is not None
                             report.merged_existing += d.merged
+                        report.quarantined += d.quarantined
                     bar.update(len(chunk))
                     if not opts.dry_run and ok_prefix is not None:
                         totals = _save_checkpoint(lake, ckey, scope, ok_prefix, totals, done)

@@ -48,12 +48,6 @@ def test_export_of_dotted_symbols_round_trips(pg_url: str, local_lake: Lake) -> 
     assert set(t["source"].to_pylist()) == {"export"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batch/export.py writes database rows unvalidated: a legacy row on a non-session "
-    "(here Saturday 2025-01-11) becomes a bronze fragment, consolidate keeps it and silver "
-    "gets bars with days > N; run core.validation.check_daily and quarantine the rejects",
-)
 def test_export_never_brings_a_non_session_row_into_bronze(pg_url: str, local_lake: Lake) -> None:
     days = calendar.sessions_between(dt.date(2025, 1, 6), dt.date(2025, 1, 14))
     _insert(
@@ -63,3 +57,8 @@ def test_export_never_brings_a_non_session_row_into_bronze(pg_url: str, local_la
     assert consolidate.run(local_lake, workers=1).ok
     t = pq.read_table(local_lake.path(layout.consolidated("OLD")))
     assert t["date"].to_pylist() == days
+    quarantined = [e.key for e in local_lake.list("quarantine/export")]
+    assert len(quarantined) == 1
+    q = local_lake.read_table(quarantined[0])
+    assert q["date"].to_pylist() == [dt.date(2025, 1, 11)]
+    assert "session" in q["reason"][0].as_py()
