@@ -28,12 +28,13 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import parts
+from batch import arrays, parts
 from core import layout
 from core.lake import Entry, Lake
 from core.schemas import UTC_US
@@ -173,27 +174,72 @@ def _date(text: str | None) -> dt.date | None:
     return dt.date.fromisoformat(text) if text else None
 
 
+def _optional(values: list[int | None], type_: pa.DataType) -> pa.Array:
+    """A nullable fixed-width column from Python ints (None for null), without pandas."""
+    valid = np.array([v is not None for v in values], dtype=bool)
+    data = np.array([0 if v is None else v for v in values], dtype=np.int64)
+    if type_.bit_width == 32:
+        data = data.astype(np.int32)
+    if valid.all():
+        return arrays.from_numpy(data, type_)
+    bitmap = np.packbits(valid.astype(np.uint8), bitorder="little")
+    return pa.Array.from_buffers(
+        type_,
+        len(values),
+        [pa.py_buffer(bitmap), pa.py_buffer(data)],
+        null_count=int((~valid).sum()),
+    )
+
+
+def _lists(counts: list[int], values: pa.Array) -> pa.Array:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(arrays.from_numpy(offsets), values)
+
+
+def _day(day: dt.date | None) -> int | None:
+    return None if day is None else to_days(day)
+
+
 def _to_table(states: Iterable[SymbolState]) -> pa.Table:
-    rows: list[dict[str, Any]] = []
-    for s in sorted(states, key=lambda x: x.symbol):
-        rows.append(
-            {
-                "symbol": s.symbol,
-                "revision": s.revision,
-                "version": s.version,
-                "data_size": s.data_size,
-                "rows": s.rows,
-                "first_date": s.first_date,
-                "last_date": s.last_date,
-                "earliest_changed": s.earliest_changed,
-                "changed_at": s.changed_at,
-                "changes": [{"version": v, "earliest": d} for v, d in s.changes],
-                "fragments": [
-                    {"key": f.key, "size": f.size, "mtime_us": f.mtime_us} for f in s.fragments
-                ],
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    # built column by column from buffers: Table.from_pylist goes through pandas (its import
+    # costs seconds of CPU per process) and is slow for thousands of nested rows
+    rows = sorted(states, key=lambda x: x.symbol)
+    changes = [c for s in rows for c in s.changes]
+    frags = [f for s in rows for f in s.fragments]
+    change = pa.StructArray.from_arrays(
+        [
+            _optional([v for v, _ in changes], pa.int64()),
+            _optional([to_days(d) for _, d in changes], pa.date32()),
+        ],
+        fields=list(CHANGE),
+    )
+    fragment = pa.StructArray.from_arrays(
+        [
+            arrays.strings([f.key for f in frags]),
+            _optional([f.size for f in frags], pa.int64()),
+            _optional([f.mtime_us for f in frags], pa.int64()),
+        ],
+        fields=list(FRAGMENT),
+    )
+    micros = [
+        None if s.changed_at is None else (s.changed_at - _UNIX_UTC) // dt.timedelta(microseconds=1)
+        for s in rows
+    ]
+    columns = [
+        arrays.strings([s.symbol for s in rows]),
+        _optional([s.revision for s in rows], pa.int64()),
+        _optional([s.version for s in rows], pa.int64()),
+        _optional([s.data_size for s in rows], pa.int64()),
+        _optional([s.rows for s in rows], pa.int64()),
+        _optional([_day(s.first_date) for s in rows], pa.date32()),
+        _optional([_day(s.last_date) for s in rows], pa.date32()),
+        _optional([_day(s.earliest_changed) for s in rows], pa.date32()),
+        _optional(micros, SCHEMA.field("changed_at").type),
+        _lists([len(s.changes) for s in rows], change),
+        _lists([len(s.fragments) for s in rows], fragment),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
 def _from_table(table: pa.Table) -> list[SymbolState]:

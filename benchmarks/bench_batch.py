@@ -178,9 +178,16 @@ Details:
 - where the time goes (profiled on this machine, 2026-11-30): the full resample is about
   20 CPU s of user time plus 8 s of system time (reading 5,350 data.parquet about 4 s, then per
   interval the bars and its month files 1-3 s); numpy huge pages and Arrow's mimalloc had
-  doubled the system time (`batch.pool.tune_memory`). Consolidation costs about 5 ms of CPU per
-  symbol: data.parquet read 0.6 ms and written 1.2 ms, the one-row fragment read 0.75 ms (it is
-  zstd, as `core.lake` writes it: lz4 would read in 0.2 ms), the rest per-call overhead.
+  doubled the system time (`batch.pool.tune_memory`). Consolidation costs about 4 ms of CPU per
+  symbol: data.parquet read about 0.5 ms and encoded about 1 ms (LZ4; snappy or no codec were
+  no faster), its atomic write through the lake about 0.7 ms, the one-row snappy fragment read
+  0.3 ms (zstd took 1.2 ms), the tail for resampling 0.4 ms, the merge 0.4 ms.
+- start-up per process, which every CLI run and pool worker pays: exchange_calendars is no
+  longer imported (the XNYS table is cached in a file, `core.calendar`: 5.6 s to 0.8 s for a
+  CLI start under load) and pandas is no longer loaded by these jobs (pyarrow's `to_numpy`,
+  `pa.array`, `empty_table` and `pq.read_table` each import it, about 1.3 CPU s per process;
+  `batch.arrays` converts through buffers instead). In this harness the parent process has
+  already loaded both (the baseline uses pandas), so only the workers gain here.
 """
     print(body)
     if not ns.no_write:
