@@ -220,7 +220,7 @@ def read_consolidated(lake: Lake, key: str, *, decoded: bool = False) -> pa.Tabl
     raw = read_data(lake, key, dictionary=_DICTIONARY)
     meta = raw.schema.metadata
     table = raw if raw.schema.equals(WORK_SCHEMA) else conform(raw, BRONZE_DAILY)
-    table = table.cast(BRONZE_DAILY if decoded else WORK_SCHEMA)
+    table = _as(table, BRONZE_DAILY if decoded else WORK_SCHEMA)  # a cast copies every column
     return table.replace_schema_metadata(meta)
 
 

@@ -184,7 +184,7 @@ def add_session(lake: Lake, symbols: list[str], day: dt.date, seed: int = 0) -> 
             table.schema.get_field_index("ingested_at"),
             "ingested_at",
             pa.array([ingested], BRONZE_DAILY.field("ingested_at").type),
-        )
+        ).cast(BRONZE_DAILY)  # exactly the contract's schema, as BronzeSink writes it
         lake.write_parquet(
             layout.daily_fragment(symbol, day), table, compression=FRAGMENT_COMPRESSION
         )
