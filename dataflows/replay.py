@@ -541,10 +541,13 @@ class _StorePartition(StatelessSinkPartition[Checked | ChunkEnd]):
         valid = (
             pa.concat_tables([c.valid for c in checked]) if checked else BRONZE_DAILY.empty_table()
         )
+        started = time.monotonic()
         try:
             written = self._writer.write(valid)
         finally:
+            bronze_s = time.monotonic() - started
             db_rows = sum(f.result() for f in upserts)  # durable (or raising) before the ledger
+            db_wait_s = time.monotonic() - started - bronze_s
         outcomes = [c.outcome for c in checked]
         ledger.record_symbols(self._conn, valid)
         ledger.record_sessions(self._conn, outcomes)
@@ -552,7 +555,8 @@ class _StorePartition(StatelessSinkPartition[Checked | ChunkEnd]):
         done = sum(o.status == "complete" for o in outcomes)
         print(
             f"replay {end.part}: stored {done}/{len(end.sessions)} sessions,"
-            f" {valid.num_rows} rows, {written.files} files",
+            f" {valid.num_rows} rows, {written.files} files (bronze {bronze_s:.1f}s, then"
+            f" {db_wait_s:.1f}s waiting for Postgres)",
             file=sys.stderr,
             flush=True,
         )
