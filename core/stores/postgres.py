@@ -128,8 +128,23 @@ ON CONFLICT (symbol, date) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, vwap = EXCLUDED.vwap, transactions = EXCLUDED.transactions,
     source = EXCLUDED.source, ingested_at = EXCLUDED.ingested_at
-WHERE EXCLUDED.ingested_at >= t.ingested_at AND NOT (t.source = 'rest' AND EXCLUDED.source = 'live')
-"""
+WHERE (EXCLUDED.source = 'rest' AND t.source = 'live')
+   OR (NOT (t.source = 'rest' AND EXCLUDED.source = 'live')
+       AND (EXCLUDED.ingested_at, {rank_new}, EXCLUDED.close, EXCLUDED.open, EXCLUDED.high,
+            EXCLUDED.low, EXCLUDED.volume, COALESCE(EXCLUDED.vwap, '-Infinity'),
+            COALESCE(EXCLUDED.transactions::double precision, '-Infinity'))
+         >= (t.ingested_at, {rank_old}, t.close, t.open, t.high, t.low, t.volume,
+            COALESCE(t.vwap, '-Infinity'), COALESCE(t.transactions::double precision, '-Infinity')))
+""".format(
+    rank_new="CASE EXCLUDED.source WHEN 'rest' THEN 3 WHEN 'flatfile' THEN 2 "
+    "WHEN 'export' THEN 1 WHEN 'live' THEN 0 ELSE -1 END",
+    rank_old="CASE t.source WHEN 'rest' THEN 3 WHEN 'flatfile' THEN 2 "
+    "WHEN 'export' THEN 1 WHEN 'live' THEN 0 ELSE -1 END",
+)
+"""The lake's rule (batch.precedence) in SQL, so recent bars and history agree on every row:
+``rest`` always beats ``live``; ``live`` never replaces ``rest``; otherwise the newer
+``ingested_at`` wins, ties broken by source rank (rest > flatfile > export > live), then by the
+larger close, open, high, low, volume, vwap, transactions."""
 
 
 def database_url(settings: ServiceSettings | None = None) -> str:

@@ -32,15 +32,6 @@ def test_newer_wins_and_live_never_replaces_rest(pg_url: str) -> None:
     assert _close(pg_url, rest, newer, live) == 12.0
 
 
-XFAIL_TIE = pytest.mark.xfail(
-    strict=True,
-    reason="core/stores/postgres.py _UPSERT: 'EXCLUDED.ingested_at >= t.ingested_at' makes the "
-    "last writer win a tie, while batch.precedence breaks ties by source rank then values; "
-    "the API's recent bars (Postgres) and history (lake) can disagree on the same row",
-)
-
-
-@XFAIL_TIE
 def test_an_export_row_tied_on_ingested_at_does_not_replace_rest(pg_url: str) -> None:
     rest = [Row("P", DAY, 10, 12, 9, 11, 100, "rest", 5)]
     export = [Row("P", DAY, 10, 12, 9, 11.5, 100, "export", 5)]
@@ -53,12 +44,6 @@ def test_a_rest_row_tied_on_ingested_at_replaces_export(pg_url: str) -> None:
     assert _close(pg_url, export, rest) == 11.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/stores/postgres.py _UPSERT: an older rest row never replaces a newer live row "
-    "(the WHERE requires EXCLUDED.ingested_at >= t.ingested_at), while the lake drops live "
-    "whenever rest exists; add OR (EXCLUDED.source = 'rest' AND t.source = 'live')",
-)
 def test_rest_arriving_after_a_newer_live_row_replaces_it(pg_url: str) -> None:
     live = [Row("P", DAY, 10, 12, 9, 13, 100, "live", 99)]
     rest = [Row("P", DAY, 10, 12, 9, 11, 100, "rest", 0)]
