@@ -87,6 +87,11 @@ class ReplaySettings(LakeSettings, ServiceSettings, PolygonSettings):
         CACHE_WINDOW_DAYS, ge=1, description="Days of raw_ohlcv in Postgres"
     )
     settle_minutes: int = Field(60, ge=0, description="Wait after the close before today is final")
+    polygon_simulator: bool = Field(
+        True,
+        description="With no key and no POLYGON_REST_URL, the replay entry points serve the "
+        "embedded simulator in-process (false: refuse with an error instead)",
+    )
     replay_history_start: dt.date = Field(
         dt.date(2019, 1, 2), description="Earliest session replay fills"
     )

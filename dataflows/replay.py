@@ -701,8 +701,10 @@ def _exit_status() -> None:
 
 
 def _module_flow() -> Dataflow:
+    from dataflows.simulator.embedded import with_embedded_source
+
     try:
-        replay = prepare()
+        replay = prepare(with_embedded_source(ReplaySettings()))
     except PolygonConfigError as exc:
         print(f"replay: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -759,7 +761,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.chunk is not None:
         over["replay_chunk_sessions"] = args.chunk
     try:
-        report = run(ReplaySettings(**over))
+        from dataflows.simulator.embedded import with_embedded_source
+
+        report = run(with_embedded_source(ReplaySettings(**over)))
     except PolygonConfigError as exc:
         print(f"replay: {exc}", file=sys.stderr, flush=True)
         return 2
