@@ -59,6 +59,9 @@ def serialize(table: pa.Table) -> bytes:
     """Parquet bytes of a month table; a pure function of its rows (fixed writer options).
 
     Floats byte-stream-split then LZ4: a quarter of zstd's time to write, a third larger.
+    Rows are sorted by (symbol, start_date) with statistics, in row groups of 64k rows, so a
+    reader filtering one symbol can skip row groups once a month file outgrows one group (on
+    the full US market a month file holds at most about 34k rows: one group, as before).
     """
     table = table.cast(SILVER).combine_chunks()
     sink = pa.BufferOutputStream()
@@ -69,7 +72,7 @@ def serialize(table: pa.Table) -> bytes:
         use_dictionary=["symbol"],
         use_byte_stream_split=["open", "high", "low", "close", "volume"],
         write_statistics=True,
-        row_group_size=1 << 24,
+        row_group_size=1 << 16,
         data_page_size=1 << 20,
         version="2.6",
         data_page_version="1.0",
