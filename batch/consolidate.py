@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import arrays, common, parts, pool, precedence, tails
+from batch import arrays, common, parts, pool, precedence, screen, tails
 from batch import cleanup as cleaner
 from batch import manifest as mf
 from batch.manifest import FragmentId, SymbolState
@@ -70,6 +70,7 @@ class ConsolidateReport:
     symbols: int = 0
     changed: int = 0
     fragments_merged: int = 0
+    quarantined: int = 0
     rows: int = 0
     earliest_changed: dt.date | None = None
     fragments_deleted: int = 0
@@ -89,6 +90,7 @@ class ConsolidateReport:
         return (
             f"{'[dry run] ' if self.dry_run else ''}{self.symbols} symbols examined, "
             f"{self.changed} changed, {self.fragments_merged} fragments merged, "
+            f"{self.quarantined} rows quarantined, "
             f"earliest change {self.earliest_changed or '-'}, {self.fragments_deleted} fragments "
             f"({self.bytes_deleted} bytes) cleaned up, {len(self.failed)} failed, "
             f"{self.seconds:.2f}s ({rate:.0f} symbols/s)"
@@ -115,6 +117,7 @@ class Outcome:
     earliest: dt.date | None = None
     removals: list[cleaner.Removal] = field(default_factory=list)
     tail: tails.Tail | None = None
+    quarantined: int = 0
     error: str | None = None
 
 
@@ -292,8 +295,15 @@ def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
     state.fragments = sorted(f for f in state.fragments if f in listed)
     known = set(state.fragments)
     new_ids = sorted(f for f in listed if f not in known)
-    new_tables = {f: read_fragment(lake, task.symbol, f.key) for f in new_ids}
     out = Outcome(task.symbol, merged=len(new_ids))
+    new_tables = {}
+    for f in new_ids:
+        raw = read_fragment(lake, task.symbol, f.key)
+        new_tables[f], reasons, refused = screen.split(raw)
+        if reasons:  # kept out of data.parquet; the fragment stays (cleanup never verifies it)
+            out.quarantined += refused.num_rows
+            if not opts.dry_run:
+                screen.quarantine(lake, task.symbol, f.key, refused, reasons, opts.now)
     if new_tables:
         merged, earliest = merge(data, list(new_tables.values()))
         state.fragments = sorted([*state.fragments, *new_ids])
@@ -415,6 +425,7 @@ def run(
             report.failed[o.symbol] = o.error
             continue
         report.fragments_merged += o.merged
+        report.quarantined += o.quarantined
         if o.state is not None:
             states[o.symbol] = o.state
         if o.earliest is not None:
@@ -467,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             symbols=report.symbols,
             changed=report.changed,
             fragments_merged=report.fragments_merged,
+            quarantined=report.quarantined,
             fragments_deleted=report.fragments_deleted,
             failed=len(report.failed),
         )

@@ -176,12 +176,6 @@ NON_SESSIONS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consolidate merges rows dated on a non-session (a closure, a Saturday, a day "
-    "before the 1962-01-02 epoch) into data.parquet, and resample folds them into the next "
-    "session's group, giving bars with days > N; the contract rejects non-session rows",
-)
 @pytest.mark.parametrize("bad", NON_SESSIONS)
 def test_rows_on_non_sessions_never_reach_silver(local_lake: Lake, bad: dt.date) -> None:
     first = dt.date(1962, 1, 2) if bad.year < 1962 else dt.date(2025, 1, 2)

@@ -101,12 +101,6 @@ def test_no_stray_files_outside_the_contract_paths(local_lake: Lake) -> None:
     assert not [p for p in os.listdir(local_lake.root) if p.startswith(".")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consolidate does not validate hand-written fragment rows: a source outside "
-    "(rest, live, export, flatfile) or a NaN price lands in data.parquet and nothing is "
-    "quarantined (core.validation.check_daily is only used at ingestion)",
-)
 @pytest.mark.parametrize(
     "cols",
     [
@@ -123,3 +117,6 @@ def test_consolidate_keeps_out_rows_the_contract_rejects(
     consolidate.run(local_lake, workers=1)
     merged = pq.read_table(local_lake.path(layout.consolidated("W")))
     assert merged["date"].to_pylist() == [d0]
+    [kept] = [e.key for e in local_lake.list("quarantine/consolidate")]
+    q = local_lake.read_table(kept)
+    assert q["date"].to_pylist() == [d1] and q["reason"][0].as_py()

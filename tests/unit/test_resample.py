@@ -279,7 +279,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[list[list[Row]]], str]:
             for version in range(1 if rng.random() < 0.7 else 2):
                 p = float(rng.randint(5, 60))
                 row = Row(
-                    symbol, d, p, p + rng.randint(0, 5), p - rng.randint(0, 4), p + 1,
+                    symbol, d, p, p + 1 + rng.randint(0, 5), p - rng.randint(0, 4), p + 1,
                     float(rng.randint(0, 10**6)), rng.choice(sources), stamps.pop(),
                 )  # fmt: skip
                 (mains if version == 0 else extras).append(row)
