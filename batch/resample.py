@@ -534,6 +534,20 @@ def _anchor(text: str) -> Anchor:
     raise argparse.ArgumentTypeError(msg)
 
 
+def _warn_unconsolidated(lake: Lake) -> None:
+    """Silver is built from data.parquet only: say so when bronze holds nothing else yet."""
+    from batch.consolidate import listing
+
+    waiting = sorted(sym for sym, (data, frags) in listing(lake).items() if data is None and frags)
+    if waiting:
+        print(
+            f"warning: {len(waiting)} symbols have bronze fragments but no consolidated "
+            f"data.parquet (e.g. {', '.join(waiting[:3])}); run `python -m batch.consolidate` "
+            "first: resample reads consolidated rows only",
+            file=sys.stderr,
+        )
+
+
 @common.main_wrapper
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m batch.resample``."""
@@ -572,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             full=report.full,
         )
         print(report.summary())
+        if report.symbols == 0:
+            _warn_unconsolidated(args.lake)
         if not report.ok:
             msg = json.dumps(report.failed)
             raise RuntimeError(msg)

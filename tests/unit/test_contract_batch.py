@@ -257,3 +257,13 @@ def test_vacuum_keeps_a_fragment_rewritten_at_the_same_key_after_consolidation(
     assert local_lake.exists(key)
     assert consolidate.run(local_lake, workers=1).ok
     assert _data(local_lake, "V")["close"].to_pylist() == [1.5, 1.9, 1.5]
+
+
+def test_resample_before_consolidate_says_what_to_run(local_lake: Lake) -> None:
+    write_fragment(local_lake, simple_rows("RAW", _window(dt.date(2025, 1, 2), 5)))
+    done = subprocess.run(
+        [sys.executable, "-m", "batch.resample", "--lake", local_lake.url, "--no-progress"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "python -m batch.consolidate" in done.stderr and "RAW" in done.stderr
