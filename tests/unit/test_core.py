@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from core import calendar, layout
-from core.lake import Lake
+from core.lake import Lake, LakeError
 from core.records import Bar
 from core.schemas import BRONZE_DAILY, QUARANTINE
 from core.validation import check_daily
@@ -112,3 +114,27 @@ def test_local_lake_round_trip_is_atomic(local_lake: Lake) -> None:
     local_lake.delete(key)
     local_lake.delete(key)  # idempotent
     assert not local_lake.exists(key)
+
+
+def test_local_lake_writes_replace_whole_files_and_leave_no_temporaries(local_lake: Lake) -> None:
+    key = "bronze/raw_ohlcv/symbol=NEW/data.parquet"  # its directory does not exist yet
+    size = local_lake.write_parquet(key, pa.table({"x": [1, 2, 3]}))
+    path = Path(local_lake.path(key))
+    assert size == path.stat().st_size
+    with path.open("rb") as reader:  # a reader of the old file keeps the old file whole
+        local_lake.write_bytes(key, b"new")
+        assert reader.read(4) == b"PAR1"
+    assert local_lake.read_bytes(key) == b"new"
+
+    class Boom(RuntimeError):
+        pass
+
+    broken = pa.table({"x": [1]})
+    with pytest.raises(Boom), local_lake._sink(key) as sink:
+        pq.write_table(broken, sink)
+        raise Boom
+    assert local_lake.read_bytes(key) == b"new"  # a failed write changes nothing
+    assert sorted(p.name for p in path.parent.iterdir()) == ["data.parquet"]
+    assert local_lake.exists(key) and not local_lake.exists("bronze/raw_ohlcv/symbol=NEW")
+    with pytest.raises(LakeError, match="cannot read"):
+        local_lake.read_table("bronze/missing.parquet")
