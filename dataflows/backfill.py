@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from core import calendar, layout
 from core.bronze import fragments
+from core.cli import iso_date
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY
 from core.secrets import install_redaction, redact
@@ -379,14 +380,6 @@ def hand_counts(counts: Mapping[str, Any]) -> None:
         Path(path).write_text(json.dumps(dict(counts), default=str), encoding="utf-8")
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        msg = f"invalid date {text!r}: expected YYYY-MM-DD"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI."""
     p = argparse.ArgumentParser(
@@ -401,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="symbols in the lake or symbol_metadata that ingest_symbols does not hold",
     )
-    p.add_argument("--start", type=_date, default=calendar.EPOCH, help="first date (1962-01-02)")
-    p.add_argument("--end", type=_date, help="last date (default: the last settled session)")
+    p.add_argument("--start", type=iso_date, default=calendar.EPOCH, help="first date (1962-01-02)")
+    p.add_argument("--end", type=iso_date, help="last date (default: the last settled session)")
     p.add_argument("--lake", metavar="URL", help="lake root (default: $LAKE_URL)")
     p.add_argument("--workers", type=int, default=4, help="symbols fetched at once (default 4)")
     p.add_argument("--limit", type=int, default=MAX_LIMIT, help="rows per page (max 50000)")

@@ -32,6 +32,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from core import layout
+from core.cli import iso_date
 from core.lake import Lake
 from core.schemas import SYMBOL_META
 from core.secrets import install_redaction, redact
@@ -307,12 +308,6 @@ def run(
 
 
 # -- command line ---------------------------------------------------------------------------
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        msg = f"invalid date {text!r}: expected YYYY-MM-DD"
-        raise argparse.ArgumentTypeError(msg) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Refresh symbol_metadata from Polygon's tickers list and details, mark"
         " delisted tickers inactive, and write reference/tickers/tickers.parquet to the lake.",
     )
-    p.add_argument("--date", type=_date, help="reference data as of this date (default: today)")
+    p.add_argument("--date", type=iso_date, help="reference data as of this date (default: today)")
     p.add_argument(
         "--details",
         choices=("all", "new", "none"),

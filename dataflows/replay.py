@@ -58,6 +58,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core import calendar
 from core.bronze import BronzeWriter
+from core.cli import iso_date
 from core.lake import Lake
 from core.layout import quarantine_part
 from core.schemas import BRONZE_DAILY, QUARANTINE
@@ -725,12 +726,6 @@ def __getattr__(name: str) -> Any:
 
 
 # -- CLI ----------------------------------------------------------------------------------------
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        msg = f"{text!r} is not a date (YYYY-MM-DD)"
-        raise argparse.ArgumentTypeError(msg) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -741,8 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "from the environment (LAKE_URL, DATABASE_URL, POLYGON_REST_URL or POLYGON_API_KEY, ...); "
         "flags override the range.",
     )
-    p.add_argument("--start", type=_date, help="first session (REPLAY_START)")
-    p.add_argument("--end", type=_date, help="last session (REPLAY_END)")
+    p.add_argument("--start", type=iso_date, help="first session (REPLAY_START)")
+    p.add_argument("--end", type=iso_date, help="last session (REPLAY_END)")
     p.add_argument("--sessions", help="comma-separated sessions to fetch regardless of the ledger")
     p.add_argument("--chunk", type=int, help="sessions per durable write (0: all)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")

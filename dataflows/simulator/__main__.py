@@ -15,14 +15,11 @@ import threading
 from collections.abc import Sequence
 
 from core import calendar
+from core.cli import iso_date
 from dataflows.simulator.badrows import KINDS
 from dataflows.simulator.faults import Faults
 from dataflows.simulator.market import Market
 from dataflows.simulator.server import SimulatorServer
-
-
-def _date(value: str) -> dt.date:
-    return dt.date.fromisoformat(value)
 
 
 def _bad(value: str) -> tuple[dt.date, list[str]]:
@@ -43,18 +40,22 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--symbols", type=int, default=200, help="number of simulated symbols")
     p.add_argument("--seed", type=int, default=7, help="market seed (same seed, same market)")
     p.add_argument(
-        "--start", type=_date, help="first date of the replay window (default: a year ago)"
+        "--start", type=iso_date, help="first date of the replay window (default: a year ago)"
     )
-    p.add_argument("--end", type=_date, help="last date (default: the last session before today)")
     p.add_argument(
-        "--history-start", type=_date, help="first date with bars (default --start; >= 1962-01-02)"
+        "--end", type=iso_date, help="last date (default: the last session before today)"
+    )
+    p.add_argument(
+        "--history-start",
+        type=iso_date,
+        help="first date with bars (default --start; >= 1962-01-02)",
     )
     p.add_argument("--api-key", help="accept only this key (default: any non-empty key)")
     p.add_argument(
         "--speed", type=float, default=1.0, help="WebSocket replay speed (simulated s per s)"
     )
     p.add_argument(
-        "--replay-day", type=_date, help="session the WebSocket replays first (default --end)"
+        "--replay-day", type=iso_date, help="session the WebSocket replays first (default --end)"
     )
     p.add_argument(
         "--ws-interval", type=float, default=0.1, help="seconds between WebSocket pushes"
