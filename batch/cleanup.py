@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import arrays, parts, precedence
+from batch import parts, precedence
 from batch.manifest import FragmentId
-from core import layout
+from core import arrays, layout
 from core.lake import Lake
 from core.schemas import UTC_US
 from core.sharding import Shard

@@ -37,11 +37,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import arrays, common, parts, pool, precedence, screen, tails
 from batch import cleanup as cleaner
+from batch import common, parts, pool, precedence, screen, tails
 from batch import manifest as mf
 from batch.manifest import FragmentId, SymbolState
-from core import layout
+from core import arrays, layout
 from core.lake import Entry, Lake
 from core.schemas import BRONZE_DAILY, conform
 from core.settings import BatchSettings

@@ -21,8 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import arrays
-from core import calendar
+from core import arrays, calendar
 from core.schemas import SILVER
 
 Anchor = Literal["calendar", "symbol"]

@@ -34,8 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import arrays, parts
-from core import layout
+from batch import parts
+from core import arrays, layout
 from core.lake import Entry, Lake
 from core.schemas import UTC_US
 from core.sharding import Shard

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import arrays
+from core import arrays
 
 SOURCE_RANK: Final = {"live": 0, "export": 1, "flatfile": 2, "rest": 3}
 """Tie-break on equal ``ingested_at``: higher wins."""

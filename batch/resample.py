@@ -44,14 +44,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from batch import arrays, common, fib, parts, planning, pool, silver, staging, tails
 from batch import checkpoint as ckpt
+from batch import common, fib, parts, planning, pool, silver, staging, tails
 from batch import manifest as mf
 from batch.checkpoint import Checkpoint, SymbolMark
 from batch.fib import Anchor
 from batch.planning import ShardResult
 from batch.silver import Patch
-from core import layout
+from core import arrays, layout
 from core.lake import Entry, Lake
 from core.schemas import FIB_INTERVALS, SILVER
 from core.sharding import Shard, shard_of

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import arrays, fib
-from core import layout
+from batch import fib
+from core import arrays, layout
 from core.lake import Lake
 from core.schemas import SILVER
 from core.sharding import Shard, shard_of

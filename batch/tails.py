@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import arrays, fib, parts
-from core import layout
+from batch import fib, parts
+from core import arrays, layout
 from core.lake import Lake
 from core.schemas import FIB_INTERVALS
 from core.sharding import Shard

@@ -186,7 +186,7 @@ Details:
   longer imported (the XNYS table is cached in a file, `core.calendar`: 5.6 s to 0.8 s for a
   CLI start under load) and pandas is no longer loaded by these jobs (pyarrow's `to_numpy`,
   `pa.array`, `empty_table` and `pq.read_table` each import it, about 1.3 CPU s per process;
-  `batch.arrays` converts through buffers instead). In this harness the parent process has
+  `core.arrays` converts through buffers instead). In this harness the parent process has
   already loaded both (the baseline uses pandas), so only the workers gain here.
 """
     print(body)

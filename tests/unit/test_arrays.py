@@ -1,4 +1,4 @@
-"""batch.arrays gives what pyarrow's own conversions give, without loading pandas."""
+"""core.arrays gives what pyarrow's own conversions give, without loading pandas."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from batch import arrays
+from core import arrays
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +58,7 @@ def test_from_numpy_strings_and_empty_match_pyarrow() -> None:
 def test_conversions_never_load_pandas() -> None:
     code = (
         "import sys, numpy as np, pyarrow as pa\n"
-        "from batch import arrays\n"
+        "from core import arrays\n"
         "a = arrays.from_numpy(np.arange(4.0))\n"
         "arrays.to_numpy(pa.chunked_array([a, a])); arrays.strings(['x'])\n"
         "arrays.empty_table(pa.schema([('x', pa.int64())]))\n"
