@@ -303,7 +303,7 @@ def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
         if reasons:  # kept out of data.parquet; the fragment stays (cleanup never verifies it)
             out.quarantined += refused.num_rows
             if not opts.dry_run:
-                screen.quarantine(lake, task.symbol, f.key, refused, reasons, opts.now)
+                screen.quarantine(lake, task.symbol, refused, reasons, opts.now)
     if new_tables:
         merged, earliest = merge(data, list(new_tables.values()))
         state.fragments = sorted([*state.fragments, *new_ids])

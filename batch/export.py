@@ -45,7 +45,7 @@ from psycopg import sql
 from tqdm import tqdm
 
 from batch import common, precedence, retry
-from core import layout
+from core import layout, quarantine
 from core.lake import Lake, LakeError
 from core.schemas import BRONZE_DAILY, conform
 from core.settings import BatchSettings
@@ -294,19 +294,6 @@ def write_symbol(lake: Lake, symbol: str, table: pa.Table) -> tuple[str, bool]:
     return key, merged
 
 
-def quarantine(lake: Lake, symbol: str, rejected: pa.Table, day: dt.date) -> str:
-    """Rows the contract refuses (a non-session date, a bad price): kept with their reasons.
-
-    The part id hashes the payloads, so a rerun rewrites the same file instead of adding one.
-    """
-    digest = hashlib.sha256()
-    for payload in rejected["payload"].to_pylist():
-        digest.update(str(payload).encode())
-    key = layout.quarantine_part("export", day, f"{symbol}-{digest.hexdigest()[:16]}")
-    lake.write_table(key, rejected)
-    return key
-
-
 @dataclass(slots=True)
 class _Done:
     symbol: str
@@ -374,7 +361,7 @@ def _export_one(
         checked = check_daily(to_bronze(rows), source="export", received_at=now)
         bad = checked.rejected.num_rows
         if bad:
-            quarantine(lake, symbol, checked.rejected, now.date())
+            quarantine.write(lake, "export", now.date(), symbol, checked.rejected)
         if checked.valid.num_rows == 0:
             return _Done(symbol, rows=0, quarantined=bad)
         key, merged = write_symbol(lake, symbol, checked.valid)

@@ -10,13 +10,12 @@ quarantine with their reasons.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from typing import Final
 
 import numpy as np
 import pyarrow as pa
 
-from core import layout
+from core import quarantine as core_quarantine
 from core.lake import Lake
 from core.validation import judge, quarantine_table
 
@@ -32,12 +31,9 @@ def split(table: pa.Table) -> tuple[pa.Table, list[str], pa.Table]:
 
 
 def quarantine(
-    lake: Lake, symbol: str, fragment_key: str, rows: pa.Table, reasons: list[str], now: dt.datetime
+    lake: Lake, symbol: str, rows: pa.Table, reasons: list[str], now: dt.datetime
 ) -> str:
-    """Write refused rows under their earliest date; the same fragment always lands on one key."""
+    """Write refused rows under their earliest date."""
     first = min(rows["date"].to_pylist())
-    part = hashlib.sha256(fragment_key.encode()).hexdigest()[:16]
-    key = layout.quarantine_part(QUARANTINE_SOURCE, first, f"{symbol}-{part}")
-    if not lake.exists(key):
-        lake.write_table(key, quarantine_table(rows, reasons, QUARANTINE_SOURCE, now))
-    return key
+    table = quarantine_table(rows, reasons, QUARANTINE_SOURCE, now)
+    return core_quarantine.write(lake, QUARANTINE_SOURCE, first, symbol, table)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from core import calendar, layout
+from core import calendar, layout, quarantine
 from core.bronze import fragments
 from core.cli import iso_date
 from core.lake import Lake
@@ -239,11 +238,7 @@ def backfill_symbol(
         out.valid = dedupe_sorted(checked.valid)
         out.quarantined = checked.rejected.num_rows
         if checked.rejected.num_rows:
-            digest = hashlib.blake2b(
-                "\n".join(checked.rejected["payload"].to_pylist()).encode(), digest_size=8
-            ).hexdigest()
-            qkey = layout.quarantine_part(QUARANTINE_SOURCE, received.date(), f"{symbol}-{digest}")
-            lake.write_table(qkey, checked.rejected)
+            quarantine.write(lake, QUARANTINE_SOURCE, received.date(), symbol, checked.rejected)
         for frag in fragments(out.valid):  # the shared naming: one range= file (date= if 1 row)
             out.key = frag.key
             lake.write_table(frag.key, frag.table)

@@ -1,0 +1,25 @@
+"""Writing rejected rows to the lake's quarantine, the same way from every writer.
+
+The part id is a digest of the payloads, so a rerun over the same input rewrites the same file
+instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pyarrow as pa
+
+from core import layout
+from core.lake import Lake
+
+
+def write(lake: Lake, source: str, day: dt.date, symbol: str, rejected: pa.Table) -> str:
+    """Store ``rejected`` (a QUARANTINE table) under ``quarantine/{source}/{day}/``; its key."""
+    digest = hashlib.blake2b(
+        "\n".join(rejected["payload"].to_pylist()).encode(), digest_size=8
+    ).hexdigest()
+    key = layout.quarantine_part(source, day, f"{symbol}-{digest}")
+    lake.write_table(key, rejected)
+    return key
