@@ -26,9 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core import arrays
+from core.schemas import SOURCE_RANK
 
-SOURCE_RANK: Final = {"live": 0, "export": 1, "flatfile": 2, "rest": 3}
-"""Tie-break on equal ``ingested_at``: higher wins."""
 VALUE_COLUMNS: Final = ("open", "high", "low", "close", "volume", "vwap", "transactions")
 """Columns compared when checking that a fragment row is present in data.parquet."""
 _TIE_VALUES: Final = ("close", "open", "high", "low", "volume", "vwap", "transactions")

@@ -12,6 +12,9 @@ import pyarrow as pa
 UTC_US: Final = pa.timestamp("us", tz="UTC")
 SOURCES: Final = ("rest", "live", "export", "flatfile")
 """Allowed values of ``source``. ``live`` never replaces ``rest`` on consolidation."""
+SOURCE_RANK: Final = {"live": 0, "export": 1, "flatfile": 2, "rest": 3}
+"""Tie-break on equal ``ingested_at``, higher wins: the exchange's own daily aggregate first,
+files derived from it next, provisional live bars last. The lake and Postgres both use it."""
 FIB_INTERVALS: Final = (3, 5, 8, 13, 21, 34)
 
 BRONZE_DAILY: Final = pa.schema(

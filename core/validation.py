@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from core import arrays, calendar
 from core.layout import SYMBOL_RE
-from core.schemas import BRONZE_DAILY, QUARANTINE, conform
+from core.schemas import BRONZE_DAILY, QUARANTINE, SOURCES, conform
 
 REQUIRED = ("symbol", "date", "open", "high", "low", "close", "volume")
 
@@ -29,10 +29,6 @@ class Checked:
 
     valid: pa.Table
     rejected: pa.Table
-
-
-SOURCES = ("rest", "live", "export", "flatfile")
-"""The contract's ``source`` values."""
 
 
 def _nulls(col: pa.ChunkedArray) -> npt.NDArray[np.bool_]:

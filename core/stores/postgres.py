@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 
-from core.schemas import BRONZE_DAILY
+from core.schemas import BRONZE_DAILY, SOURCE_RANK
 from core.settings import ServiceSettings
 from core.stores import pgcopy
 
@@ -122,6 +122,13 @@ DAILY_COLUMNS = (
     "vwap", "transactions", "source", "ingested_at",
 )  # fmt: skip
 
+
+def _rank_sql(alias: str) -> str:
+    """core.schemas.SOURCE_RANK as a SQL expression over ``alias.source`` (constants only)."""
+    whens = " ".join(f"WHEN '{src}' THEN {rank}" for src, rank in SOURCE_RANK.items())
+    return f"CASE {alias}.source {whens} ELSE -1 END"
+
+
 _UPSERT = """
 INSERT INTO raw_ohlcv AS t SELECT * FROM _stage_ohlcv ORDER BY symbol, date
 ON CONFLICT (symbol, date) DO UPDATE SET
@@ -135,12 +142,7 @@ WHERE (EXCLUDED.source = 'rest' AND t.source = 'live')
             COALESCE(EXCLUDED.transactions::double precision, '-Infinity'))
          >= (t.ingested_at, {rank_old}, t.close, t.open, t.high, t.low, t.volume,
             COALESCE(t.vwap, '-Infinity'), COALESCE(t.transactions::double precision, '-Infinity')))
-""".format(
-    rank_new="CASE EXCLUDED.source WHEN 'rest' THEN 3 WHEN 'flatfile' THEN 2 "
-    "WHEN 'export' THEN 1 WHEN 'live' THEN 0 ELSE -1 END",
-    rank_old="CASE t.source WHEN 'rest' THEN 3 WHEN 'flatfile' THEN 2 "
-    "WHEN 'export' THEN 1 WHEN 'live' THEN 0 ELSE -1 END",
-)
+""".format(rank_new=_rank_sql("EXCLUDED"), rank_old=_rank_sql("t"))
 """The lake's rule (batch.precedence) in SQL, so recent bars and history agree on every row:
 ``rest`` always beats ``live``; ``live`` never replaces ``rest``; otherwise the newer
 ``ingested_at`` wins, ties broken by source rank (rest > flatfile > export > live), then by the
