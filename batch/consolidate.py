@@ -418,6 +418,7 @@ def run(
         desc="consolidate",
         initializer=_init_worker,
         initargs=(lake.url, lake.endpoint_url, lake.region),
+        fork=lake.is_local,
     )
     removals: list[cleaner.Removal] = []
     for o in outcomes:

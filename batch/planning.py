@@ -16,10 +16,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from batch import fib, silver
+from batch import fib
 from batch import manifest as mf
 from batch.checkpoint import Checkpoint, SymbolMark, mtime_seconds
 from batch.fib import Anchor, Daily
+from batch.months import month_index, month_of_day
 from batch.silver import MIN_DAY, Patch
 from core import calendar
 from core.lake import Entry
@@ -99,8 +100,8 @@ def month_ranges(lo_days: I64, hi_days: I64) -> set[int]:
     """The months of every [lo, hi] date range (date32), as one set."""
     if len(lo_days) == 0:
         return set()
-    lo = silver.month_index(lo_days.astype(np.int32)).astype(np.int64)
-    hi = silver.month_index(hi_days.astype(np.int32)).astype(np.int64)
+    lo = month_index(lo_days.astype(np.int32)).astype(np.int64)
+    hi = month_index(hi_days.astype(np.int32)).astype(np.int64)
     out: set[int] = set()
     for a, b in set(zip(lo.tolist(), hi.tolist(), strict=True)):
         out.update(range(a, b + 1))
@@ -122,8 +123,8 @@ def flip_months(interval: int, old_last: int | None, new_last: int | None) -> se
         if not lo <= end < hi:
             continue
         # a bar of group g starts after group g - 1's last session (group 0: any early date)
-        first = silver.month_of_day(int(sessions[g * n - 1]) + 1) if g > 0 else 0
-        last = silver.month_of_day(int(sessions[min(end, len(sessions) - 1)]))
+        first = month_of_day(int(sessions[g * n - 1]) + 1) if g > 0 else 0
+        last = month_of_day(int(sessions[min(end, len(sessions) - 1)]))
         months.update(range(first, last + 1))
     return months
 
@@ -189,11 +190,7 @@ def plan_interval(
         for s in deleted:
             mark = base.symbols.get(s)
             if mark is not None:
-                months.update(
-                    range(
-                        silver.month_of_day(mark.first_day), silver.month_of_day(mark.last_day) + 1
-                    )
-                )
+                months.update(range(month_of_day(mark.first_day), month_of_day(mark.last_day) + 1))
     patch = Patch(cuts=dict(zip(names, cut.tolist(), strict=True)), rows=rows, months=months)
     for s in deleted:
         patch.cuts[s] = MIN_DAY

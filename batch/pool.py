@@ -1,9 +1,11 @@
 """Run a per-symbol function over many symbols: inline, or on a process pool, with progress.
 
 Per-symbol work in this layer is a few milliseconds of Parquet I/O plus Python, so the pool
-takes chunks of symbols per task (little IPC per symbol) and starts its workers with
-``spawn``: forking a parent that already runs Arrow's I/O threads can deadlock the child.
-Small inputs run inline, where a pool's start-up would cost more than it saves.
+takes chunks of symbols per task (little IPC per symbol). Workers start with ``spawn`` (a
+fresh interpreter: the S3 client's threads and connections do not survive a fork), or with
+``fork`` where the caller allows it (a local lake on Linux), which spares each worker the
+0.8 s of imports. Small inputs run inline, where a pool's start-up would cost more than it
+saves.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Final, TypeVar
 
 from tqdm import tqdm
+
+from batch import forking
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -72,6 +76,12 @@ def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(item) for item in chunk]
 
 
+def _start_worker(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
+    forking.die_with_parent()  # a killed job's workers stop too, and write nothing after it
+    if initializer is not None:
+        initializer(*initargs)
+
+
 def map_items(
     fn: Callable[[T], R],
     items: Sequence[T],
@@ -82,6 +92,7 @@ def map_items(
     chunk: int = 32,
     initializer: Callable[..., Any] | None = None,
     initargs: tuple[Any, ...] = (),
+    fork: bool = False,
 ) -> list[R]:
     """``[fn(x) for x in items]`` in order; ``fn`` must be a module-level function.
 
@@ -101,9 +112,9 @@ def map_items(
             return out
         size = max(1, min(chunk, len(items) // (n * 4) or 1))
         results: dict[int, list[R]] = {}
-        ctx = multiprocessing.get_context("spawn")
+        ctx = multiprocessing.get_context("fork" if fork and forking.available() else "spawn")
         with ProcessPoolExecutor(
-            n, mp_context=ctx, initializer=initializer, initargs=initargs
+            n, mp_context=ctx, initializer=_start_worker, initargs=(initializer, initargs)
         ) as ex:
             futures = {
                 ex.submit(_run_chunk, fn, part): i for i, part in enumerate(_chunks(items, size))

@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from batch import checkpoint as ckpt
-from batch import common, fib, parts, planning, pool, silver, staging, tails
+from batch import common, fib, forking, parts, planning, pool, shared_load, silver, staging, tails
 from batch import manifest as mf
 from batch.checkpoint import Checkpoint, SymbolMark
 from batch.fib import Anchor
@@ -134,8 +135,10 @@ def data_entries(lake: Lake) -> dict[str, Entry]:
 def read_daily(lake: Lake, symbol: str) -> pa.Table:
     """One symbol's consolidated rows (the columns resampling needs), checked sorted."""
     key = layout.consolidated(symbol)
-    with lake.fs.open_input_file(lake.path(key)) as f:
-        table = pq.ParquetFile(f).read(columns=list(fib.READ_COLUMNS))
+    # one read of the whole object, then decoding from memory: a third less CPU than the
+    # file's ranged reads (footer, then each column chunk), and one GET instead of several on S3
+    source = pa.BufferReader(lake.read_bytes(key))
+    table = pq.ParquetFile(source).read(columns=list(fib.READ_COLUMNS), use_threads=False)
     days = arrays.date_days(table)
     if len(days) > 1 and not bool(np.all(days[1:] > days[:-1])):
         order = np.argsort(days, kind="stable")
@@ -237,8 +240,13 @@ def commit(
     workers: int,
     *,
     dry_run: bool = False,
+    threads: int | None = None,
 ) -> CommitStats:
-    """Apply the results of all shards to the month files, then write the checkpoint."""
+    """Apply the results of all shards to the month files, then write the checkpoint.
+
+    ``threads`` writing month files: by default two per worker on S3 (latency-bound), one per
+    worker locally, where more threads only contend for the GIL.
+    """
     anchor = results[0].anchor
     if any(r.anchor != anchor for r in results):
         msg = f"shards of {interval}d disagree on the anchor; rerun them with one --anchor"
@@ -247,8 +255,9 @@ def commit(
     last_day = max(last_values) if last_values else None
     patch = Patch.combine(r.patch for r in results)
     listed = silver.listed_months(lake, interval)
-    by_month = silver.month_groups(patch.rows)
-    months = set(patch.months) | set(by_month)
+    slices = silver.month_slices(patch.rows)
+    by_month = silver.month_groups(patch.rows) if slices is None else {}
+    months = set(patch.months) | set(by_month if slices is None else slices)
     if patch.replace_shards:
         months |= set(listed)
     if anchor == "calendar" and base is not None and base.anchor == anchor:
@@ -265,10 +274,13 @@ def commit(
         if month in listed and not fresh:
             old = lake.read_bytes(key)
             existing = pq.ParquetFile(pa.BufferReader(old)).read(use_threads=False)
-        idx = by_month.get(month)
-        rows = (
-            arrays.empty_table(SILVER) if idx is None else patch.rows.take(arrays.from_numpy(idx))
-        )
+        if slices is not None and month in slices:
+            lo, hi = slices[month]
+            rows = patch.rows.slice(lo, hi - lo)
+        elif (idx := by_month.get(month)) is not None:
+            rows = patch.rows.take(arrays.from_numpy(idx))
+        else:
+            rows = arrays.empty_table(SILVER)
         table = rows if as_is else silver.apply(existing, rows, patch, interval, anchor, last_day)
         if table.num_rows == 0:
             if month in listed:
@@ -277,14 +289,17 @@ def commit(
                 return "deleted"
             return "unchanged"
         data = silver.serialize(table)
-        if data == old:
+        if old is not None and data.equals(pa.py_buffer(old)):
             return "unchanged"
         if not dry_run:
             lake.write_bytes(key, data)
         return "written"
 
-    with ThreadPoolExecutor(max(2, pool.worker_count(workers) * 2)) as ex:
-        for outcome in ex.map(one, sorted(months)):
+    if threads is None:
+        threads = pool.worker_count(workers) * (1 if lake.is_local else 2)
+    with ThreadPoolExecutor(max(1, threads)) as ex:
+        outcomes = map(one, sorted(months)) if threads <= 1 else ex.map(one, sorted(months))
+        for outcome in outcomes:
             if outcome == "written":
                 stats.written += 1
             elif outcome == "deleted":
@@ -334,8 +349,13 @@ def run(
     *,
     dry_run: bool = False,
     progress: bool = False,
+    processes: bool | None = None,
 ) -> ResampleReport:
-    """Bring silver up to date with the consolidated bronze; see the module docstring."""
+    """Bring silver up to date with the consolidated bronze; see the module docstring.
+
+    ``processes``: read and resample on forked workers (Linux, local lake) instead of threads;
+    by default when the rows to read reach :data:`PROCESS_MIN_ROWS`.
+    """
     started = time.perf_counter()
     pool.tune_memory()
     if anchor not in fib.ANCHORS:
@@ -368,7 +388,20 @@ def run(
                 todo[s] = None if change is None else int(change)
         redo[n] = todo
     needed = sorted({s for todo in redo.values() for s in todo})
-    daily, marks = load(lake, needed, redo, entries, states, anchor, workers, progress)
+    counts = _row_counts(needed, entries, states)
+    forked = _use_processes(lake, processes, workers, counts)
+    warming = None
+    if forked and sum(counts.values()) >= fib.COMPILED_MIN_ROWS:
+        # numba's import and cache load (about 2 s) overlap the forked reads; the interval
+        # workers then inherit the compiled loops instead of loading them each
+        warming = threading.Thread(target=fib.warm_compiled, daemon=True)
+        warming.start()
+    daily, marks = load(
+        lake, needed, redo, entries, states, anchor, workers, progress,
+        counts=counts if forked else None,
+    )  # fmt: skip
+    if warming is not None:
+        warming.join()
     loaded = {
         s: int(daily.date[daily.offsets[i + 1] - 1])
         for i, s in enumerate(daily.symbols)
@@ -400,7 +433,9 @@ def run(
         rep = IntervalReport(n, full=fulls[n], symbols_changed=result.changed)
         rep.bars = result.patch.rows.num_rows
         if shard.count == 1:
-            stats = commit(lake, n, [result], base, workers, dry_run=dry_run)
+            stats = commit(
+                lake, n, [result], base, workers, dry_run=dry_run, threads=1 if forked else None
+            )
             rep.files_written, rep.files_deleted = stats.written, stats.deleted
             rep.files_unchanged = stats.unchanged
         elif not dry_run:
@@ -416,13 +451,16 @@ def run(
                 rep.files_unchanged = stats.unchanged
         return rep
 
-    # intervals side by side: numpy and Parquet release the GIL, so threads fill the cores
-    with ThreadPoolExecutor(max(1, min(len(intervals), pool.worker_count(workers)))) as ex:
-        for rep in ex.map(one, intervals):
-            report.per_interval.append(rep)
-            report.bars += rep.bars
-            report.files_written += rep.files_written
-            report.files_deleted += rep.files_deleted
+    if forked:  # intervals on forked workers, costliest (shortest) first
+        reports = forking.map_forked(one, intervals, pool.worker_count(workers))
+    else:  # intervals side by side: numpy and Parquet release the GIL
+        with ThreadPoolExecutor(max(1, min(len(intervals), pool.worker_count(workers)))) as ex:
+            reports = list(ex.map(one, intervals))
+    for rep in reports:
+        report.per_interval.append(rep)
+        report.bars += rep.bars
+        report.files_written += rep.files_written
+        report.files_deleted += rep.files_deleted
     report.seconds = time.perf_counter() - started
     return report
 
@@ -453,11 +491,15 @@ def load(
     anchor: Anchor,
     workers: int,
     progress: bool,
+    *,
+    counts: Mapping[str, int] | None = None,
 ) -> tuple[fib.Daily, dict[str, SymbolMark]]:
     """The rows to resample ``symbols`` from, and their new checkpoint marks.
 
     A symbol changed at a known date is taken from the consolidator's tail when it is current
-    and reaches back to every interval's cut; otherwise its data.parquet is read.
+    and reaches back to every interval's cut; otherwise its data.parquet is read. With
+    ``counts`` (every symbol's rows, from the manifest) whole histories are read by forked
+    workers (:mod:`batch.shared_load`).
     """
     cache = (
         tails.read(lake)
@@ -475,7 +517,11 @@ def load(
             and all(t.get(s, 0) is not None for t in redo.values())
         ):
             sources[s] = (tail.rows, tail.first_row)
-    daily = _flatten(lake, symbols, sources, workers, progress)
+    daily = None
+    if counts is not None and not sources:
+        daily = _load_forked(lake, symbols, counts, workers, progress)
+    if daily is None:
+        daily = _flatten(lake, symbols, sources, workers, progress)
     short = _not_reaching(daily, redo, anchor)
     if short:  # tails that do not reach back far enough: read those histories whole
         for s in short:
@@ -494,6 +540,53 @@ def load(
     return daily, marks
 
 
+PROCESS_MIN_ROWS: Final = 2_000_000
+"""Rows to read from which a resample runs on forked workers by default."""
+
+
+def _row_counts(
+    symbols: Sequence[str], entries: Mapping[str, Entry], states: Mapping[str, mf.SymbolState]
+) -> dict[str, int]:
+    """Rows of each symbol's data.parquet, where the manifest describes the file listed."""
+    out = {}
+    for s in symbols:
+        state = states.get(s)
+        if state is not None and state.data_size == entries[s].size:
+            out[s] = state.rows
+    return out
+
+
+def _use_processes(
+    lake: Lake, processes: bool | None, workers: int, counts: Mapping[str, int]
+) -> bool:
+    if not (lake.is_local and forking.available()) or processes is False:
+        return False
+    if processes:
+        return True
+    return pool.worker_count(workers) > 1 and sum(counts.values()) >= PROCESS_MIN_ROWS
+
+
+def _load_forked(
+    lake: Lake, symbols: Sequence[str], counts: Mapping[str, int], workers: int, progress: bool
+) -> fib.Daily | None:
+    if any(s not in counts for s in symbols):
+        return None
+    with tqdm(
+        total=len(symbols), desc="read", unit="sym", disable=not progress, leave=False
+    ) as bar:
+
+        def tick(done: int) -> None:
+            bar.update(done)
+
+        return shared_load.load(
+            symbols,
+            [counts[s] for s in symbols],
+            lambda s: read_daily(lake, s),
+            pool.worker_count(workers),
+            tick,
+        )
+
+
 def _flatten(
     lake: Lake,
     symbols: Sequence[str],
@@ -505,7 +598,7 @@ def _flatten(
     read = dict(zip(reads, read_many(lake, reads, workers, progress), strict=True))
     tables = [sources[s][0] if s in sources else read[s] for s in symbols]
     firsts = [sources[s][1] if s in sources else 0 for s in symbols]
-    return fib.Daily.from_tables(list(symbols), tables, firsts).with_calendar_k()
+    return fib.Daily.from_tables(list(symbols), tables, firsts)
 
 
 def _not_reaching(
@@ -565,6 +658,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "of N rows of each symbol's history",
     )
     p.add_argument("--full", action="store_true", help="rebuild the intervals from scratch")
+    p.add_argument(
+        "--processes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read and resample on forked workers (Linux, local lake); default: when at least "
+        f"{PROCESS_MIN_ROWS:,} rows are read",
+    )
     args = common.parse(p, argv)
     with common.recorded("resample") as counts:
         report = run(
@@ -577,6 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             dry_run=args.dry_run,
             progress=args.progress,
+            processes=args.extra.processes,
         )
         counts.update(
             symbols=report.symbols,

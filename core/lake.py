@@ -224,7 +224,7 @@ class Lake:
             size = sink.tell()  # the stream's position: no stat (or HEAD) afterwards
         return int(size)
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes | pa.Buffer) -> None:
         """Write a small object atomically."""
         with self._sink(key) as sink:
             sink.write(data)

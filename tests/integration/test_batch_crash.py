@@ -124,7 +124,7 @@ def test_killed_jobs_rerun_to_the_uninterrupted_result(tmp_path: Path) -> None:
         # the same jobs killed at random moments, then run through
         cons = _job("consolidate", hit, "--workers", "1", "--no-cleanup")
         killed += _kill_then_finish(cons, _timed(_job("consolidate", staging, "--dry-run")), rng)
-        res = _job("resample", hit)
+        res = _job("resample", hit, "--processes" if n else "--no-processes")
         span = _timed(_job("resample", hit, "--dry-run"))
         killed += _kill_then_finish(res, span, rng)
         assert vacuum.run(hit, workers=1, now=later, retention_days=7, dry_run=True).ok

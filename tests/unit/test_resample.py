@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch import consolidate, fib, resample
+from batch import consolidate, fib, forking, resample
 from batch.resample import AnchorMismatch
 from core import calendar, layout
 from core.lake import Lake
@@ -314,9 +314,9 @@ def _write(lake: Lake, fragment: list[Row], extras: set[int]) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(scenarios(), st.lists(st.booleans(), min_size=8, max_size=8))
+@given(scenarios(), st.lists(st.booleans(), min_size=8, max_size=8), st.booleans())
 def test_incremental_batches_equal_a_full_rebuild_and_the_reference(
-    scenario: tuple[list[list[list[Row]]], str], resample_after: list[bool]
+    scenario: tuple[list[list[list[Row]]], str], resample_after: list[bool], forked: bool
 ) -> None:
     batches, anchor_text = scenario
     anchor: fib.Anchor = "symbol" if anchor_text == "symbol" else "calendar"
@@ -339,6 +339,10 @@ def test_incremental_batches_equal_a_full_rebuild_and_the_reference(
         for f in everything:
             _write(full, f, extras)
         assert consolidate.run(full, workers=1, cleanup=False).ok
-        assert resample.run(full, anchor=anchor, full=True, workers=1).ok
+        # the rebuild sometimes on forked workers (the full market's path), else inline
+        processes = forked and forking.available()
+        assert resample.run(
+            full, anchor=anchor, full=True, workers=2 if processes else 1, processes=processes
+        ).ok
         assert snapshot(inc) == snapshot(full)
         _assert_matches_reference(full, [r for f in everything for r in f], anchor)

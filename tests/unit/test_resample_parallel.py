@@ -1,0 +1,206 @@
+"""The full-market paths of batch.resample: compiled bar loops and forked workers.
+
+Both are chosen by size in production (a million rows, two million), so the small lakes here
+force them and check them against the numpy path, the threaded run and the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch import consolidate, fib, forking, resample, shared_load
+from core import calendar, layout
+from core.lake import Lake
+from core.schemas import BRONZE_DAILY, FIB_INTERVALS
+from tests.batch_support import (
+    Row,
+    read_silver,
+    reference_bars,
+    reference_merge,
+    sessions,
+    simple_rows,
+    snapshot,
+    write_fragment,
+)
+
+pytestmark = pytest.mark.unit
+needs_fork = pytest.mark.skipif(not forking.available(), reason="forked workers need Linux")
+
+
+def _random_daily(seed: int, symbols: int = 40) -> fib.Daily:
+    """Segments with gaps, halts, empty symbols, tails (first_row > 0) and fractional volumes."""
+    rng = random.Random(seed)
+    days = calendar.session_days()
+    names, tables_rows, firsts = [], [], []
+    for s in range(symbols):
+        names.append(f"S{s:03d}")
+        if rng.random() < 0.1:
+            tables_rows.append(np.zeros(0, dtype=np.int32))
+            firsts.append(0)
+            continue
+        lo = rng.randrange(0, len(days) - 400)
+        picked = [d for d in days[lo : lo + rng.randint(1, 400)] if rng.random() > 0.2]
+        tables_rows.append(np.asarray(picked or [days[lo]], dtype=np.int32))
+        firsts.append(rng.choice([0, 0, rng.randint(1, 50)]))
+    lengths = [len(d) for d in tables_rows]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    n = int(offsets[-1])
+    gen = np.random.default_rng(seed)
+    low = gen.uniform(1, 100, n)
+    high = low + gen.uniform(0, 5, n)
+    return fib.Daily(
+        symbols=names,
+        offsets=offsets,
+        first_row=np.asarray(firsts, dtype=np.int64),
+        date=np.concatenate(tables_rows).astype(np.int32),
+        open=low + (high - low) * gen.random(n),
+        high=high,
+        low=low,
+        close=low + (high - low) * gen.random(n),
+        volume=gen.uniform(0, 1e6, n) if seed % 2 else gen.integers(0, 10**7, n).astype(float),
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("anchor", ["calendar", "symbol"])
+def test_compiled_bars_equal_the_numpy_bars(seed: int, anchor: fib.Anchor) -> None:
+    daily = _random_daily(seed)
+    last_day = int(daily.date.max())
+    for n in FIB_INTERVALS:
+        compiled = fib.bars(daily, n, anchor, last_day, compiled=True)
+        plain = fib.bars(daily, n, anchor, last_day, compiled=False)
+        assert compiled.equals(plain), f"{n}d {anchor}"
+        reference = fib.bars_numpy(daily, n, anchor, last_day)
+        assert compiled.num_rows == reference.num_rows
+        order = fib.month_order(reference)
+        assert compiled.equals(reference.take(order)), f"{n}d {anchor}: not in month order"
+
+
+def test_volumes_are_summed_left_to_right_whatever_their_fractions() -> None:
+    daily = _random_daily(7, symbols=5)
+    daily = dataclasses.replace(daily, volume=np.full(daily.rows, 0.1))
+    bars = fib.bars(daily, 34, "symbol", None, compiled=True)
+    pairs = zip(bars["volume"].to_pylist(), bars["days"].to_pylist(), strict=True)
+    full = [v for v, d in pairs if d == 34]
+    expected = 0.0
+    for _ in range(34):
+        expected += 0.1
+    assert full and all(v == expected for v in full)  # sum() order, not pairwise
+
+
+def _lake_with_history(tmp: Lake) -> list[Row]:
+    days = sessions()
+    window = days[15_400:15_560]
+    rows = [
+        *simple_rows("AAA", window),
+        *simple_rows("BB.B", window[10:40] + window[47:120]),
+        *simple_rows("CCC", window[150:]),
+        *simple_rows("DDD", window[::3]),
+    ]
+    for r in rows:
+        write_fragment(tmp, [r])
+    assert consolidate.run(tmp, workers=1).ok
+    return rows
+
+
+@needs_fork
+@pytest.mark.parametrize("anchor", ["calendar", "symbol"])
+def test_forked_full_rebuild_equals_the_threaded_one_and_the_reference(
+    tmp_path: object, anchor: fib.Anchor
+) -> None:
+    base = str(tmp_path)
+    forked, threaded = Lake(f"{base}/forked"), Lake(f"{base}/threaded")
+    rows = _lake_with_history(forked)
+    _lake_with_history(threaded)
+    assert resample.run(forked, anchor=anchor, full=True, workers=2, processes=True).ok
+    assert resample.run(threaded, anchor=anchor, full=True, workers=2, processes=False).ok
+    assert snapshot(forked) == snapshot(threaded)
+    history = reference_merge(rows)
+    for n in FIB_INTERVALS:
+        assert read_silver(forked, n) == reference_bars(history, n, anchor)
+    # an incremental run after the forked rebuild: a new session, then equal to a rebuild
+    day = calendar.next_session(max(r.date for r in rows))
+    new = [Row(s, day, 10.0, 11.0, 9.0, 10.5, 1000.0, ingested=99) for s in ("AAA", "CCC")]
+    for lake in (forked, threaded):
+        for r in new:
+            write_fragment(lake, [r])
+        assert consolidate.run(lake, workers=1).ok
+    assert resample.run(forked, anchor=anchor, workers=2, processes=True).ok
+    assert resample.run(threaded, anchor=anchor, full=True, workers=1).ok
+    assert snapshot(forked) == snapshot(threaded)
+
+
+@needs_fork
+def test_forked_reads_fall_back_when_the_manifest_does_not_describe_the_files(
+    local_lake: Lake,
+) -> None:
+    rows = _lake_with_history(local_lake)
+    # rewrite one data.parquet behind the manifest's back: its row count no longer matches
+    key = layout.consolidated("AAA")
+    table = pq.read_table(local_lake.path(key)).cast(BRONZE_DAILY)
+    local_lake.write_table(key, table.slice(0, table.num_rows - 5))
+    kept = [r for r in rows if r.symbol != "AAA"] + sorted(
+        (r for r in rows if r.symbol == "AAA"), key=lambda r: r.date
+    )[:-5]
+    assert resample.run(local_lake, full=True, workers=2, processes=True).ok
+    history = reference_merge(kept)
+    for n in FIB_INTERVALS:
+        assert read_silver(local_lake, n) == reference_bars(history, n, "calendar")
+
+
+@needs_fork
+def test_a_row_count_other_than_the_manifests_makes_the_forked_read_give_way(
+    local_lake: Lake,
+) -> None:
+    _lake_with_history(local_lake)
+    symbols = ["AAA", "DDD"]
+    counts = [pq.read_metadata(local_lake.path(layout.consolidated(s))).num_rows for s in symbols]
+
+    def read(symbol: str) -> pa.Table:
+        return resample.read_daily(local_lake, symbol)
+
+    daily = shared_load.load(symbols, counts, read, 2)
+    assert daily is not None and daily.rows == sum(counts)
+    assert shared_load.load(symbols, [counts[0], counts[1] + 1], read, 2) is None
+
+
+@needs_fork
+def test_map_forked_keeps_order_shares_arrays_and_raises_the_workers_error() -> None:
+    shared = forking.shared_array(8, np.int64)
+    offset = 100  # reaches the children by inheritance, not pickling
+
+    def square(i: int) -> int:
+        shared[i] = i + offset
+        return i * i
+
+    assert forking.map_forked(square, list(range(8)), 2) == [i * i for i in range(8)]
+    assert shared.tolist() == [i + offset for i in range(8)]
+
+    def fail(i: int) -> int:
+        if i == 3:
+            msg = "symbol ZZZ: more than one row for a date"
+            raise ValueError(msg)
+        return i
+
+    with pytest.raises(ValueError, match="ZZZ: more than one row"):
+        forking.map_forked(fail, list(range(6)), 2)
+    assert forking.map_forked(square, [1], 2) == [1]  # usable again after a failure
+
+
+def test_processes_are_never_used_on_s3_or_a_single_worker() -> None:
+    s3 = Lake("s3://bucket/prefix", endpoint_url="http://127.0.0.1:1")
+    assert not resample._use_processes(s3, True, 2, {"A": 10**9})
+    local = Lake("/tmp/condvest-never-written")
+    assert not resample._use_processes(local, None, 1, {"A": 10**9})
+    assert not resample._use_processes(local, None, 2, {"A": 10})
+    assert resample._use_processes(local, None, 2, {"A": 10**9}) == forking.available()
+    assert not resample._use_processes(local, False, 2, {"A": 10**9})
+    assert dt.date(1962, 1, 2) in sessions()
