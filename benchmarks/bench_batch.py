@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 
     lake = syn.working_copy(spec, "batch")
     symbols = sorted(consolidate.listing(lake))
+    # the baseline's copy is made first: its deletions and links then age while the full
+    # resample runs, instead of landing on the file system just before a measured job
+    day = calendar.next_session(spec.last)
+    sample = random.Random(5).sample(symbols, min(ns.baseline_sample, len(symbols)))
+    old = syn.working_copy(spec, "baseline-consolidate")
+    syn.add_session(old, sample, day)
     t_manifest, _ = timed(lambda: consolidate.run(lake, workers=ns.workers))
     print(f"initial manifest over existing histories: {t_manifest:.1f}s", flush=True)
 
@@ -123,10 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one symbol's history: median {median * 1e3:.2f} ms, p95 {p95 * 1e3:.2f} ms", flush=True)
 
     # 2 + 3. one new session for every symbol
-    day = calendar.next_session(spec.last)
-    sample = random.Random(5).sample(symbols, min(ns.baseline_sample, len(symbols)))
-    old = syn.working_copy(spec, "baseline-consolidate")
-    syn.add_session(old, sample, day)
     syn.add_session(lake, symbols, day)
     t_cons, cons = timed(lambda: consolidate.run(lake, workers=ns.workers), "cons")
     assert cons.ok and cons.changed == len(symbols)
@@ -175,13 +177,18 @@ Details:
   design's own full rebuild (consolidate + `resample --full`) takes {ours_full:.1f} s, so the
   incremental path is {ours_full / t_daily:.1f}x faster than that.
 - building the consolidation manifest over the existing histories (first run): {t_manifest:.1f} s.
-- where the time goes (profiled on this machine, 2026-11-30): the full resample is about
-  20 CPU s of user time plus 8 s of system time (reading 5,350 data.parquet about 4 s, then per
-  interval the bars and its month files 1-3 s); numpy huge pages and Arrow's mimalloc had
-  doubled the system time (`batch.pool.tune_memory`). Consolidation costs about 4 ms of CPU per
-  symbol: data.parquet read about 0.5 ms and encoded about 1 ms (LZ4; snappy or no codec were
-  no faster), its atomic write through the lake about 0.7 ms, the one-row snappy fragment read
-  0.3 ms (zstd took 1.2 ms), the tail for resampling 0.4 ms, the merge 0.4 ms.
+- where the time goes (profiled on this machine, 2026-11-30). Full resample: on a local lake
+  from two million rows, forked workers read the 5,350 data.parquet straight into shared
+  arrays (about 2.3 s on 2 cores; the row counts come from the manifest) while the parent
+  loads numba's compiled bar loop (about 2 s of CPU: import and cache), then the six
+  intervals run on forked workers: the compiled loop writes each bar into its month file's
+  position (0.2-0.6 s per interval), and the month files are slices, serialised (LZ4,
+  statistics on the key columns only) and written (1.0-2.2 s per interval, about 1.3 ms per
+  file). Threads had spent a third of their CPU on GIL and futex hand-offs. Consolidation
+  costs about 4 ms of CPU per symbol: data.parquet read about 0.5 ms and encoded about 1 ms
+  (LZ4; snappy or no codec were no faster), its atomic write 0.5-0.7 ms, the one-row snappy
+  fragment read 0.3 ms (zstd took 1.2 ms), the screen 0.35 ms, the tail for resampling
+  0.3 ms, the merge 0.25 ms; its workers now fork instead of spawning (0.8 s of imports each).
 - start-up per process, which every CLI run and pool worker pays: exchange_calendars is no
   longer imported (the XNYS table is cached in a file, `core.calendar`: 5.6 s to 0.8 s for a
   CLI start under load) and pandas is no longer loaded by these jobs (pyarrow's `to_numpy`,
