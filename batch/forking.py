@@ -11,14 +11,16 @@ children run pure Python, numpy and Parquet decoding on in-memory buffers.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import gc
 import mmap
 import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
@@ -63,7 +65,10 @@ def map_forked(
     try:
         ctx = multiprocessing.get_context("fork")
         size = max(1, min(workers, len(items)))
-        with ProcessPoolExecutor(size, mp_context=ctx, initializer=die_with_parent) as ex:
+        with (
+            frozen_heap(),
+            ProcessPoolExecutor(size, mp_context=ctx, initializer=die_with_parent) as ex,
+        ):
             futures = [ex.submit(_call, i) for i in range(len(items))]
             out = []
             for fut in futures:
@@ -74,6 +79,20 @@ def map_forked(
             return out
     finally:
         _INHERITED = None
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep the parent's objects out of forked children's garbage collections.
+
+    A collection in a child writes to the header of every object it walks, so each inherited
+    page it touches is copied: after a full resample the parent holds gigabytes.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def die_with_parent() -> None:

@@ -10,6 +10,7 @@ saves.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -112,10 +113,14 @@ def map_items(
             return out
         size = max(1, min(chunk, len(items) // (n * 4) or 1))
         results: dict[int, list[R]] = {}
-        ctx = multiprocessing.get_context("fork" if fork and forking.available() else "spawn")
-        with ProcessPoolExecutor(
-            n, mp_context=ctx, initializer=_start_worker, initargs=(initializer, initargs)
-        ) as ex:
+        forked = fork and forking.available()
+        ctx = multiprocessing.get_context("fork" if forked else "spawn")
+        with (
+            forking.frozen_heap() if forked else contextlib.nullcontext(),
+            ProcessPoolExecutor(
+                n, mp_context=ctx, initializer=_start_worker, initargs=(initializer, initargs)
+            ) as ex,
+        ):
             futures = {
                 ex.submit(_run_chunk, fn, part): i for i, part in enumerate(_chunks(items, size))
             }
