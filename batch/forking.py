@@ -51,11 +51,13 @@ def map_forked(
     items: Sequence[T],
     workers: int,
     on_done: Callable[[R], None] | None = None,
+    after_fork: Callable[[], None] | None = None,
 ) -> list[R]:
     """``[fn(x) for x in items]`` on ``workers`` forked processes, in order.
 
     ``fn`` and ``items`` reach the children by inheritance, not pickling (closures are fine);
-    results are pickled back. An exception in ``fn`` is raised here.
+    results are pickled back. An exception in ``fn`` is raised here. ``after_fork`` runs here
+    once every worker exists (so it may start threads without a fork copying them mid-way).
     """
     global _INHERITED
     if _INHERITED is not None:
@@ -70,6 +72,8 @@ def map_forked(
             ProcessPoolExecutor(size, mp_context=ctx, initializer=die_with_parent) as ex,
         ):
             futures = [ex.submit(_call, i) for i in range(len(items))]
+            if after_fork is not None:  # a fork context starts every worker at the first submit
+                after_fork()
             out = []
             for fut in futures:
                 result: R = fut.result()

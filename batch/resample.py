@@ -34,7 +34,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
@@ -390,18 +390,24 @@ def run(
     needed = sorted({s for todo in redo.values() for s in todo})
     counts = _row_counts(needed, entries, states)
     forked = _use_processes(lake, processes, workers, counts)
-    warming = None
-    if forked and sum(counts.values()) >= fib.COMPILED_MIN_ROWS:
-        # numba's import and cache load (about 2 s) overlap the forked reads; the interval
-        # workers then inherit the compiled loops instead of loading them each
-        warming = threading.Thread(target=fib.warm_compiled, daemon=True)
-        warming.start()
+    # numba's import and cache load (about 2 s) overlap the forked reads, started once the
+    # readers exist (a fork during an import could leave a child waiting on its lock); the
+    # interval workers then inherit the compiled loops instead of loading them each
+    warming: list[threading.Thread] = []
+
+    def warm() -> None:
+        if not warming:
+            warming.append(threading.Thread(target=fib.warm_compiled, daemon=True))
+            warming[0].start()
+
+    compiled = forked and sum(counts.values()) >= fib.COMPILED_MIN_ROWS
     daily, marks = load(
         lake, needed, redo, entries, states, anchor, workers, progress,
-        counts=counts if forked else None,
+        counts=counts if forked else None, after_fork=warm if compiled else None,
     )  # fmt: skip
-    if warming is not None:
-        warming.join()
+    if compiled:
+        warm()  # when the reads did not fork
+        warming[0].join()
     loaded = {
         s: int(daily.date[daily.offsets[i + 1] - 1])
         for i, s in enumerate(daily.symbols)
@@ -493,13 +499,14 @@ def load(
     progress: bool,
     *,
     counts: Mapping[str, int] | None = None,
+    after_fork: Callable[[], None] | None = None,
 ) -> tuple[fib.Daily, dict[str, SymbolMark]]:
     """The rows to resample ``symbols`` from, and their new checkpoint marks.
 
     A symbol changed at a known date is taken from the consolidator's tail when it is current
     and reaches back to every interval's cut; otherwise its data.parquet is read. With
     ``counts`` (every symbol's rows, from the manifest) whole histories are read by forked
-    workers (:mod:`batch.shared_load`).
+    workers (:mod:`batch.shared_load`), and ``after_fork`` runs once they exist.
     """
     cache = (
         tails.read(lake)
@@ -519,7 +526,7 @@ def load(
             sources[s] = (tail.rows, tail.first_row)
     daily = None
     if counts is not None and not sources:
-        daily = _load_forked(lake, symbols, counts, workers, progress)
+        daily = _load_forked(lake, symbols, counts, workers, progress, after_fork)
     if daily is None:
         daily = _flatten(lake, symbols, sources, workers, progress)
     short = _not_reaching(daily, redo, anchor)
@@ -567,7 +574,12 @@ def _use_processes(
 
 
 def _load_forked(
-    lake: Lake, symbols: Sequence[str], counts: Mapping[str, int], workers: int, progress: bool
+    lake: Lake,
+    symbols: Sequence[str],
+    counts: Mapping[str, int],
+    workers: int,
+    progress: bool,
+    after_fork: Callable[[], None] | None,
 ) -> fib.Daily | None:
     if any(s not in counts for s in symbols):
         return None
@@ -584,6 +596,7 @@ def _load_forked(
             lambda s: read_daily(lake, s),
             pool.worker_count(workers),
             tick,
+            after_fork,
         )
 
 

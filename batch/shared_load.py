@@ -31,8 +31,13 @@ def load(
     read: Reader,
     workers: int,
     on_chunk: Callable[[int], None] | None = None,
+    after_fork: Callable[[], None] | None = None,
 ) -> fib.Daily | None:
-    """The rows of ``symbols`` (``counts[i]`` rows each), or None when a count was wrong."""
+    """The rows of ``symbols`` (``counts[i]`` rows each), or None when a count was wrong.
+
+    ``on_chunk`` gets the number of symbols of each chunk read; ``after_fork`` runs in this
+    process once the readers are forked.
+    """
     offsets = np.zeros(len(symbols) + 1, dtype=np.int64)
     np.cumsum(np.asarray(counts, dtype=np.int64), out=offsets[1:])
     total = int(offsets[-1])
@@ -63,7 +68,7 @@ def load(
         if on_chunk is not None:
             on_chunk(result[0])
 
-    results = forking.map_forked(fill, ranges, workers, done)
+    results = forking.map_forked(fill, ranges, workers, done, after_fork)
     stale = [s for _, part in results for s in part]
     if stale:
         return None
