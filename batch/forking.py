@@ -69,7 +69,9 @@ def map_forked(
         size = max(1, min(workers, len(items)))
         with (
             frozen_heap(),
-            ProcessPoolExecutor(size, mp_context=ctx, initializer=die_with_parent) as ex,
+            ProcessPoolExecutor(
+                size, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+            ) as ex,
         ):
             futures = [ex.submit(_call, i) for i in range(len(items))]
             if after_fork is not None:  # a fork context starts every worker at the first submit
@@ -99,14 +101,19 @@ def frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def die_with_parent() -> None:
-    """A SIGKILLed parent takes its workers along, so none writes after a crash and rerun."""
+def die_with_parent(parent: int) -> None:
+    """A SIGKILLed parent takes its workers along, so none writes after a crash and rerun.
+
+    ``parent`` is the parent's pid, taken before the workers started: a parent that died before
+    the request leaves the worker re-parented, and it exits. (Comparing with 1 would be wrong:
+    a job may itself be PID 1 in a container, and orphans may go to a subreaper.)
+    """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # pragma: no cover - not Linux's libc
         return
-    if os.getppid() == 1:  # the parent died before the call: behave as if it had been made
+    if os.getppid() != parent:
         os._exit(1)
 
 

@@ -117,8 +117,11 @@ def _fill(
                     first, bar_h, bar_l, bar_v, count = i, high[i], low[i], volume[i], 1
                     prev = g
             else:
-                bar_h = max(bar_h, high[i])
-                bar_l = min(bar_l, low[i])
+                # as np.maximum / np.minimum: a NaN wins and stays
+                if high[i] > bar_h or high[i] != high[i]:
+                    bar_h = high[i]
+                if low[i] < bar_l or low[i] != low[i]:
+                    bar_l = low[i]
                 bar_v += volume[i]
                 count += 1
     return seg_out, start, end, o, h, lo, c, v, days

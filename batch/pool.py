@@ -77,8 +77,10 @@ def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(item) for item in chunk]
 
 
-def _start_worker(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
-    forking.die_with_parent()  # a killed job's workers stop too, and write nothing after it
+def _start_worker(
+    parent: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
+) -> None:
+    forking.die_with_parent(parent)  # a killed job's workers stop too, and write nothing after it
     if initializer is not None:
         initializer(*initargs)
 
@@ -118,7 +120,10 @@ def map_items(
         with (
             forking.frozen_heap() if forked else contextlib.nullcontext(),
             ProcessPoolExecutor(
-                n, mp_context=ctx, initializer=_start_worker, initargs=(initializer, initargs)
+                n,
+                mp_context=ctx,
+                initializer=_start_worker,
+                initargs=(os.getpid(), initializer, initargs),
             ) as ex,
         ):
             futures = {

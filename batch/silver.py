@@ -47,8 +47,8 @@ def serialize(table: pa.Table) -> pa.Buffer:
     reader filtering one symbol can skip row groups once a month file outgrows one group (on
     the full US market a month file holds at most about 34k rows: one group, as before).
     """
-    if not table.schema.equals(SILVER):
-        table = table.cast(SILVER)
+    if not table.schema.equals(SILVER, check_metadata=True):
+        table = table.cast(SILVER).replace_schema_metadata(None)
     table = table.combine_chunks()
     sink = pa.BufferOutputStream()
     pq.write_table(

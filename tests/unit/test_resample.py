@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -234,6 +235,34 @@ def test_nothing_changes_on_a_rerun_and_dry_run_writes_nothing(local_lake: Lake)
     again = resample.run(local_lake, workers=1)
     assert again.files_written == 0
     assert snapshot(local_lake) == before
+
+
+def test_silver_of_an_older_release_is_rebuilt_not_patched(
+    local_lake: Lake, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = simple_rows("AAA", _window(dt.date(2024, 1, 2), 60))
+    write_fragment(local_lake, rows)
+    _consolidate_and_resample(local_lake)
+    for n in FIB_INTERVALS:  # as an older release left it: other bytes, format 1
+        key = layout.silver_checkpoint(n)
+        local_lake.write_json(key, {**local_lake.read_json(key), "format": 1})
+    for e in local_lake.list("silver"):
+        local_lake.write_bytes(e.key, pq_bytes_of_older_release(local_lake, e.key))
+    caplog.set_level("WARNING", logger="batch.checkpoint")
+    assert resample.run(local_lake, workers=1).ok  # incremental: nothing new in bronze
+    assert "older release" in caplog.text
+    fresh = Lake(str(tmp_path / "fresh"))
+    write_fragment(fresh, rows)
+    _consolidate_and_resample(fresh)
+    assert snapshot(local_lake) == snapshot(fresh)
+
+
+def pq_bytes_of_older_release(lake: Lake, key: str) -> bytes:
+    """A month file as release 1 wrote it: statistics on every column."""
+    table = pq.read_table(lake.path(key))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="lz4", write_statistics=True)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def test_cli_runs_and_rejects_bad_input(

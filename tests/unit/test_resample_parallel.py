@@ -7,15 +7,20 @@ force them and check them against the numpy path, the threaded run and the refer
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
+import multiprocessing
+import os
 import random
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch import consolidate, fib, forking, resample, shared_load
+from batch import consolidate, fib, forking, kernels, resample, shared_load, silver
 from core import calendar, layout
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, FIB_INTERVALS
@@ -78,6 +83,7 @@ def test_compiled_bars_equal_the_numpy_bars(seed: int, anchor: fib.Anchor) -> No
         compiled = fib.bars(daily, n, anchor, last_day, compiled=True)
         plain = fib.bars(daily, n, anchor, last_day, compiled=False)
         assert compiled.equals(plain), f"{n}d {anchor}"
+        assert silver.serialize(compiled).equals(silver.serialize(plain)), f"{n}d {anchor} bytes"
         reference = fib.bars_numpy(daily, n, anchor, last_day)
         assert compiled.num_rows == reference.num_rows
         order = fib.month_order(reference)
@@ -114,14 +120,36 @@ def _lake_with_history(tmp: Lake) -> list[Row]:
 @needs_fork
 @pytest.mark.parametrize("anchor", ["calendar", "symbol"])
 def test_forked_full_rebuild_equals_the_threaded_one_and_the_reference(
-    tmp_path: object, anchor: fib.Anchor
+    tmp_path: object, anchor: fib.Anchor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = str(tmp_path)
     forked, threaded = Lake(f"{base}/forked"), Lake(f"{base}/threaded")
     rows = _lake_with_history(forked)
     _lake_with_history(threaded)
+    # the full market's path on a small lake: compiled loops from one row, and spies that count
+    # (in shared memory, across the fork) the forked reads and the compiled calls
+    monkeypatch.setattr(fib, "COMPILED_MIN_ROWS", 1)
+    calls = forking.shared_array(2, np.int64)
+    real_load, real_kernel = shared_load.load, kernels.bars_by_month
+
+    def load_spy(*args: Any, **kwargs: Any) -> fib.Daily | None:
+        calls[0] += 1
+        return real_load(*args, **kwargs)
+
+    def kernel_spy(*args: Any, **kwargs: Any) -> Any:
+        calls[1] += 1
+        return real_kernel(*args, **kwargs)
+
+    monkeypatch.setattr(shared_load, "load", load_spy)
+    monkeypatch.setattr(kernels, "bars_by_month", kernel_spy)
     assert resample.run(forked, anchor=anchor, full=True, workers=2, processes=True).ok
+    assert calls[0] == 1, "the forked reader did not run"
+    # once to warm it up in the parent, then once per interval in the workers
+    assert calls[1] == 1 + len(FIB_INTERVALS), "the compiled loop did not run for every interval"
+    monkeypatch.setattr(fib, "COMPILED_MIN_ROWS", 10**9)
+    monkeypatch.delitem(sys.modules, "batch.kernels")  # the numpy path for the threaded run
     assert resample.run(threaded, anchor=anchor, full=True, workers=2, processes=False).ok
+    assert calls[1] == 1 + len(FIB_INTERVALS)
     assert snapshot(forked) == snapshot(threaded)
     history = reference_merge(rows)
     for n in FIB_INTERVALS:
@@ -195,6 +223,23 @@ def test_map_forked_keeps_order_shares_arrays_and_raises_the_workers_error() -> 
     assert forking.map_forked(square, [1], 2) == [1]  # usable again after a failure
 
 
+@needs_fork
+def test_workers_run_under_their_recorded_parent_and_stop_when_it_is_gone() -> None:
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=forking.die_with_parent,
+                             initargs=(os.getpid(),)) as ex:  # fmt: skip
+        assert ex.submit(os.getppid).result() == os.getpid()
+    # a worker whose recorded parent is not its parent (it was re-parented) exits at once
+    stranger = os.getpid() + 10**6
+    with (
+        ProcessPoolExecutor(
+            1, mp_context=ctx, initializer=forking.die_with_parent, initargs=(stranger,)
+        ) as ex,
+        pytest.raises(BrokenProcessPool),
+    ):
+        ex.submit(os.getpid).result(timeout=60)
+
+
 def test_processes_are_never_used_on_s3_or_a_single_worker() -> None:
     s3 = Lake("s3://bucket/prefix", endpoint_url="http://127.0.0.1:1")
     assert not resample._use_processes(s3, True, 2, {"A": 10**9})
@@ -203,4 +248,3 @@ def test_processes_are_never_used_on_s3_or_a_single_worker() -> None:
     assert not resample._use_processes(local, None, 2, {"A": 10})
     assert resample._use_processes(local, None, 2, {"A": 10**9}) == forking.available()
     assert not resample._use_processes(local, False, 2, {"A": 10**9})
-    assert dt.date(1962, 1, 2) in sessions()
