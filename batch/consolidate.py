@@ -27,7 +27,7 @@ import logging
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -271,8 +271,17 @@ def write_data(lake: Lake, symbol: str, table: pa.Table, state: SymbolState) -> 
     return int(buf.size)
 
 
-def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
-    """Merge one symbol's new fragments and pick its fragments safe to clean up."""
+Screened = tuple[pa.Table, list[str], pa.Table]
+"""A fragment after the screen: (accepted rows, reasons of the refused, refused rows)."""
+
+
+def consolidate_symbol(
+    task: Task, opts: Options, lake: Lake, screened: Mapping[FragmentId, Screened] | None = None
+) -> Outcome:
+    """Merge one symbol's new fragments and pick its fragments safe to clean up.
+
+    ``screened``: fragments already read and screened (:func:`screen_chunk`); others are read.
+    """
     listed = set(task.fragments)
     state = dataclasses.replace(task.state) if task.state else SymbolState(task.symbol)
     data: pa.Table | None = None
@@ -298,8 +307,10 @@ def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
     out = Outcome(task.symbol, merged=len(new_ids))
     new_tables = {}
     for f in new_ids:
-        raw = read_fragment(lake, task.symbol, f.key)
-        new_tables[f], reasons, refused = screen.split(raw)
+        if screened is not None and f in screened:
+            new_tables[f], reasons, refused = screened[f]
+        else:
+            new_tables[f], reasons, refused = screen.split(read_fragment(lake, task.symbol, f.key))
         if reasons:  # kept out of data.parquet; the fragment stays (cleanup never verifies it)
             out.quarantined += refused.num_rows
             if not opts.dry_run:
@@ -335,14 +346,45 @@ def consolidate_symbol(task: Task, opts: Options, lake: Lake) -> Outcome:
     return out
 
 
-def _work(item: tuple[Task, Options]) -> Outcome:
-    task, opts = item
+def screen_chunk(tasks: Sequence[Task], lake: Lake) -> dict[FragmentId, Screened]:
+    """Read the fragments the manifest has not merged yet and screen them in one pass.
+
+    A fragment that cannot be read is left out: its symbol reads it again and reports the error.
+    """
+    ids, tables = [], []
+    for task in tasks:
+        known = set(task.state.fragments) if task.state is not None else set()
+        for f in task.fragments:
+            if f in known:
+                continue
+            try:
+                tables.append(read_fragment(lake, task.symbol, f.key))
+            except Exception:  # consolidate_symbol reads it again and reports it
+                log.debug("%s: cannot read %s yet", task.symbol, f.key, exc_info=True)
+                continue
+            ids.append(f)
+    try:
+        results = screen.split_many(tables)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # schemas that do not concatenate
+        results = [screen.split(t) for t in tables]
+    return dict(zip(ids, results, strict=True))
+
+
+def _work_chunk(items: Sequence[tuple[Task, Options]]) -> list[Outcome]:
     assert _LAKE is not None, "worker not initialised"
     try:
-        return consolidate_symbol(task, opts, _LAKE)
-    except Exception as exc:  # reported per symbol; the run exits non-zero
-        log.debug("consolidating %s failed", task.symbol, exc_info=True)
-        return Outcome(task.symbol, error=f"{type(exc).__name__}: {exc}")
+        screened = screen_chunk([task for task, _ in items], _LAKE)
+    except Exception:  # each symbol then reads and screens its own fragments
+        log.debug("screening a chunk failed; screening per symbol", exc_info=True)
+        screened = {}
+    out = []
+    for task, opts in items:
+        try:
+            out.append(consolidate_symbol(task, opts, _LAKE, screened))
+        except Exception as exc:  # reported per symbol; the run exits non-zero
+            log.debug("consolidating %s failed", task.symbol, exc_info=True)
+            out.append(Outcome(task.symbol, error=f"{type(exc).__name__}: {exc}"))
+    return out
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -410,8 +452,8 @@ def run(
     tasks = [Task(s, files[s][0], tuple(files[s][1]), states.get(s)) for s in chosen]
     todo = [t for t in tasks if needs_work(t, opts)]
     report = ConsolidateReport(symbols=len(chosen), dry_run=dry_run)
-    outcomes = pool.map_items(
-        _work,
+    outcomes = pool.map_chunks(
+        _work_chunk,
         [(t, opts) for t in todo],
         workers=workers,
         progress=progress,

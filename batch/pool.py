@@ -11,6 +11,7 @@ saves.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -73,7 +74,7 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
+def _each(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(item) for item in chunk]
 
 
@@ -102,6 +103,35 @@ def map_items(
     ``fn`` should catch the errors it can attribute to one item and return them, so one bad
     symbol does not stop the others; anything it raises stops the whole map.
     """
+    return map_chunks(
+        functools.partial(_each, fn),
+        items,
+        workers=workers,
+        progress=progress,
+        desc=desc,
+        chunk=chunk,
+        initializer=initializer,
+        initargs=initargs,
+        fork=fork,
+    )
+
+
+def map_chunks(
+    fn: Callable[[Sequence[T]], list[R]],
+    items: Sequence[T],
+    *,
+    workers: int,
+    progress: bool = False,
+    desc: str = "",
+    chunk: int = 32,
+    initializer: Callable[..., Any] | None = None,
+    initargs: tuple[Any, ...] = (),
+    fork: bool = False,
+) -> list[R]:
+    """:func:`map_items` for a ``fn`` that takes a chunk of items and returns one result each.
+
+    For work that is cheaper done once per chunk (e.g. checking many small tables at once).
+    """
     n = worker_count(workers)
     bar = tqdm(total=len(items), desc=desc, unit="sym", disable=not progress, leave=False)
     try:
@@ -109,9 +139,9 @@ def map_items(
             if initializer is not None:
                 initializer(*initargs)
             out = []
-            for item in items:
-                out.append(fn(item))
-                bar.update(1)
+            for part in _chunks(items, chunk):
+                out.extend(fn(part))
+                bar.update(len(part))
             return out
         size = max(1, min(chunk, len(items) // (n * 4) or 1))
         results: dict[int, list[R]] = {}
@@ -126,9 +156,7 @@ def map_items(
                 initargs=(os.getpid(), initializer, initargs),
             ) as ex,
         ):
-            futures = {
-                ex.submit(_run_chunk, fn, part): i for i, part in enumerate(_chunks(items, size))
-            }
+            futures = {ex.submit(fn, part): i for i, part in enumerate(_chunks(items, size))}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 bar.update(len(results[futures[fut]]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batch import consolidate
+from batch import consolidate, screen
 from batch import manifest as mf
 from core import calendar, layout
 from core.lake import Lake
@@ -232,3 +232,27 @@ def test_cli_help_progress_and_summary(
     assert "1 symbols examined, 0 changed" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         consolidate.main(["--lake", local_lake.url, "--shard", "3/2"])
+
+
+def test_screening_a_chunk_at_once_equals_screening_each_fragment() -> None:
+    day = dt.date(2024, 3, 28)
+    good = Row("AAA", day, 10.0, 11.0, 9.0, 10.5, 100.0)
+    tables = [
+        table_of([good]),
+        table_of([dataclasses.replace(good, symbol="BBB", high=8.0)]),  # high < low, and more
+        table_of([]),
+        table_of(
+            [
+                dataclasses.replace(good, symbol="CCC"),
+                dataclasses.replace(good, symbol="CCC", date=dt.date(2024, 3, 29)),  # Good Friday
+                dataclasses.replace(good, symbol="CCC", date=dt.date(2024, 4, 1), source="fax"),
+            ]
+        ),
+        table_of([dataclasses.replace(good, symbol="DDD", volume=-1.0)]),
+    ]
+    together = screen.split_many(tables)
+    alone = [screen.split(t) for t in tables]
+    assert len(together) == len(alone)
+    for (ok_a, why_a, bad_a), (ok_b, why_b, bad_b) in zip(together, alone, strict=True):
+        assert ok_a.equals(ok_b) and why_a == why_b and bad_a.equals(bad_b)
+    assert [len(why) for _, why, _ in together] == [0, 1, 0, 2, 1]
