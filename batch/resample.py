@@ -388,7 +388,9 @@ def run(
                 todo[s] = None if change is None else int(change)
         redo[n] = todo
     needed = sorted({s for todo in redo.values() for s in todo})
-    counts = _row_counts(needed, entries, states)
+    sources = tail_sources(lake, needed, redo, entries, states)
+    # the rows read whole decide: a daily run takes tails (a few rows a symbol) and stays light
+    counts = _row_counts([s for s in needed if s not in sources], entries, states)
     forked = _use_processes(lake, processes, workers, counts)
     # numba's import and cache load (about 2 s) overlap the forked reads, started once the
     # readers exist (a fork during an import could leave a child waiting on its lock); the
@@ -404,6 +406,7 @@ def run(
     daily, marks = load(
         lake, needed, redo, entries, states, anchor, workers, progress,
         counts=counts if forked else None, after_fork=warm if compiled else None,
+        sources=sources,
     )  # fmt: skip
     if compiled:
         warm()  # when the reads did not fork
@@ -488,26 +491,14 @@ def _check_anchor(
             raise AnchorMismatch(msg)
 
 
-def load(
+def tail_sources(
     lake: Lake,
     symbols: Sequence[str],
     redo: dict[int, dict[str, int | None]],
-    entries: dict[str, Entry],
-    states: dict[str, mf.SymbolState],
-    anchor: Anchor,
-    workers: int,
-    progress: bool,
-    *,
-    counts: Mapping[str, int] | None = None,
-    after_fork: Callable[[], None] | None = None,
-) -> tuple[fib.Daily, dict[str, SymbolMark]]:
-    """The rows to resample ``symbols`` from, and their new checkpoint marks.
-
-    A symbol changed at a known date is taken from the consolidator's tail when it is current
-    and reaches back to every interval's cut; otherwise its data.parquet is read. With
-    ``counts`` (every symbol's rows, from the manifest) whole histories are read by forked
-    workers (:mod:`batch.shared_load`), and ``after_fork`` runs once they exist.
-    """
+    entries: Mapping[str, Entry],
+    states: Mapping[str, mf.SymbolState],
+) -> dict[str, tuple[pa.Table, int]]:
+    """(rows, first row) of the symbols whose consolidator's tail is current and usable."""
     cache = (
         tails.read(lake)
         if symbols and any(any(v is not None for v in t.values()) for t in redo.values())
@@ -524,6 +515,33 @@ def load(
             and all(t.get(s, 0) is not None for t in redo.values())
         ):
             sources[s] = (tail.rows, tail.first_row)
+    return sources
+
+
+def load(
+    lake: Lake,
+    symbols: Sequence[str],
+    redo: dict[int, dict[str, int | None]],
+    entries: dict[str, Entry],
+    states: dict[str, mf.SymbolState],
+    anchor: Anchor,
+    workers: int,
+    progress: bool,
+    *,
+    counts: Mapping[str, int] | None = None,
+    after_fork: Callable[[], None] | None = None,
+    sources: dict[str, tuple[pa.Table, int]] | None = None,
+) -> tuple[fib.Daily, dict[str, SymbolMark]]:
+    """The rows to resample ``symbols`` from, and their new checkpoint marks.
+
+    A symbol changed at a known date is taken from the consolidator's tail when it is current
+    and reaches back to every interval's cut; otherwise its data.parquet is read. With
+    ``counts`` (every symbol's rows, from the manifest) whole histories are read by forked
+    workers (:mod:`batch.shared_load`), and ``after_fork`` runs once they exist. ``sources``:
+    the tails to use (:func:`tail_sources`), when the caller has them already.
+    """
+    if sources is None:
+        sources = tail_sources(lake, symbols, redo, entries, states)
     daily = None
     if counts is not None and not sources:
         daily = _load_forked(lake, symbols, counts, workers, progress, after_fork)
