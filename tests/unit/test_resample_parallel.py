@@ -248,3 +248,28 @@ def test_processes_are_never_used_on_s3_or_a_single_worker() -> None:
     assert not resample._use_processes(local, None, 2, {"A": 10})
     assert resample._use_processes(local, None, 2, {"A": 10**9}) == forking.available()
     assert not resample._use_processes(local, False, 2, {"A": 10**9})
+
+
+@needs_fork
+def test_a_daily_run_from_tails_stays_on_threads_whatever_the_histories_weigh(
+    local_lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _lake_with_history(local_lake)
+    monkeypatch.setattr(resample, "PROCESS_MIN_ROWS", 1)  # any whole read forks
+    forks = []
+    real = forking.map_forked
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        forks.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forking, "map_forked", spy)
+    assert resample.run(local_lake, workers=2).ok  # first run: whole histories, forked
+    assert forks
+    forks.clear()
+    day = calendar.next_session(max(r.date for r in rows))
+    for s in ("AAA", "BB.B", "CCC", "DDD"):
+        write_fragment(local_lake, [Row(s, day, 10.0, 11.0, 9.0, 10.5, 1000.0, ingested=99)])
+    assert consolidate.run(local_lake, workers=1).ok
+    assert resample.run(local_lake, workers=2).ok  # the daily run: tails only
+    assert forks == [], "a run from the consolidator's tails forked"
