@@ -11,8 +11,10 @@ import multiprocessing
 import os
 import random
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -273,3 +275,27 @@ def test_a_daily_run_from_tails_stays_on_threads_whatever_the_histories_weigh(
     assert consolidate.run(local_lake, workers=1).ok
     assert resample.run(local_lake, workers=2).ok  # the daily run: tails only
     assert forks == [], "a run from the consolidator's tails forked"
+
+
+def test_numba_caches_where_the_process_may_write(tmp_path: Path) -> None:
+    here = tmp_path / "site-packages" / "batch"
+    here.mkdir(parents=True)
+    allowed: set[Path] = set()
+
+    def writable(p: Path) -> bool:
+        return p in allowed
+
+    # set by the user: numba's own handling
+    assert kernels.cache_dir({"NUMBA_CACHE_DIR": "/x"}, here, writable) is None
+    allowed.add(here)  # an install the process owns: numba's default, beside the module
+    assert kernels.cache_dir({}, here, writable) is None
+    allowed.clear()  # a root-owned install run as another user: the pipeline's cache
+    ours = tmp_path / "cache"
+    allowed.add(ours / "numba")
+    assert kernels.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(
+        ours / "numba"
+    )
+    allowed.clear()  # nothing writable but the temporary directory
+    per_user = Path(tempfile.gettempdir()) / f"condvest-numba-{os.getuid()}"
+    allowed.add(per_user)
+    assert kernels.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(per_user)
