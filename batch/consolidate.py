@@ -27,7 +27,7 @@ import logging
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -271,6 +271,12 @@ def write_data(lake: Lake, symbol: str, table: pa.Table, state: SymbolState) -> 
     return int(buf.size)
 
 
+def unmerged(listed: Iterable[FragmentId], merged: Iterable[FragmentId]) -> list[FragmentId]:
+    """The listed fragments the manifest has not merged, in key order."""
+    known = set(merged)
+    return sorted(f for f in listed if f not in known)
+
+
 Screened = tuple[pa.Table, list[str], pa.Table]
 """A fragment after the screen: (accepted rows, reasons of the refused, refused rows)."""
 
@@ -302,8 +308,7 @@ def consolidate_symbol(
         state.first_date = data["date"][0].as_py() if data.num_rows else None
         state.last_date = data["date"][-1].as_py() if data.num_rows else None
     state.fragments = sorted(f for f in state.fragments if f in listed)
-    known = set(state.fragments)
-    new_ids = sorted(f for f in listed if f not in known)
+    new_ids = unmerged(listed, state.fragments)
     out = Outcome(task.symbol, merged=len(new_ids))
     new_tables = {}
     for f in new_ids:
@@ -353,10 +358,7 @@ def screen_chunk(tasks: Sequence[Task], lake: Lake) -> dict[FragmentId, Screened
     """
     ids, tables = [], []
     for task in tasks:
-        known = set(task.state.fragments) if task.state is not None else set()
-        for f in task.fragments:
-            if f in known:
-                continue
+        for f in unmerged(task.fragments, task.state.fragments if task.state else ()):
             try:
                 tables.append(read_fragment(lake, task.symbol, f.key))
             except Exception:  # consolidate_symbol reads it again and reports it

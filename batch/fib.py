@@ -305,8 +305,8 @@ def bars(
         daily.first_row,
         daily.date,
         (daily.open, daily.high, daily.low, daily.close, daily.volume),
-        months.by_day()[::-1],
-        (_group_by_day(n), _k_by_day()[0]) if anchor == "calendar" else None,
+        months.by_day(),
+        (_k_by_day()[0], _group_by_day(n)) if anchor == "calendar" else None,
         n,
     )
     seg, start, end, open_, high, low, close, volume, days = cols
@@ -316,10 +316,7 @@ def bars(
 
 def month_order(bars_table: pa.Table) -> I64:
     """The stable order putting bars in month-file order (by start month)."""
-    starts = np.asarray(
-        arrays.to_numpy(pc.cast(bars_table["start_date"], pa.int32())), dtype=np.int32
-    )
-    return np.argsort(months.month_index(starts), kind="stable").astype(np.int64)
+    return np.argsort(months.bar_months(bars_table), kind="stable").astype(np.int64)
 
 
 def _silver_table(

@@ -65,14 +65,7 @@ def map_forked(
         raise RuntimeError(msg)
     _INHERITED = (fn, items)
     try:
-        ctx = multiprocessing.get_context("fork")
-        size = max(1, min(workers, len(items)))
-        with (
-            frozen_heap(),
-            ProcessPoolExecutor(
-                size, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
-            ) as ex,
-        ):
+        with executor(max(1, min(workers, len(items))), fork=True) as ex:
             futures = [ex.submit(_call, i) for i in range(len(items))]
             if after_fork is not None:  # a fork context starts every worker at the first submit
                 after_fork()
@@ -85,6 +78,41 @@ def map_forked(
             return out
     finally:
         _INHERITED = None
+
+
+@contextlib.contextmanager
+def executor(
+    workers: int,
+    *,
+    fork: bool,
+    initializer: Callable[..., Any] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers die with this process, forked where ``fork`` allows.
+
+    Forked workers run while this process's heap is frozen (:func:`frozen_heap`); otherwise
+    they are spawned (a fresh interpreter, as an S3 lake needs).
+    """
+    forked = fork and available()
+    ctx = multiprocessing.get_context("fork" if forked else "spawn")
+    with (
+        frozen_heap() if forked else contextlib.nullcontext(),
+        ProcessPoolExecutor(
+            workers,
+            mp_context=ctx,
+            initializer=_start_worker,
+            initargs=(os.getpid(), initializer, initargs),
+        ) as ex,
+    ):
+        yield ex
+
+
+def _start_worker(
+    parent: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
+) -> None:
+    die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from core import cache
+
 
 def cache_dir(env: Mapping[str, str], here: Path, writable: Callable[[Path], bool]) -> str | None:
     """Where numba should keep the compiled loops, or None for numba's own choice.
@@ -29,11 +31,8 @@ def cache_dir(env: Mapping[str, str], here: Path, writable: Callable[[Path], boo
     """
     if env.get("NUMBA_CACHE_DIR") or writable(here):
         return None
-    base = env.get("CONDVEST_CACHE_DIR") or os.path.join(
-        env.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "condvest"
-    )
     for candidate in (
-        Path(base) / "numba",
+        cache.root(env) / "numba",
         Path(tempfile.gettempdir()) / f"condvest-numba-{os.getuid()}",
     ):
         try:
@@ -189,21 +188,21 @@ def bars_by_month(
     first_rows: npt.NDArray[np.int64],
     date: npt.NDArray[np.int32],
     prices: tuple[npt.NDArray[np.float64], ...],
-    months: tuple[npt.NDArray[np.int16], int],
-    groups: tuple[npt.NDArray[np.int32], int] | None,
+    months: tuple[int, npt.NDArray[np.int16]],
+    groups: tuple[int, npt.NDArray[np.int32]] | None,
     interval: int,
 ) -> tuple[npt.NDArray[np.int64], tuple[npt.NDArray[Any], ...]]:
     """(month bounds, bar columns) with bars in month-file order.
 
     Bars of month index ``m`` sit at ``bounds[m]:bounds[m + 1]``, sorted by (segment, start
     date). Columns: segment, start, end, open, high, low, close, volume, days. ``prices`` is
-    open, high, low, close, volume. ``months`` is (table, first day): every date's month index.
-    ``groups`` is the calendar anchor's (table, first day) of every date's group, or None for
+    open, high, low, close, volume. ``months`` is (first day, table): every date's month index.
+    ``groups`` is the calendar anchor's (first day, table) of every date's group, or None for
     the symbol anchor (g = position in the symbol's history, from ``first_rows``, // N).
     """
-    month_table, month_first = months
+    month_first, month_table = months
     calendar = groups is not None
-    group_table, group_first = groups if groups is not None else (np.zeros(1, np.int32), 0)
+    group_first, group_table = groups if groups is not None else (0, np.zeros(1, np.int32))
     shape = (_ro(month_table, np.int16), int(month_first), _ro(group_table, np.int32),
              int(group_first), int(interval), calendar)  # fmt: skip
     offsets, first_rows = _ro(offsets, np.int64), _ro(first_rows, np.int64)
@@ -233,5 +232,5 @@ def warm() -> None:
     one = np.zeros(1, np.int64)
     bars_by_month(
         np.array([0, 1], np.int64), one, np.zeros(1, np.int32), (np.ones(1),) * 5,
-        (np.zeros(1, np.int16), 0), (np.zeros(1, np.int32), 0), 3,
+        (0, np.zeros(1, np.int16)), (0, np.zeros(1, np.int32)), 3,
     )  # fmt: skip

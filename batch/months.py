@@ -8,6 +8,10 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core import arrays
 
 MONTH_BASE: Final = 1900 * 12
 _EPOCH: Final = dt.date(1970, 1, 1)
@@ -43,6 +47,12 @@ def month_index(days: npt.NDArray[np.int32]) -> npt.NDArray[np.int16]:
         return _exact(days)
     first, table = by_day()
     return np.asarray(table[days.astype(np.int32, copy=False) - np.int32(first)], np.int16)
+
+
+def bar_months(bars: pa.Table) -> npt.NDArray[np.int16]:
+    """The month index of each bar's ``start_date`` (the month file it belongs to)."""
+    starts = pc.cast(bars["start_date"], pa.int32())
+    return month_index(np.asarray(arrays.to_numpy(starts), dtype=np.int32))
 
 
 def month_of_day(day: int) -> int:

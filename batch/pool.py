@@ -10,12 +10,10 @@ saves.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import Any, Final, TypeVar
 
 from tqdm import tqdm
@@ -78,14 +76,6 @@ def _each(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(item) for item in chunk]
 
 
-def _start_worker(
-    parent: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
-) -> None:
-    forking.die_with_parent(parent)  # a killed job's workers stop too, and write nothing after it
-    if initializer is not None:
-        initializer(*initargs)
-
-
 def map_items(
     fn: Callable[[T], R],
     items: Sequence[T],
@@ -145,17 +135,7 @@ def map_chunks(
             return out
         size = max(1, min(chunk, len(items) // (n * 4) or 1))
         results: dict[int, list[R]] = {}
-        forked = fork and forking.available()
-        ctx = multiprocessing.get_context("fork" if forked else "spawn")
-        with (
-            forking.frozen_heap() if forked else contextlib.nullcontext(),
-            ProcessPoolExecutor(
-                n,
-                mp_context=ctx,
-                initializer=_start_worker,
-                initargs=(os.getpid(), initializer, initargs),
-            ) as ex,
-        ):
+        with forking.executor(n, fork=fork, initializer=initializer, initargs=initargs) as ex:
             futures = {ex.submit(fn, part): i for i, part in enumerate(_chunks(items, size))}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()

@@ -395,22 +395,18 @@ def run(
     # numba's import and cache load (about 2 s) overlap the forked reads, started once the
     # readers exist (a fork during an import could leave a child waiting on its lock); the
     # interval workers then inherit the compiled loops instead of loading them each
-    warming: list[threading.Thread] = []
-
-    def warm() -> None:
-        if not warming:
-            warming.append(threading.Thread(target=fib.warm_compiled, daemon=True))
-            warming[0].start()
-
-    compiled = forked and sum(counts.values()) >= fib.COMPILED_MIN_ROWS
+    warming = None
+    if forked and sum(counts.values()) >= fib.COMPILED_MIN_ROWS:
+        warming = threading.Thread(target=fib.warm_compiled, daemon=True)
     daily, marks = load(
         lake, needed, redo, entries, states, anchor, workers, progress,
-        counts=counts if forked else None, after_fork=warm if compiled else None,
-        sources=sources,
+        counts=counts if forked else None,
+        after_fork=warming.start if warming is not None else None, sources=sources,
     )  # fmt: skip
-    if compiled:
-        warm()  # when the reads did not fork
-        warming[0].join()
+    if warming is not None:
+        if warming.ident is None:  # the reads did not fork: not started yet
+            warming.start()
+        warming.join()
     loaded = {
         s: int(daily.date[daily.offsets[i + 1] - 1])
         for i, s in enumerate(daily.symbols)

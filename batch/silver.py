@@ -11,7 +11,7 @@ and an incremental run is byte-for-byte a full rebuild.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch import fib
-from batch.months import MONTH_BASE, month_index, year_month
+from batch.months import MONTH_BASE, bar_months, year_month
 from core import arrays, layout
 from core.lake import Lake
 from core.schemas import SILVER
@@ -89,13 +89,9 @@ def month_groups(bars: pa.Table) -> dict[int, npt.NDArray[np.int64]]:
     """
     if bars.num_rows == 0:
         return {}
-    starts = np.asarray(arrays.to_numpy(pc.cast(bars["start_date"], pa.int32())), dtype=np.int32)
-    months = month_index(starts)
-    order = np.argsort(months, kind="stable")
-    sorted_months = months[order]
-    edges = np.flatnonzero(np.diff(sorted_months)) + 1
-    bounds = [0, *edges.tolist(), len(order)]
-    return {int(sorted_months[lo]): order[lo:hi] for lo, hi in itertools.pairwise(bounds)}
+    order = fib.month_order(bars)
+    sorted_months = bar_months(bars)[order]
+    return {m: order[lo:hi] for m, lo, hi in _runs(sorted_months)}
 
 
 def month_slices(bars: pa.Table) -> dict[int, tuple[int, int]] | None:
@@ -106,18 +102,17 @@ def month_slices(bars: pa.Table) -> dict[int, tuple[int, int]] | None:
     """
     if bars.num_rows == 0:
         return {}
-    starts = np.asarray(arrays.to_numpy(pc.cast(bars["start_date"], pa.int32())), dtype=np.int32)
-    months = month_index(starts)
+    months = bar_months(bars)
     if not bool(np.all(months[1:] >= months[:-1])):
         return None
-    edges = np.flatnonzero(np.diff(months)) + 1
-    bounds = [0, *edges.tolist(), len(months)]
-    return {int(months[lo]): (lo, hi) for lo, hi in itertools.pairwise(bounds)}
+    return {m: (lo, hi) for m, lo, hi in _runs(months)}
 
 
-def split_by_month(bars: pa.Table) -> dict[int, pa.Table]:
-    """Bars grouped by their start month, keeping their order within a month."""
-    return {m: bars.take(arrays.from_numpy(idx)) for m, idx in month_groups(bars).items()}
+def _runs(sorted_months: npt.NDArray[np.int16]) -> list[tuple[int, int, int]]:
+    """(month, first row, end row) of each run of equal months."""
+    edges = np.flatnonzero(np.diff(sorted_months)) + 1
+    bounds = [0, *edges.tolist(), len(sorted_months)]
+    return [(int(sorted_months[lo]), lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
 
 def listed_months(lake: Lake, interval: int) -> dict[int, int]:
@@ -225,8 +220,3 @@ def apply(
             SILVER.get_field_index("complete"), "complete", arrays.from_numpy(complete)
         )
     return table
-
-
-def rows_by_month(rows: pa.Table) -> Mapping[int, pa.Table]:
-    """Patch rows grouped by month file."""
-    return split_by_month(rows)

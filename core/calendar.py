@@ -25,13 +25,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core import cache
+
 EPOCH: Final = dt.date(1962, 1, 2)
 """First session of the calendar; it has session index 0."""
 HORIZON: Final = dt.date(2030, 12, 31)
 NEW_YORK: Final = ZoneInfo("America/New_York")
 _UNIX: Final = dt.date(1970, 1, 1)
 _UNIX_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-CACHE_DIR_ENV: Final = "CONDVEST_CACHE_DIR"
+CACHE_DIR_ENV: Final = cache.CACHE_DIR_ENV
 
 
 class CalendarError(ValueError):
@@ -59,10 +61,7 @@ def _build() -> Sessions:
 def cache_file() -> Path:
     """Where the session table is cached (the name changes with exchange_calendars)."""
     version = importlib.metadata.version("exchange_calendars")
-    base = os.environ.get(CACHE_DIR_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "condvest"
-    )
-    return Path(base) / f"xnys-{version}-{EPOCH:%Y%m%d}-{HORIZON:%Y%m%d}.npz"
+    return cache.root() / f"xnys-{version}-{EPOCH:%Y%m%d}-{HORIZON:%Y%m%d}.npz"
 
 
 def _load(path: Path) -> Sessions | None:
