@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import parts, precedence
+from batch import parts, precedence, screen
 from batch.manifest import FragmentId
 from core import arrays, layout
 from core.lake import Lake
@@ -82,6 +82,20 @@ def all_rows_present(data: pa.Table, fragment: pa.Table) -> bool:
         return False
     kept = data.take(pa.array(at)).select(fragment.column_names).cast(fragment.schema)
     return bool(np.all(precedence.beats_or_equals(kept, fragment)))
+
+
+def verified(
+    lake: Lake, symbol: str, data: pa.Table, screened: tuple[pa.Table, list[str], pa.Table]
+) -> bool:
+    """True when deleting a fragment loses nothing.
+
+    Its accepted rows are in ``data`` (or superseded there) and its refused rows are in the
+    quarantine.
+
+    ``screened``: the fragment after :func:`batch.screen.split` (accepted, reasons, refused).
+    """
+    accepted, reasons, refused = screened
+    return all_rows_present(data, accepted) and screen.in_quarantine(lake, symbol, refused, reasons)
 
 
 def removal(symbol: str, fragment: FragmentId, table: pa.Table) -> Removal:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import layout
-from core.lake import Lake
+from core.lake import Lake, LakeError
 from core.schemas import FIB_INTERVALS
 from core.settings import BatchSettings
 from core.sharding import Shard
@@ -41,6 +41,18 @@ class JobArgs:
     extra: argparse.Namespace = field(default_factory=argparse.Namespace)
 
 
+def non_negative(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"{text!r} is not a whole number >= 0"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def parser(prog: str, description: str, *, intervals: bool = False) -> argparse.ArgumentParser:
     """An argument parser with the options every job takes."""
     p = argparse.ArgumentParser(prog=f"python -m batch.{prog}", description=description)
@@ -55,14 +67,22 @@ def parser(prog: str, description: str, *, intervals: bool = False) -> argparse.
         )
     p.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
     p.add_argument("--shard", metavar="I/N", default="0/1", help="only symbols of shard I of N")
-    p.add_argument("--workers", type=int, default=0, help="parallel workers (default: cores)")
+    p.add_argument(
+        "--workers", type=non_negative, default=0, help="parallel workers (default: cores)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
-def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> JobArgs:
-    """Parse argv into :class:`JobArgs`, exiting with a clear message on bad input."""
+def parse(
+    p: argparse.ArgumentParser, argv: Sequence[str] | None = None, *, reads_lake: bool = False
+) -> JobArgs:
+    """Parse argv into :class:`JobArgs`, exiting with a clear message on bad input.
+
+    ``reads_lake``: the job only reads an existing lake, so a local lake that does not exist or
+    a ``--symbols`` name with no folder in it is a usage error (likely a typo), not an empty run.
+    """
     ns = p.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if ns.verbose else logging.INFO,
@@ -83,11 +103,16 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> JobA
                 raise ValueError(msg)
     except ValueError as exc:
         p.error(str(exc))
-    lake = Lake(
-        ns.lake or settings.lake_url,
-        endpoint_url=settings.aws_endpoint_url,
-        region=settings.aws_default_region,
-    )
+    try:
+        lake = Lake(
+            ns.lake or settings.lake_url,
+            endpoint_url=settings.aws_endpoint_url,
+            region=settings.aws_default_region,
+        )
+    except LakeError as exc:
+        p.error(str(exc))
+    if reads_lake:
+        _check_lake(p, lake, symbols)
     workers = ns.workers or settings.batch_workers or (os.cpu_count() or 1)
     return JobArgs(
         lake=lake,
@@ -99,6 +124,19 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> JobA
         progress=not ns.no_progress and sys.stderr.isatty(),
         extra=ns,
     )
+
+
+def _check_lake(p: argparse.ArgumentParser, lake: Lake, symbols: Sequence[str] | None) -> None:
+    if lake.is_local and not os.path.isdir(lake.root):
+        p.error(f"no lake at {lake.url}: the directory does not exist")
+    if symbols:
+        known = set(lake_symbols(lake))
+        unknown = [s for s in symbols if s not in known]
+        if unknown:
+            p.error(
+                f"unknown symbols {', '.join(unknown)}: no {layout.DAILY}/symbol=NAME/ "
+                f"folder in {lake.url}"
+            )
 
 
 def lake_symbols(lake: Lake) -> list[str]:

@@ -42,7 +42,7 @@ from batch import common, parts, pool, precedence, screen, tails
 from batch import manifest as mf
 from batch.manifest import FragmentId, SymbolState
 from core import arrays, layout
-from core.lake import Entry, Lake
+from core.lake import Entry, Lake, reading
 from core.schemas import BRONZE_DAILY, conform
 from core.settings import BatchSettings
 from core.sharding import Shard
@@ -129,6 +129,7 @@ class Options:
     retention_days: int
     cleanup: bool
     dry_run: bool
+    rebuild_missing: bool = False
 
 
 # -- pure steps ------------------------------------------------------------------------------
@@ -211,8 +212,10 @@ def _init_worker(url: str, endpoint: str | None, region: str | None) -> None:
 
 def read_data(lake: Lake, key: str, *, dictionary: Sequence[str] = ()) -> pa.Table:
     """Read one Parquet file whole (faster than a dataset read for one small file)."""
-    source = pa.BufferReader(lake.read_bytes(key))  # one read: cheaper than ranged reads
-    return pq.ParquetFile(source, read_dictionary=list(dictionary) or None).read(use_threads=False)
+    with reading(key):
+        source = pa.BufferReader(lake.read_bytes(key))  # one read: cheaper than ranged reads
+        f = pq.ParquetFile(source, read_dictionary=list(dictionary) or None)
+        return f.read(use_threads=False)
 
 
 def read_consolidated(lake: Lake, key: str, *, decoded: bool = False) -> pa.Table:
@@ -231,7 +234,8 @@ def read_fragment(lake: Lake, symbol: str, key: str) -> pa.Table:
     """Read a fragment, conformed to the contract; it must hold only ``symbol``."""
     table = read_data(lake, key)
     if not table.schema.equals(BRONZE_DAILY):
-        table = conform(table, BRONZE_DAILY)
+        with reading(key):
+            table = conform(table, BRONZE_DAILY)
     if table.num_rows and (
         table["symbol"][0].as_py() != symbol or pc.count_distinct(table["symbol"]).as_py() != 1
     ):
@@ -281,6 +285,27 @@ Screened = tuple[pa.Table, list[str], pa.Table]
 """A fragment after the screen: (accepted rows, reasons of the refused, refused rows)."""
 
 
+class MissingDataError(RuntimeError):
+    """A data.parquet the manifest records is gone; merging into nothing would lose history."""
+
+
+def _missing(task: Task, state: SymbolState, opts: Options) -> SymbolState:
+    """The state to rebuild a lost data.parquet from the fragments still in bronze, if asked."""
+    if not opts.rebuild_missing:
+        msg = (
+            f"{layout.consolidated(task.symbol)} is missing, but the manifest records "
+            f"{state.rows} rows from {state.first_date} to {state.last_date}; restore the file, "
+            f"or rerun with --rebuild-missing to rebuild it from the fragments still in bronze "
+            f"(dates whose fragments were cleaned up are then lost)"
+        )
+        raise MissingDataError(msg)
+    log.warning("%s: rebuilding the missing data.parquet from its fragments", task.symbol)
+    rebuilt = state.with_change(state.first_date or dt.date(1962, 1, 2), opts.now)
+    return dataclasses.replace(
+        rebuilt, fragments=[], rows=0, first_date=None, last_date=None, data_size=0
+    )
+
+
 def consolidate_symbol(
     task: Task, opts: Options, lake: Lake, screened: Mapping[FragmentId, Screened] | None = None
 ) -> Outcome:
@@ -307,16 +332,20 @@ def consolidate_symbol(
         state.rows = data.num_rows
         state.first_date = data["date"][0].as_py() if data.num_rows else None
         state.last_date = data["date"][-1].as_py() if data.num_rows else None
+    elif state.rows > 0:  # the manifest records a data.parquet that is gone
+        state = _missing(task, state, opts)
     state.fragments = sorted(f for f in state.fragments if f in listed)
     new_ids = unmerged(listed, state.fragments)
     out = Outcome(task.symbol, merged=len(new_ids))
     new_tables = {}
+    checked: dict[FragmentId, Screened] = {}
     for f in new_ids:
         if screened is not None and f in screened:
-            new_tables[f], reasons, refused = screened[f]
+            checked[f] = screened[f]
         else:
-            new_tables[f], reasons, refused = screen.split(read_fragment(lake, task.symbol, f.key))
-        if reasons:  # kept out of data.parquet; the fragment stays (cleanup never verifies it)
+            checked[f] = screen.split(read_fragment(lake, task.symbol, f.key))
+        new_tables[f], reasons, refused = checked[f]
+        if reasons:  # kept out of data.parquet, and the fragment stays until they are filed
             out.quarantined += refused.num_rows
             if not opts.dry_run:
                 screen.quarantine(lake, task.symbol, refused, reasons, opts.now)
@@ -335,11 +364,12 @@ def consolidate_symbol(
     if opts.cleanup and data is not None:
         for f in state.fragments:
             if cleaner.is_due(f, opts.now, opts.retention_days):
-                table = new_tables.get(f)
-                if table is None:
-                    table = read_fragment(lake, task.symbol, f.key)
-                if cleaner.all_rows_present(data, table):
-                    out.removals.append(cleaner.removal(task.symbol, f, table))
+                result = checked.get(f)
+                if result is None:
+                    result = screen.split(read_fragment(lake, task.symbol, f.key))
+                if cleaner.verified(lake, task.symbol, data, result):
+                    whole = pa.concat_tables([result[0], result[2]])
+                    out.removals.append(cleaner.removal(task.symbol, f, whole))
     if task.state is None or state != task.state:
         state.revision = (task.state.revision if task.state else 0) + 1
         out.state = state
@@ -414,6 +444,8 @@ def needs_work(task: Task, opts: Options) -> bool:
         return True
     if task.data is not None and task.data.size != state.data_size:
         return True  # data.parquet ahead of the manifest, or rewritten by someone else
+    if task.data is None and state.rows > 0:
+        return True  # data.parquet lost: an error, or a rebuild with --rebuild-missing
     known = set(state.fragments)
     if any(f not in known for f in task.fragments):
         return True
@@ -430,6 +462,7 @@ def run(
     dry_run: bool = False,
     *,
     cleanup: bool = True,
+    rebuild_missing: bool = False,
     retention_days: int | None = None,
     progress: bool = False,
     now: dt.datetime | None = None,
@@ -446,6 +479,7 @@ def run(
         ),
         cleanup=cleanup,
         dry_run=dry_run,
+        rebuild_missing=rebuild_missing,
     )
     files = listing(lake)
     states = mf.read(lake)
@@ -502,12 +536,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--retention-days",
-        type=int,
+        type=common.non_negative,
         default=None,
         help="keep merged fragments this many days (default: $FRAGMENT_RETENTION_DAYS or 7)",
     )
     p.add_argument("--no-cleanup", action="store_true", help="merge only; delete nothing")
-    args = common.parse(p, argv)
+    p.add_argument(
+        "--rebuild-missing",
+        action="store_true",
+        help="rebuild a data.parquet the manifest records but that is gone, from the fragments "
+        "still in bronze (without it, such a symbol fails)",
+    )
+    args = common.parse(p, argv, reads_lake=True)
     with common.recorded("consolidate") as counts:
         report = run(
             args.lake,
@@ -516,6 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             dry_run=args.dry_run,
             cleanup=not args.extra.no_cleanup,
+            rebuild_missing=args.extra.rebuild_missing,
             retention_days=args.extra.retention_days,
             progress=args.progress,
         )

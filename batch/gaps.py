@@ -38,7 +38,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -49,8 +49,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch import common, pool
+from batch import manifest as mf
+from batch.manifest import FragmentId
 from core import calendar, layout
-from core.lake import Lake
+from core.lake import Lake, reading
 from core.sharding import Shard
 
 log = logging.getLogger("batch.gaps")
@@ -243,12 +245,18 @@ def assemble(
 
 
 # -- reading ---------------------------------------------------------------------------------
-def daily_files(lake: Lake) -> dict[str, list[str]]:
-    """Per symbol: its data.parquet and fragment keys, from one listing of bronze."""
+def daily_files(lake: Lake, merged: Collection[FragmentId] = ()) -> dict[str, list[str]]:
+    """Per symbol: its data.parquet and fragment keys, from one listing of bronze.
+
+    Fragments in ``merged`` are left out: their accepted rows are in data.parquet, and a row
+    consolidation refused (in the quarantine) is no session's data.
+    """
     out: dict[str, list[str]] = {}
     for e in lake.list(layout.DAILY, suffix=".parquet"):
         parsed = layout.parse_fragment(e.key)
         if parsed is not None:
+            if merged and FragmentId.of(e) in merged:
+                continue
             symbol = parsed[0]
         elif e.key.endswith("/data.parquet"):
             symbol = e.key.rsplit("/", 2)[-2].removeprefix("symbol=")
@@ -260,9 +268,10 @@ def daily_files(lake: Lake) -> dict[str, list[str]]:
 
 def read_dates(lake: Lake, key: str) -> npt.NDArray[np.int32]:
     """The ``date`` column of one file as date32 values (one GET, only that column decoded)."""
-    source = pa.BufferReader(lake.read_bytes(key))
-    column = pq.ParquetFile(source).read(columns=["date"], use_threads=False)["date"]
-    return np.asarray(pc.cast(column, pa.date32()).cast(pa.int32()).to_numpy(), dtype=np.int32)
+    with reading(key):
+        source = pa.BufferReader(lake.read_bytes(key))
+        column = pq.ParquetFile(source).read(columns=["date"], use_threads=False)["date"]
+        return np.asarray(pc.cast(column, pa.date32()).cast(pa.int32()).to_numpy(), dtype=np.int32)
 
 
 def scan_symbol(lake: Lake, symbol: str, keys: Sequence[str]) -> SymbolScan:
@@ -374,7 +383,8 @@ def run(
     Every symbol is read, since market gaps need them all; ``symbols`` and ``shard`` choose
     whose symbol gaps are reported. A symbol that cannot be read is in ``Gaps.failed``.
     """
-    files = daily_files(lake)
+    merged = {f for state in mf.read(lake).values() for f in state.fragments}
+    files = daily_files(lake, merged)
     items = [(s, tuple(files[s])) for s in sorted(files)]
     n_files = sum(len(k) for _, k in items)
     log.info("reading dates of %d symbols from %d files", len(items), n_files)
@@ -421,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m batch.gaps``."""
     p = build_parser()
-    args = common.parse(p, argv)
+    args = common.parse(p, argv, reads_lake=True)
     ns = args.extra
     if ns.top < 0:
         p.error("--top must be >= 0")

@@ -692,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read and resample on forked workers (Linux, local lake); default: when at least "
         f"{PROCESS_MIN_ROWS:,} rows are read",
     )
-    args = common.parse(p, argv)
+    args = common.parse(p, argv, reads_lake=True)
     with common.recorded("resample") as counts:
         report = run(
             args.lake,

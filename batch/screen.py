@@ -54,10 +54,27 @@ def split_many(tables: Sequence[pa.Table]) -> list[tuple[pa.Table, list[str], pa
     return out
 
 
+def _quarantined(
+    symbol: str, rows: pa.Table, reasons: list[str], now: dt.datetime
+) -> tuple[dt.date, pa.Table]:
+    """Refused rows as a quarantine table, and the day they are filed under: their earliest."""
+    return min(rows["date"].to_pylist()), quarantine_table(rows, reasons, QUARANTINE_SOURCE, now)
+
+
 def quarantine(
     lake: Lake, symbol: str, rows: pa.Table, reasons: list[str], now: dt.datetime
 ) -> str:
     """Write refused rows under their earliest date."""
-    first = min(rows["date"].to_pylist())
-    table = quarantine_table(rows, reasons, QUARANTINE_SOURCE, now)
-    return core_quarantine.write(lake, QUARANTINE_SOURCE, first, symbol, table)
+    day, table = _quarantined(symbol, rows, reasons, now)
+    return core_quarantine.write(lake, QUARANTINE_SOURCE, day, symbol, table)
+
+
+def in_quarantine(lake: Lake, symbol: str, rows: pa.Table, reasons: list[str]) -> bool:
+    """True when :func:`quarantine` has stored these refused rows.
+
+    The key hangs on the rows' payloads only, so it can be found again.
+    """
+    if rows.num_rows == 0:
+        return True
+    day, table = _quarantined(symbol, rows, reasons, dt.datetime.now(dt.UTC))
+    return lake.exists(core_quarantine.key_of(QUARANTINE_SOURCE, day, symbol, table))

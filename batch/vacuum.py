@@ -17,12 +17,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from batch import cleanup as cleaner
-from batch import common, pool
+from batch import common, pool, screen
 from batch import manifest as mf
 from batch.consolidate import listing, read_data, read_fragment
 from batch.manifest import FragmentId
-from core import layout
+from core import arrays, layout
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, conform
 from core.settings import BatchSettings
@@ -89,18 +91,22 @@ def _init_worker(url: str, endpoint: str | None, region: str | None) -> None:
 def verify_symbol(lake: Lake, task: _Task) -> _Outcome:
     """Check each candidate of one symbol against its data.parquet."""
     out = _Outcome(task.symbol)
-    key = layout.consolidated(task.symbol)
-    if not lake.exists(key):
-        out.unverified = len(task.candidates)
-        return out
-    data = conform(read_data(lake, key), BRONZE_DAILY)
+    try:
+        key: str | None = layout.consolidated(task.symbol)
+    except layout.LayoutError:  # a name never merged: its rows can only be in the quarantine
+        key = None
+    if key is not None and lake.exists(key):
+        data = conform(read_data(lake, key), BRONZE_DAILY)
+    else:
+        data = arrays.empty_table(BRONZE_DAILY)
     for f in task.candidates:
-        table = read_fragment(lake, task.symbol, f.key)
-        if cleaner.all_rows_present(data, table):
-            out.removals.append(cleaner.removal(task.symbol, f, table))
+        accepted, reasons, refused = screen.split(read_fragment(lake, task.symbol, f.key))
+        if cleaner.verified(lake, task.symbol, data, (accepted, reasons, refused)):
+            whole = pa.concat_tables([accepted, refused])
+            out.removals.append(cleaner.removal(task.symbol, f, whole))
         else:
             out.unverified += 1
-            log.warning("keeping %s: not all its rows are in %s", f.key, key)
+            log.warning("keeping %s: not all its rows are in data.parquet or the quarantine", f.key)
     return out
 
 
@@ -175,13 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--retention-days",
-        type=int,
+        type=common.non_negative,
         default=None,
         help="only fragments older than this (default: $FRAGMENT_RETENTION_DAYS or 7)",
     )
-    args = common.parse(p, argv)
-    if args.extra.retention_days is not None and args.extra.retention_days < 0:
-        p.error("--retention-days must be >= 0")
+    args = common.parse(p, argv, reads_lake=True)
     with common.recorded("vacuum") as counts:
         report = run(
             args.lake,

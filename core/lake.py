@@ -32,6 +32,18 @@ class LakeError(RuntimeError):
     """A lake operation failed; the message names the object."""
 
 
+@contextmanager
+def reading(key: str) -> Iterator[None]:
+    """Make an error met while reading or decoding ``key`` name it, so a bad file can be found."""
+    try:
+        yield
+    except LakeError:
+        raise
+    except (OSError, pa.ArrowException, ValueError, TypeError) as exc:
+        msg = f"cannot read {key}: {type(exc).__name__}: {exc}"
+        raise LakeError(msg) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A file in the lake: key relative to the root, size in bytes, modification time."""
@@ -75,6 +87,12 @@ class Lake:
             self.url = f"s3://{self.root}"
             self.is_local = False
         elif parsed.scheme in ("file", ""):
+            if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+                msg = (
+                    f"lake URL {url!r} names the host {parsed.netloc!r}; a local path needs "
+                    f"three slashes: file:///{parsed.netloc}{parsed.path}"
+                )
+                raise LakeError(msg)
             path = Path(unquote(parsed.path) if parsed.scheme == "file" else url)
             path = path.expanduser().resolve()
             self.fs = pafs.LocalFileSystem()

@@ -15,11 +15,16 @@ from core import layout
 from core.lake import Lake
 
 
-def write(lake: Lake, source: str, day: dt.date, symbol: str, rejected: pa.Table) -> str:
-    """Store ``rejected`` (a QUARANTINE table) under ``quarantine/{source}/{day}/``; its key."""
+def key_of(source: str, day: dt.date, symbol: str, rejected: pa.Table) -> str:
+    """Where :func:`write` stores ``rejected``: the same rows always get the same key."""
     digest = hashlib.blake2b(
         "\n".join(rejected["payload"].to_pylist()).encode(), digest_size=8
     ).hexdigest()
-    key = layout.quarantine_part(source, day, f"{symbol}-{digest}")
+    return layout.quarantine_part(source, day, f"{symbol}-{digest}")
+
+
+def write(lake: Lake, source: str, day: dt.date, symbol: str, rejected: pa.Table) -> str:
+    """Store ``rejected`` (a QUARANTINE table) under ``quarantine/{source}/{day}/``; its key."""
+    key = key_of(source, day, symbol, rejected)
     lake.write_table(key, rejected)
     return key

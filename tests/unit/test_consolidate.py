@@ -7,6 +7,7 @@ import datetime as dt
 import random
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -256,3 +257,56 @@ def test_screening_a_chunk_at_once_equals_screening_each_fragment() -> None:
     for (ok_a, why_a, bad_a), (ok_b, why_b, bad_b) in zip(together, alone, strict=True):
         assert ok_a.equals(ok_b) and why_a == why_b and bad_a.equals(bad_b)
     assert [len(why) for _, why, _ in together] == [0, 1, 0, 2, 1]
+
+
+def test_a_lost_data_parquet_fails_its_symbol_until_rebuilt_on_request(
+    local_lake: Lake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    days = _window(dt.date(2024, 2, 1), 6)
+    write_fragment(local_lake, simple_rows("AAA", days[:4]))
+    write_fragment(local_lake, simple_rows("BBB", days[:4]))
+    assert _run(local_lake).ok
+    local_lake.delete(layout.consolidated("AAA"))  # lost; a new session arrives
+    write_fragment(local_lake, simple_rows("AAA", days[4:], base=20))
+    report = _run(local_lake)
+    assert set(report.failed) == {"AAA"}
+    assert "missing" in report.failed["AAA"] and "--rebuild-missing" in report.failed["AAA"]
+    assert not local_lake.exists(layout.consolidated("AAA"))  # no file of only the new rows
+    assert _run(local_lake).failed.keys() == {"AAA"}  # and it stays loud
+    code = consolidate.main(["--lake", local_lake.url, "--no-progress", "--rebuild-missing"])
+    assert code == 0
+    assert [r[1] for r in _rows(local_lake, "AAA")] == days  # every fragment was still there
+    state = mf.read(local_lake)["AAA"]
+    assert state.rows == 6 and state.earliest_changed == days[0]  # resample redoes it all
+
+
+def test_command_line_mistakes_are_errors(
+    local_lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_fragment(local_lake, simple_rows("AAA", _window(dt.date(2024, 2, 1), 3)))
+    mistakes = {
+        "three slashes": ["--lake", "file://" + str(tmp_path).lstrip("/")],
+        "no lake at": ["--lake", (tmp_path / "nowhere").as_uri()],
+        "unknown symbols NOPE": ["--lake", local_lake.url, "--symbols", "AAA,NOPE"],
+        "not a whole number >= 0": ["--lake", local_lake.url, "--retention-days", "-5"],
+    }
+    for said, argv in mistakes.items():
+        with pytest.raises(SystemExit) as exc:
+            consolidate.main(argv)
+        assert exc.value.code == 2, argv
+        assert said in capsys.readouterr().err, argv
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_an_unreadable_fragment_is_named_in_the_error(local_lake: Lake) -> None:
+    days = _window(dt.date(2024, 2, 1), 3)
+    write_fragment(local_lake, simple_rows("AAA", days[:2]))
+    key = layout.daily_fragment("AAA", days[2])
+    local_lake.write_bytes(key, b"")
+    report = _run(local_lake)
+    assert key in report.failed["AAA"]
+    nulls = table_of(simple_rows("AAA", days[2:])).set_column(
+        5, "close", pa.array([None], pa.float64())
+    )
+    local_lake.write_table(key, nulls)
+    assert key in _run(local_lake).failed["AAA"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _pairs(g: gaps.Gaps) -> list[tuple[str, dt.date, bool]]:
 def test_halts_market_holes_holidays_and_listings(local_lake: Lake) -> None:
     _build(local_lake)
     found, files = gaps.run(local_lake)
-    assert files == 8  # four data.parquet and their four merged fragments
+    assert files == 4  # the four data.parquet; merged fragments are in them
     assert found.market_gaps["date"].to_pylist() == [HOLE]
     assert _pairs(found) == [
         ("AAA", HOLE, True),
@@ -77,6 +78,15 @@ def test_unmerged_fragments_count_and_runs(local_lake: Lake) -> None:
     # market gaps over the whole lake: no symbol has the sessions between 01-10 and 01-21
     assert found.market_gaps["date"].to_pylist() == [HOLE, *between]
     assert all(p[2] for p in _pairs(found) if p[0] == "AAA")
+
+
+def test_a_session_whose_only_row_was_quarantined_is_a_gap(local_lake: Lake) -> None:
+    _build(local_lake)
+    row = simple_rows("BBB", [HALT])[0]
+    write_fragment(local_lake, [dataclasses.replace(row, high=row.low - 1)])  # refused: high < low
+    assert consolidate.run(local_lake, workers=1, cleanup=False).quarantined == 1
+    found, _ = gaps.run(local_lake, symbols=["BBB"])
+    assert ("BBB", HALT, False) in _pairs(found)
 
 
 def test_scope_since_and_shards(local_lake: Lake) -> None:

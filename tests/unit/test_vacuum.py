@@ -167,3 +167,32 @@ def test_the_consolidators_own_cleanup_keeps_recent_and_records_removals(
     assert sorted(log["key"].to_pylist()) == sorted(keys)
     t = pq.read_table(local_lake.path(layout.consolidated("AAA")))
     assert t["date"].to_pylist() == days  # nothing lost with the fragments
+
+
+def test_a_fragment_with_refused_rows_goes_once_they_are_in_the_quarantine(
+    local_lake: Lake,
+) -> None:
+    days = _window(dt.date(2024, 4, 1), 4)
+    good = simple_rows("AAA", days)
+    bad = Row("AAA", days[3], 1, 0.5, 1, 1, 1)  # high below low: refused
+    mixed = write_fragment(local_lake, [*good[:3], bad])
+    # a folder whose name is no ticker: consolidation refuses its rows, so it never gets a
+    # data.parquet, and vacuum must not fail on it
+    odd = f"{layout.DAILY}/symbol=bad name/date={days[0].isoformat()}.parquet"
+    local_lake.write_table(odd, table_of([Row("bad name", days[0], 1, 2, 1, 1, 1)]))
+    _merge(local_lake)
+    assert len(list(local_lake.list("quarantine"))) == 2
+    report = vacuum.run(local_lake, workers=1, now=LATER, retention_days=7)
+    assert report.ok, report.failed
+    assert {k for k, _ in report.removed} == {mixed, odd}
+    for e in local_lake.list("quarantine"):  # a quarantine file gone would keep its fragment
+        local_lake.delete(e.key)
+    kept = write_fragment(local_lake, [Row("AAA", days[0], 1, 0.5, 1, 1, 1, "rest", 9)])
+    _merge(local_lake)
+    local_lake.delete(next(e.key for e in local_lake.list("quarantine")))
+    again = vacuum.run(local_lake, workers=1, now=LATER, retention_days=7)
+    assert again.ok and again.fragments == 0 and again.kept_unverified == 1
+    assert kept in _fragments(local_lake)
+    # the consolidator's own cleanup decides the same way
+    own = consolidate.run(local_lake, workers=1, now=LATER, retention_days=7)
+    assert own.ok and own.fragments_deleted == 0
