@@ -364,7 +364,7 @@ def consolidate_symbol(
     if opts.cleanup and data is not None:
         for f in state.fragments:
             if cleaner.is_due(f, opts.now, opts.retention_days):
-                result = checked.get(f)
+                result = checked.get(f) or (screened or {}).get(f)
                 if result is None:
                     result = screen.split(read_fragment(lake, task.symbol, f.key))
                 if cleaner.verified(lake, task.symbol, data, result):
@@ -381,14 +381,28 @@ def consolidate_symbol(
     return out
 
 
-def screen_chunk(tasks: Sequence[Task], lake: Lake) -> dict[FragmentId, Screened]:
+def screen_chunk(
+    tasks: Sequence[Task], lake: Lake, opts: Options | None = None
+) -> dict[FragmentId, Screened]:
     """Read the fragments the manifest has not merged yet and screen them in one pass.
 
-    A fragment that cannot be read is left out: its symbol reads it again and reports the error.
+    With ``opts`` asking for cleanup, merged fragments due for it are screened along, since
+    verifying one needs its refused rows. A fragment that cannot be read is left out: its
+    symbol reads it again and reports the error.
     """
     ids, tables = [], []
     for task in tasks:
-        for f in unmerged(task.fragments, task.state.fragments if task.state else ()):
+        merged = task.state.fragments if task.state else []
+        listed = set(task.fragments)
+        due = [
+            f
+            for f in merged
+            if opts is not None
+            and opts.cleanup
+            and f in listed
+            and cleaner.is_due(f, opts.now, opts.retention_days)
+        ]
+        for f in [*unmerged(task.fragments, merged), *due]:
             try:
                 tables.append(read_fragment(lake, task.symbol, f.key))
             except Exception:  # consolidate_symbol reads it again and reports it
@@ -405,7 +419,7 @@ def screen_chunk(tasks: Sequence[Task], lake: Lake) -> dict[FragmentId, Screened
 def _work_chunk(items: Sequence[tuple[Task, Options]]) -> list[Outcome]:
     assert _LAKE is not None, "worker not initialised"
     try:
-        screened = screen_chunk([task for task, _ in items], _LAKE)
+        screened = screen_chunk([task for task, _ in items], _LAKE, items[0][1] if items else None)
     except Exception:  # each symbol then reads and screens its own fragments
         log.debug("screening a chunk failed; screening per symbol", exc_info=True)
         screened = {}
@@ -425,6 +439,7 @@ def listing(lake: Lake) -> dict[str, tuple[Entry | None, list[FragmentId]]]:
     out: dict[str, tuple[Entry | None, list[FragmentId]]] = defaultdict(lambda: (None, []))
     data: dict[str, Entry] = {}
     frags: dict[str, list[FragmentId]] = defaultdict(list)
+    strays = []
     for e in lake.list(layout.DAILY, suffix=".parquet"):
         parsed = layout.parse_fragment(e.key)
         if parsed is not None:
@@ -432,6 +447,15 @@ def listing(lake: Lake) -> dict[str, tuple[Entry | None, list[FragmentId]]]:
         elif e.key.endswith("/data.parquet"):
             symbol = e.key.rsplit("/", 2)[-2].removeprefix("symbol=")
             data[symbol] = e
+        else:
+            strays.append(e.key)
+    if strays:
+        log.warning(
+            "ignoring %d files in bronze named neither date=YYYY-MM-DD.parquet, "
+            "range=FIRST_LAST.parquet nor data.parquet, e.g. %s",
+            len(strays),
+            ", ".join(strays[:3]),
+        )
     for symbol in sorted({*data, *frags}):
         out[symbol] = (data.get(symbol), sorted(frags.get(symbol, [])))
     return dict(out)

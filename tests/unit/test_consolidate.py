@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch import consolidate, screen
+from batch import consolidate, resample, screen
 from batch import manifest as mf
 from core import calendar, layout
 from core.lake import Lake
@@ -22,6 +22,7 @@ from tests.batch_support import (
     reference_merge,
     sessions,
     simple_rows,
+    snapshot,
     table_of,
     write_fragment,
 )
@@ -266,6 +267,7 @@ def test_a_lost_data_parquet_fails_its_symbol_until_rebuilt_on_request(
     write_fragment(local_lake, simple_rows("AAA", days[:4]))
     write_fragment(local_lake, simple_rows("BBB", days[:4]))
     assert _run(local_lake).ok
+    assert resample.run(local_lake, workers=1).ok
     local_lake.delete(layout.consolidated("AAA"))  # lost; a new session arrives
     write_fragment(local_lake, simple_rows("AAA", days[4:], base=20))
     report = _run(local_lake)
@@ -278,6 +280,10 @@ def test_a_lost_data_parquet_fails_its_symbol_until_rebuilt_on_request(
     assert [r[1] for r in _rows(local_lake, "AAA")] == days  # every fragment was still there
     state = mf.read(local_lake)["AAA"]
     assert state.rows == 6 and state.earliest_changed == days[0]  # resample redoes it all
+    assert resample.run(local_lake, workers=1).ok
+    incremental = snapshot(local_lake)
+    assert resample.run(local_lake, workers=1, full=True).ok
+    assert snapshot(local_lake) == incremental
 
 
 def test_command_line_mistakes_are_errors(
@@ -310,3 +316,16 @@ def test_an_unreadable_fragment_is_named_in_the_error(local_lake: Lake) -> None:
     )
     local_lake.write_table(key, nulls)
     assert key in _run(local_lake).failed["AAA"]
+
+
+def test_files_bronze_does_not_name_are_reported_and_left_alone(
+    local_lake: Lake, caplog: pytest.LogCaptureFixture
+) -> None:
+    days = _window(dt.date(2024, 2, 1), 3)
+    write_fragment(local_lake, simple_rows("AAA", days))
+    stray = f"{layout.DAILY}/symbol=AAA/date=2024-2-5.parquet"
+    local_lake.write_table(stray, table_of(simple_rows("AAA", days[:1])))
+    with caplog.at_level("WARNING", logger="batch.consolidate"):
+        assert _run(local_lake).ok
+    assert stray in caplog.text
+    assert local_lake.exists(stray) and len(_rows(local_lake, "AAA")) == 3
