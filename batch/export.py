@@ -8,8 +8,11 @@ Rules that keep the lake's precedence honest:
 - ``ingested_at`` is the database's, so an exported row never beats a newer ``rest`` row in
   the lake (and loses ties to it, by source rank); ``source`` becomes ``export``, except that
   ``live`` rows stay ``live`` so they still never replace a ``rest`` row.
-- a key in both tables (archived, then written again) is exported once: the row that wins
-  under the contract (newer ``ingested_at``; ``live`` never over ``rest``; ties to raw_ohlcv).
+- a key in both tables (archived, then written again) is exported once: of its valid copies,
+  the row that wins under the lake's rule (:mod:`batch.precedence`: newer ``ingested_at``;
+  ``live`` never over ``rest``; ties by source rank, then values), so the database's ``rest``
+  beats its ``export`` at an equal ``ingested_at``. Invalid copies go to quarantine, filed under
+  their earliest date.
 - a database of the design we replace (DECIMAL prices, no ``vwap``/``transactions``/``source``/
   ``ingested_at`` columns, no archive) exports too: see :func:`sources`.
 - if the fragment's key already exists (say a backfill wrote the same range), the two are
@@ -41,13 +44,14 @@ from typing import Any, Final
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 from tqdm import tqdm
 
 from batch import common, precedence, retry
 from core import layout, quarantine
 from core.lake import Lake, LakeError
-from core.schemas import BRONZE_DAILY, conform
+from core.schemas import BRONZE_DAILY, SOURCE_RANK, conform
 from core.settings import BatchSettings
 from core.sharding import Shard
 from core.stores import postgres
@@ -58,7 +62,7 @@ log = logging.getLogger("batch.export")
 WHOLE_DATABASE: Final = Shard()
 """The default shard: every symbol."""
 TABLES: Final = ("raw_ohlcv", "raw_ohlcv_archive")
-"""Where rows come from, in tie-break order (the first wins equal ``ingested_at``)."""
+"""Where rows come from."""
 DEFAULT_PAGE: Final = 20_000
 DEFAULT_CHUNK: Final = 64
 TRANSIENT: Final = (psycopg.OperationalError, LakeError, OSError)
@@ -150,32 +154,39 @@ def pending(symbols: Sequence[str], after: str | None) -> list[str]:
     return ordered if after is None else [s for s in ordered if s > after]
 
 
-def _winner(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Of two rows for one (symbol, date), ``a`` from the earlier table: the one to keep."""
-    src = _COLS.index("source")
-    ing = _COLS.index("ingested_at")
-    if {a[src], b[src]} == {"rest", "live"}:
-        return a if a[src] == "rest" else b
-    return b if b[ing] > a[ing] else a
-
-
-def merge_sources(tables: Sequence[Sequence[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
-    """One row per date from the rows of one symbol in each table, sorted by date."""
-    best: dict[dt.date, tuple[Any, ...]] = {}
-    for rows in tables:
-        for row in rows:
-            day = row[1]
-            best[day] = row if day not in best else _winner(best[day], row)
-    return [best[d] for d in sorted(best)]
-
-
 def to_bronze(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
-    """Database rows as ``BRONZE_DAILY``, ``source`` rewritten to ``export`` (``live`` kept)."""
+    """Database rows as ``BRONZE_DAILY``, keeping their sources for the lake's precedence.
+
+    An unknown source reads as ``export``.
+    """
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in _COLS]
     data = {name: list(values) for name, values in zip(_COLS, cols, strict=True)}
-    data["source"] = ["live" if s == "live" else "export" for s in data["source"]]
+    data["source"] = [s if s in SOURCE_RANK else "export" for s in data["source"]]
     data["ingested_at"] = [t.astimezone(dt.UTC) for t in data["ingested_at"]]
     return pa.Table.from_pydict(data, schema=BRONZE_DAILY)
+
+
+def exported(valid: pa.Table) -> pa.Table:
+    """One row per date: the winner under the lake's rule (:mod:`batch.precedence`).
+
+    ``source`` becomes ``export``, except ``live``, which so still never replaces ``rest``.
+    """
+    if valid.num_rows == 0:
+        return valid
+    kept = precedence.merge(valid)
+    source = pc.if_else(pc.equal(kept["source"], "live"), "live", "export")
+    at = kept.schema.get_field_index("source")
+    return kept.set_column(at, BRONZE_DAILY.field("source"), source)
+
+
+def quarantine_day(rejected: pa.Table, now: dt.datetime) -> dt.date:
+    """The day rejected rows are filed under.
+
+    Their earliest date, so a rerun on another day rewrites the same file; the run's day when
+    no row has a date.
+    """
+    first = pc.min(rejected["date"]).as_py() if rejected.num_rows else None
+    return first if isinstance(first, dt.date) else now.date()
 
 
 def fragment_for(symbol: str, table: pa.Table) -> str:
@@ -262,7 +273,7 @@ def list_symbols(conn: psycopg.Connection[Any], tables: Sequence[Source]) -> lis
 def read_symbol(
     conn: psycopg.Connection[Any], symbol: str, page_size: int, tables: Sequence[Source]
 ) -> list[tuple[Any, ...]]:
-    """All rows of one symbol from the tables, merged; keyset pages of ``page_size``."""
+    """All rows of one symbol from the tables (a date may come twice); keyset pages."""
     per_table: list[list[tuple[Any, ...]]] = []
     for src in tables:
         stmt = sql.SQL(
@@ -277,7 +288,7 @@ def read_symbol(
                 break
             after = page[-1][1]
         per_table.append(rows)
-    return merge_sources(per_table)
+    return [row for rows in per_table for row in rows]
 
 
 def write_symbol(lake: Lake, symbol: str, table: pa.Table) -> tuple[str, bool]:
@@ -355,17 +366,19 @@ def _export_one(
         rows = read_symbol(conns.get(), symbol, opts.page_size, tables)
         if not rows:
             return _Done(symbol)
-        if opts.dry_run:
-            return _Done(symbol, rows=len(rows))
         now = dt.datetime.now(dt.UTC)
+        # validate every copy before choosing, so an invalid winner never hides a valid row
         checked = check_daily(to_bronze(rows), source="export", received_at=now)
-        bad = checked.rejected.num_rows
+        valid, bad = exported(checked.valid), checked.rejected.num_rows
+        if opts.dry_run:
+            return _Done(symbol, rows=valid.num_rows, quarantined=bad)
         if bad:
-            quarantine.write(lake, "export", now.date(), symbol, checked.rejected)
-        if checked.valid.num_rows == 0:
+            day = quarantine_day(checked.rejected, now)
+            quarantine.write(lake, "export", day, symbol, checked.rejected)
+        if valid.num_rows == 0:
             return _Done(symbol, rows=0, quarantined=bad)
-        key, merged = write_symbol(lake, symbol, checked.valid)
-        return _Done(symbol, rows=checked.valid.num_rows, key=key, merged=merged, quarantined=bad)
+        key, merged = write_symbol(lake, symbol, valid)
+        return _Done(symbol, rows=valid.num_rows, key=key, merged=merged, quarantined=bad)
 
     try:
         return retry.call(

@@ -282,13 +282,13 @@ def _guarded(step: Step, env: dict[str, str], run_id: str, database_url: str | N
 
 
 def last_retention(database_url: str) -> dt.datetime | None:
-    """When retention last succeeded (by itself or through the pipeline)."""
-    with _recorder(database_url) as conn:
-        row = conn.execute(
-            "SELECT max(finished_at) FROM batch_jobs WHERE status = 'succeeded' AND job = ANY(%s)",
-            (["retention", "pipeline/retention"],),
-        ).fetchone()
-    return None if row is None else row[0]
+    """When retention last really ran over the whole database, by itself or in a pipeline.
+
+    Dry runs and runs limited to symbols or a shard do not count.
+    """
+    from batch import retention
+
+    return retention.last_success(database_url)
 
 
 def publish_failure(

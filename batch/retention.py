@@ -2,7 +2,8 @@
 
 raw_ohlcv serves fast recent queries, so it holds only the last five years and one month
 (``CACHE_WINDOW_DAYS``). Each batch is one transaction that copies a set of keys into the
-archive (``ON CONFLICT DO NOTHING``: a key archived before stays as it was) and deletes exactly
+archive (a key archived before keeps whichever row wins under the lake's precedence rule, so a
+newer value in raw_ohlcv is never dropped) and deletes exactly
 those keys, so a crash at any point leaves every row in one of the two tables and a rerun picks
 up where it stopped. The run's counts are updated in ``retention_log`` inside the same
 transactions, so the log never disagrees with the data. Plain PostgreSQL, no extensions.
@@ -113,8 +114,8 @@ def _batch_sql(where: sql.Composable) -> sql.Composed:
             WHERE {where} AND (r.symbol, r.date) > (%s, %s)
             ORDER BY r.symbol, r.date LIMIT %s FOR UPDATE
         ), moved AS (
-            INSERT INTO raw_ohlcv_archive ({cols}) SELECT {cols} FROM victims
-            ON CONFLICT (symbol, date) DO NOTHING RETURNING 1
+            INSERT INTO raw_ohlcv_archive AS t ({cols}) SELECT {cols} FROM victims
+            ON CONFLICT (symbol, date) DO UPDATE SET {update} WHERE {replaces} RETURNING 1
         ), gone AS (
             DELETE FROM raw_ohlcv d USING victims v
             WHERE d.symbol = v.symbol AND d.date = v.date RETURNING 1
@@ -124,7 +125,12 @@ def _batch_sql(where: sql.Composable) -> sql.Composed:
         SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM gone),
                (SELECT symbol FROM last), (SELECT date FROM last)
         """
-    ).format(cols=cols, where=where)
+    ).format(
+        cols=cols,
+        where=where,
+        update=sql.SQL(postgres.UPDATE_ALL),  # constant text, no input in it
+        replaces=sql.SQL(postgres.replaces_sql("EXCLUDED", "t")),
+    )
 
 
 def _count_sql(where: sql.Composable) -> sql.Composed:
@@ -193,7 +199,7 @@ def run(
         )  # fmt: skip
         if on_start is not None:
             on_start(candidates)
-        log_id = _log_start(conn, run_id, cutoff, dry_run)
+        log_id = _log_start(conn, run_id, cutoff, dry_run, whole=chosen is None)
         archived = deleted = batches = 0
         try:
             if not dry_run:
@@ -219,11 +225,14 @@ def run(
     return RetentionReport(cutoff, candidates, archived, deleted, batches, already, dry_run)
 
 
-def _log_start(conn: psycopg.Connection[Any], run_id: str, cutoff: dt.date, dry_run: bool) -> int:
+def _log_start(
+    conn: psycopg.Connection[Any], run_id: str, cutoff: dt.date, dry_run: bool, *, whole: bool
+) -> int:
     row = conn.execute(
-        "INSERT INTO retention_log (run_id, cutoff, archived, deleted, batches, dry_run, status)"
-        " VALUES (%s, %s, 0, 0, 0, %s, 'running') RETURNING id",
-        (run_id, cutoff, dry_run),
+        "INSERT INTO retention_log"
+        " (run_id, cutoff, archived, deleted, batches, dry_run, status, whole)"
+        " VALUES (%s, %s, 0, 0, 0, %s, 'running', %s) RETURNING id",
+        (run_id, cutoff, dry_run, whole),
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -248,12 +257,15 @@ def _log_finish(conn: psycopg.Connection[Any], log_id: int, status: str, error: 
 
 
 def last_success(url: str) -> dt.datetime | None:
-    """When the last real (not dry) retention run succeeded; None if never."""
+    """When the last real retention run over the whole database succeeded; None if never.
+
+    Dry runs and runs limited to symbols or a shard do not count.
+    """
     with postgres.connect(url, autocommit=True) as conn:
         postgres.migrate(conn)
         row = conn.execute(
             "SELECT max(coalesce(finished_at, run_at)) FROM retention_log"
-            " WHERE status = 'succeeded' AND NOT dry_run"
+            " WHERE status = 'succeeded' AND NOT dry_run AND whole"
         ).fetchone()
     return row[0] if row else None
 

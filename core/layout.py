@@ -95,6 +95,9 @@ def quarantine_part(source: str, day: dt.date, part_id: str) -> str:
     if not re.match(r"^[a-z0-9_\-]+$", source):
         msg = f"invalid quarantine source {source!r}"
         raise LayoutError(msg)
+    if not re.match(r"^[A-Za-z0-9._\-]+$", part_id) or ".." in part_id:
+        msg = f"invalid quarantine part id {part_id!r}"
+        raise LayoutError(msg)
     return f"quarantine/{source}/{day.isoformat()}/part-{part_id}.parquet"
 
 

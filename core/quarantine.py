@@ -20,7 +20,11 @@ def key_of(source: str, day: dt.date, symbol: str, rejected: pa.Table) -> str:
     digest = hashlib.blake2b(
         "\n".join(rejected["payload"].to_pylist()).encode(), digest_size=8
     ).hexdigest()
-    return layout.quarantine_part(source, day, f"{symbol}-{digest}")
+    try:
+        name = layout.check_symbol(symbol)
+    except layout.LayoutError:  # a name that is no ticker never becomes a path segment
+        name = "invalid"
+    return layout.quarantine_part(source, day, f"{name}-{digest}")
 
 
 def write(lake: Lake, source: str, day: dt.date, symbol: str, rejected: pa.Table) -> str:

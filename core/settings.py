@@ -27,7 +27,9 @@ RATE_PRESETS: dict[str, float] = {
 
 
 class _Base(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )  # an empty variable means unset: DATABASE_URL= must not point at a default socket
 
 
 class LakeSettings(_Base):

@@ -64,6 +64,7 @@ DDL = (
     "ALTER TABLE retention_log ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'succeeded'",
     "ALTER TABLE retention_log ADD COLUMN IF NOT EXISTS finished_at timestamptz",
     "ALTER TABLE retention_log ADD COLUMN IF NOT EXISTS error text",
+    "ALTER TABLE retention_log ADD COLUMN IF NOT EXISTS whole boolean NOT NULL DEFAULT true",
     """
     CREATE TABLE IF NOT EXISTS symbol_metadata (
         symbol text PRIMARY KEY,
@@ -129,20 +130,30 @@ def _rank_sql(alias: str) -> str:
     return f"CASE {alias}.source {whens} ELSE -1 END"
 
 
-_UPSERT = """
+def replaces_sql(new: str, old: str) -> str:
+    """The lake's rule (batch.precedence) as a SQL condition: row ``new`` replaces ``old``."""
+    values = "{a}.close, {a}.open, {a}.high, {a}.low, {a}.volume, COALESCE({a}.vwap, '-Infinity'),"
+    values += " COALESCE({a}.transactions::double precision, '-Infinity')"
+    return (
+        f"({new}.source = 'rest' AND {old}.source = 'live') "
+        f"OR (NOT ({old}.source = 'rest' AND {new}.source = 'live') "
+        f"AND ({new}.ingested_at, {_rank_sql(new)}, {values.format(a=new)}) "
+        f">= ({old}.ingested_at, {_rank_sql(old)}, {values.format(a=old)}))"
+    )
+
+
+UPDATE_ALL = (
+    "open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
+    "volume = EXCLUDED.volume, vwap = EXCLUDED.vwap, transactions = EXCLUDED.transactions, "
+    "source = EXCLUDED.source, ingested_at = EXCLUDED.ingested_at"
+)
+"""The SET list of an upsert that takes every value of the incoming row."""
+
+_UPSERT = f"""
 INSERT INTO raw_ohlcv AS t SELECT * FROM _stage_ohlcv ORDER BY symbol, date
-ON CONFLICT (symbol, date) DO UPDATE SET
-    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
-    volume = EXCLUDED.volume, vwap = EXCLUDED.vwap, transactions = EXCLUDED.transactions,
-    source = EXCLUDED.source, ingested_at = EXCLUDED.ingested_at
-WHERE (EXCLUDED.source = 'rest' AND t.source = 'live')
-   OR (NOT (t.source = 'rest' AND EXCLUDED.source = 'live')
-       AND (EXCLUDED.ingested_at, {rank_new}, EXCLUDED.close, EXCLUDED.open, EXCLUDED.high,
-            EXCLUDED.low, EXCLUDED.volume, COALESCE(EXCLUDED.vwap, '-Infinity'),
-            COALESCE(EXCLUDED.transactions::double precision, '-Infinity'))
-         >= (t.ingested_at, {rank_old}, t.close, t.open, t.high, t.low, t.volume,
-            COALESCE(t.vwap, '-Infinity'), COALESCE(t.transactions::double precision, '-Infinity')))
-""".format(rank_new=_rank_sql("EXCLUDED"), rank_old=_rank_sql("t"))
+ON CONFLICT (symbol, date) DO UPDATE SET {UPDATE_ALL}
+WHERE {replaces_sql("EXCLUDED", "t")}
+"""
 """The lake's rule (batch.precedence) in SQL, so recent bars and history agree on every row:
 ``rest`` always beats ``live``; ``live`` never replaces ``rest``; otherwise the newer
 ``ingested_at`` wins, ties broken by source rank (rest > flatfile > export > live), then by the

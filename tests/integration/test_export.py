@@ -237,7 +237,7 @@ def test_export_to_s3(pg_url: str, s3_lake: Lake) -> None:
 
 
 @pytest.mark.unit
-def test_merge_sources_rules() -> None:
+def test_the_row_exported_for_a_key_follows_the_lakes_rule() -> None:
     day = dt.date(2024, 1, 2)
     t = T0
 
@@ -245,11 +245,18 @@ def test_merge_sources_rules() -> None:
         return ("X", day, 1.0, 2.0, 0.5, close, 1.0, None, None, source,
                 t + dt.timedelta(seconds=seconds))  # fmt: skip
 
-    assert export.merge_sources([[row("rest", 1, 1.0)], [row("rest", 2, 2.0)]])[0][5] == 2.0
-    assert export.merge_sources([[row("rest", 1, 1.0)], [row("rest", 1, 2.0)]])[0][5] == 1.0
-    assert export.merge_sources([[row("live", 9, 1.0)], [row("rest", 1, 2.0)]])[0][5] == 2.0
-    bronze = export.to_bronze([row("rest", 1, 1.0), row("live", 1, 1.0)])
-    assert bronze["source"].to_pylist() == ["export", "live"]
+    def close(*rows: tuple[Any, ...]) -> tuple[float, str]:
+        kept = export.exported(export.to_bronze(rows)).to_pylist()
+        assert len(kept) == 1
+        return kept[0]["close"], kept[0]["source"]
+
+    assert close(row("rest", 1, 1.0), row("rest", 2, 2.0)) == (2.0, "export")  # newer wins
+    assert close(row("live", 9, 1.0), row("rest", 1, 2.0)) == (2.0, "export")  # never live
+    assert close(row("live", 9, 1.0), row("export", 1, 2.0)) == (1.0, "live")
+    assert close(row("export", 1, 1.0), row("rest", 1, 2.0)) == (2.0, "export")  # rank on ties
+    assert close(row("export", 1, 1.0), row("rest", 1, 0.5)) == (0.5, "export")
+    assert close(row("weird", 1, 1.0)) == (1.0, "export")
+    bronze = export.exported(export.to_bronze([row("rest", 1, 1.0)]))
     assert table_of([]).schema == bronze.schema
     assert export.pending(["C", "A", "B"], "A") == ["B", "C"]
 
@@ -314,3 +321,25 @@ def test_a_database_of_the_old_design_exports(pg_url: str, local_lake: Lake) -> 
 def test_no_tables_is_a_clear_error(pg_url: str, local_lake: Lake) -> None:
     with pytest.raises(export.ExportError, match="none of raw_ohlcv"):
         export.run(pg_url, local_lake, options=FAST)
+
+
+def test_invalid_copies_are_quarantined_without_hiding_valid_ones(
+    pg_url: str, local_lake: Lake
+) -> None:
+    day = DAYS[3]
+    with postgres.connect(pg_url) as conn:
+        postgres.migrate(conn)
+        # the newest copy is invalid (negative open); the older archived copy is fine
+        _insert(conn, "raw_ohlcv", [Row("WIN", day, -1, 6, 4, 5, 10, ingested=900)])
+        _insert(conn, "raw_ohlcv_archive", [Row("WIN", day, 5, 6, 4, 5.5, 10, ingested=1)])
+        # a legacy name that is no ticker: quarantined inside the lake, never a path
+        _insert(conn, "raw_ohlcv", [Row("X/../../escapee", day, 5, 6, 4, 5, 10)])
+    report = export.run(pg_url, local_lake, options=FAST)
+    assert report.quarantined == 2
+    assert consolidate.run(local_lake, workers=1, cleanup=False).ok
+    assert _consolidated(local_lake)[("WIN", day)][5] == 5.5  # close
+    parts = [e.key for e in local_lake.list("quarantine")]
+    assert len(parts) == 2 and all(k.startswith(f"quarantine/export/{day}/part-") for k in parts)
+    assert all(k.count("/") == 3 for k in parts)
+    root = Path(local_lake.root)
+    assert not list(root.parent.glob("escapee*")) and not list(root.glob("escapee*"))

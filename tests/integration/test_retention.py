@@ -15,6 +15,7 @@ import pytest
 
 from batch import retention
 from core import calendar
+from core.sharding import Shard
 from core.stores import postgres
 from tests.batch_support import Row, simple_rows, table_of
 
@@ -95,6 +96,21 @@ def test_rows_already_archived_are_still_removed_and_archive_kept(pg_url: str) -
     assert _keys(live) == keep
     assert _keys(arch) == old
     assert all(r[2] >= 1000 for r in arch if r[0] == "AAA")  # the first archived copy stays
+
+
+def test_a_newer_row_replaces_its_older_archived_copy(pg_url: str) -> None:
+    day = calendar.sessions_between(dt.date(2019, 12, 2), dt.date(2019, 12, 2))[0]
+    with postgres.connect(pg_url) as conn:
+        postgres.migrate(conn)
+        postgres.upsert_daily(conn, table_of([Row("NEW", day, 20, 21, 19, 20, 5, ingested=500)]))
+        conn.execute(  # an older copy archived long ago
+            "INSERT INTO raw_ohlcv_archive (symbol, date, open, high, low, close, volume, source,"
+            " ingested_at) VALUES ('NEW', %s, 15, 16, 14, 15, 5, 'rest', %s)",
+            (day, dt.datetime(2019, 12, 3, tzinfo=dt.UTC)),
+        )
+    assert retention.run(pg_url, cutoff=CUTOFF).ok
+    live, arch = _state(pg_url)
+    assert not live and [r[5] for r in arch] == [20.0]  # the newer close, not the archived one
 
 
 def test_dry_run_changes_nothing(pg_url: str) -> None:
@@ -213,3 +229,13 @@ def test_cutoff_is_new_york_calendar() -> None:
     assert retention.cutoff_for(dt.date(2025, 3, 9), 10) == dt.date(2025, 2, 27)
     with pytest.raises(retention.RetentionError):
         retention.cutoff_for(dt.date(2025, 3, 9), 0)
+
+
+def test_only_real_whole_runs_count_for_the_weekly_schedule(pg_url: str) -> None:
+    _seed(pg_url)
+    assert retention.run(pg_url, cutoff=CUTOFF, dry_run=True).ok
+    assert retention.run(pg_url, cutoff=CUTOFF, symbols=["AAA"]).ok
+    assert retention.run(pg_url, cutoff=CUTOFF, shard=Shard(0, 2)).ok
+    assert retention.last_success(pg_url) is None  # so the pipeline's weekly run still happens
+    assert retention.run(pg_url, cutoff=CUTOFF).ok
+    assert retention.last_success(pg_url) is not None

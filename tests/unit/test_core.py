@@ -138,3 +138,20 @@ def test_local_lake_writes_replace_whole_files_and_leave_no_temporaries(local_la
     assert local_lake.exists(key) and not local_lake.exists("bronze/raw_ohlcv/symbol=NEW")
     with pytest.raises(LakeError, match="cannot read"):
         local_lake.read_table("bronze/missing.parquet")
+
+
+def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import BatchSettings
+
+    monkeypatch.setenv("DATABASE_URL", "")
+    assert BatchSettings().database_url is None
+
+
+def test_a_quarantine_key_never_leaves_its_folder() -> None:
+    from core import quarantine
+
+    rows = pa.table({"payload": ["{}"]})
+    key = quarantine.key_of("export", dt.date(2024, 1, 2), "X/../../escapee", rows)
+    assert key.startswith("quarantine/export/2024-01-02/part-invalid-") and key.count("/") == 3
+    with pytest.raises(layout.LayoutError):
+        layout.quarantine_part("export", dt.date(2024, 1, 2), "../x")
