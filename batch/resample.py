@@ -371,7 +371,7 @@ def run(
     wanted = set(symbols) if symbols is not None else None
     chosen = [s for s in shard.select(sorted(entries)) if wanted is None or s in wanted]
     subset = wanted is not None
-    bases = {n: ckpt.read(lake, n) for n in intervals}
+    bases = {n: _unless_silver_lost(lake, n, ckpt.read(lake, n), subset) for n in intervals}
     fulls = {n: full or bases[n] is None for n in intervals}
     _check_anchor(bases, anchor, full, subset)
     redo: dict[int, dict[str, int | None]] = {}
@@ -468,6 +468,26 @@ def run(
         report.files_deleted += rep.files_deleted
     report.seconds = time.perf_counter() - started
     return report
+
+
+class SilverLost(RuntimeError):
+    """An interval's checkpoint is there but its silver folder is gone."""
+
+
+def _unless_silver_lost(
+    lake: Lake, n: int, base: Checkpoint | None, subset: bool
+) -> Checkpoint | None:
+    """``base``, or None (a full rebuild) when silver_{n}d was deleted after it was written.
+
+    An incremental run would otherwise trust the checkpoint and write nothing.
+    """
+    if base is None or not base.symbols or lake.list_dirs(layout.silver_dir(n)):
+        return base
+    if subset:
+        msg = f"{layout.silver_dir(n)} is gone; rebuild it with --full for every symbol"
+        raise SilverLost(msg)
+    log.warning("%s is gone although its checkpoint is not: rebuilding it", layout.silver_dir(n))
+    return None
 
 
 def _check_anchor(

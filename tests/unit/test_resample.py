@@ -375,3 +375,16 @@ def test_incremental_batches_equal_a_full_rebuild_and_the_reference(
         ).ok
         assert snapshot(inc) == snapshot(full)
         _assert_matches_reference(full, [r for f in everything for r in f], anchor)
+
+
+def test_silver_deleted_behind_its_checkpoint_is_rebuilt(local_lake: Lake) -> None:
+    days = _window(dt.date(2024, 3, 1), 30)
+    write_fragment(local_lake, simple_rows("AAA", days))
+    write_fragment(local_lake, simple_rows("BBB", days[5:]))
+    _consolidate_and_resample(local_lake)
+    built = snapshot(local_lake)
+    local_lake.delete_prefix(layout.silver_dir(5))
+    with pytest.raises(resample.SilverLost):
+        resample.run(local_lake, workers=1, symbols=["AAA"])
+    assert resample.run(local_lake, workers=1).ok
+    assert snapshot(local_lake) == built
