@@ -188,6 +188,11 @@ def run(
     with postgres.connect(url, autocommit=True, application_name="condvest-retention") as conn:
         postgres.migrate(conn)
         _acquire_lock(conn, lock_wait_s)
+        # holding the lock, no other run is alive: a row still 'running' is a killed run's
+        conn.execute(
+            "UPDATE retention_log SET status = 'abandoned', finished_at = now(),"
+            " error = 'stopped before it finished (killed?)' WHERE status = 'running'"
+        )
         chosen = _symbols_in_scope(conn, cutoff, symbols, shard)
         where = _where(chosen is not None)
         params: tuple[Any, ...] = (cutoff,) if chosen is None else (cutoff, chosen)

@@ -199,6 +199,9 @@ def test_sigkill_mid_run_then_rerun_ends_identical(pg_url: str) -> None:
     assert (_keys(live), _keys(arch)) == (keep, old)
     reference = {(r.symbol, r.date): r.close for r in rows}
     assert all(reference[(r[0], r[1])] == r[5] for r in live + arch)
+    with postgres.connect(pg_url) as conn:  # the killed run's log row is closed, not 'running'
+        statuses = [r[0] for r in conn.execute("SELECT status FROM retention_log ORDER BY id")]
+    assert statuses[-1] == "succeeded" and "running" not in statuses
 
 
 def _has_log(conn: psycopg.Connection[Any]) -> bool:
