@@ -8,7 +8,6 @@ for a partial run.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import counts as job_counts
 from core import layout
 from core.lake import Lake, LakeError
 from core.schemas import FIB_INTERVALS
@@ -152,16 +152,6 @@ def select_symbols(args: JobArgs, available: Sequence[str]) -> list[str]:
     return args.shard.select(sorted(chosen))
 
 
-COUNTS_FILE_ENV = "BATCH_COUNTS_FILE"
-"""Set by ``batch.pipeline``: where a job leaves its counts (JSON) for the pipeline's record."""
-
-
-def _hand_counts(counts: dict[str, Any]) -> None:
-    if path := os.environ.get(COUNTS_FILE_ENV):
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(counts, f, default=str)
-
-
 @contextmanager
 def recorded(job: str, run_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Record the job in Postgres ``batch_jobs`` when DATABASE_URL is set; else only log.
@@ -185,7 +175,7 @@ def recorded(job: str, run_id: str | None = None) -> Iterator[dict[str, Any]]:
                 yield held
             log.info("%s finished: %s", job, counts)
     finally:
-        _hand_counts(counts)
+        job_counts.hand(counts)
 
 
 def main_wrapper(

@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, Final, Literal
 
+from core import counts as job_counts
 from core.schemas import FIB_INTERVALS
 from core.settings import BatchSettings
 
@@ -207,7 +208,7 @@ def _execute(step: Step, env: dict[str, str]) -> StepResult:
         counts_file = os.path.join(tmp, "counts.json")
         proc = subprocess.Popen(
             [sys.executable, *step.argv],
-            env={**env, "BATCH_COUNTS_FILE": counts_file},
+            env={**env, job_counts.COUNTS_FILE_ENV: counts_file},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -37,6 +34,7 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from core import calendar, layout, quarantine
+from core import counts as job_counts
 from core.bronze import fragments
 from core.cli import iso_date
 from core.lake import Lake
@@ -365,16 +363,6 @@ def run(
 
 
 # -- command line ---------------------------------------------------------------------------
-COUNTS_FILE_ENV: Final = "BATCH_COUNTS_FILE"
-"""Set by ``batch.pipeline``: where a step leaves its counts (JSON) for the batch_jobs record."""
-
-
-def hand_counts(counts: Mapping[str, Any]) -> None:
-    """Leave ``counts`` where ``batch.pipeline`` reads them, when it asked for them."""
-    if path := os.environ.get(COUNTS_FILE_ENV):
-        Path(path).write_text(json.dumps(dict(counts), default=str), encoding="utf-8")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI."""
     p = argparse.ArgumentParser(
@@ -462,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not ns.no_progress and sys.stderr.isatty(),
     )
     log.info("%s", summary.line())
-    hand_counts(
+    job_counts.hand(
         {
             "symbols": summary.symbols,
             "pages": summary.pages,

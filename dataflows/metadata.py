@@ -31,13 +31,14 @@ import psycopg
 import pyarrow as pa
 from tqdm import tqdm
 
+from core import counts as job_counts
 from core import layout
 from core.cli import iso_date
 from core.lake import Lake
 from core.schemas import SYMBOL_META
 from core.secrets import install_redaction, redact
 from core.stores import postgres
-from dataflows.backfill import Fetch, hand_counts, pages
+from dataflows.backfill import Fetch, pages
 from dataflows.connectors.polygon import PolygonError
 
 log = logging.getLogger("dataflows.metadata")
@@ -366,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("metadata failed: %s", redact(f"{type(exc).__name__}: {exc}"))
         return 1
     log.info("%s", summary.line())
-    hand_counts(
+    job_counts.hand(
         {
             "listed": summary.listed,
             "details": summary.details,

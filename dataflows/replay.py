@@ -57,6 +57,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core import calendar
+from core import counts as job_counts
 from core.bronze import BronzeWriter
 from core.cli import iso_date
 from core.lake import Lake
@@ -169,6 +170,19 @@ class ReplayReport:
             self.rows += rows
             self.files += files
             self.db_rows += db_rows
+
+    def counts(self) -> dict[str, int | float]:
+        """What the pipeline records for the replay step."""
+        return {
+            "sessions_requested": self.requested,
+            "sessions_complete": len(self.complete),
+            "sessions_empty": len(self.empty),
+            "sessions_failed": len(self.failed),
+            "rows": self.rows,
+            "quarantined": self.quarantined,
+            "files": self.files,
+            "db_rows": self.db_rows,
+        }
 
     def summary(self) -> str:
         """One line for stderr and logs."""
@@ -696,6 +710,7 @@ def _exit_status() -> None:
     """At interpreter exit (after Bytewax finished): summary, and status 1 on failures."""
     for report in _EXIT_REPORTS:
         print(report.summary(), file=sys.stderr, flush=True)
+        job_counts.hand(report.counts())
     if any(not r.ok for r in _EXIT_REPORTS):
         sys.stdout.flush()
         os._exit(1)

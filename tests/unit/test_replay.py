@@ -196,3 +196,22 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--start" in out and "--sessions" in out and "POLYGON_REST_URL" in out
+
+
+def test_the_replay_hands_its_counts_to_the_pipeline(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from dataflows import replay
+
+    report = replay.ReplayReport(requested=3, rows=42, quarantined=1, files=2, db_rows=42)
+    report.complete = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
+    report.empty = [dt.date(2024, 1, 4)]
+    monkeypatch.setenv("BATCH_COUNTS_FILE", str(tmp_path / "counts.json"))
+    monkeypatch.setattr(replay, "_EXIT_REPORTS", [report])
+    replay._exit_status()
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    assert counts["sessions_complete"] == 2 and counts["sessions_empty"] == 1
+    assert counts["rows"] == 42 and counts["quarantined"] == 1
+    assert "replay: 3/3 sessions fetched" in capsys.readouterr().err
