@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +137,15 @@ def _check_lake(p: argparse.ArgumentParser, lake: Lake, symbols: Sequence[str] |
                 f"unknown symbols {', '.join(unknown)}: no {layout.DAILY}/symbol=NAME/ "
                 f"folder in {lake.url}"
             )
+
+
+def fail_on_symbols(failed: Mapping[str, str], what: str = "symbols failed") -> None:
+    """Print each failed symbol's error, then raise so the job exits non-zero."""
+    for symbol, error in sorted(failed.items()):
+        print(f"FAILED {symbol}: {error}", file=sys.stderr)
+    if failed:
+        msg = f"{len(failed)} {what}"
+        raise RuntimeError(msg)
 
 
 def lake_symbols(lake: Lake) -> list[str]:

@@ -593,11 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed=len(report.failed),
         )
         print(report.summary())
-        for symbol, error in sorted(report.failed.items()):
-            print(f"FAILED {symbol}: {error}", file=sys.stderr)
-        if not report.ok:
-            msg = f"{len(report.failed)} symbols failed"
-            raise RuntimeError(msg)
+        common.fail_on_symbols(report.failed)
     return 0
 
 

@@ -562,11 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         counts.update(report.counts())
         print(report.summary())
-        for symbol, error in sorted(report.failed.items()):
-            print(f"FAILED {symbol}: {error}", file=sys.stderr)
-        if not report.ok:
-            msg = f"{len(report.failed)} symbols failed; rerun to resume from the first of them"
-            raise RuntimeError(msg)
+        common.fail_on_symbols(
+            report.failed, "symbols failed; rerun to resume from the first of them"
+        )
     return 0
 
 

@@ -473,11 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             replayed=report.replayed,
         )
         print(report.summary())
-        for symbol, error in sorted(report.failed.items()):
-            print(f"FAILED {symbol}: {error}", file=sys.stderr)
-        if report.failed:
-            msg = f"{len(report.failed)} symbols could not be read"
-            raise RuntimeError(msg)
+        common.fail_on_symbols(report.failed, "symbols could not be read")
         if not report.ok:
             msg = f"the replay of {report.replayed} sessions exited {report.fix_exit}"
             raise RuntimeError(msg)

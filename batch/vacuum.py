@@ -207,11 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for key, size in report.removed:
                 print(f"{size:>12}  {key}")
         print(report.summary())
-        for symbol, error in sorted(report.failed.items()):
-            print(f"FAILED {symbol}: {error}", file=sys.stderr)
-        if not report.ok:
-            msg = f"{len(report.failed)} symbols failed"
-            raise RuntimeError(msg)
+        common.fail_on_symbols(report.failed)
     return 0
 
 
