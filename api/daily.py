@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg.rows import dict_row
 
-from batch import precedence
-from core import layout
+from core import layout, precedence
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, conform
 

@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import parts, precedence, screen
+from batch import parts, screen
 from batch.manifest import FragmentId
-from core import arrays, layout
+from core import arrays, layout, precedence
 from core.lake import Lake
 from core.schemas import UTC_US
 from core.sharding import Shard

@@ -2,7 +2,7 @@
 
 ``python -m batch.consolidate`` merges every ``date=`` and ``range=`` fragment not yet merged
 (by the manifest: key, size and mtime) into the symbol's data.parquet, under the precedence rule
-of :mod:`batch.precedence` (newer ``ingested_at`` wins, ``live`` never replaces ``rest``,
+of :mod:`core.precedence` (newer ``ingested_at`` wins, ``live`` never replaces ``rest``,
 deterministic tie-break). Old dates are merged like new ones and the manifest records the
 earliest date each write changed, so resampling restarts there.
 
@@ -38,10 +38,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch import cleanup as cleaner
-from batch import common, parts, pool, precedence, screen, tails
+from batch import common, parts, pool, screen, tails
 from batch import manifest as mf
 from batch.manifest import FragmentId, SymbolState
-from core import arrays, layout
+from core import arrays, layout, precedence
 from core.lake import Entry, Lake, reading
 from core.schemas import BRONZE_DAILY, conform
 from core.settings import BatchSettings

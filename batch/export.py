@@ -9,7 +9,7 @@ Rules that keep the lake's precedence honest:
   the lake (and loses ties to it, by source rank); ``source`` becomes ``export``, except that
   ``live`` rows stay ``live`` so they still never replace a ``rest`` row.
 - a key in both tables (archived, then written again) is exported once: of its valid copies,
-  the row that wins under the lake's rule (:mod:`batch.precedence`: newer ``ingested_at``;
+  the row that wins under the lake's rule (:mod:`core.precedence`: newer ``ingested_at``;
   ``live`` never over ``rest``; ties by source rank, then values), so the database's ``rest``
   beats its ``export`` at an equal ``ingested_at``. Invalid copies go to quarantine, filed under
   their earliest date.
@@ -48,8 +48,8 @@ import pyarrow.compute as pc
 from psycopg import sql
 from tqdm import tqdm
 
-from batch import common, precedence, retry
-from core import layout, quarantine
+from batch import common, retry
+from core import layout, precedence, quarantine
 from core.lake import Lake, LakeError
 from core.schemas import BRONZE_DAILY, SOURCE_RANK, conform
 from core.settings import BatchSettings
@@ -167,7 +167,7 @@ def to_bronze(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
 
 
 def exported(valid: pa.Table) -> pa.Table:
-    """One row per date: the winner under the lake's rule (:mod:`batch.precedence`).
+    """One row per date: the winner under the lake's rule (:mod:`core.precedence`).
 
     ``source`` becomes ``export``, except ``live``, which so still never replaces ``rest``.
     """

@@ -131,7 +131,7 @@ def _rank_sql(alias: str) -> str:
 
 
 def replaces_sql(new: str, old: str) -> str:
-    """The lake's rule (batch.precedence) as a SQL condition: row ``new`` replaces ``old``."""
+    """The lake's rule (core.precedence) as a SQL condition: row ``new`` replaces ``old``."""
     values = "{a}.close, {a}.open, {a}.high, {a}.low, {a}.volume, COALESCE({a}.vwap, '-Infinity'),"
     values += " COALESCE({a}.transactions::double precision, '-Infinity')"
     return (
@@ -154,7 +154,7 @@ INSERT INTO raw_ohlcv AS t SELECT * FROM _stage_ohlcv ORDER BY symbol, date
 ON CONFLICT (symbol, date) DO UPDATE SET {UPDATE_ALL}
 WHERE {replaces_sql("EXCLUDED", "t")}
 """
-"""The lake's rule (batch.precedence) in SQL, so recent bars and history agree on every row:
+"""The lake's rule (core.precedence) in SQL, so recent bars and history agree on every row:
 ``rest`` always beats ``live``; ``live`` never replaces ``rest``; otherwise the newer
 ``ingested_at`` wins, ties broken by source rank (rest > flatfile > export > live), then by the
 larger close, open, high, low, volume, vwap, transactions."""
