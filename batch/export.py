@@ -134,11 +134,18 @@ class ExportReport:
 
 
 # -- pure logic ------------------------------------------------------------------------------
-def checkpoint_key(shard: Shard) -> str:
-    """The checkpoint of one shard (the whole database has the plain name)."""
-    if shard.count == 1:
-        return f"{layout.META}/export_checkpoint.json"
-    return f"{layout.META}/export_checkpoint_{shard.index}of{shard.count}.json"
+def checkpoint_key(shard: Shard, symbols: Sequence[str] | None = None) -> str:
+    """The checkpoint of one shard (the whole database has the plain name).
+
+    A run limited to ``--symbols`` keeps its own, so it never overwrites the progress of an
+    interrupted run over everything.
+    """
+    name = "export_checkpoint"
+    if shard.count != 1:
+        name += f"_{shard.index}of{shard.count}"
+    if symbols is not None:
+        name += f"_symbols-{scope_id(symbols, shard)}"
+    return f"{layout.META}/{name}.json"
 
 
 def scope_id(symbols: Sequence[str] | None, shard: Shard) -> str:
@@ -425,7 +432,7 @@ def run(
         chosen = shard.select(sorted(symbols) if symbols is not None else everything)
         report.symbols = len(chosen)
         scope = scope_id(symbols, shard)
-        ckey = checkpoint_key(shard)
+        ckey = checkpoint_key(shard, symbols)
         saved = {} if opts.restart else (lake.read_json(ckey, default={}) or {})
         after: str | None = None
         if saved.get("scope") == scope and saved.get("version") == _CHECKPOINT_VERSION:
