@@ -186,16 +186,6 @@ def exported(valid: pa.Table) -> pa.Table:
     return kept.set_column(at, BRONZE_DAILY.field("source"), source)
 
 
-def quarantine_day(rejected: pa.Table, now: dt.datetime) -> dt.date:
-    """The day rejected rows are filed under.
-
-    Their earliest date, so a rerun on another day rewrites the same file; the run's day when
-    no row has a date.
-    """
-    first = pc.min(rejected["date"]).as_py() if rejected.num_rows else None
-    return first if isinstance(first, dt.date) else now.date()
-
-
 def fragment_for(symbol: str, table: pa.Table) -> str:
     """``range=`` for several sessions, ``date=`` for one (the contract's naming)."""
     first = table["date"][0].as_py()
@@ -380,7 +370,7 @@ def _export_one(
         if opts.dry_run:
             return _Done(symbol, rows=valid.num_rows, quarantined=bad)
         if bad:
-            day = quarantine_day(checked.rejected, now)
+            day = quarantine.day_of(checked.rejected, now)
             quarantine.write(lake, "export", day, symbol, checked.rejected)
         if valid.num_rows == 0:
             return _Done(symbol, rows=0, quarantined=bad)

@@ -3,9 +3,8 @@
 raw_ohlcv serves fast recent queries, so it holds only the last five years and one month
 (``CACHE_WINDOW_DAYS``). Each batch is one transaction that copies a set of keys into the
 archive (a key archived before keeps whichever row wins under the lake's precedence rule, so a
-newer value in raw_ohlcv is never dropped) and deletes exactly
-those keys, so a crash at any point leaves every row in one of the two tables and a rerun picks
-up where it stopped. The run's counts are updated in ``retention_log`` inside the same
+newer value in raw_ohlcv is never dropped) and deletes exactly those keys, so a crash at any
+point leaves every row in one of the two tables and a rerun picks up where it stopped. The run's counts are updated in ``retention_log`` inside the same
 transactions, so the log never disagrees with the data. Plain PostgreSQL, no extensions.
 
 Usage: ``python -m batch.retention [--keep-days N] [--batch-size N] [--dry-run]``

@@ -57,8 +57,9 @@ def split_many(tables: Sequence[pa.Table]) -> list[tuple[pa.Table, list[str], pa
 def _quarantined(
     symbol: str, rows: pa.Table, reasons: list[str], now: dt.datetime
 ) -> tuple[dt.date, pa.Table]:
-    """Refused rows as a quarantine table, and the day they are filed under: their earliest."""
-    return min(rows["date"].to_pylist()), quarantine_table(rows, reasons, QUARANTINE_SOURCE, now)
+    """Refused rows as a quarantine table, and the day they are filed under."""
+    table = quarantine_table(rows, reasons, QUARANTINE_SOURCE, now)
+    return core_quarantine.day_of(table, now), table
 
 
 def quarantine(

@@ -10,9 +10,20 @@ import datetime as dt
 import hashlib
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core import layout
 from core.lake import Lake
+
+
+def day_of(rejected: pa.Table, now: dt.datetime) -> dt.date:
+    """The day ``rejected`` (a QUARANTINE table) is filed under.
+
+    Its rows' earliest date, so a rerun on another day rewrites the same file; ``now``'s day
+    when no row has a date.
+    """
+    first = pc.min(rejected["date"]).as_py() if rejected.num_rows else None
+    return first if isinstance(first, dt.date) else now.date()
 
 
 def key_of(source: str, day: dt.date, symbol: str, rejected: pa.Table) -> str:
