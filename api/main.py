@@ -22,6 +22,7 @@ from api.deps import require_api_key
 from api.resources import Resources
 from api.routes import bars, health, live
 from core.lake import LakeError
+from core.secrets import register_secret
 from core.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the app; raises :class:`api.auth.InsecureSettingsError` on unsafe settings."""
     settings = settings if settings is not None else ApiSettings()
     check_startup(settings)
+    register_secret(settings.api_keys)  # the whole setting, then each key: neither is logged
+    accepted = settings.keys()
+    for key in accepted:
+        register_secret(key)
     resources = Resources(settings)
 
     @asynccontextmanager

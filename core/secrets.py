@@ -4,11 +4,14 @@ The key is read from ``POLYGON_API_KEY``, else from the Secrets Manager secret n
 ``POLYGON_SECRET_ID`` (a raw string, or JSON with a ``POLYGON_API_KEY``/``api_key``/``key``
 field). A secret fetched from AWS is cached per (secret id, endpoint), so a flow asks once.
 
-Every key we obtain is registered with the redactor. :func:`install_redaction` scrubs registered
-keys, ``apiKey=`` query values and ``Bearer`` tokens from every log record created afterwards
-(message, arguments, traceback), whichever handler then writes it. Our HTTP code never puts the
-key in a URL in the first place (it sends ``Authorization: Bearer``); this is defence in depth
-for third-party libraries that log URLs or headers at DEBUG.
+Every key we obtain is registered with the redactor (the Polygon key here, the API's keys when
+it starts). :func:`install_redaction` scrubs registered keys, key and token query parameters
+(``api_key``, ``apiKey``, ``apikey``, ``token``, ``access_token``), ``Authorization`` and
+``X-API-Key`` header values and ``Bearer`` tokens from every log record created afterwards
+(message, arguments, traceback), whichever handler then writes it. Arguments are scrubbed one by
+one and keep their types, because formatters such as uvicorn's access log unpack them. Our HTTP
+code never puts the Polygon key in a URL in the first place (it sends ``Authorization:
+Bearer``); this is defence in depth for libraries that log URLs or headers at DEBUG.
 """
 
 from __future__ import annotations
@@ -27,10 +30,17 @@ from core.settings import PolygonSettings
 
 MASK: Final = "***"
 _JSON_FIELDS: Final = ("POLYGON_API_KEY", "polygon_api_key", "api_key", "apiKey", "key")
+_KEY_NAMES: Final = r"(?:api[_-]?key|token|access[_-]?token|x-api-key)"
 _PATTERNS: Final = (
-    re.compile(r"(?i)(apikey=)[^&\s\"'#<>]+"),
-    re.compile(r"(?i)([\"']?apikey[\"']?\s*[:=]\s*[\"']?)[^&\s\"'#<>,}]+"),
-    re.compile(r"(?i)(bearer\s+)[^\s\"',}]+"),
+    # query parameters: ?api_key=..., &token=...
+    re.compile(rf"(?i)(\b{_KEY_NAMES}=)[^&\s\"'#<>]+"),
+    # mappings and headers: 'apiKey': '...', X-API-Key: ..., "token"=...
+    re.compile(rf"(?i)([\"']?\b{_KEY_NAMES}[\"']?\s*[:=]\s*b?[\"']?)[^&\s\"'#<>,}}\])]+"),
+    # raw header pairs as servers log them: (b'x-api-key', b'...')
+    re.compile(r"(?i)(b?[\"'](?:x-api-key|authorization)[\"']\s*,\s*b?[\"'])[^\"']+"),
+    # Authorization: <scheme> <credentials>, and any Bearer token
+    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*b?[\"']?(?:[a-z]+\s+)?)[^\s\"',}\])]+"),
+    re.compile(r"(?i)(bearer\s+)[^\s\"',}\])]+"),
 )
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -63,14 +73,40 @@ def redact(text: str) -> str:
     return text
 
 
+def _scrub(value: object) -> object:
+    """``value`` with secrets masked, keeping its type where a formatter may rely on it."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float | bytes):
+        return value
+    if isinstance(value, tuple | list):
+        return type(value)(_scrub(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    text = str(value)  # a URL or request object: masked only when it holds a secret
+    masked = redact(text)
+    return value if masked == text else masked
+
+
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
-    """Scrub one record in place: its formatted message, traceback text and stack."""
+    """Scrub one record in place: its message, each argument, traceback text and stack.
+
+    The arguments stay a tuple (or mapping) of the same length and types, so the record still
+    formats as its logger meant. Only when a secret appears just in the formatted message (split
+    across arguments), or the scrubbed parts no longer format, is the record collapsed to its
+    scrubbed text.
+    """
+    record.msg = _scrub(record.msg)
+    if record.args:
+        record.args = _scrub(record.args)  # type: ignore[assignment]  # same shape as before
     try:
         message = record.getMessage()
-    except (TypeError, ValueError):  # a bad format string: keep the raw parts, scrubbed
-        message = f"{record.msg} {record.args}"
-    record.msg = redact(message)
-    record.args = None
+    except (TypeError, ValueError, KeyError):  # a bad format string: keep the parts, scrubbed
+        record.msg, record.args = redact(f"{record.msg} {record.args}"), None
+    else:
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:

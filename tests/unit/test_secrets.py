@@ -77,3 +77,35 @@ def test_redacting_filter_on_a_handler() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "key=%s", (KEY,), None)
     assert secrets.RedactingFilter().filter(record)
     assert KEY not in record.getMessage()
+
+
+def test_scrubbed_records_keep_their_arguments() -> None:
+    """uvicorn's access formatter unpacks ``record.args``: redaction must keep them a tuple."""
+    secrets.register_secret(KEY)
+    args = ("127.0.0.1:5000", "GET", f"/v1/stream?symbols=A&api_key={KEY}", "1.1", 200)
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, "%s %s %s %s %d", args, None
+    )
+    secrets.redact_record(record)
+    assert isinstance(record.args, tuple) and len(record.args) == 5
+    assert record.args[4] == 200 and record.args[1] == "GET"
+    assert record.getMessage() == "127.0.0.1:5000 GET /v1/stream?symbols=A&api_key=*** 1.1 200"
+
+
+def test_key_and_token_parameters_and_headers_are_masked() -> None:
+    text = (
+        "?api_key=k1&apiKey=k2&apikey=k3&token=k4&access_token=k5&limit=5 "
+        "{'X-API-Key': 'k6', 'Authorization': 'Basic k7'} [(b'x-api-key', b'k8')] "
+        "Authorization: Bearer k9 authorization: k10"
+    )
+    out = secrets.redact(text)
+    for i in range(1, 11):
+        assert f"k{i}" not in out.replace("limit", ""), (i, out)
+    assert "limit=5" in out
+
+
+def test_a_secret_split_across_arguments_is_still_masked() -> None:
+    secrets.register_secret(KEY)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s%s", (KEY[:6], KEY[6:]), None)
+    secrets.redact_record(record)
+    assert KEY not in record.getMessage()
