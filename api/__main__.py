@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from core.secrets import install_redaction
-from core.settings import ApiSettings
+from core.settings import ApiSettings, SettingsError, load_settings
 
 
 def parse(argv: Sequence[str] | None, settings: ApiSettings) -> argparse.Namespace:
@@ -26,7 +26,11 @@ def parse(argv: Sequence[str] | None, settings: ApiSettings) -> argparse.Namespa
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse options, build the app and serve until interrupted."""
     install_redaction()  # secrets (database, Redis, API keys) must never reach a log
-    settings = ApiSettings()
+    try:
+        settings = load_settings(ApiSettings)
+    except SettingsError as exc:
+        print(f"python -m api: {exc}", file=sys.stderr)
+        return 2
     args = parse(argv, settings)
     from api.auth import InsecureSettingsError, check_startup
 

@@ -25,7 +25,8 @@ from typing import Any
 from core import calendar
 from core.schemas import FIB_INTERVALS
 
-DEMO_KEY = "demo-key"
+DEMO_KEY = "dev-key"
+"""The default API_KEYS of a laptop, the one the README's examples use."""
 
 
 def _say(msg: str) -> None:

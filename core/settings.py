@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 POLYGON_REST = "https://api.polygon.io"
@@ -24,6 +24,8 @@ RATE_PRESETS: dict[str, float] = {
     "unlimited": 100.0,
 }
 """Requests per second by Polygon plan; the free tier allows 5 calls a minute."""
+APP_ENVS: tuple[str, ...] = ("dev", "test", "staging", "prod")
+"""Deployment environments; only dev and test run with weak or placeholder API keys."""
 
 
 class _Base(BaseSettings):
@@ -140,7 +142,9 @@ class BatchSettings(LakeSettings, ServiceSettings):
 class ApiSettings(LakeSettings, ServiceSettings):
     """The serving API."""
 
-    app_env: Literal["dev", "test", "staging", "prod"] = "dev"
+    app_env: Literal["dev", "test", "staging", "prod"] = Field(
+        "dev", description="dev and test accept any key; staging and prod refuse weak ones"
+    )
     api_keys: SecretStr = Field(
         SecretStr("dev-key"), description="Comma-separated API keys accepted in X-API-Key"
     )
@@ -150,8 +154,37 @@ class ApiSettings(LakeSettings, ServiceSettings):
         CACHE_WINDOW_DAYS, ge=1, description="Days of raw_ohlcv in Postgres (older from the lake)"
     )
 
+    @field_validator("app_env", mode="before")
+    @classmethod
+    def _known_env(cls, value: object) -> object:
+        """One clear line for ``APP_ENV=production`` instead of a schema dump."""
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in APP_ENVS:
+            msg = f"APP_ENV must be one of {', '.join(APP_ENVS)}, not {str(value)[:32]!r}"
+            raise ValueError(msg)
+        return text
+
     def keys(self) -> frozenset[str]:
         """The accepted API keys."""
         return frozenset(
             k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()
         )
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used, one line per problem, naming the variable but no value."""
+
+
+def load_settings(cls: type[_S]) -> _S:
+    """``cls()`` from the environment, with pydantic's errors as one readable line each."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err.get("loc", ())).upper() or cls.__name__
+            lines.append(f"{name}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
+        raise SettingsError("; ".join(lines)) from None
