@@ -124,7 +124,9 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
         5.0, ge=0, description="How late a tick may arrive for its minute"
     )
     kinesis_start: Literal["LATEST", "TRIM_HORIZON"] = Field(
-        "LATEST", description="Where a Kinesis shard without a checkpoint is read from"
+        "TRIM_HORIZON",
+        description="Where a shard without a snapshot is read from: the oldest record the"
+        " stream holds, so a first start (or a lost recovery store) loses nothing",
     )
 
 

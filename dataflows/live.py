@@ -41,6 +41,7 @@ from dataflows.operators import (
     live_step,
     minute_bars,
 )
+from dataflows.recovery import prepare_recovery
 
 DEFAULT_LATENESS = dt.timedelta(seconds=5)
 
@@ -81,6 +82,7 @@ def build_live_flow(
 def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
     """The production flow: source and sinks chosen by the settings."""
     install_redaction()  # the Polygon key must never reach a log
+    prepare_recovery()  # bytewax.run -r DIR: a first start creates the store
     s = settings or LiveSettings()
     source: Source[str | bytes]
     if s.kinesis_stream:

@@ -144,7 +144,8 @@ def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
     commands = {name: " ".join(s.get("command", [])) for name, s in services.items()}
     assert commands["simulator"] == "python -m dataflows.simulator --host 0.0.0.0 --port 8010"
     assert commands["replay"] == "python -m bytewax.run dataflows.replay:flow"
-    assert commands["live"] == "python -m bytewax.run dataflows.live:flow"
+    assert commands["live"] == "python -m bytewax.run dataflows.live:flow -r /recovery -s 5 -b 0"
+    assert "live-recovery:/recovery" in services["live"]["volumes"]  # outlives the container
     assert commands["api"] == "python -m api --host 0.0.0.0 --port 8000"
     assert commands["batch"] == "python -m batch.pipeline"
     assert services["batch"].get("restart") == "no"

@@ -1,8 +1,9 @@
 data "aws_region" "current" {}
 
 locals {
-  api_port = 8000
-  image    = "${aws_ecr_repository.app.repository_url}:${var.image_tag}"
+  api_port      = 8000
+  recovery_path = "/recovery"
+  image         = "${aws_ecr_repository.app.repository_url}:${var.image_tag}"
 
   common_environment = [
     { name = "APP_ENV", value = var.app_env },
@@ -25,10 +26,15 @@ locals {
       environment = concat(local.common_environment, [{ name = "KINESIS_STREAM", value = var.kinesis_stream_name }])
       secrets     = [{ name = "POLYGON_API_KEY", valueFrom = aws_secretsmanager_secret.polygon.arn }]
     }
+    # With recovery: the first start creates the store and reads each shard from its oldest
+    # record; every restart resumes from the last snapshot (recovery.tf).
     "live" = {
-      command     = ["python", "-m", "bytewax.run", "dataflows.live:flow"]
-      environment = concat(local.common_environment, local.db_environment, [{ name = "KINESIS_STREAM", value = var.kinesis_stream_name }])
-      secrets     = local.db_secrets
+      command = ["python", "-m", "bytewax.run", "dataflows.live:flow", "-r", local.recovery_path, "-s", "5", "-b", "0"]
+      environment = concat(local.common_environment, local.db_environment, [
+        { name = "KINESIS_STREAM", value = var.kinesis_stream_name },
+        { name = "KINESIS_START", value = "TRIM_HORIZON" },
+      ])
+      secrets = local.db_secrets
     }
     "api" = {
       command     = ["python", "-m", "api", "--host", "0.0.0.0", "--port", tostring(local.api_port)]
@@ -298,10 +304,14 @@ data "aws_iam_policy_document" "api" {
   }
 }
 
+data "aws_iam_policy_document" "live_with_recovery" {
+  source_policy_documents = [data.aws_iam_policy_document.live.json, data.aws_iam_policy_document.recovery.json]
+}
+
 locals {
   task_policies = {
     "ws-ingest" = data.aws_iam_policy_document.ingest.json
-    "live"      = data.aws_iam_policy_document.live.json
+    "live"      = data.aws_iam_policy_document.live_with_recovery.json
     "api"       = data.aws_iam_policy_document.api.json
   }
 }
@@ -350,7 +360,28 @@ resource "aws_ecs_task_definition" "this" {
       }
     },
     try(local.port_extras[each.key], {}),
+    each.key == "live" ? {
+      mountPoints = [{ sourceVolume = "recovery", containerPath = local.recovery_path, readOnly = false }]
+    } : {},
   )])
+
+  dynamic "volume" {
+    for_each = each.key == "live" ? [1] : []
+
+    content {
+      name = "recovery"
+
+      efs_volume_configuration {
+        file_system_id     = aws_efs_file_system.recovery.id
+        transit_encryption = "ENABLED"
+
+        authorization_config {
+          access_point_id = aws_efs_access_point.recovery.id
+          iam             = "ENABLED"
+        }
+      }
+    }
+  }
 
   tags = var.tags
 }
@@ -365,9 +396,10 @@ resource "aws_ecs_service" "this" {
   desired_count   = var.services[each.key].desired_count
   launch_type     = "FARGATE"
 
-  # One WebSocket connection per key: never run two ingesters side by side.
-  deployment_minimum_healthy_percent = each.key == "ws-ingest" ? 0 : 100
-  deployment_maximum_percent         = each.key == "ws-ingest" ? 100 : 200
+  # One WebSocket connection per key, and one live task per recovery store: never run two
+  # side by side (a deployment stops the old task before it starts the new one).
+  deployment_minimum_healthy_percent = 0
+  deployment_maximum_percent         = 100
 
   deployment_circuit_breaker {
     enable   = true

@@ -52,3 +52,8 @@ output "api_autoscaling_policy_arn" {
   description = "ARN of the API CPU scaling policy."
   value       = try(aws_appautoscaling_policy.api_cpu.arn, null)
 }
+
+output "recovery_file_system_id" {
+  description = "EFS file system holding the live flow's recovery store."
+  value       = aws_efs_file_system.recovery.id
+}

@@ -124,6 +124,11 @@ variable "services" {
   }
 
   validation {
+    condition     = try(var.services["live"].desired_count <= 1, true)
+    error_message = "services.live.desired_count must be 0 or 1: the live flow's recovery store serves one task (more shards go to more Bytewax workers in that task)."
+  }
+
+  validation {
     condition     = alltrue([for s in values(var.services) : contains([256, 512, 1024, 2048, 4096, 8192, 16384], s.cpu)])
     error_message = "cpu must be a Fargate size: 256, 512, 1024, 2048, 4096, 8192 or 16384."
   }
@@ -176,4 +181,10 @@ variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)
   default     = {}
+}
+
+variable "recovery_kms_key_arn" {
+  description = "KMS key encrypting the live flow's recovery store on EFS; null uses the AWS managed key."
+  type        = string
+  default     = null
 }
