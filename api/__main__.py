@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from core.embedded import exit_on_sigterm
 from core.secrets import install_redaction
 from core.settings import ApiSettings, SettingsError, load_settings
 
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from api.main import create_app
 
     app = create_app(settings)
+    exit_on_sigterm()  # uvicorn re-raises SIGTERM after its graceful stop: exit handlers must run
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
