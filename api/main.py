@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from api.auth import check_startup
 from api.deps import require_api_key
 from api.resources import Resources
-from api.routes import bars, health, live
+from api.routes import bars, docs, health, live
 from core.lake import LakeError
 from core.secrets import register_secret
 from core.settings import ApiSettings
@@ -74,7 +74,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         summary="Daily and Fibonacci bars for backtesting and ML; live prices for alerts.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from the installed package, not from a CDN
+        redoc_url=None,
     )
+    docs.mount(app)
     app.state.resources = resources
     app.add_exception_handler(RequestValidationError, _bad_request)
     for exc_type in UNAVAILABLE:
