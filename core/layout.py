@@ -106,6 +106,21 @@ def reference_tickers() -> str:
     return "reference/tickers/tickers.parquet"
 
 
+def reference_splits() -> str:
+    """Every symbol's stock splits (and stock dividends)."""
+    return "reference/splits/splits.parquet"
+
+
+def reference_dividends() -> str:
+    """Every symbol's cash dividends."""
+    return "reference/dividends/dividends.parquet"
+
+
+def adjustments() -> str:
+    """Per symbol, the split version its silver was built with."""
+    return f"{META}/adjustments.parquet"
+
+
 _FRAGMENT_RE: Final = re.compile(
     r"symbol=(?P<symbol>[^/]+)/(?:date=(?P<date>\d{4}-\d{2}-\d{2})|"
     r"range=(?P<first>\d{4}-\d{2}-\d{2})_(?P<last>\d{4}-\d{2}-\d{2}))\.parquet$"

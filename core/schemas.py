@@ -81,6 +81,54 @@ SYMBOL_META: Final = pa.schema(
 )
 
 
+SPLIT_TYPES: Final = ("forward_split", "reverse_split", "stock_dividend")
+"""``adjustment_type`` of a split; all three adjust prices the same way."""
+DISTRIBUTION_TYPES: Final = ("recurring", "special", "supplemental", "irregular", "unknown")
+"""``distribution_type`` of a cash dividend."""
+
+SPLITS: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("execution_date", pa.date32(), nullable=False),
+        pa.field("split_from", pa.float64(), nullable=False),
+        pa.field("split_to", pa.float64(), nullable=False),
+        pa.field("adjustment_type", pa.string(), nullable=False),
+        pa.field("vendor_factor", pa.float64()),
+        pa.field("id", pa.string()),
+        pa.field("ingested_at", UTC_US, nullable=False),
+    ]
+)
+"""``reference/splits/splits.parquet``: one row per (symbol, execution_date)."""
+
+DIVIDENDS: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("ex_dividend_date", pa.date32(), nullable=False),
+        pa.field("cash_amount", pa.float64(), nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("distribution_type", pa.string(), nullable=False),
+        pa.field("pay_date", pa.date32()),
+        pa.field("record_date", pa.date32()),
+        pa.field("declaration_date", pa.date32()),
+        pa.field("frequency", pa.int32()),
+        pa.field("vendor_factor", pa.float64()),
+        pa.field("id", pa.string()),
+        pa.field("ingested_at", UTC_US, nullable=False),
+    ]
+)
+"""``reference/dividends/dividends.parquet``: one row per (symbol, ex_dividend_date,
+distribution_type); ``cash_amount`` as declared, in the share basis of its ex-date."""
+
+ADJUSTMENTS: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("split_version", pa.string(), nullable=False),
+        pa.field("applied_at", UTC_US, nullable=False),
+    ]
+)
+"""``processing_metadata/adjustments.parquet``: the splits silver was built with, per symbol."""
+
+
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Select and cast ``table`` to ``schema`` exactly (column order, types, no extras).
 
