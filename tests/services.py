@@ -11,6 +11,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from dataflows.backfill import Fetch
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -96,3 +98,16 @@ def moto() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def simulator_fetch(rest_url: str) -> Fetch:
+    """The production gateway's GET against a simulator: rate limited, retried, fast backoff."""
+    from pydantic import SecretStr
+
+    from core.settings import ReplaySettings
+    from dataflows.connectors.polygon import Backoff, PolygonGateway
+
+    settings = ReplaySettings(
+        polygon_api_key=SecretStr("k"), polygon_rest_url=rest_url, polygon_rps=1000.0
+    )
+    return PolygonGateway.from_settings(settings, backoff=Backoff(0.01, 0.05)).get_json

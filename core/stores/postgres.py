@@ -116,6 +116,40 @@ DDL = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS batch_jobs_run_idx ON batch_jobs (run_id)",
+    # Corporate actions as the vendor reports them (dataflows.corporate_actions); raw_ohlcv
+    # stays unadjusted and readers adjust on read (core.adjustments).
+    """
+    CREATE TABLE IF NOT EXISTS splits (
+        symbol text NOT NULL,
+        execution_date date NOT NULL,
+        split_from double precision NOT NULL CHECK (split_from > 0),
+        split_to double precision NOT NULL CHECK (split_to > 0),
+        adjustment_type text NOT NULL
+            CHECK (adjustment_type IN ('forward_split', 'reverse_split', 'stock_dividend')),
+        vendor_factor double precision,
+        id text,
+        ingested_at timestamptz NOT NULL,
+        PRIMARY KEY (symbol, execution_date)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dividends (
+        symbol text NOT NULL,
+        ex_dividend_date date NOT NULL,
+        cash_amount double precision NOT NULL,
+        currency text NOT NULL,
+        distribution_type text NOT NULL CHECK (distribution_type IN
+            ('recurring', 'special', 'supplemental', 'irregular', 'unknown')),
+        pay_date date,
+        record_date date,
+        declaration_date date,
+        frequency integer,
+        vendor_factor double precision,
+        id text,
+        ingested_at timestamptz NOT NULL,
+        PRIMARY KEY (symbol, ex_dividend_date, distribution_type)
+    )
+    """,
 )
 
 DAILY_COLUMNS = (

@@ -38,7 +38,7 @@ _GAP, _TOP, _BOT, _VOL, _VW, _TXN, _HALT = range(11, 18)
 
 @dataclass(frozen=True, slots=True)
 class Split:
-    """One stock split as Polygon's /v3/reference/splits reports it."""
+    """One stock split (or stock dividend) as Polygon's splits endpoints report it."""
 
     id: str
     ticker: str
@@ -50,6 +50,13 @@ class Split:
     def ratio(self) -> float:
         """New shares per old share (2.0 for a 2-for-1, 0.1 for a 1-for-10 reverse split)."""
         return self.split_to / self.split_from
+
+    @property
+    def adjustment_type(self) -> str:
+        """``forward_split``, ``reverse_split`` or ``stock_dividend`` (under 25% new shares)."""
+        if self.split_to < self.split_from:
+            return "reverse_split"
+        return "stock_dividend" if self.split_to < 1.25 * self.split_from else "forward_split"
 
 
 def ny_midnight_ms(day: dt.date) -> int:
@@ -222,9 +229,33 @@ class Market:
             return list(self._splits)
         return [x for x in self._splits if x.ticker == ticker]
 
-    def _forced_splits(self) -> dict[int, tuple[int, str]]:
-        """One forward and one reverse split inside every window long enough, for tests."""
+    def _forced_splits(self) -> list[tuple[int, int, str]]:
+        """(symbol, session, kind) of the splits every window long enough holds, for tests.
+
+        A forward split followed by a second one on the same symbol, a 1-for-10 reverse split
+        and a 5% stock dividend.
+        """
         window = self.n_sessions - self.window_first
+        by_price = self.forced_candidates()
+        if window < 20 or len(by_price) < 2:
+            return []
+        first = self.window_first
+        forced = [
+            (by_price[-1], first + window // 3, "forward"),
+            (by_price[0], first + (2 * window) // 3, "reverse"),
+        ]
+        if len(by_price) >= 3:
+            forced.append((by_price[len(by_price) // 2], first + window // 2, "stock"))
+        if window >= 48:  # room for a second split after the first one's cooldown
+            forced.append((by_price[-1], first + (5 * window) // 6, "forward"))
+        return forced
+
+    def forced_candidates(self) -> list[int]:
+        """Common stocks trading through the whole market, by listing price.
+
+        The forced corporate actions go to them: the most expensive gets the forward splits,
+        the cheapest the reverse one.
+        """
         candidates = [
             i
             for i in range(len(universe._FAMOUS), self.n_symbols)
@@ -232,13 +263,7 @@ class Market:
             and self.delist_i[i] == self.n_sessions
             and self._static[i][2] == universe.CS
         ]
-        if window < 20 or len(candidates) < 2:
-            return {}
-        by_price = sorted(candidates, key=lambda i: float(self.params.log_p0[i]))
-        return {
-            by_price[-1]: (self.window_first + window // 3, "forward"),
-            by_price[0]: (self.window_first + (2 * window) // 3, "reverse"),
-        }
+        return sorted(candidates, key=lambda i: float(self.params.log_p0[i]))
 
     def _log_f_at(self, i: int) -> F64:
         ev = self.paths.splits

@@ -41,6 +41,8 @@ RET: Final = 1
 MKT: Final = 2
 SPLIT: Final = 3
 
+STOCK_DIVIDEND: Final = (20, 21)
+"""A 5% stock dividend: 21 shares for every 20 (it adjusts prices like a split)."""
 _FORWARD_RATIOS: Final = (2, 3, 4, 5, 10, 20)
 _REVERSE_RATIOS: Final = (5, 10, 20, 25, 50)
 _RANDOM_FORWARD: Final = ((1, 2), (1, 3), (2, 3), (1, 4))
@@ -74,7 +76,7 @@ class PricePaths:
         p: Params,
         list_i: I64,
         delist_i: I64,
-        forced: dict[int, tuple[int, str]],
+        forced: list[tuple[int, int, str]],
     ) -> None:
         self.n = len(p.sigma)
         self.n_sessions = n_sessions
@@ -149,14 +151,14 @@ class PricePaths:
         return prev, blk[k]
 
     # -- the start-up walk: checkpoints and splits -------------------------------------------
-    def _walk(self, forced: dict[int, tuple[int, str]]) -> SplitEvents:
+    def _walk(self, forced: list[tuple[int, int, str]]) -> SplitEvents:
         n = self.n
         log_f = np.zeros(n)
         cooldown = np.zeros(n, dtype=np.int64)
         events: list[tuple[int, int, int, int]] = []
         self.checkpoints[0] = self.p.log_p0
         forced_by_row: dict[int, list[tuple[int, str]]] = {}
-        for s, (row, kind) in forced.items():
+        for s, row, kind in forced:
             forced_by_row.setdefault(row, []).append((s, kind))
         keep_from = self.n_blocks - self._cache_blocks
         for b in range(self.n_blocks):
@@ -236,6 +238,8 @@ class PricePaths:
             return 1, 4 if price >= 40 else 2
         if kind == "reverse":
             return 10, 1
+        if kind == "stock":
+            return STOCK_DIVIDEND
         ceiling = math.exp(float(self.p.log_split_high[s]))
         if price > ceiling:
             return 1, next(

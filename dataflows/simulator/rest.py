@@ -21,6 +21,7 @@ import numpy as np
 
 from core.calendar import NEW_YORK as _NY
 from dataflows.simulator import encode
+from dataflows.simulator.actions import CorporateActions, dividend_row, edited
 from dataflows.simulator.bars import Bars, concat, empty
 from dataflows.simulator.lru import Lru
 from dataflows.simulator.market import Market, Split, ny_midnight_ms
@@ -495,6 +496,60 @@ def split_row(s: Split) -> dict[str, Any]:
         "split_to": s.split_to,
         "ticker": s.ticker,
     }
+
+
+# -- corporate actions (/stocks/v1) --------------------------------------------------------------
+ActionEdits = Mapping[str, Mapping[str, Any] | None]
+"""Control API edits by action id: field overrides, or None for a withdrawn action."""
+
+
+def _v1_items(
+    rows: list[dict[str, Any]], q: dict[str, str], date_field: str, type_field: str
+) -> list[dict[str, Any]]:
+    """Rows filtered and sorted as the vendor's v1 corporate-action endpoints do."""
+    for fn, value in _filters(q, "ticker"):
+        rows = [r for r in rows if fn(r["ticker"], value)]
+    if q.get("ticker.any_of"):
+        wanted = set(q["ticker.any_of"].split(","))
+        rows = [r for r in rows if r["ticker"] in wanted]
+    for fn, value in _filters(q, date_field):
+        day = parse_date(value, date_field).isoformat()
+        rows = [r for r in rows if fn(r[date_field], day)]
+    if q.get(type_field):
+        wanted = set(q[type_field].split(","))
+        rows = [r for r in rows if r.get(type_field) in wanted]
+    sort = q.get("sort") or f"{date_field}.desc"
+    for part in reversed(sort.split(",")):
+        name, _, direction = part.partition(".")
+        if name not in ("ticker", date_field) or direction not in ("", "asc", "desc"):
+            msg = f"invalid sort {part!r}"
+            raise BadRequest(msg)
+        rows = sorted(rows, key=lambda r: r[name], reverse=direction == "desc")
+    return rows
+
+
+def stock_splits(actions: CorporateActions, base_url: str, q: Query, edits: ActionEdits) -> Reply:
+    """GET /stocks/v1/splits (limit 100 by default, 5,000 at most; ``next_url`` pages)."""
+    qq = with_cursor(q)
+    limit = _limit(qq, 100, 5000)
+    rows = [edited(actions.split_row(s), edits) for s in actions.market.splits()]
+    items = _v1_items([r for r in rows if r is not None], qq, "execution_date", "adjustment_type")
+    return _ok(_page(items, dict, qq, base_url, "/stocks/v1/splits", limit))
+
+
+def stock_dividends(
+    actions: CorporateActions, base_url: str, q: Query, edits: ActionEdits
+) -> Reply:
+    """GET /stocks/v1/dividends (limit 100 by default, 5,000 at most; ``next_url`` pages)."""
+    qq = with_cursor(q)
+    limit = _limit(qq, 100, 5000)
+    rows = [edited(dividend_row(d), edits) for d in actions.dividends()]
+    items = _v1_items(
+        [r for r in rows if r is not None], qq, "ex_dividend_date", "distribution_type"
+    )
+    if qq.get("frequency"):
+        items = [r for r in items if str(r.get("frequency")) == qq["frequency"]]
+    return _ok(_page(items, dict, qq, base_url, "/stocks/v1/dividends", limit))
 
 
 def market_status(now_ms: int, session_open: bool) -> Reply:

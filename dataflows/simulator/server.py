@@ -19,6 +19,7 @@ from typing import Any, Final, Self
 from aiohttp import web
 
 from dataflows.simulator import rest
+from dataflows.simulator.actions import CorporateActions
 from dataflows.simulator.clock import ReplayClock
 from dataflows.simulator.faults import Faults, FaultState, Stats
 from dataflows.simulator.market import Market
@@ -54,6 +55,9 @@ class Simulation:
         self.stats = Stats()
         self.clock = ReplayClock(market, replay_day, replay_offset, speed)
         self.cache = rest.GroupedCache()
+        self.actions = CorporateActions(market)
+        self.action_edits: dict[str, dict[str, Any] | None] = {}
+        """Changed (field overrides) or withdrawn (None) corporate actions, by id."""
         self.feed = Feed(
             market,
             self.clock,
@@ -79,6 +83,16 @@ class Simulation:
         faults = self.state.update(**changes)
         self.cache.clear()
         return faults
+
+    def edit_actions(self, edits: dict[str, dict[str, Any] | None], *, reset: bool = False) -> None:
+        """Change (a dict of field overrides) or withdraw (None) corporate actions by id."""
+        if reset:
+            self.action_edits.clear()
+        for key, change in edits.items():
+            if change is not None and not isinstance(change, dict):
+                msg = f"an edit of {key!r} must be an object of fields, or null to withdraw"
+                raise TypeError(msg)
+            self.action_edits[str(key)] = change
 
     def set_clock(
         self, day: dt.date | None = None, offset: float | None = None, speed: float | None = None
@@ -183,6 +197,24 @@ def build_app(sim: Simulation) -> web.Application:
     async def splits(request: web.Request) -> web.StreamResponse:
         return _reply(rest.splits(sim.market, base(request), request.query))
 
+    async def stock_splits(request: web.Request) -> web.StreamResponse:
+        return _reply(
+            rest.stock_splits(sim.actions, base(request), request.query, sim.action_edits)
+        )
+
+    async def stock_dividends(request: web.Request) -> web.StreamResponse:
+        return _reply(
+            rest.stock_dividends(sim.actions, base(request), request.query, sim.action_edits)
+        )
+
+    async def post_actions(request: web.Request) -> web.StreamResponse:
+        try:
+            body = dict(await request.json())
+            sim.edit_actions(body.get("edits") or {}, reset=bool(body.get("reset")))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"edits": sim.action_edits})
+
     async def status(request: web.Request) -> web.StreamResponse:
         pos = sim.clock.position()
         return _reply(rest.market_status(pos.now_ms, pos.session is not None))
@@ -252,6 +284,8 @@ def build_app(sim: Simulation) -> web.Application:
     r.add_get("/v3/reference/tickers", tickers, name="tickers")
     r.add_get("/v3/reference/tickers/{ticker}", details, name="ticker_details")
     r.add_get("/v3/reference/splits", splits, name="splits")
+    r.add_get("/stocks/v1/splits", stock_splits, name="stock_splits")
+    r.add_get("/stocks/v1/dividends", stock_dividends, name="stock_dividends")
     r.add_get("/v1/marketstatus/now", status, name="market_status")
     r.add_get("/stocks", sim.feed.handle, name="websocket")
     r.add_get("/_sim/faults", get_faults)
@@ -261,6 +295,7 @@ def build_app(sim: Simulation) -> web.Application:
     r.add_get("/_sim/clock", get_clock)
     r.add_post("/_sim/clock", post_clock)
     r.add_get("/_sim/health", health)
+    r.add_post("/_sim/actions", post_actions)
     r.add_route("*", "/{tail:.*}", not_found, name="unknown")
     app.cleanup_ctx.append(pump)
     return app
@@ -355,6 +390,12 @@ class SimulatorServer:
     def faults(self) -> Faults:
         """The current fault settings."""
         return self.sim.state.faults
+
+    def edit_actions(
+        self, edits: dict[str, dict[str, Any] | None] | None = None, *, reset: bool = False
+    ) -> None:
+        """Change or withdraw corporate actions by id (see :meth:`Simulation.edit_actions`)."""
+        self.sim.edit_actions(edits or {}, reset=reset)
 
     def stats(self) -> dict[str, Any]:
         """Request counts by route, path and status, and WebSocket counters."""

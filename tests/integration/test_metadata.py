@@ -14,17 +14,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from pydantic import SecretStr
 
 from core import layout
 from core.lake import Lake
 from core.schemas import SYMBOL_META
-from core.settings import ReplaySettings
 from dataflows import metadata
 from dataflows.backfill import Fetch
-from dataflows.connectors.polygon import Backoff, PolygonGateway
 from dataflows.simulator.market import Market
 from dataflows.simulator.server import SimulatorServer
+from tests.services import simulator_fetch
 
 pytestmark = pytest.mark.integration
 START, END = dt.date(2024, 1, 2), dt.date(2024, 3, 28)
@@ -43,10 +41,7 @@ def sim(market: Market) -> Iterator[SimulatorServer]:
 
 
 def fetcher(sim: SimulatorServer) -> Fetch:
-    settings = ReplaySettings(
-        polygon_api_key=SecretStr("k"), polygon_rest_url=sim.rest_url, polygon_rps=1000.0
-    )
-    return PolygonGateway.from_settings(settings, backoff=Backoff(0.01, 0.05)).get_json
+    return simulator_fetch(sim.rest_url)
 
 
 def test_two_days_new_listing_and_delisting(
