@@ -4,8 +4,9 @@ Per interval: the anchor the silver was built with (an incremental run with anot
 refused), the lake's last date it was built against (to flip ``complete`` when that advances),
 a generation counter (shard staging is keyed by it), and per symbol what was resampled: the
 consolidation version (the manifest's change history says where to restart), the size and
-mtime of data.parquet (to notice files written without the manifest) and its first and last
-date (which month files hold its bars).
+mtime of data.parquet (to notice files written without the manifest), its first and last
+date (which month files hold its bars) and the split version its prices were adjusted with (a
+new or changed split rebuilds the symbol).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from core import layout
+from core.adjustments import NO_SPLITS
 from core.lake import Entry, Lake
 
 log = logging.getLogger("batch.checkpoint")
-FORMAT: Final = 2
-"""2: silver written with statistics on the key columns only (1: on every column)."""
+FORMAT: Final = 3
+"""3: split-adjusted silver, each symbol's split version in its mark (2: unadjusted silver with
+statistics on the key columns only; 1: statistics on every column)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +35,23 @@ class SymbolMark:
     mtime_s: int
     first_day: int
     last_day: int
+    split_version: str = NO_SPLITS
+    """The splits the bars were adjusted with (:func:`core.adjustments.split_version`)."""
 
     def to_json(self) -> list[Any]:
         """Compact JSON form."""
-        return [self.version, self.size, self.mtime_s, self.first_day, self.last_day]
+        return [
+            self.version, self.size, self.mtime_s, self.first_day, self.last_day,
+            self.split_version,
+        ]  # fmt: skip
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> SymbolMark:
         """Parse :meth:`to_json`."""
-        v, size, mtime, first, last = raw
-        return cls(None if v is None else int(v), int(size), int(mtime), int(first), int(last))
+        v, size, mtime, first, last, splits = raw
+        return cls(
+            None if v is None else int(v), int(size), int(mtime), int(first), int(last), str(splits)
+        )
 
 
 def mtime_seconds(entry: Entry) -> int:

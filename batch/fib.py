@@ -11,6 +11,7 @@ Python loop per symbol.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch import months
-from core import arrays, calendar
+from core import adjustments, arrays, calendar
 from core.schemas import SILVER
 
 Anchor = Literal["calendar", "symbol"]
@@ -147,6 +148,31 @@ class Daily:
             close=column("close", np.float64, pa.float64()),
             volume=column("volume", np.float64, pa.float64()),
         )
+
+
+def split_adjusted(daily: Daily, book: adjustments.SplitBook) -> Daily:
+    """``daily`` with prices x S(d) and volume / S(d) (:mod:`core.adjustments`).
+
+    Only the rows before a split are touched, in place where the arrays are writable (the
+    forked readers' shared arrays), else on copies (zero-copy views of Arrow buffers).
+    """
+    idx, factor = adjustments.segment_split_factors(daily.symbols, daily.offsets, daily.date, book)
+    if len(idx) == 0:
+        return daily
+    cols: dict[str, F64] = {}
+    for name in PRICE_COLUMNS:
+        values: F64 = getattr(daily, name)
+        if not values.flags.writeable:
+            values = values.copy()
+        if name == "volume":
+            values[idx] = values[idx] / factor
+        else:
+            values[idx] = values[idx] * factor
+        cols[name] = values
+    return dataclasses.replace(
+        daily, open=cols["open"], high=cols["high"], low=cols["low"], close=cols["close"],
+        volume=cols["volume"],
+    )  # fmt: skip
 
 
 def positions(daily: Daily) -> I64:

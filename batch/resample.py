@@ -12,6 +12,12 @@ date changed since, and the symbol's bars are recomputed from the first group to
 moving, the month files whose bars can flip to ``complete`` are rewritten too. Month files are
 deterministic bytes, so an incremental run equals a full rebuild byte for byte.
 
+Prices are split-adjusted (:func:`batch.fib.split_adjusted`, S(d) of :mod:`core.adjustments`
+from ``reference/splits/splits.parquet``): bronze stays raw. Each checkpoint mark holds the split
+version the symbol was built with; when the symbol's splits change (new, corrected, withdrawn)
+its bars are rebuilt from its first row, and only its own. The version all six intervals agree
+on is recorded in ``processing_metadata/adjustments.parquet``.
+
 Anchors: silver has one path per interval, so the anchor is recorded in the checkpoint and an
 incremental run with the other anchor is refused; switching anchors takes ``--full``.
 
@@ -28,6 +34,7 @@ recomputes the same patches from the old checkpoint and rewrites the same bytes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -52,7 +59,7 @@ from batch.checkpoint import Checkpoint, SymbolMark
 from batch.fib import Anchor
 from batch.planning import ShardResult
 from batch.silver import Patch
-from core import arrays, layout
+from core import adjustments, arrays, layout
 from core.lake import Entry, Lake
 from core.schemas import FIB_INTERVALS, SILVER
 from core.sharding import Shard, shard_of
@@ -374,16 +381,27 @@ def run(
     bases = {n: _unless_silver_lost(lake, n, ckpt.read(lake, n), subset) for n in intervals}
     fulls = {n: full or bases[n] is None for n in intervals}
     _check_anchor(bases, anchor, full, subset)
+    book = adjustments.split_book(lake)
+    if not book.present:
+        log.warning(
+            "no %s in the lake: bars are built as if no symbol had split; run "
+            "`python -m dataflows.corporate_actions` to fetch the splits",
+            layout.reference_splits(),
+        )
+    versions = book.versions(chosen)
     redo: dict[int, dict[str, int | None]] = {}
     for n in intervals:
         base = bases[n]
         todo: dict[str, int | None] = {}
         for s in chosen:
+            mark = base.symbols.get(s) if base is not None else None
             change = (
                 planning.WHOLE
                 if fulls[n] or base is None
-                else planning.change_of(entries[s], states.get(s), base.symbols.get(s))
+                else planning.change_of(entries[s], states.get(s), mark)
             )
+            if mark is not None and mark.split_version != versions[s]:
+                change = planning.WHOLE  # a new, changed or withdrawn split: from its first row
             if change is not False:
                 todo[s] = None if change is None else int(change)
         redo[n] = todo
@@ -407,6 +425,8 @@ def run(
         if warming.ident is None:  # the reads did not fork: not started yet
             warming.start()
         warming.join()
+    daily = fib.split_adjusted(daily, book)
+    marks = {s: dataclasses.replace(m, split_version=versions[s]) for s, m in marks.items()}
     loaded = {
         s: int(daily.date[daily.offsets[i + 1] - 1])
         for i, s in enumerate(daily.symbols)
@@ -466,8 +486,33 @@ def run(
         report.bars += rep.bars
         report.files_written += rep.files_written
         report.files_deleted += rep.files_deleted
+    if not dry_run:
+        record_adjustments(lake)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def record_adjustments(lake: Lake) -> None:
+    """Write ``processing_metadata/adjustments.parquet`` from the checkpoints.
+
+    A symbol's row names the split version every interval's silver of it was built with; while
+    the intervals disagree (one was rebuilt, another not yet) the previous row stays. Unchanged
+    rows keep their ``applied_at``, and an unchanged file is not rewritten.
+    """
+    checkpoints = [ckpt.read(lake, n) for n in FIB_INTERVALS]
+    previous = adjustments.read_recorded(lake)
+    marks = [c.symbols if c is not None else {} for c in checkpoints]
+    held = set().union(*marks)
+    versions: dict[str, str] = {}
+    for s in held:
+        seen = {m[s].split_version for m in marks if s in m}
+        if len(seen) == 1 and all(s in m for m in marks):
+            versions[s] = seen.pop()
+        elif s in previous:
+            versions[s] = previous[s][0]
+    table = adjustments.record_table(versions, previous, dt.datetime.now(dt.UTC))
+    if {r["symbol"]: (r["split_version"], r["applied_at"]) for r in table.to_pylist()} != previous:
+        adjustments.write_recorded(lake, table)
 
 
 class SilverLost(RuntimeError):
