@@ -16,6 +16,7 @@ symbol exists at all (404 otherwise).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 import psycopg
@@ -67,6 +68,25 @@ def read_postgres(
     except psycopg.errors.UndefinedTable:
         conn.rollback()
         return []
+
+
+_PG_CLOSES: Final = """
+SELECT e.ex, r.date, r.close FROM unnest(%(ex)s::date[]) AS e(ex)
+LEFT JOIN LATERAL (
+    SELECT date, close FROM raw_ohlcv
+    WHERE symbol = %(symbol)s AND date < e.ex ORDER BY date DESC LIMIT 1
+) AS r ON true
+"""
+
+
+def pg_closes_before(
+    conn: psycopg.Connection[Any], symbol: str, ex_days: Sequence[dt.date]
+) -> dict[dt.date, tuple[dt.date, float] | None]:
+    """Per ex-date, (date, raw close) of the symbol's last row in raw_ohlcv before it."""
+    if not ex_days:
+        return {}
+    rows = conn.execute(_PG_CLOSES, {"ex": list(ex_days), "symbol": symbol}).fetchall()
+    return {ex: None if day is None else (day, float(close)) for ex, day, close in rows}
 
 
 def symbol_in_postgres(conn: psycopg.Connection[Any], symbol: str) -> bool:

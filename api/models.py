@@ -11,7 +11,7 @@ Interval = Literal["1d", "3d", "5d", "8d", "13d", "21d", "34d"]
 
 
 class DailyBar(BaseModel):
-    """One session of one symbol, unadjusted, as held in bronze or raw_ohlcv."""
+    """One session of one symbol, adjusted as the response's ``adjusted`` says."""
 
     date: dt.date
     open: float
@@ -25,7 +25,7 @@ class DailyBar(BaseModel):
 
 
 class FibBar(BaseModel):
-    """One Fibonacci bar from silver; ``complete`` is false while the group can still change."""
+    """One Fibonacci bar; ``complete`` is false while the group can still change."""
 
     start_date: dt.date
     end_date: dt.date
@@ -38,11 +38,52 @@ class FibBar(BaseModel):
     complete: bool
 
 
+Adjusted = Literal["split", "none", "total"]
+
+
+class SplitInfo(BaseModel):
+    """A split executed after the first bar served (it moves the bars before it)."""
+
+    execution_date: dt.date
+    split_from: float
+    split_to: float
+    adjustment_type: str
+
+
+class SkippedDividend(BaseModel):
+    """A dividend total-return adjustment could not apply, and why."""
+
+    ex_dividend_date: dt.date
+    distribution_type: str
+    cash_amount: float
+    currency: str
+    reason: str
+
+
+class Adjustment(BaseModel):
+    """What was served, and what could not be applied.
+
+    ``split``: prices x S(d), volume / S(d); ``total``: prices x T(d), volume / S(d); ``none``:
+    as stored.
+    """
+
+    mode: Adjusted
+    split_version: str | None = Field(
+        None, description="digest of the symbol's splits; null when none were ever fetched"
+    )
+    splits: list[SplitInfo] = Field(default_factory=list)
+    dividends_applied: int = 0
+    dividends_skipped: list[SkippedDividend] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
 class BarsResponse(BaseModel):
-    """Bars of one symbol and interval, ascending by date."""
+    """Bars of one symbol and interval, ascending by date, and the adjustment served."""
 
     symbol: str
     interval: Interval
+    adjusted: Adjusted
+    adjustment: Adjustment
     bars: list[DailyBar] | list[FibBar]
 
 

@@ -284,11 +284,15 @@ def factors(
     actions: Actions,
     mode: Mode = DEFAULT_MODE,
     close_before: CloseBefore | None = None,
+    *,
+    only_after: dt.date | None = None,
 ) -> Factors:
     """The factors of rows dated ``days`` (date32) under ``mode``.
 
     ``total`` needs ``close_before`` (the raw close before each ex-date, from the whole
-    history, not only the rows being adjusted).
+    history, not only the rows being adjusted). ``only_after``: dividends on or before this
+    day are left out (they move none of the rows of a window starting then), so they are
+    neither looked up nor reported.
     """
     d = _day_array(days)
     if mode == "none":
@@ -303,7 +307,10 @@ def factors(
     if close_before is None:
         msg = "total-return factors need the raw close before each ex-date (close_before)"
         raise ValueError(msg)
-    applied, skipped = dividend_terms(actions.symbol, actions.dividends, close_before)
+    relevant = [
+        x for x in actions.dividends if only_after is None or x.ex_dividend_date > only_after
+    ]
+    applied, skipped = dividend_terms(actions.symbol, relevant, close_before)
     warnings = split_day_warnings(actions.symbol, applied, actions.splits)
     price = s * _terms_factor(d, applied)
     return Factors(mode, price, s, tuple(applied), tuple(skipped), tuple(warnings))
@@ -367,10 +374,12 @@ def adjust_records(
     actions: Actions,
     mode: Mode = DEFAULT_MODE,
     close_before: CloseBefore | None = None,
+    *,
+    only_after: dt.date | None = None,
 ) -> Factors:
     """Adjust dict rows (``date`` a date, prices floats or None) in place; their factors."""
     days = [to_days(r["date"]) for r in records]
-    f = factors(days, actions, mode, close_before)
+    f = factors(days, actions, mode, close_before, only_after=only_after)
     if mode == "none":
         return f
     for r, p, s in zip(records, f.price.tolist(), f.volume.tolist(), strict=True):

@@ -7,9 +7,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from api import adjusted as adjusted_bars
 from api import daily, fibonacci
 from api.deps import Res, Symbol
-from api.models import BarsResponse, DailyBar, ErrorResponse, FibBar, Interval
+from api.models import (
+    Adjusted,
+    Adjustment,
+    BarsResponse,
+    DailyBar,
+    ErrorResponse,
+    FibBar,
+    Interval,
+)
 from api.resources import Resources
 
 router = APIRouter(prefix="/v1", tags=["bars"])
@@ -18,7 +27,8 @@ MAX_LIMIT = 100_000
 
 def _daily(
     res: Resources, symbol: str, start: dt.date | None, end: dt.date | None, limit: int | None
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], str]:
+    """Raw rows and where they came from."""
     today = dt.datetime.now(dt.UTC).date()
     first = daily.preferred_source(start, today, res.settings.cache_window_days)
     order = ("postgres", "lake") if first == "postgres" else ("lake", "postgres")
@@ -29,8 +39,8 @@ def _daily(
         else:
             rows = daily.read_lake(res.lake(), symbol, start, end, limit)
         if rows:
-            return rows
-    return []
+            return rows, source
+    return [], order[0]
 
 
 def _known(res: Resources, symbol: str) -> bool:
@@ -58,6 +68,13 @@ def bars(
     limit: Annotated[
         int | None, Query(ge=1, le=MAX_LIMIT, description="only the most recent N bars")
     ] = None,
+    adjusted: Annotated[
+        Adjusted,
+        Query(
+            description="split (default): prices x S(d), volume / S(d); total: prices x T(d) "
+            "(splits and cash dividends), volume / S(d); none: as stored (raw)"
+        ),
+    ] = "split",
 ) -> BarsResponse:
     """Bars ascending by date; Fibonacci bars are filtered on ``start_date``."""
     if start is not None and end is not None and end < start:
@@ -65,12 +82,31 @@ def bars(
             status.HTTP_400_BAD_REQUEST, detail=f"end {end} is before start {start}"
         )
     if interval == "1d":
-        rows = _daily(res, symbol, start, end, limit)
+        rows, source = _daily(res, symbol, start, end, limit)
+        whole = start is None and end is None and limit is None
+        info = adjusted_bars.adjust_daily(res, symbol, rows, source, adjusted, whole=whole)
         out: list[DailyBar] | list[FibBar] = [DailyBar.model_validate(r) for r in rows]
     else:
         n = int(interval.removesuffix("d"))
-        rows = fibonacci.read_bars(res.lake(), symbol, n, start, end, limit)
+        actions = adjusted_bars.load_actions(res, symbol)
+        factors = None
+        if adjusted == "split":
+            rows = fibonacci.read_bars(res.lake(), symbol, n, start, end, limit)
+        else:
+            rows, factors = adjusted_bars.fib_from_rows(
+                res, symbol, n, adjusted, actions, start, end, limit
+            )
+        first = rows[0]["start_date"] if rows else None
+        info = adjusted_bars.describe(adjusted, actions, first, factors)
+        if adjusted == "split":
+            info["warnings"] += adjusted_bars.stale_silver(res.lake(), symbol, actions)
         out = [FibBar.model_validate(r) for r in rows]
     if not rows and not _known(res, symbol):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no data for symbol {symbol}")
-    return BarsResponse(symbol=symbol, interval=interval, bars=out)
+    return BarsResponse(
+        symbol=symbol,
+        interval=interval,
+        adjusted=adjusted,
+        adjustment=Adjustment.model_validate(info),
+        bars=out,
+    )
