@@ -4,10 +4,13 @@ Phases, each waiting for the one before (steps inside a phase run in parallel):
 
 1. ingest: the replay of missing sessions (``python -m bytewax.run dataflows.replay:flow``) and
    the ticker metadata (``python -m dataflows.metadata``); left out with ``--skip-ingest``;
-2. ``python -m batch.consolidate``;
-3. ``python -m batch.resample --intervals N`` for each of the six intervals;
-4. ``python -m batch.vacuum``;
-5. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
+2. corporate actions (``python -m dataflows.corporate_actions``): splits and dividends, before
+   consolidation so the resample adjusts with today's splits; the summary names every symbol
+   whose vendor adjustment factor differs from ours; left out with ``--skip-ingest``;
+3. ``python -m batch.consolidate``;
+4. ``python -m batch.resample --intervals N`` for each of the six intervals;
+5. ``python -m batch.vacuum``;
+6. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
    no successful retention in the last week; it works on Postgres, so without ``DATABASE_URL``
    the weekly run leaves it out and says so, ``always`` runs it anyway.
 
@@ -113,7 +116,11 @@ def plan(
     lake_args = ("--lake", lake, "--no-progress")
     out = Plan(phases=[])
     if skip_ingest:
-        out.left_out += [("replay", "--skip-ingest"), ("metadata", "--skip-ingest")]
+        out.left_out += [
+            ("replay", "--skip-ingest"),
+            ("metadata", "--skip-ingest"),
+            ("corporate-actions", "--skip-ingest"),
+        ]
     else:
         out.phases.append(
             (
@@ -125,6 +132,18 @@ def plan(
                         ("-m", "bytewax.run", "dataflows.replay:flow"),
                     ),
                     Step("metadata", "dataflows.metadata", ("-m", "dataflows.metadata")),
+                ],
+            )
+        )
+        out.phases.append(
+            (
+                "corporate actions",
+                [
+                    Step(
+                        "corporate-actions",
+                        "dataflows.corporate_actions",
+                        ("-m", "dataflows.corporate_actions", "--lake", lake),
+                    )
                 ],
             )
         )
@@ -327,6 +346,13 @@ class PipelineReport:
             last = (r.error or "").strip().splitlines()[-1:] or [""]
             why = "" if r.ok else f": {last[0]}"
             lines.append(f"  {'ok    ' if r.ok else 'FAILED'} {r.step} ({r.seconds:.1f}s){why}")
+        for r in self.results:
+            symbols = r.counts.get("disagreeing_symbols") or []
+            if symbols:
+                lines.append(
+                    f"  vendor and our adjustment factors differ (> 1e-6) for {len(symbols)} "
+                    f"symbols: {', '.join(map(str, symbols))}"
+                )
         failed = sum(not r.ok for r in self.results)
         head = f"pipeline run {self.run_id}: {len(self.results)} steps, {failed} failed, "
         return head + f"{self.seconds:.1f}s\n" + "\n".join(lines)
@@ -365,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(
         prog="python -m batch.pipeline",
-        description="The daily batch run: replay + metadata, consolidate, the six resamples, "
+        description="The daily batch run: replay + metadata, corporate actions, consolidate, "
+        "the six resamples, "
         "vacuum, weekly retention; every step recorded in batch_jobs, failures to SNS.",
     )
     p.add_argument("--lake", metavar="URL", help="lake root (default: $LAKE_URL or ./data/lake)")

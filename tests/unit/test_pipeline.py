@@ -18,6 +18,7 @@ def test_the_plan_runs_ingest_then_consolidate_then_six_resamples_then_vacuum() 
     p = pipeline.plan("s3://b/lake", skip_ingest=False, retention=True)
     assert [name for name, _ in p.phases] == [
         "ingest",
+        "corporate actions",
         "consolidate",
         "resample",
         "vacuum",
@@ -28,14 +29,17 @@ def test_the_plan_runs_ingest_then_consolidate_then_six_resamples_then_vacuum() 
         "replay": ("-m", "bytewax.run", "dataflows.replay:flow"),
         "metadata": ("-m", "dataflows.metadata"),
     }
-    resamples = p.phases[2][1]
+    assert p.phases[1][1][0].argv == (
+        "-m", "dataflows.corporate_actions", "--lake", "s3://b/lake",
+    )  # fmt: skip
+    resamples = p.phases[3][1]
     assert [s.name for s in resamples] == [f"resample-{n}d" for n in FIB_INTERVALS]
     for s, n in zip(resamples, FIB_INTERVALS, strict=True):
         assert s.argv[:2] == ("-m", "batch.resample")
         assert s.argv[2:4] == ("--lake", "s3://b/lake")
         assert s.argv[s.argv.index("--intervals") + 1] == str(n)
     text = p.describe()
-    assert "3. resample (in parallel):" in text and "left out" not in text
+    assert "4. resample (in parallel):" in text and "left out" not in text
 
 
 def test_skip_ingest_and_retention_left_out_are_said_in_the_plan() -> None:
@@ -44,9 +48,17 @@ def test_skip_ingest_and_retention_left_out_are_said_in_the_plan() -> None:
     assert dict(p.left_out) == {
         "replay": "--skip-ingest",
         "metadata": "--skip-ingest",
+        "corporate-actions": "--skip-ingest",
         "retention": "--retention never",
     }
     assert "left out: retention: --retention never" in p.describe()
+
+
+def test_the_summary_names_the_symbols_whose_vendor_factors_differ() -> None:
+    r = pipeline.StepResult("corporate-actions", ok=True)
+    r.counts = {"disagreeing_symbols": ["HT", "XYZ"]}
+    text = pipeline.PipelineReport("run", [r]).summary()
+    assert "differ (> 1e-6) for 2 symbols: HT, XYZ" in text
 
 
 def test_retention_runs_weekly() -> None:

@@ -12,6 +12,7 @@ locals {
   batch_jobs = {
     replay      = { command = ["python", "-m", "bytewax.run", "dataflows.replay:flow"], vcpu = var.batch_vcpu, memory = var.batch_memory, needs_polygon = true }
     metadata    = { command = ["python", "-m", "dataflows.metadata"], vcpu = 0.5, memory = 1024, timeout_seconds = 1800, needs_polygon = true }
+    actions     = { command = ["python", "-m", "dataflows.corporate_actions"], vcpu = 0.5, memory = 2048, timeout_seconds = 1800, needs_polygon = true }
     consolidate = { command = ["python", "-m", "batch.consolidate"], vcpu = var.batch_vcpu, memory = var.batch_memory, sharded = true }
     resample    = { command = ["python", "-m", "batch.resample"], vcpu = var.batch_vcpu, memory = var.batch_memory, sharded = true }
     retention   = { command = ["python", "-m", "batch.retention"], vcpu = 0.5, memory = 1024, timeout_seconds = 1800 }

@@ -17,7 +17,7 @@ locals {
   # One Batch step: submit and wait; JOB_ARGS carries extra arguments (resample intervals).
   steps = merge(
     {
-      for k in ["replay", "metadata", "consolidate", "retention"] : k => {
+      for k in ["replay", "metadata", "actions", "consolidate", "retention"] : k => {
         Type     = "Task"
         Resource = local.submit_sync
         Parameters = merge(
@@ -52,7 +52,7 @@ locals {
   )
 
   definition = {
-    Comment = "Daily pipeline: replay and metadata, consolidate, six resamples, retention"
+    Comment = "Daily pipeline: replay and metadata, corporate actions, consolidate, six resamples, retention"
     StartAt = "Ingest"
     States = {
       Ingest = {
@@ -62,10 +62,12 @@ locals {
           { StartAt = "Metadata", States = { Metadata = merge(local.steps["metadata"], { End = true }) } },
         ]
         ResultPath = null
-        Next       = "Consolidate"
+        Next       = "CorporateActions"
         Catch      = local.catch
       }
-      Consolidate = merge(local.steps["consolidate"], { Next = "Resample", Catch = local.catch })
+      # splits and dividends before consolidation, so the resample adjusts with today's splits
+      CorporateActions = merge(local.steps["actions"], { Next = "Consolidate", Catch = local.catch })
+      Consolidate      = merge(local.steps["consolidate"], { Next = "Resample", Catch = local.catch })
       Resample = {
         Type = "Parallel"
         Branches = [

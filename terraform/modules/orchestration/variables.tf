@@ -18,8 +18,8 @@ variable "job_definition_arns" {
   type        = map(string)
 
   validation {
-    condition     = alltrue([for k in ["replay", "metadata", "consolidate", "resample", "retention"] : contains(keys(var.job_definition_arns), k)])
-    error_message = "job_definition_arns needs replay, metadata, consolidate, resample and retention."
+    condition     = alltrue([for k in ["replay", "metadata", "actions", "consolidate", "resample", "retention"] : contains(keys(var.job_definition_arns), k)])
+    error_message = "job_definition_arns needs replay, metadata, actions, consolidate, resample and retention."
   }
 }
 
