@@ -58,6 +58,17 @@ def _get(url: str) -> Any:
         return json.loads(r.read())
 
 
+def split_example(market: Any, first: dt.date) -> tuple[str, dt.date, dt.date] | None:
+    """(symbol, first, last day) of a few sessions around a split in the replay window."""
+    splits = [s for s in market.splits() if s.execution_date > first]
+    if not splits:
+        return None
+    counts = {s.ticker: sum(x.ticker == s.ticker for x in splits) for s in splits}
+    s = max(splits, key=lambda x: (counts[x.ticker], x.split_to / x.split_from))
+    i = calendar.session_index(s.execution_date)
+    return s.ticker, calendar.session_at(max(i - 2, 0)), calendar.session_at(i + 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
     args = _parse(argv)
@@ -109,6 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             check=True,
         )
         _say(f"replay done in {time.monotonic() - t0:.1f}s")
+        t0 = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "dataflows.corporate_actions", "--lake", lake_dir.as_uri()],
+            env=env,
+            check=True,
+        )
+        _say(f"corporate actions (splits, dividends) fetched in {time.monotonic() - t0:.1f}s")
 
     from batch import consolidate, resample
     from core.lake import Lake
@@ -145,6 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{base}/v1/bars/{symbol}?interval=8d",
         f"{base}/v1/bars/{symbol}?interval=34d&start={first}",
     ]
+    split = split_example(market, first)
+    if split is not None:  # a split symbol around its split: adjusted (the default), then raw
+        ticker, lo, hi = split
+        examples += [
+            f"{base}/v1/bars/{ticker}?interval=1d&start={lo}&end={hi}",
+            f"{base}/v1/bars/{ticker}?interval=1d&start={lo}&end={hi}&adjusted=none",
+        ]
     if not args.once:
         _say(f"lake:   {lake_dir}")
         _say(f"API:    {base}  (docs at {base}/docs, key {DEMO_KEY!r} in X-API-Key)")
@@ -163,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for url in examples:
             body = _get(url)
             shown = json.dumps(body, default=str)
+            if "start=" in url and "end=" in url and "bars" in body:  # the split example
+                closes = ", ".join(f"{b['date']}: {b['close']:.2f}" for b in body["bars"])
+                splits = [s["execution_date"] for s in body["adjustment"]["splits"]]
+                shown = f"adjusted={body['adjusted']}, splits {splits}, closes {closes}"
             _say(f"GET {url}\n    -> {shown[:400]}{'...' if len(shown) > 400 else ''}")
             if "bars" in body and not body["bars"]:
                 _say(f"no bars returned for {url}")

@@ -17,7 +17,7 @@ def test_demo_once_runs_the_whole_path_and_exits_zero(tmp_path: Path) -> None:
     env.pop("POLYGON_API_KEY", None)
     env.pop("AWS_ENDPOINT_URL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "api.demo", "--once", "--port", "0", "--symbols", "12",
+        [sys.executable, "-m", "api.demo", "--once", "--port", "0", "--symbols", "30",
          "--sessions", "25", "--data-dir", str(tmp_path / "data")],
         env=env,
         capture_output=True,
@@ -29,6 +29,8 @@ def test_demo_once_runs_the_whole_path_and_exits_zero(tmp_path: Path) -> None:
     assert done.returncode == 0, out[-4000:]
     assert "replay done" in out
     assert "consolidated" in out and "resampled" in out
-    assert out.count("GET http://") == 4
+    assert "corporate actions" in out
+    assert out.count("GET http://") == 6  # four examples, a split symbol adjusted and raw
+    assert "adjusted=split, splits [" in out and "adjusted=none, splits [" in out
     assert '"bars": [{' in out
     assert (tmp_path / "data" / "lake" / "silver" / "silver_34d").is_dir()

@@ -8,6 +8,7 @@ independently, from the simulator's own daily data and exchange_calendars direct
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import subprocess
 import sys
@@ -23,8 +24,10 @@ from pydantic import SecretStr
 from core.lake import Lake
 from core.schemas import FIB_INTERVALS
 from core.settings import ApiSettings
+from dataflows import corporate_actions
 from dataflows.simulator import Market
 from dataflows.simulator.server import SimulatorServer
+from tests.services import simulator_fetch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FIRST = dt.date(2025, 2, 3)
@@ -65,6 +68,20 @@ def _expected_fib(
     return out
 
 
+def _split_adjusted(
+    market: Market, ticker: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Rows x S(d), written out from the contract's words and the simulator's own splits."""
+    out = []
+    for r in rows:
+        f = math.prod(
+            s.split_from / s.split_to for s in market.splits(ticker) if s.execution_date > r["date"]
+        )
+        prices = {k: r[k] * f for k in ("open", "high", "low", "close")}
+        out.append({**r, **prices, "volume": r["volume"] / f})
+    return out
+
+
 def test_demo_path_on_s3_postgres_redis(
     s3_lake: Lake, aws_endpoint: str, pg_url: str, redis_server_url: str, redis_prefix: str
 ) -> None:
@@ -89,6 +106,8 @@ def test_demo_path_on_s3_postgres_redis(
             check=False,
         )
         assert done.returncode == 0, done.stderr[-3000:]
+        actions = corporate_actions.run(simulator_fetch(sim.rest_url), s3_lake, pg_url)
+        assert actions.splits is not None and actions.splits.fetched == len(market.splits())
 
     from batch import consolidate, resample
 
@@ -113,12 +132,15 @@ def test_demo_path_on_s3_postgres_redis(
 
     listings = [x for x in market.symbols() if market.is_active(x, FIRST)][:5]
     assert listings, "the simulated market has no symbol listed over the window"
+    split_symbols = sorted({s.ticker for s in market.splits() if FIRST < s.execution_date <= LAST})
+    assert split_symbols, "the simulated market has no split in the window"
+    listings += [market.listing(t) for t in split_symbols if market.listing(t) not in listings]
     last_session = max(
         d for x in market.symbols() for d in market.daily(x.ticker, FIRST, LAST).dates()
     )
     for listing in listings:
         daily = market.daily(listing.ticker, FIRST, LAST).to_arrow().to_pylist()
-        rows = [
+        raw = [
             {
                 "date": r["date"],
                 "open": r["open"],
@@ -129,11 +151,15 @@ def test_demo_path_on_s3_postgres_redis(
             }
             for r in daily
         ]
-        got = client.get(f"/v1/bars/{listing.ticker}", params={"interval": "1d"}, headers=headers)
+        got = client.get(
+            f"/v1/bars/{listing.ticker}",
+            params={"interval": "1d", "adjusted": "none"},
+            headers=headers,
+        )
         assert got.status_code == 200, got.text
         api_daily = got.json()["bars"]
-        assert [b["date"] for b in api_daily] == [r["date"].isoformat() for r in rows]
-        for b, r in zip(api_daily, rows, strict=True):
+        assert [b["date"] for b in api_daily] == [r["date"].isoformat() for r in raw]
+        for b, r in zip(api_daily, raw, strict=True):
             assert (b["open"], b["high"], b["low"], b["close"]) == (
                 r["open"],
                 r["high"],
@@ -141,6 +167,13 @@ def test_demo_path_on_s3_postgres_redis(
                 r["close"],
             )
             assert np.isclose(b["volume"], r["volume"])
+        rows = _split_adjusted(market, listing.ticker, raw)
+        got = client.get(f"/v1/bars/{listing.ticker}", params={"interval": "1d"}, headers=headers)
+        assert got.status_code == 200 and got.json()["adjusted"] == "split"
+        for b, r in zip(got.json()["bars"], rows, strict=True):
+            assert {k: b[k] for k in ("open", "high", "low", "close", "volume")} == pytest.approx(
+                {k: r[k] for k in ("open", "high", "low", "close", "volume")}, rel=1e-12
+            )
         for n in FIB_INTERVALS:
             want = _expected_fib(rows, n, last_session)
             got = client.get(
@@ -151,3 +184,22 @@ def test_demo_path_on_s3_postgres_redis(
             assert len(bars) == len(want), (listing.ticker, n)
             for b, w in zip(bars, want, strict=True):
                 assert {k: b[k] for k in w} == pytest.approx(w), (listing.ticker, n)
+
+    # every split of the window: raw closes jump by about its ratio, adjusted ones do not
+    for split in (s for s in market.splits() if FIRST < s.execution_date <= LAST):
+        eve = market.session_dates()[market.session_of(split.execution_date) - 1]  # type: ignore[operator]
+        params = {
+            "interval": "1d",
+            "start": eve.isoformat(),
+            "end": split.execution_date.isoformat(),
+        }
+        adjusted = client.get(f"/v1/bars/{split.ticker}", params=params, headers=headers).json()
+        raw_body = client.get(
+            f"/v1/bars/{split.ticker}", params={**params, "adjusted": "none"}, headers=headers
+        ).json()
+        adj_closes = [b["close"] for b in adjusted["bars"]]
+        raw_closes = [b["close"] for b in raw_body["bars"]]
+        if len(adj_closes) == 2:  # (a halt may leave the eve without a bar)
+            assert abs(adj_closes[0] / adj_closes[1] - 1) < 0.15, split
+            jump = raw_closes[0] / raw_closes[1]
+            assert 0.7 < jump / (split.split_to / split.split_from) < 1.4, split
