@@ -11,6 +11,7 @@ import sys
 
 HARNESSES: dict[str, str] = {
     "batch": "benchmarks.bench_batch",
+    "actions": "benchmarks.bench_actions",
     "ingest": "benchmarks.bench_ingest",
     "live": "benchmarks.live_fold",
 }
