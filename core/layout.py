@@ -101,6 +101,11 @@ def quarantine_part(source: str, day: dt.date, part_id: str) -> str:
     return f"quarantine/{source}/{day.isoformat()}/part-{part_id}.parquet"
 
 
+def reference_conditions() -> str:
+    """The last trade-condition table fetched from Polygon (JSON rows)."""
+    return "reference/conditions/conditions.json"
+
+
 def reference_tickers() -> str:
     """Symbol metadata snapshot."""
     return "reference/tickers/tickers.parquet"

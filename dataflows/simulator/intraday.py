@@ -2,10 +2,14 @@
 
 For each (session, symbol) a bridged random walk over the regular-hours minutes is mapped
 monotonically onto the daily bar, so it starts at the open, ends at the close and touches the
-high and the low. Each minute holds at least two trades, the first at the minute's starting
-point and the last at its ending point; trade sizes add up to the minute's volume and minute
-volumes to the daily volume. Minute bars (REST and the WebSocket ``AM`` events) are aggregates
-of exactly those trades, so a consumer folding ``T`` events rebuilds them to the cent.
+high and the low. Each minute holds at least two regular trades, the first at the minute's
+starting point and the last at its ending point. Around them come the prints a real tape
+carries: odd lots (a third to a half of all trades), average-price, Form T, sold out of
+sequence and contingent trades, at prices that may lie outside the minute's range. Sizes of the
+trades that count for volume add up to the minute's volume, and minute volumes to the daily
+volume. Minute bars (REST and the WebSocket ``AM`` events) aggregate exactly those trades under
+the consolidated tape's update rules (:mod:`core.conditions`), so a consumer folding ``T``
+events by the same rules rebuilds them to the cent, and one that ignores the rules does not.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core import calendar
+from core.conditions import ConditionRules, fallback
 from dataflows.simulator import noise
 from dataflows.simulator.bars import Bars, adjust, concat, empty, tick_round
 from dataflows.simulator.lru import Lru
@@ -34,9 +39,43 @@ Obj = npt.NDArray[np.object_]
 MINUTE_MS: Final = 60_000
 EXCHANGE_IDS: Final = np.array([4, 4, 4, 10, 11, 12, 12, 15, 19, 21], dtype=np.int64)
 """Polygon exchange ids weighted roughly by share of volume (4 = off-exchange/TRF)."""
-ODD_LOT: Final = 37
 _STEP, _XLO, _XHI, _WVOL, _WCNT = range(21, 26)
-_TPRICE, _TSIZE, _TTIME, _TEXCH = range(31, 35)
+_TPRICE, _TSIZE, _TTIME, _TEXCH, _TCOND = range(31, 36)
+_XHAS, _XKIND, _XSIZE, _XPRICE, _XTIME, _XEXCH = range(41, 47)
+SEQ_STRIDE: Final = 100_000
+"""Sequence numbers are (minute + 1) * SEQ_STRIDE + the trade's rank in its minute."""
+CONDITION_SETS: Final[tuple[tuple[int, ...], ...]] = (
+    (),  # regular sale
+    (14,),  # intermarket sweep
+    (14, 41),  # ISO, trade-through exempt
+    (37,),  # odd lot
+    (14, 37),  # odd-lot ISO
+    (2,),  # average price
+    (12,),  # Form T
+    (33,),  # sold out of sequence: may set high/low, never open/close
+    (53,),  # qualified contingent
+)
+"""Conditions a simulated trade carries, by index (``Trades.cond``)."""
+EXTRA_P: Final = 0.75
+"""Chance that a regular trade is accompanied by one other print (odd lot and the like)."""
+_EXTRA_KINDS: Final = np.array([3, 4, 5, 6, 7, 8], dtype=np.int64)
+_EXTRA_CUM: Final = np.cumsum([0.70, 0.16, 0.05, 0.04, 0.03, 0.02])
+_EXTRA_SPREAD: Final = np.array([0, 0, 0, 0.0003, 0.0003, 0.004, 0.003, 0.002, 0.002])
+"""Relative price noise of each condition set (odd lots and average prices stray furthest)."""
+SIM_RULES: Final[ConditionRules] = fallback()
+"""The table the simulator serves at ``/v3/reference/conditions`` and aggregates by."""
+
+
+def _flags(rules: ConditionRules) -> tuple[npt.NDArray[np.bool_], ...]:
+    combined = [rules.combined(c) for c in CONDITION_SETS]
+    return (
+        np.array([r.high_low for r in combined]),
+        np.array([r.open_close for r in combined]),
+        np.array([r.volume for r in combined]),
+    )
+
+
+UPDATES_HL, UPDATES_OC, UPDATES_VOL = _flags(SIM_RULES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +95,8 @@ class Trades:
     """Polygon's sequence number ``q``: increasing per symbol within a session."""
     minute: I64
     """Minute of the session the trade belongs to (0 = the open)."""
+    cond: I64
+    """Index into :data:`CONDITION_SETS`."""
 
     def __len__(self) -> int:
         return len(self.t)
@@ -75,9 +116,10 @@ class Trades:
             self.t.tolist(),
             self.seq.tolist(),
             self.tape.tolist(),
+            self.cond.tolist(),
             strict=True,
         )
-        for sym, x, p, s, t, q, z in cols:
+        for sym, x, p, s, t, q, z, c in cols:
             ev: dict[str, Any] = {
                 "ev": "T",
                 "sym": sym,
@@ -89,8 +131,8 @@ class Trades:
                 "q": q,
                 "z": z,
             }
-            if s < 100:
-                ev["c"] = [ODD_LOT]
+            if c:
+                ev["c"] = list(CONDITION_SETS[c])
             out.append(ev)
         return out
 
@@ -217,7 +259,7 @@ class Intraday:
         return self._paths.get_or_make(i, make)
 
     def cell_trades(self, dp: DayPath, minute: I64, col: I64) -> Trades:
-        """All trades of the (minute, column) cells, in cell order."""
+        """All trades of the (minute, column) cells, in cell order, each cell by time."""
         k = dp.count[minute, col]
         vol = dp.volume[minute, col]
         p0 = dp.points[minute, col]
@@ -234,12 +276,23 @@ class Intraday:
         def u(stream: int) -> F64:
             return noise.unit(noise.combine(sk, tk, stream))
 
+        # the other prints first: their volume comes out of the regular trades' share
+        has = u(_XHAS) < EXTRA_P
+        kind = _EXTRA_KINDS[np.searchsorted(_EXTRA_CUM, u(_XKIND) * _EXTRA_CUM[-1])]
+        odd = (kind == 3) | (kind == 4)
+        xsize = np.where(
+            odd, 1 + (u(_XSIZE) * 99).astype(np.int64), 100 * (1 + (u(_XSIZE) * 5).astype(np.int64))
+        )
+        xvol = np.bincount(grp, np.where(has, xsize, 0), minlength=len(k)).astype(np.int64)
+        room = (vol - xvol) >= k  # a thin minute keeps all its volume for its regular trades
+        has &= room[grp]
+        vol = vol - np.where(room, xvol, 0)
+
         frac = j / (kk - 1)
         a, b = p0[grp], p1[grp]
+        lo, hi = dp.low[col][grp], dp.high[col][grp]
         wiggle = 1.0 + 0.0015 * noise.logistic(u(_TPRICE))
-        price = np.clip(
-            tick_round((a + (b - a) * frac) * wiggle), dp.low[col][grp], dp.high[col][grp]
-        )
+        price = np.clip(tick_round((a + (b - a) * frac) * wiggle), lo, hi)
         price = np.where(j == 0, a, np.where(j == kk - 1, b, price))
         w = np.cumsum(0.2 + u(_TSIZE))
         before = (
@@ -249,43 +302,73 @@ class Intraday:
         spread = np.round((vol - k)[grp] * (w - before[grp]) / span[grp])
         prev = np.where(j == 0, 0.0, np.concatenate([[0.0], spread[:-1]]))
         size = (1 + spread - prev).astype(np.int64)
-        t = (
-            dp.open_ms
-            + minute[grp] * MINUTE_MS
-            + ((j + u(_TTIME)) * (MINUTE_MS / kk)).astype(np.int64)
-        )
+        slot = MINUTE_MS / kk
+        t = dp.open_ms + minute[grp] * MINUTE_MS + ((j + u(_TTIME)) * slot).astype(np.int64)
         exch = EXCHANGE_IDS[(u(_TEXCH) * len(EXCHANGE_IDS)).astype(np.int64)]
+        cu = u(_TCOND)
+        cond = np.where(cu < 0.75, 0, np.where(cu < 0.95, 1, 2))
+
+        x = np.flatnonzero(has)
+        xkind = kind[x]
+        xprice = tick_round(price[x] * (1.0 + _EXTRA_SPREAD[xkind] * noise.logistic(u(_XPRICE)[x])))
+        xprice = np.where(
+            UPDATES_HL[xkind], np.clip(xprice, lo[x], hi[x]), np.maximum(xprice, 0.01)
+        )
+        xt = (
+            dp.open_ms
+            + minute[grp][x] * MINUTE_MS
+            + ((j[x] + u(_XTIME)[x]) * slot[x]).astype(np.int64)
+        )
+        xexch = np.where(
+            xkind == 6, 4, EXCHANGE_IDS[(u(_XEXCH)[x] * len(EXCHANGE_IDS)).astype(np.int64)]
+        )
+
+        cell = np.concatenate([grp, grp[x]])
+        all_t = np.concatenate([t, xt])
+        is_extra = np.concatenate([np.zeros(total, np.int64), np.ones(len(x), np.int64)])
+        order = np.lexsort((is_extra, all_t, cell))
+        cell = cell[order]
+        n = np.bincount(cell, minlength=len(k))
+        rank = np.arange(len(cell)) - (np.cumsum(n) - n)[cell]
+        s_all = np.concatenate([sym[grp], sym[grp][x]])[order]
+        mm = minute[cell]
         return Trades(
-            sym=sym[grp],
-            symbol=self.m.tickers[sym][grp],
-            t=t,
-            price=price,
-            size=size,
-            exchange=exch,
-            tape=self._tape[sym][grp],
-            seq=(minute[grp] + 1) * 1000 + j,
-            minute=minute[grp],
+            sym=s_all,
+            symbol=self.m.tickers[s_all],
+            t=all_t[order],
+            price=np.concatenate([price, xprice])[order],
+            size=np.concatenate([size, xsize[x]])[order],
+            exchange=np.concatenate([exch, xexch])[order],
+            tape=self._tape[s_all],
+            seq=(mm + 1) * SEQ_STRIDE + rank,
+            minute=mm,
+            cond=np.concatenate([cond, xkind])[order],
         )
 
     def cell_bars(self, dp: DayPath, minute: I64, col: I64, tr: Trades | None = None) -> Bars:
-        """Minute bars of the (minute, column) cells: aggregates of their trades."""
+        """Minute bars of the (minute, column) cells: their trades under the tape's rules."""
         tr = tr if tr is not None else self.cell_trades(dp, minute, col)
-        k = dp.count[minute, col]
-        first = np.cumsum(k) - k
         sym = dp.sym[col]
-        notional = np.add.reduceat(tr.price * tr.size, first)
-        vol = dp.volume[minute, col].astype(np.float64)
+        new_cell = (tr.minute[1:] != tr.minute[:-1]) | (tr.sym[1:] != tr.sym[:-1])
+        starts = np.flatnonzero(np.concatenate([[True], new_cell])) if len(tr) else tr.seq[:0]
+        hl, oc, vl = UPDATES_HL[tr.cond], UPDATES_OC[tr.cond], UPDATES_VOL[tr.cond]
+        idx = np.arange(len(tr))
+        o_at = np.minimum.reduceat(np.where(oc, idx, len(tr)), starts)
+        c_at = np.maximum.reduceat(np.where(oc, idx, -1), starts)
+        size = np.where(vl, tr.size, 0).astype(np.float64)
+        vol = np.add.reduceat(size, starts)
+        notional = np.add.reduceat(tr.price * size, starts)
         return Bars(
             symbol=self.m.tickers[sym],
-            day=np.full(len(k), self.m.days[dp.session], dtype=np.int32),
+            day=np.full(len(minute), self.m.days[dp.session], dtype=np.int32),
             t=dp.open_ms + minute * MINUTE_MS,
-            open=dp.points[minute, col],
-            high=np.maximum.reduceat(tr.price, first),
-            low=np.minimum.reduceat(tr.price, first),
-            close=dp.points[minute + 1, col],
+            open=tr.price[o_at],
+            high=np.maximum.reduceat(np.where(hl, tr.price, -np.inf), starts),
+            low=np.minimum.reduceat(np.where(hl, tr.price, np.inf), starts),
+            close=tr.price[c_at],
             volume=vol,
             vwap=np.round(notional / vol, 4),
-            transactions=k.astype(np.int64),
+            transactions=np.add.reduceat(vl.astype(np.int64), starts),
         )
 
     def _minutes_between(self, dp: DayPath, start_ms: int, end_ms: int) -> I64:

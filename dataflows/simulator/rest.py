@@ -23,6 +23,7 @@ from core.calendar import NEW_YORK as _NY
 from dataflows.simulator import encode
 from dataflows.simulator.actions import CorporateActions, dividend_row, edited
 from dataflows.simulator.bars import Bars, concat, empty
+from dataflows.simulator.intraday import SIM_RULES
 from dataflows.simulator.lru import Lru
 from dataflows.simulator.market import Market, Split, ny_midnight_ms
 from dataflows.simulator.universe import Listing
@@ -485,6 +486,23 @@ def splits(market: Market, base_url: str, q: Query) -> Reply:
         reverse=qq.get("order", "asc") == "desc",
     )
     return _ok(_page(items, split_row, qq, base_url, "/v3/reference/splits", limit))
+
+
+def conditions(base_url: str, q: Query) -> Reply:
+    """GET /v3/reference/conditions: the stock trade conditions the simulated tape uses.
+
+    Polygon's default page is 10 rows (1,000 at most), so a client must follow ``next_url``.
+    """
+    qq = with_cursor(q)
+    limit = _limit(qq, 10, 1000)
+    rows = SIM_RULES.to_polygon()
+    if qq.get("asset_class", "stocks") not in ("stocks", ""):
+        rows = []
+    if qq.get("data_type", "trade") not in ("trade", ""):
+        rows = []
+    if qq.get("id"):
+        rows = [r for r in rows if str(r["id"]) == qq["id"]]
+    return _ok(_page(rows, dict, qq, base_url, "/v3/reference/conditions", limit))
 
 
 def split_row(s: Split) -> dict[str, Any]:

@@ -214,6 +214,8 @@ def build_app(sim: Simulation) -> web.Application:
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"edits": sim.action_edits})
+    async def conditions(request: web.Request) -> web.StreamResponse:
+        return _reply(rest.conditions(base(request), request.query))
 
     async def status(request: web.Request) -> web.StreamResponse:
         pos = sim.clock.position()
@@ -286,6 +288,7 @@ def build_app(sim: Simulation) -> web.Application:
     r.add_get("/v3/reference/splits", splits, name="splits")
     r.add_get("/stocks/v1/splits", stock_splits, name="stock_splits")
     r.add_get("/stocks/v1/dividends", stock_dividends, name="stock_dividends")
+    r.add_get("/v3/reference/conditions", conditions, name="conditions")
     r.add_get("/v1/marketstatus/now", status, name="market_status")
     r.add_get("/stocks", sim.feed.handle, name="websocket")
     r.add_get("/_sim/faults", get_faults)

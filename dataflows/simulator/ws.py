@@ -6,6 +6,7 @@ sends each authenticated connection the events it subscribed to, as JSON arrays 
 A key gets ``max_connections`` concurrent connections; one more is told ``max_connections``
 and closed with 1008 (policy violation), as Polygon does. The ``ws_disconnect_after`` fault
 drops a connection with 1011 after N data messages, which clients treat as a network error.
+About one trade in a hundred is sent twice (same id and exchange), as the real feed does.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ MAX_CONNECTIONS_MESSAGE: Final = (
     "for your account. Please contact support at https://polygon.io/contact to increase your limit."
 )
 _SEND_TIMEOUT: Final = 5.0
+
+
+def resent(trades: Trades) -> npt.NDArray[np.bool_]:
+    """The trades sent a second time (same id and exchange), as the real feed now and then does.
+
+    About one in a hundred, chosen by a hash of the sequence number, so reruns repeat the same.
+    """
+    mixed = (trades.seq.astype(np.uint64) * np.uint64(0x9E3779B1)) >> np.uint64(11)
+    picked: npt.NDArray[np.bool_] = (mixed % np.uint64(100)) == 0
+    return picked
 
 
 def status(state: str, message: str) -> str:
@@ -283,6 +294,7 @@ class Feed:
         if t_subs and len(trades):
             picked = trades if "*" in t_subs else trades.take(np.isin(trades.symbol, list(t_subs)))
             events.extend(picked.to_events())
+            events.extend(picked.take(resent(picked)).to_events())
         am_subs = conn.subs["AM"]
         if am_subs:
             events.extend(a for a in aggs if "*" in am_subs or a["sym"] in am_subs)

@@ -19,6 +19,7 @@ from core.validation import check_daily
 from dataflows.simulator import badrows, encode
 from dataflows.simulator.bars import Bars
 from dataflows.simulator.market import Market
+from tests.tape_truth import truth_bars
 
 pytestmark = pytest.mark.unit
 START, END = dt.date(2024, 1, 2), dt.date(2024, 12, 31)
@@ -282,13 +283,17 @@ def test_trades_are_deterministic_and_aggregate_to_minute_bars() -> None:
     assert set(tr.symbol.tolist()) == {"AAPL", "MSFT"}
     assert ((tr.t >= start.timestamp() * 1000) & (tr.t < end.timestamp() * 1000)).all()
     bars = m.minute("AAPL", day, day)
+    truth = truth_bars(tr.to_events())
     for k in range(10, 13):
         t0 = int(opened.timestamp() * 1000) + k * 60_000
         mine = tr.take((tr.symbol == "AAPL") & (tr.t >= t0) & (tr.t < t0 + 60_000))
         bar = bars.take(bars.t == t0)
-        assert mine.size.sum() == bar.volume[0]
-        assert (mine.price[0], mine.price[-1]) == (bar.open[0], bar.close[0])
-        assert (mine.price.max(), mine.price.min()) == (bar.high[0], bar.low[0])
+        want = truth[("AAPL", t0)]
+        assert (want["open"], want["high"], want["low"], want["close"], want["volume"]) == (
+            bar.open[0], bar.high[0], bar.low[0], bar.close[0], bar.volume[0],
+        )  # fmt: skip
+        assert want["vwap"] == pytest.approx(bar.vwap[0], abs=5e-5)
+        assert want["trades"] == bar.transactions[0]
         assert (np.diff(mine.t) >= 0).all() and (np.diff(mine.seq) > 0).all()
     events = tr.to_events()
     assert {"ev", "sym", "i", "x", "p", "s", "t", "q", "z"} <= set(events[0])
@@ -321,3 +326,29 @@ def test_grouped_daily_for_5000_symbols_is_fast() -> None:
     assert rows > 0.9 * 5000 * 252
     assert statistics.median(times) < 0.020
     assert build + total < 10.0
+
+
+def test_the_tape_mixes_conditions_like_the_real_one() -> None:
+    """Odd lots are a third to a half of the trades; other prints stray outside the range."""
+    m = market()
+    day = dt.date(2024, 6, 3)
+    opened = calendar.session_open(day)
+    tr = m.trades(day, opened, opened + dt.timedelta(minutes=30))
+    events = tr.to_events()
+    conds = [tuple(e.get("c", ())) for e in events]
+    odd = sum(37 in c for c in conds) / len(conds)
+    assert 0.30 <= odd <= 0.50
+    assert {(2,), (12,), (33,), (53,), (14,)} <= set(conds)
+    truth = truth_bars(events)
+    naive: dict[tuple[str, int], list[float]] = {}
+    for e in events:
+        naive.setdefault((e["sym"], e["t"] - e["t"] % 60_000), []).append(e["p"])
+    wrong = sum((max(p), min(p)) != (truth[k]["high"], truth[k]["low"]) for k, p in naive.items())
+    assert wrong > 0.1 * len(truth)  # folding every print would get these bars wrong
+    for symbol in ("AAPL", "MSFT"):
+        bars = m.minute(symbol, day, day)
+        for r in range(30):
+            want = truth[(symbol, int(bars.t[r]))]
+            assert (bars.open[r], bars.high[r], bars.low[r], bars.close[r]) == (
+                want["open"], want["high"], want["low"], want["close"],
+            )  # fmt: skip
