@@ -21,6 +21,7 @@ process pool; symbols with nothing new cost no I/O beyond the one listing of bro
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import logging
@@ -38,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch import cleanup as cleaner
-from batch import common, parts, pool, screen, tails
+from batch import common, minutes, parts, pool, screen, tails
 from batch import manifest as mf
 from batch.manifest import FragmentId, SymbolState
 from core import arrays, layout, precedence
@@ -571,7 +572,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="rebuild a data.parquet the manifest records but that is gone, from the fragments "
         "still in bronze (without it, such a symbol fails)",
     )
+    p.add_argument(
+        "--minutes",
+        action="store_true",
+        help="merge minute fragments instead: bronze/raw_ohlcv_1m/date=D/part-*.parquet into "
+        "date=D/data.parquet per session (rest beats live, higher revision, partial never wins)",
+    )
+    p.add_argument(
+        "--sessions",
+        metavar="D1,D2",
+        help="with --minutes: only these sessions (YYYY-MM-DD; default: every session)",
+    )
     args = common.parse(p, argv, reads_lake=True)
+    if args.extra.minutes:
+        return _minutes(p, args)
     with common.recorded("consolidate") as counts:
         report = run(
             args.lake,
@@ -594,6 +608,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(report.summary())
         common.fail_on_symbols(report.failed)
+    return 0
+
+
+def _minutes(p: argparse.ArgumentParser, args: common.JobArgs) -> int:
+    days = None
+    if args.extra.sessions:
+        try:
+            days = sorted(
+                {dt.date.fromisoformat(d.strip()) for d in args.extra.sessions.split(",")}
+            )
+        except ValueError as exc:
+            p.error(f"--sessions: {exc}")
+    with common.recorded("consolidate_minutes") as counts:
+        report = minutes.run(args.lake, days, dry_run=args.dry_run)
+        counts.update(
+            sessions=report.sessions, merged=report.merged, fragments=report.fragments,
+            rows=report.rows, failed=len(report.failed),
+        )  # fmt: skip
+        print(report.summary())
+        common.fail_on_symbols(report.failed, "sessions failed")
     return 0
 
 

@@ -64,9 +64,28 @@ def consolidated(symbol: str) -> str:
     return f"{symbol_dir(symbol)}/data.parquet"
 
 
-def minute_part(symbol: str, day: dt.date, part_id: str) -> str:
-    """A part of one symbol's live minute bars for one session."""
-    return f"{MINUTE}/symbol={check_symbol(symbol)}/date={day.isoformat()}/part-{part_id}.parquet"
+def minute_dir(day: dt.date) -> str:
+    """Folder of one session's minute bars (every symbol)."""
+    return f"{MINUTE}/date={day.isoformat()}"
+
+
+def minute_fragment(day: dt.date, part_id: str) -> str:
+    """A fragment of one session's minute bars: any number of symbols, one writer's flush."""
+    if not re.match(r"^[A-Za-z0-9._\-]+$", part_id) or ".." in part_id:
+        msg = f"invalid minute fragment id {part_id!r}"
+        raise LayoutError(msg)
+    return f"{minute_dir(day)}/part-{part_id}.parquet"
+
+
+def minute_consolidated(day: dt.date) -> str:
+    """One session's minute bars after consolidation: one row per (symbol, start)."""
+    return f"{minute_dir(day)}/data.parquet"
+
+
+def minute_session(path: str) -> dt.date | None:
+    """The session of a minute folder or file path (``.../date=YYYY-MM-DD/...``)."""
+    m = re.search(r"date=(\d{4}-\d{2}-\d{2})", path)
+    return dt.date.fromisoformat(m[1]) if m else None
 
 
 def silver_file(interval: int, year: int, month: int) -> str:

@@ -114,3 +114,41 @@ def beats_or_equals(kept: pa.Table, other: pa.Table) -> npt.NDArray[np.bool_]:
     kept_wins[winner_of_pair[winner_of_pair < n]] = True
     same_day = np.asarray(arrays.to_numpy(pc.equal(kept["date"], other["date"])), dtype=bool)
     return np.asarray(same | (kept_wins & same_day), dtype=bool)
+
+
+# -- minute bars ------------------------------------------------------------------------------
+MINUTE_SOURCE_RANK: Final = {"live": 0, "flatfile": 1, "rest": 2}
+_MINUTE_TIES: Final = ("close", "open", "high", "low", "volume", "vwap", "trades")
+
+
+def minute_winners(table: pa.Table) -> npt.NDArray[np.intp]:
+    """Indices of the winning row per (``symbol``, ``start``), sorted by them.
+
+    Per key: a ``partial`` bar never beats a non-partial one; then ``rest`` beats ``flatfile``
+    beats ``live``; within a source the higher ``revision``, then the newer ``ingested_at``;
+    then the values (so the outcome never depends on input order).
+    """
+    if table.num_rows == 0:
+        return np.zeros(0, dtype=np.intp)
+    symbols = pc.cast(table["symbol"], pa.string())
+    names, codes = np.unique(
+        np.asarray(arrays.to_numpy(symbols), dtype=object), return_inverse=True
+    )
+    del names
+    src = np.asarray(arrays.to_numpy(table["source"]), dtype=object)
+    rank = np.zeros(len(src), dtype=np.int8)
+    for name, r in MINUTE_SOURCE_RANK.items():
+        rank[src == name] = r
+    starts = np.asarray(arrays.to_numpy(pc.cast(table["start"], pa.int64())), dtype=np.int64)
+    ingested = np.asarray(
+        arrays.to_numpy(pc.cast(table["ingested_at"], pa.int64())), dtype=np.int64
+    )
+    revision = np.asarray(arrays.to_numpy(pc.cast(table["revision"], pa.int64())), dtype=np.int64)
+    complete = np.logical_not(np.asarray(arrays.to_numpy(table["partial"]), dtype=bool))
+    keys: list[npt.NDArray[np.generic]] = [_float(table, name) for name in reversed(_MINUTE_TIES)]
+    keys += [ingested, revision, rank, complete, starts, np.asarray(codes, dtype=np.int64)]
+    order = np.lexsort(keys)
+    c, s = codes[order], starts[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
+    return np.asarray(order[last], dtype=np.intp)

@@ -33,9 +33,32 @@ BRONZE_DAILY: Final = pa.schema(
     ]
 )
 
+MINUTE_SOURCES: Final = ("rest", "live", "flatfile")
+"""Allowed values of ``source`` for minute bars."""
+
 BRONZE_MINUTE: Final = pa.schema(
-    [*BRONZE_DAILY, pa.field("start", UTC_US, nullable=False), pa.field("trades", pa.int64())]
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("start", UTC_US, nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("vwap", pa.float64(), nullable=True),
+        pa.field("trades", pa.int64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("revision", pa.int32(), nullable=False),
+        pa.field("partial", pa.bool_(), nullable=False),
+        pa.field("ingested_at", UTC_US, nullable=False),
+    ]
 )
+"""Minute bars (live flow and REST minute aggregates), one session per folder.
+
+``revision`` is 0 at a minute's first close and +1 for each late trade that revised it;
+``partial`` marks a bar the writer knows missed part of its minute (connect, reconnect,
+restart). ``vwap`` is null when no trade of the minute counted for volume."""
 
 SILVER: Final = pa.schema(
     [

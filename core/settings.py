@@ -128,6 +128,16 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
         description="Where a shard without a snapshot is read from: the oldest record the"
         " stream holds, so a first start (or a lost recovery store) loses nothing",
     )
+    live_revision_horizon_s: float = Field(
+        900.0,
+        gt=0,
+        description="How long (event time) a closed minute can still be revised by a late trade;"
+        " later trades are quarantined and their minute recorded as a gap for the healer",
+    )
+    live_ttl_s: int = Field(86_400, ge=1, description="Expiry of the live flow's Redis keys")
+    live_flush_s: float = Field(
+        1.0, gt=0, description="Longest wait before final minute bars are written to the lake"
+    )
 
 
 class BatchSettings(LakeSettings, ServiceSettings):

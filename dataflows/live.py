@@ -1,14 +1,15 @@
-"""The live flow: Polygon trades to Redis (latest trade, live bar) and minute bars in the lake.
+"""The live flow: Polygon trades to minute bars (lake), bar events and latest trades (Redis).
 
-    raw frames -> parse -+-> ticks, keyed by symbol -+-> live view ---------> Redis
-                         |                           +-> 1-minute fold -----> bronze minute parts
-                         |                                 | late ticks, invalid bars
-                         +-> malformed events ------------+-> quarantine/live/
+    source chunks -> decode -> trade batches -> fold per partition (event time) -+-> Redis
+                                                                                  +-> bronze minute fragments
+                                                                                  +-> live_gaps (Postgres)
+                                                                                  +-> quarantine/live/
 
 Run it with ``python -m bytewax.run dataflows.live:flow``. ``flow`` is built on first access
 from :class:`core.settings.LiveSettings` (nothing is read at import): with ``KINESIS_STREAM``
 it reads the stream's shards (one partition each, so more processes share the shards), else
-Polygon's WebSocket (``POLYGON_WS_URL``, or the simulator). Tests build their own flow with
+Polygon's WebSocket (``POLYGON_WS_URL``, or the simulator). The trade-condition table is loaded
+at start (:mod:`dataflows.connectors.conditions`). Tests build their own flow with
 :func:`build_live_flow` and Bytewax's testing source and sinks.
 """
 
@@ -22,61 +23,78 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from core.conditions import ConditionRules, fallback
 from core.lake import Lake
-from core.records import Bar, Tick
 from core.secrets import install_redaction
 from core.settings import LiveSettings
+from core.stores.postgres import database_url
 from core.stores.redis import redis_url
+from dataflows.connectors.conditions import load_rules
+from dataflows.connectors.gap_sink import GapSink
 from dataflows.connectors.kinesis import KinesisSource
 from dataflows.connectors.minute_sink import MinuteBarSink
+from dataflows.connectors.polygon import PolygonConfigError, PolygonGateway
 from dataflows.connectors.quarantine_sink import QuarantineSink
 from dataflows.connectors.redis_sink import RedisLiveSink
-from dataflows.connectors.websocket import PolygonWebSocketSource, ws_config
-from dataflows.operators import (
-    LiveUpdate,
-    Rejected,
-    as_rejected,
-    decode_frame,
-    is_tick,
-    live_step,
-    minute_bars,
-)
+from dataflows.connectors.websocket import PolygonChunkSource, ws_config
+from dataflows.minute_fold import FoldOut, Gap, MinuteBar
+from dataflows.operators import LiveStreams, minute_streams
 from dataflows.recovery import prepare_recovery
+from dataflows.trades import Chunk, Reject, TradeBatch
 
 DEFAULT_LATENESS = dt.timedelta(seconds=5)
-
-
-def _symbol(t: Tick) -> str:
-    return t.symbol
+DEFAULT_HORIZON = dt.timedelta(minutes=15)
 
 
 def build_live_flow(
-    source: Source[str | bytes],
+    source: Source[Chunk],
     *,
-    bars: Sink[Bar],
-    live: Sink[LiveUpdate],
-    quarantine: Sink[Rejected],
+    bars: Sink[tuple[str, list[MinuteBar]]],
+    live: Sink[FoldOut],
+    quarantine: Sink[Reject],
+    gaps: Sink[Gap] | None = None,
+    trades: Sink[TradeBatch] | None = None,
+    rules: ConditionRules | None = None,
     lateness: dt.timedelta = DEFAULT_LATENESS,
+    horizon: dt.timedelta = DEFAULT_HORIZON,
     flow_id: str = "live",
 ) -> Dataflow:
-    """The live dataflow from raw frames (WebSocket frames or Kinesis records) to three sinks.
+    """The live dataflow from source chunks to its sinks.
 
-    ``bars`` gets closed minute bars, ``live`` one update per tick that changed the live view,
-    ``quarantine`` every malformed event, late tick and invalid bar, with its reason.
+    ``bars`` gets final minute bars (and revisions), ``live`` every fold result (bar events,
+    latest trades, counters), ``quarantine`` every malformed event, invalid bar and trade too
+    late to revise its minute, ``gaps`` the spans the flow knows it missed, ``trades`` the
+    decoded trade batches (for an archive).
     """
     flow = Dataflow(flow_id)
-    raw = op.input("input", flow, source)
-    parsed = op.flat_map("parse", raw, decode_frame)
-    split = op.branch("split", parsed, is_tick)
-    malformed = op.map("malformed", split.falses, as_rejected)
-    ticks = op.key_on("by_symbol", split.trues, _symbol)
-    view = op.stateful_flat_map("live_view", ticks, live_step)
-    op.output("redis", op.key_rm("view_values", view), live)
-    minutes = minute_bars("minute", ticks, lateness)
-    op.output("lake", minutes.bars, bars)
-    rejected = op.merge("rejected", malformed, minutes.rejected)
-    op.output("quarantine", rejected, quarantine)
+    chunks = op.input("input", flow, source)
+    streams: LiveStreams = minute_streams(
+        "minute",
+        chunks,
+        rules or fallback(),
+        lateness_ms=int(lateness / dt.timedelta(milliseconds=1)),
+        horizon_ms=int(horizon / dt.timedelta(milliseconds=1)),
+    )
+    op.output("redis", streams.folded, live)
+    op.output("lake", streams.final, bars)
+    op.output("quarantine", streams.rejects, quarantine)
+    if gaps is not None:
+        op.output("gaps", streams.gaps, gaps)
+    if trades is not None:
+        op.output("trades", streams.trades, trades)
     return flow
+
+
+def _rules(s: LiveSettings, lake: Lake) -> ConditionRules:
+    try:
+        gateway: PolygonGateway | None = PolygonGateway.from_settings(s)
+    except PolygonConfigError:
+        gateway = None  # no REST configured: the lake's copy or the built-in table
+    try:
+        return load_rules(gateway, lake)
+    finally:
+        if gateway is not None:
+            gateway.close()
 
 
 def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
@@ -84,7 +102,7 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
     install_redaction()  # the Polygon key must never reach a log
     prepare_recovery()  # bytewax.run -r DIR: a first start creates the store
     s = settings or LiveSettings()
-    source: Source[str | bytes]
+    source: Source[Chunk]
     if s.kinesis_stream:
         source = KinesisSource(
             s.kinesis_stream,
@@ -93,14 +111,17 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
             start=s.kinesis_start,
         )
     else:
-        source = PolygonWebSocketSource(ws_config(s))
+        source = PolygonChunkSource(ws_config(s))
     lake = Lake(s.lake_url, endpoint_url=s.aws_endpoint_url, region=s.aws_default_region)
     return build_live_flow(
         source,
-        bars=MinuteBarSink(lake),
-        live=RedisLiveSink(redis_url(s), s.redis_prefix),
+        bars=MinuteBarSink(lake, flush_after=s.live_flush_s),
+        live=RedisLiveSink(redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
         quarantine=QuarantineSink(lake, "live"),
+        gaps=GapSink(database_url(s)),
+        rules=_rules(s, lake),
         lateness=dt.timedelta(seconds=s.live_lateness_s),
+        horizon=dt.timedelta(seconds=s.live_revision_horizon_s),
     )
 
 

@@ -150,6 +150,24 @@ DDL = (
         PRIMARY KEY (symbol, ex_dividend_date, distribution_type)
     )
     """,
+    """
+    CREATE TABLE IF NOT EXISTS live_gaps (
+        id bigserial PRIMARY KEY,
+        symbol text,
+        start_at timestamptz NOT NULL,
+        end_at timestamptz NOT NULL,
+        reason text NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        healed_at timestamptz,
+        heal_error text,
+        CHECK (end_at > start_at)
+    )
+    """,
+    """
+    CREATE UNIQUE INDEX IF NOT EXISTS live_gaps_key
+        ON live_gaps ((COALESCE(symbol, '')), start_at, end_at, reason)
+    """,
+    "CREATE INDEX IF NOT EXISTS live_gaps_open_idx ON live_gaps (start_at) WHERE healed_at IS NULL",
 )
 
 DAILY_COLUMNS = (

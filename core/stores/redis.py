@@ -1,4 +1,7 @@
-"""Redis store for the live side: latest trade and live bar per symbol, and pub/sub channels.
+"""Redis store for the live side: latest trades, live bars, bar events and the flow's counters.
+
+Per symbol: the latest trade, the forming minute bar and the last final one; bar events on
+pub/sub; the live flow's counters per source partition.
 
 Every key carries a prefix so several deployments (or tests) can share one server.
 """
@@ -83,6 +86,50 @@ class LiveStore:
         """The current live bar of ``symbol``, if any."""
         raw = self.r.get(self._k("bar", symbol))
         return None if raw is None else dict(json.loads(str(raw)))
+
+    def get_final(self, symbol: str) -> dict[str, Any] | None:
+        """The last final minute bar of ``symbol`` (its latest revision), if any."""
+        raw = self.r.get(self._k("final", symbol))
+        return None if raw is None else dict(json.loads(str(raw)))
+
+    def get_live(self, symbol: str) -> tuple[dict[str, Any] | None, ...]:
+        """(latest trade, forming bar, last final bar) of ``symbol`` in one round trip."""
+        keys = [self._k(k, symbol) for k in ("latest", "bar", "final")]
+        return tuple(
+            None if raw is None else dict(json.loads(str(raw))) for raw in self.r.mget(keys)
+        )
+
+    def write_live(
+        self,
+        *,
+        latest: Mapping[str, dict[str, Any]],
+        forming: Mapping[str, dict[str, Any]],
+        final: Mapping[str, dict[str, Any]],
+        events: list[dict[str, Any]],
+        metrics: Mapping[str, Mapping[str, Any]],
+        ttl_s: int,
+    ) -> None:
+        """One pipelined round trip of the live flow's writes; every key expires after ``ttl_s``."""
+        pipe = self.r.pipeline(transaction=False)
+        for kind, docs in (("latest", latest), ("bar", forming), ("final", final)):
+            for symbol, doc in docs.items():
+                pipe.set(self._k(kind, symbol), json.dumps(doc, default=str), ex=ttl_s)
+        channel = self.channel("bars")
+        for doc in events:
+            pipe.publish(channel, json.dumps(doc, default=str))
+        for part, counters in metrics.items():
+            key = self._k("metrics:live", part)
+            pipe.hset(key, mapping={k: str(v) for k, v in counters.items()})
+            pipe.expire(key, ttl_s)
+        pipe.execute()
+
+    def live_metrics(self) -> dict[str, dict[str, str]]:
+        """The live flow's counters per source partition."""
+        prefix = self._k("metrics:live", "")
+        out: dict[str, dict[str, str]] = {}
+        for key in self.r.scan_iter(match=f"{prefix}*", count=1000):
+            out[str(key)[len(prefix) :]] = {str(k): str(v) for k, v in self.r.hgetall(key).items()}
+        return out
 
     def publish(self, name: str, message: dict[str, Any]) -> None:
         """Publish ``message`` as JSON on channel ``name``."""

@@ -1,9 +1,12 @@
 """Kinesis: a source partitioned by shard, and the PutRecords sink of the ws-ingest task.
 
 Source: one Bytewax partition per shard, so more Bytewax processes (``-i/-a``) split the
-shards between them. A partition's snapshot is the sequence number of the last record it
-emitted; a resumed partition reads ``AFTER_SEQUENCE_NUMBER`` it, so recovery replays at most
-one epoch (at-least-once, which the idempotent sinks absorb). Shards are listed at start; after
+shards between them. Each GetRecords call becomes one :class:`~dataflows.trades.Chunk` (its
+records' data as frames, and whether the shard was caught up: ``MillisBehindLatest`` 0), and an
+empty read while caught up is an empty chunk, so the flow can tell a quiet shard from a stalled
+one. A partition's snapshot is the sequence number of the last record it emitted; a resumed
+partition reads ``AFTER_SEQUENCE_NUMBER`` it, so recovery replays at most one epoch
+(at-least-once, which the fold's state and the idempotent sinks absorb). Shards are listed at start; after
 a reshard, restart the flow to pick up the children.
 
 Sink: records are ``(partition key, data)``; batches go out in PutRecords calls of at most 500
@@ -26,6 +29,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core.aws import client
+from dataflows.trades import Chunk, now_ms
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -52,7 +56,7 @@ def _code(exc: ClientError) -> str:
 
 
 # -- source -----------------------------------------------------------------------------------
-class _ShardPartition(StatefulSourcePartition[str | bytes, str | None]):
+class _ShardPartition(StatefulSourcePartition[Chunk, str | None]):
     def __init__(
         self,
         kinesis: KinesisClient,
@@ -90,7 +94,7 @@ class _ShardPartition(StatefulSourcePartition[str | bytes, str | None]):
             )
         return resp["ShardIterator"]
 
-    def next_batch(self) -> list[str | bytes]:
+    def next_batch(self) -> list[Chunk]:
         if self._iterator is None:
             raise StopIteration  # the shard was closed by a reshard and is fully read
         try:
@@ -119,7 +123,8 @@ class _ShardPartition(StatefulSourcePartition[str | bytes, str | None]):
         # 5 reads/s/shard: poll fast only while behind, else every `poll`.
         pause = dt.timedelta(milliseconds=200) if behind > 0 else self._poll
         self._awake = _now() + pause
-        return [r["Data"] for r in records]
+        frames: list[str | bytes] = [r["Data"] for r in records]
+        return [Chunk(self._shard, frames, now_ms(), caught_up=behind == 0)]
 
     def next_awake(self) -> dt.datetime | None:
         return self._awake
@@ -131,8 +136,8 @@ class _ShardPartition(StatefulSourcePartition[str | bytes, str | None]):
         return self._stream, self._shard
 
 
-class KinesisSource(FixedPartitionedSource[str | bytes, str | None]):
-    """Record data of every shard of ``stream``; one partition per shard.
+class KinesisSource(FixedPartitionedSource[Chunk, str | None]):
+    """Record data of every shard of ``stream`` in chunks; one partition per shard.
 
     ``start`` applies when a shard has no checkpoint. ``stop_at_end`` ends each partition once
     it has read everything (a drain, for tests and catch-up runs); otherwise it follows forever.
@@ -176,7 +181,7 @@ class KinesisSource(FixedPartitionedSource[str | bytes, str | None]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: str | None
-    ) -> StatefulSourcePartition[str | bytes, str | None]:
+    ) -> StatefulSourcePartition[Chunk, str | None]:
         """Read shard ``for_part`` after its checkpoint, or from ``start``."""
         return _ShardPartition(
             self._client(),

@@ -1,123 +1,146 @@
-"""Closed minute bars to the lake: ``bronze/raw_ohlcv_1m/symbol=S/date=D/part-{id}.parquet``.
+"""Final minute bars to the lake: ``bronze/raw_ohlcv_1m/date=D/part-{id}.parquet``.
 
-A part holds one symbol's bars of one time bucket (default 30 minutes) and is named by the
-bucket's UTC start (``part-20250102T1430Z``), so the name says what it holds and does not
-depend on the worker, the batch or the run. Each write rewrites the whole part with every bar
-known for that bucket (the earlier ones read back from the lake the first time a bucket is
-seen in this process), keyed by bar start. A recovery replay therefore overwrites parts with
-the same or more rows, never duplicates them, and the lake is current as soon as a minute
-closes. Parts are written in parallel because on S3 every part is one PUT.
+Bars are buffered and written market-wide, one fragment per session date per flush, sorted by
+(symbol, start), named by a digest of their content: a rerun that flushes the same bars
+overwrites the same file, and a replay that flushes them differently only adds fragments
+holding identical rows, which consolidation reduces to one. Writes run on a background thread,
+so the flow never waits for the lake (on S3 a PUT takes tens of milliseconds). A flush happens
+when the oldest buffered bar has waited ``flush_after``, at every recovery snapshot (which
+waits for the writes: a snapshot only commits once its bars are in the lake) and at the end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import time
 from collections import defaultdict
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from core.lake import Lake
-from core.layout import minute_part
-from core.records import Bar
+from core.layout import minute_fragment
 from core.schemas import BRONZE_MINUTE
-from dataflows.operators import ALIGN
+from dataflows.minute_fold import MinuteBar, session_date
+from dataflows.operators import BARS_KEY
 
-Row = dict[str, Any]
-PartKey = tuple[str, dt.date, dt.datetime]
-"""(symbol, session date, bucket start)."""
-DEFAULT_BUCKET: Final = dt.timedelta(minutes=30)
+_US = 1000
 
 
-def bucket_start(start: dt.datetime, bucket: dt.timedelta) -> dt.datetime:
-    """Start of the bucket holding a bar that starts at ``start``."""
-    return start - (start - ALIGN) % bucket
+def bars_table(bars: Sequence[MinuteBar], source: str = "live") -> pa.Table:
+    """BRONZE_MINUTE rows of ``bars``, sorted by (symbol, start, revision)."""
+    rows = sorted(bars, key=lambda b: (b.symbol, b.start, b.revision, b.partial))
+    stamps = {
+        "start": [b.start * _US for b in rows],
+        "ingested_at": [b.ingested_at * _US for b in rows],
+    }
+    values = {
+        "symbol": [b.symbol for b in rows],
+        "date": [session_date(b.start) for b in rows],
+        "open": [b.open for b in rows],
+        "high": [b.high for b in rows],
+        "low": [b.low for b in rows],
+        "close": [b.close for b in rows],
+        "volume": [b.volume for b in rows],
+        "vwap": [b.vwap for b in rows],
+        "trades": [b.trades for b in rows],
+        "source": [source] * len(rows),
+        "revision": [b.revision for b in rows],
+        "partial": [b.partial for b in rows],
+    }
+    arrays = [
+        pa.array(stamps[f.name], pa.int64()).cast(f.type)
+        if f.name in stamps
+        else pa.array(values[f.name], f.type)
+        for f in BRONZE_MINUTE
+    ]
+    return pa.Table.from_arrays(arrays, schema=BRONZE_MINUTE)
 
 
-def part_id(bucket: dt.datetime) -> str:
-    """Deterministic part id of a bucket: its UTC start, e.g. ``20250102T1430Z``."""
-    return bucket.astimezone(dt.UTC).strftime("%Y%m%dT%H%MZ")
+def fragment_id(table: pa.Table) -> str:
+    """Deterministic id of a fragment: its first and last minute and a digest of its rows."""
+    h = hashlib.blake2b(digest_size=8)
+    for batch in table.to_batches():
+        for col in batch.columns:
+            for buf in col.buffers():
+                if buf is not None:
+                    h.update(buf)
+    starts = table["start"].to_pylist()
+    first, last = min(starts), max(starts)
+    return f"{first:%H%M}-{last:%H%M}-{h.hexdigest()}"
 
 
-def part_key(key: PartKey) -> str:
-    """Lake key of a part."""
-    symbol, day, bucket = key
-    return minute_part(symbol, day, part_id(bucket))
+def write_fragments(lake: Lake, bars: Iterable[MinuteBar], source: str = "live") -> list[str]:
+    """Write ``bars`` as one fragment per session date; their keys."""
+    by_day: dict[dt.date, list[MinuteBar]] = defaultdict(list)
+    for b in bars:
+        by_day[session_date(b.start)].append(b)
+    keys = []
+    for day, rows in sorted(by_day.items()):
+        table = bars_table(rows, source)
+        key = minute_fragment(day, fragment_id(table))
+        lake.write_table(key, table)
+        keys.append(key)
+    return keys
 
 
-def bars_table(rows: Iterable[Row]) -> pa.Table:
-    """Rows as a BRONZE_MINUTE table sorted by start."""
-    return pa.Table.from_pylist(sorted(rows, key=lambda r: r["start"]), schema=BRONZE_MINUTE)
-
-
-class _MinutePartition(StatelessSinkPartition[Bar]):
-    def __init__(self, lake: Lake, bucket: dt.timedelta, concurrency: int) -> None:
+class _MinutePartition(StatefulSinkPartition[list[MinuteBar], None]):
+    def __init__(self, lake: Lake, flush_after: float) -> None:
         self._lake = lake
-        self._bucket = bucket
-        self._cache: dict[PartKey, dict[dt.datetime, Row]] = {}
-        self._newest: dict[str, dt.datetime] = {}
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="minute-sink")
+        self._flush_after = flush_after
+        self._buffer: list[MinuteBar] = []
+        self._since = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minute-sink")
+        self._pending: list[Future[list[str]]] = []
 
-    def _load(self, key: PartKey) -> dict[dt.datetime, Row]:
-        path = part_key(key)
-        if not self._lake.exists(path):
-            return {}
-        return {r["start"]: r for r in self._lake.read_table(path).to_pylist()}
+    def write_batch(self, values: list[list[MinuteBar]]) -> None:
+        for bars in values:
+            if bars and not self._buffer:
+                self._since = time.monotonic()
+            self._buffer.extend(bars)
+        self._reap()
+        if self._buffer and time.monotonic() - self._since >= self._flush_after:
+            self._flush()
 
-    def _write(self, key: PartKey, bars: list[Bar]) -> tuple[PartKey, dict[dt.datetime, Row]]:
-        known = self._cache.get(key)
-        rows = dict(known) if known is not None else self._load(key)
-        for b in bars:
-            rows[b.start] = b.model_dump()  # type: ignore[index]  # minute bars have a start
-        self._lake.write_table(part_key(key), bars_table(rows.values()))
-        return key, rows
+    def _flush(self) -> None:
+        if self._buffer:
+            bars, self._buffer = self._buffer, []
+            self._pending.append(self._pool.submit(write_fragments, self._lake, bars))
 
-    def _evict(self, symbol: str, bucket: dt.datetime) -> None:
-        """Forget a symbol's older buckets: its windows close in order, so they are done."""
-        newest = self._newest.get(symbol)
-        if newest is not None and bucket <= newest:
-            return
-        self._newest[symbol] = bucket
-        for key in [k for k in self._cache if k[0] == symbol and k[2] < bucket]:
-            del self._cache[key]
+    def _reap(self) -> None:
+        """Raise a failed write here: the flow stops rather than lose bars."""
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for f in done:
+            f.result()
 
-    def write_batch(self, items: list[Bar]) -> None:
-        groups: dict[PartKey, list[Bar]] = defaultdict(list)
-        for b in items:
-            if b.start is None:
-                msg = f"minute bar of {b.symbol} on {b.date} has no start"
-                raise ValueError(msg)
-            groups[(b.symbol, b.date, bucket_start(b.start, self._bucket))].append(b)
-        for symbol, _, bucket in groups:
-            self._evict(symbol, bucket)
-        futures = [self._pool.submit(self._write, key, bars) for key, bars in groups.items()]
-        for f in futures:  # a failed write raises here: the flow stops rather than lose bars
-            key, rows = f.result()
-            if key[2] >= self._newest.get(key[0], key[2]):
-                self._cache[key] = rows
+    def snapshot(self) -> None:
+        self._flush()
+        for f in self._pending:
+            f.result()
+        self._pending = []
 
     def close(self) -> None:
+        self.snapshot()
         self._pool.shutdown(wait=True)
 
 
-class MinuteBarSink(DynamicSink[Bar]):
-    """Write closed minute bars (``Bar`` with ``start``) to the lake's bronze minute layout."""
+class MinuteBarSink(FixedPartitionedSink[list[MinuteBar], None]):
+    """Write final minute bars (items ``("minutes", [MinuteBar, ...])``) to bronze."""
 
-    def __init__(
-        self, lake: Lake, *, bucket: dt.timedelta = DEFAULT_BUCKET, concurrency: int = 8
-    ) -> None:
-        if bucket < dt.timedelta(minutes=1) or bucket % dt.timedelta(minutes=1):
-            msg = f"bucket must be a whole number of minutes, not {bucket}"
-            raise ValueError(msg)
+    def __init__(self, lake: Lake, *, flush_after: float = 1.0) -> None:
         self.lake = lake
-        self.bucket = bucket
-        self.concurrency = concurrency
+        self.flush_after = flush_after
 
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[Bar]:
-        """One partition per worker; a symbol's bars always come from the worker owning it."""
-        return _MinutePartition(self.lake, self.bucket, self.concurrency)
+    def list_parts(self) -> list[str]:
+        """One partition: fragments are market-wide."""
+        return [BARS_KEY]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> StatefulSinkPartition[list[MinuteBar], None]:
+        """A buffering writer."""
+        return _MinutePartition(self.lake, self.flush_after)

@@ -1,82 +1,83 @@
-"""Live view to Redis: latest trade and current minute bar per symbol, announced on ``bars``.
+"""Bar events and latest trades to Redis: the live view the API and alerts read.
 
-Each batch collapses to the newest state per symbol and goes out in one pipeline, so Redis
-sees one round trip per batch however many ticks it held. Writes are plain SETs of the full
-state, so a replay after recovery rewrites the same values (idempotent).
+Per fold result, in one pipelined round trip: the latest trade of each symbol that traded, the
+forming bar of each minute that changed, the last final bar of each symbol, every bar event
+published on ``{prefix}bars`` (``final`` false while forming, true at close, with its
+``revision``), and the partition's counters and watermark under ``{prefix}metrics:live:{part}``.
+Keys expire after ``ttl_s`` so a symbol that stopped trading does not look live forever. Writes
+are plain SETs of whole documents, so a replay after recovery rewrites the same values.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core.stores.redis import LiveStore, connect
-from dataflows.operators import LiveUpdate
+from dataflows.minute_fold import FoldOut, LastTrade, MinuteBar, ms_iso
 
 
-def latest_payload(u: LiveUpdate) -> dict[str, Any]:
-    """The latest-trade document (price, size, ts ISO, exchange, conditions, sequence)."""
-    t = u.latest
-    return {
-        "symbol": t.symbol,
-        "price": t.price,
-        "size": t.size,
-        "ts": t.ts.isoformat(),
-        "exchange": t.exchange,
-        "conditions": list(t.conditions),
-        "sequence": t.sequence,
-    }
-
-
-def bar_payload(u: LiveUpdate, now: dt.datetime) -> dict[str, Any]:
-    """The live-bar document; ``updated_at`` says how fresh it is."""
-    return {
-        "start": u.start.isoformat(),
-        "open": u.open,
-        "high": u.high,
-        "low": u.low,
-        "close": u.close,
-        "volume": u.volume,
-        "vwap": u.vwap,
-        "trades": u.trades,
-        "updated_at": now.isoformat(),
-    }
-
-
-class _RedisPartition(StatelessSinkPartition[LiveUpdate]):
-    def __init__(self, store: LiveStore, publish: bool) -> None:
+class _RedisPartition(StatelessSinkPartition[FoldOut]):
+    def __init__(self, store: LiveStore, publish: bool, ttl_s: int) -> None:
         self._store = store
         self._publish = publish
+        self._ttl_s = ttl_s
+        self._final_start: dict[str, int] = {}
 
-    def write_batch(self, items: list[LiveUpdate]) -> None:
-        newest: dict[str, LiveUpdate] = {}
-        for u in items:  # arrival order per symbol is the state's own order: last one wins
-            newest[u.latest.symbol] = u
-        if not newest:
+    def write_batch(self, items: list[FoldOut]) -> None:
+        latest: dict[str, LastTrade] = {}
+        forming: dict[str, MinuteBar] = {}
+        final: dict[str, MinuteBar] = {}
+        events: list[MinuteBar] = []
+        metrics: dict[str, dict[str, object]] = {}
+        for out in items:
+            for t in out.latest:
+                latest[t.symbol] = t
+            for b in out.forming:
+                cur = forming.get(b.symbol)
+                if cur is None or b.start >= cur.start:
+                    forming[b.symbol] = b
+            for b in out.final:
+                if b.start >= self._final_start.get(b.symbol, b.start):
+                    self._final_start[b.symbol] = b.start
+                    final[b.symbol] = b
+            events.extend(out.final)
+            events.extend(out.forming)
+            if out.part:
+                metrics[out.part] = {
+                    **out.counters,
+                    "watermark": ms_iso(out.watermark) if out.watermark > 0 else "",
+                }
+        if not (latest or forming or final or metrics):
             return
-        now = dt.datetime.now(dt.UTC)
-        self._store.set_live(
-            {s: latest_payload(u) for s, u in newest.items()},
-            {s: bar_payload(u, now) for s, u in newest.items()},
-            publish=self._publish,
+        now = dt.datetime.now(dt.UTC).isoformat()
+        self._store.write_live(
+            latest={s: {**t.to_json(), "updated_at": now} for s, t in latest.items()},
+            forming={s: {**b.to_json(), "updated_at": now} for s, b in forming.items()},
+            final={s: {**b.to_json(), "updated_at": now} for s, b in final.items()},
+            events=[{**b.to_json(), "updated_at": now} for b in events] if self._publish else [],
+            metrics={p: {**m, "updated_at": now} for p, m in metrics.items()},
+            ttl_s=self._ttl_s,
         )
 
     def close(self) -> None:
         self._store.r.close()
 
 
-class RedisLiveSink(DynamicSink[LiveUpdate]):
-    """Write :class:`LiveUpdate` items through :class:`core.stores.redis.LiveStore`."""
+class RedisLiveSink(DynamicSink[FoldOut]):
+    """Write fold results through :class:`core.stores.redis.LiveStore`."""
 
-    def __init__(self, url: str, prefix: str = "condvest:", *, publish: bool = True) -> None:
+    def __init__(
+        self, url: str, prefix: str = "condvest:", *, publish: bool = True, ttl_s: int = 86_400
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.publish = publish
+        self.ttl_s = ttl_s
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[LiveUpdate]:
+    ) -> StatelessSinkPartition[FoldOut]:
         """One client per worker."""
-        return _RedisPartition(LiveStore(connect(self.url), self.prefix), self.publish)
+        return _RedisPartition(LiveStore(connect(self.url), self.prefix), self.publish, self.ttl_s)

@@ -7,7 +7,11 @@ arrays of events) and :func:`dataflows.operators.decode_frame` parses them in th
 
 The connection is one async generator driven by ``batch_async``: connect, authenticate,
 subscribe ``T.<symbols>``, yield frames; on any network error reconnect with capped, jittered
-exponential backoff. A rejected key is fatal (retrying cannot fix it). The key is sent only in
+exponential backoff. :class:`PolygonWebSocketSource` yields the raw frames (the ws-ingest task
+forwards them to Kinesis); :class:`PolygonChunkSource` yields one
+:class:`~dataflows.trades.Chunk` per read for the live flow, marking the first read of every
+connection (what came before it is lost: the feed cannot rewind) and reads that found nothing
+waiting (so the flow's watermark may follow the wall clock while the feed is quiet). A rejected key is fatal (retrying cannot fix it). The key is sent only in
 the auth message and never logged. There is one partition: Polygon allows one connection per
 key, so more workers would only fight over it (scale out with Kinesis shards instead).
 """
@@ -32,6 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from core.secrets import polygon_key as polygon_key  # re-exported: it moved to core.secrets
 from core.settings import POLYGON_WS, LiveSettings
+from dataflows.trades import Chunk, now_ms
 
 log = logging.getLogger(__name__)
 _wire = logging.getLogger(f"{__name__}.wire")
@@ -147,8 +152,12 @@ _NETWORK_ERRORS: Final = (
 )
 
 
+CONNECTED: Final = b"\x00connected"
+"""Yielded by :func:`polygon_frames` with ``marks`` after every successful handshake."""
+
+
 async def polygon_frames(
-    cfg: WsConfig, *, backoff: Backoff | None = None, timeout: float = 10.0
+    cfg: WsConfig, *, backoff: Backoff | None = None, timeout: float = 10.0, marks: bool = False
 ) -> AsyncIterator[str | bytes]:
     """Raw data frames from Polygon, reconnecting forever on network errors."""
     backoff = backoff or Backoff()
@@ -158,6 +167,8 @@ async def polygon_frames(
             async with ws_connect(cfg.url, open_timeout=timeout, max_size=None, logger=_wire) as ws:
                 await _handshake(ws, cfg, timeout)
                 log.info("polygon websocket %s: subscribed to %s", cfg.url, cfg.subscription)
+                if marks:
+                    yield CONNECTED
                 async for frame in ws:
                     statuses = _statuses(frame)
                     if statuses is None:
@@ -176,27 +187,25 @@ async def polygon_frames(
 
 
 @dataclass
-class _WsPartition(StatefulSourcePartition[str | bytes, None]):
+class _Connection:
     cfg: WsConfig
     timeout: dt.timedelta
     batch_size: int
     stop: threading.Event | None
     backoff: Backoff | None
+    marks: bool = False
     _loop: asyncio.AbstractEventLoop = field(init=False)
     _batches: Iterator[list[str | bytes]] = field(init=False)
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        frames = polygon_frames(self.cfg, backoff=self.backoff)
+        frames = polygon_frames(self.cfg, backoff=self.backoff, marks=self.marks)
         self._batches = batch_async(frames, self.timeout, self.batch_size, loop=self._loop)
 
-    def next_batch(self) -> list[str | bytes]:
+    def frames(self) -> list[str | bytes]:
         if self.stop is not None and self.stop.is_set():
             raise StopIteration
         return next(self._batches)
-
-    def snapshot(self) -> None:
-        return None  # a live feed cannot be rewound; use Kinesis for replayable input
 
     def close(self) -> None:
         loop = self._loop
@@ -237,4 +246,75 @@ class PolygonWebSocketSource(FixedPartitionedSource[str | bytes, None]):
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSourcePartition[str | bytes, None]:
         """Connect lazily: the first ``next_batch`` opens the socket."""
-        return _WsPartition(self.cfg, self.timeout, self.batch_size, self.stop, self.backoff)
+        conn = _Connection(self.cfg, self.timeout, self.batch_size, self.stop, self.backoff)
+        return _RawPartition(conn)
+
+
+class _RawPartition(StatefulSourcePartition[str | bytes, None]):
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    def next_batch(self) -> list[str | bytes]:
+        return self._conn.frames()
+
+    def snapshot(self) -> None:
+        return None  # a live feed cannot be rewound; use Kinesis for replayable input
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _ChunkPartition(StatefulSourcePartition[Chunk, None]):
+    def __init__(self, part: str, conn: _Connection) -> None:
+        self._part = part
+        self._conn = conn
+
+    def next_batch(self) -> list[Chunk]:
+        frames = self._conn.frames()
+        connected = any(f is CONNECTED for f in frames)
+        if connected:
+            frames = [f for f in frames if f is not CONNECTED]
+        full = len(frames) >= self._conn.batch_size
+        return [Chunk(self._part, frames, now_ms(), caught_up=not full, connected=connected)]
+
+    def snapshot(self) -> None:
+        return None  # a live feed cannot be rewound; a restart is a new connection
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PolygonChunkSource(FixedPartitionedSource[Chunk, None]):
+    """One :class:`~dataflows.trades.Chunk` per read of Polygon's ``T`` feed (the live flow).
+
+    A read that found nothing is still a chunk (empty and caught up): it is how the flow learns
+    that the feed is quiet rather than stalled.
+    """
+
+    def __init__(
+        self,
+        cfg: WsConfig,
+        *,
+        timeout: dt.timedelta = dt.timedelta(milliseconds=100),
+        batch_size: int = 100,
+        stop: threading.Event | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.stop = stop
+        self.backoff = backoff
+
+    def list_parts(self) -> list[str]:
+        """The single connection."""
+        return ["polygon-ws"]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> StatefulSourcePartition[Chunk, None]:
+        """Connect lazily; the first read is marked ``connected``."""
+        conn = _Connection(
+            self.cfg, self.timeout, self.batch_size, self.stop, self.backoff, marks=True
+        )
+        return _ChunkPartition(for_part, conn)

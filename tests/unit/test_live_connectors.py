@@ -9,7 +9,6 @@ import pytest
 from pydantic import SecretStr
 
 from core.lake import Lake
-from core.records import Bar
 from core.schemas import BRONZE_MINUTE, QUARANTINE
 from core.settings import LiveSettings
 from dataflows.connectors.kinesis import MAX_RECORDS, request_chunks
@@ -17,61 +16,48 @@ from dataflows.connectors.minute_sink import MinuteBarSink
 from dataflows.connectors.quarantine_sink import QuarantineSink
 from dataflows.connectors.websocket import Backoff, WsConfig, parse_symbols, ws_config, ws_url
 from dataflows.ingest import MALFORMED, UNKNOWN, frame_records
-from dataflows.operators import LATE, Rejected
+from dataflows.minute_fold import LATE_BEYOND_HORIZON, MinuteBar
+from dataflows.trades import Reject
 
 pytestmark = pytest.mark.unit
 T0 = dt.datetime(2025, 1, 2, 14, 30, tzinfo=dt.UTC)
 NOW = dt.datetime(2025, 1, 2, 16, tzinfo=dt.UTC)
-PART = "bronze/raw_ohlcv_1m/symbol=AAPL/date=2025-01-02/part-20250102T1430Z.parquet"
 
 
-def bar(minute: int, close: float = 10.0, sym: str = "AAPL") -> Bar:
-    return Bar(
-        symbol=sym, date=dt.date(2025, 1, 2), open=10, high=max(10, close), low=min(10, close),
-        close=close, volume=100, vwap=10, transactions=2, source="live", ingested_at=NOW,
-        start=T0 + dt.timedelta(minutes=minute), trades=2,
+T0_MS = int(T0.timestamp() * 1000)
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def bar(minute: int, close: float = 10.0, sym: str = "AAPL", revision: int = 0) -> MinuteBar:
+    return MinuteBar(
+        symbol=sym, start=T0_MS + minute * 60_000, open=10, high=max(10, close),
+        low=min(10, close), close=close, volume=100, vwap=10, trades=2, final=True,
+        revision=revision, partial=False,
     )  # fmt: skip
 
 
-def test_minute_sink_rewrites_parts_idempotently(local_lake: Lake) -> None:
-    sink = MinuteBarSink(local_lake, concurrency=2)
-    part = sink.build("lake", 0, 1)
-    part.write_batch([bar(0), bar(1), bar(2, 11)])
-    part.write_batch([bar(1, 12), bar(3)])  # a replay of minute 1 with a newer close, and more
-    part.write_batch([bar(29), bar(30), bar(0, sym="MSFT")])  # 14:59 same part, 15:00 the next
-    part.close()
-    t = local_lake.read_table(PART)
+def test_minute_sink_writes_market_wide_fragments_named_by_content(local_lake: Lake) -> None:
+    part = MinuteBarSink(local_lake, flush_after=3600).build_part("lake", "minutes", None)
+    part.write_batch([[bar(1), bar(0, sym="MSFT")], [bar(0), bar(1, 12, revision=1)]])
+    assert local_lake.list("bronze/raw_ohlcv_1m") == []  # buffered until a flush
+    part.snapshot()  # a recovery snapshot waits for the write
+    (entry,) = local_lake.list("bronze/raw_ohlcv_1m")
+    assert entry.key.startswith("bronze/raw_ohlcv_1m/date=2025-01-02/part-1430-1431-")
+    t = local_lake.read_table(entry.key)
     assert t.schema == BRONZE_MINUTE
-    assert [s.minute for s in t["start"].to_pylist()] == [30, 31, 32, 33, 59]
-    assert t["close"].to_pylist()[1] == 12
-    keys = [e.key for e in local_lake.list("bronze/raw_ohlcv_1m")]
-    assert keys == [
-        PART,
-        PART.replace("T1430Z", "T1500Z"),
-        PART.replace("AAPL", "MSFT"),
-    ]
-
-
-def test_minute_sink_after_restart_keeps_rows_already_written(local_lake: Lake) -> None:
-    first = MinuteBarSink(local_lake).build("lake", 0, 1)
-    first.write_batch([bar(0), bar(1)])
-    # a new process (after a crash) continues the same bucket: it must not lose minutes 0 and 1
-    second = MinuteBarSink(local_lake).build("lake", 0, 1)
-    second.write_batch([bar(1, 13), bar(2)])
-    t = local_lake.read_table(PART)
-    assert [s.minute for s in t["start"].to_pylist()] == [30, 31, 32]
-    assert t["close"].to_pylist() == [10, 13, 10]
-
-
-def test_minute_sink_rejects_odd_buckets(local_lake: Lake) -> None:
-    with pytest.raises(ValueError, match="whole number of minutes"):
-        MinuteBarSink(local_lake, bucket=dt.timedelta(seconds=90))
+    assert t["symbol"].to_pylist() == ["AAPL", "AAPL", "AAPL", "MSFT"]
+    assert t["revision"].to_pylist() == [0, 0, 1, 0]
+    assert t["ingested_at"].to_pylist()[0] == T0 + dt.timedelta(minutes=1)
+    again = MinuteBarSink(local_lake, flush_after=0).build_part("lake", "minutes", None)
+    again.write_batch([[bar(0), bar(1, 12, revision=1), bar(1), bar(0, sym="MSFT")]])
+    again.close()  # the same bars in another order: the same file
+    assert [e.key for e in local_lake.list("bronze/raw_ohlcv_1m")] == [entry.key]
 
 
 def test_quarantine_sink_writes_reasons_and_payloads(local_lake: Lake) -> None:
     items = [
-        Rejected({"raw": "{oops"}, "malformed JSON: x", NOW),
-        Rejected({"ev": "T", "sym": "AAPL", "p": 1.0, "s": 1, "t": 1}, LATE, NOW),
+        Reject({"raw": "{oops"}, "malformed JSON: x", NOW_MS),
+        Reject({"ev": "T", "sym": "AAPL", "p": 1.0, "s": 1, "t": 1}, LATE_BEYOND_HORIZON, NOW_MS),
     ]
     part = QuarantineSink(local_lake).build("quarantine", 3, 4)
     part.write_batch(items)
@@ -80,9 +66,10 @@ def test_quarantine_sink_writes_reasons_and_payloads(local_lake: Lake) -> None:
     assert entry.key.startswith("quarantine/live/2025-01-02/part-w3-")
     t = local_lake.read_table(entry.key)
     assert t.schema == QUARANTINE
-    assert t["reason"].to_pylist() == ["malformed JSON: x", "late"]
+    assert t["reason"].to_pylist() == ["malformed JSON: x", LATE_BEYOND_HORIZON]
     assert t["symbol"].to_pylist() == [None, "AAPL"]
     assert json.loads(t["payload"][1].as_py())["p"] == 1.0
+    assert t["received_at"].to_pylist()[0] == NOW
 
 
 def test_frame_records_group_by_symbol_and_keep_everything() -> None:
