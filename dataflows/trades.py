@@ -198,16 +198,23 @@ class Decoder:
             t=np.fromiter((e["t"] for e in evs), np.int64, n),
             price=np.fromiter((e["p"] for e in evs), np.float64, n),
             size=np.fromiter((e["s"] for e in evs), np.float64, n),
-            exchange=np.fromiter((_int(e.get("x")) for e in evs), np.int64, n),
+            exchange=_ints([e.get("x", -1) for e in evs]),
             id=ids,
-            sequence=np.fromiter((_int(e.get("q")) for e in evs), np.int64, n),
-            tape=np.fromiter((_int(e.get("z")) for e in evs), np.int64, n),
+            sequence=_ints([e.get("q", -1) for e in evs]),
+            tape=_ints([e.get("z", -1) for e in evs]),
             conditions=cond_col,
             high_low=np.fromiter((r.high_low for r in rules), np.bool_, n),
             open_close=np.fromiter((r.open_close for r in rules), np.bool_, n),
             volume=np.fromiter((r.volume for r in rules), np.bool_, n),
             rejects=rejects,
         )
+
+
+def _ints(values: list[Any]) -> I64:
+    """Optional integer fields as int64, -1 where absent or not an integer."""
+    if all(type(v) is int for v in values):
+        return np.array(values, dtype=np.int64)
+    return np.array([_int(v) for v in values], dtype=np.int64)
 
 
 def _int(v: object) -> int:
