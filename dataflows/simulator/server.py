@@ -214,6 +214,7 @@ def build_app(sim: Simulation) -> web.Application:
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"edits": sim.action_edits})
+
     async def conditions(request: web.Request) -> web.StreamResponse:
         return _reply(rest.conditions(base(request), request.query))
 
