@@ -163,6 +163,34 @@ def convert(
     return rows, rejected
 
 
+def rejected_marks(rejected: Sequence[Rejected], key: Sequence[str]) -> list[Row]:
+    """What identifies each rejected object: its key (where every part reads) and its id.
+
+    A rejected object is not a withdrawal: the action held under its key or id is kept as it
+    was (:func:`core.stores.actions.sync`) until the vendor sends a valid one again.
+    """
+    out = []
+    for obj, _ in rejected:
+        if not isinstance(obj, dict):
+            continue
+        mark: Row = {}
+        for name in key:
+            if name == "symbol":
+                ticker = obj.get("ticker")
+                mark[name] = ticker if isinstance(ticker, str) and ticker else None
+            elif name.endswith("_date"):
+                day = None
+                with contextlib.suppress(Invalid):
+                    day = _day(obj, name, required=False)
+                mark[name] = day
+            else:
+                mark[name] = _text(obj, name)
+        mark["id"] = _text(obj, "id")
+        if mark["id"] is not None or all(mark[name] is not None for name in key):
+            out.append(mark)
+    return out
+
+
 def _comparable(row: Row) -> Row:
     return {k: v for k, v in row.items() if k not in ("id", "ingested_at")}
 

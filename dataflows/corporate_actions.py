@@ -8,8 +8,10 @@ call, converts them (:mod:`dataflows.action_rows`; bad objects go to
 ``quarantine/corporate_actions/`` with a reason) and makes the ``splits`` and ``dividends``
 tables equal to what the vendor now reports for the scope (all symbols or ``--symbols``, every
 action or those from ``--since`` on): new actions added, changed ones updated, withdrawn ones
-deleted, nothing duplicated (:mod:`core.stores.actions`). The whole tables are then written to
-``reference/splits/splits.parquet`` and ``reference/dividends/dividends.parquet``.
+deleted, nothing duplicated (:mod:`core.stores.actions`); an action whose object was rejected
+keeps what was held for it, and one moved to another date (same id) leaves its old one. The
+whole tables are then written to ``reference/splits/splits.parquet`` and
+``reference/dividends/dividends.parquet``.
 
 Last, each symbol's vendor ``historical_adjustment_factor`` is compared with ours
 (:func:`core.adjustments.vendor_disagreements`, dividends against the raw closes of the lake's
@@ -208,12 +210,18 @@ def run(
             log.warning("rejected %s object %s: %s", name, _short(obj), reason)
     with postgres.connect(database_url, autocommit=True) as conn:
         postgres.migrate(conn)
-        summary.splits = store.sync(
-            conn, store.SPLITS_TABLE, converted["splits"][0], symbols=symbols, since=since
-        )
-        summary.dividends = store.sync(
-            conn, store.DIVIDENDS_TABLE, converted["dividends"][0], symbols=symbols, since=since
-        )
+        synced = {
+            name: store.sync(
+                conn,
+                spec,
+                converted[name][0],
+                symbols=symbols,
+                since=since,
+                kept=action_rows.rejected_marks(converted[name][1], spec.key),
+            )
+            for name, spec in (("splits", store.SPLITS_TABLE), ("dividends", store.DIVIDENDS_TABLE))
+        }
+        summary.splits, summary.dividends = synced["splits"], synced["dividends"]
         split_table = store.read_all(conn, store.SPLITS_TABLE)
         dividend_table = store.read_all(conn, store.DIVIDENDS_TABLE)
     if lake is not None:

@@ -3,7 +3,10 @@
 A fetch covers a scope (some or all symbols, actions from a date on or all of them). Inside it
 the table becomes exactly what the vendor now reports: new actions are inserted, changed ones
 updated (their ``ingested_at`` moves), withdrawn ones deleted, unchanged ones left as they were
-(so a rerun changes nothing), all in one transaction. Identifiers come from a fixed allow-list.
+(so a rerun changes nothing), all in one transaction. Two exceptions keep a scope from lying:
+an action whose vendor object was rejected (unreadable) is kept as held, not withdrawn; and an
+action the vendor moved to another date (same id) leaves its old date even when that date is
+outside the scope, so it is never held twice. Identifiers come from a fixed allow-list.
 """
 
 from __future__ import annotations
@@ -88,19 +91,28 @@ def sync(
     *,
     symbols: Sequence[str] | None,
     since: dt.date | None,
+    kept: Sequence[Mapping[str, Any]] = (),
 ) -> SyncResult:
     """Make ``spec``'s rows inside the scope (``symbols``, ``since``) equal ``rows``.
 
-    ``rows`` must lie inside the scope (the fetch asked for exactly it).
+    ``rows`` must lie inside the scope (the fetch asked for exactly it). ``kept``: the key
+    columns and ``id`` of objects the vendor sent but that were rejected; held rows matching
+    one (whole key or id) stay. A held row whose ``id`` comes back under another key is
+    withdrawn wherever it is.
     """
     result = SyncResult(spec.name, fetched=len(rows))
     table = sql.Identifier(spec.name)
     stage = sql.Identifier(f"_stage_{spec.name}")
+    keep = sql.Identifier(f"_keep_{spec.name}")
     cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
     key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
     key_match = sql.SQL(" AND ").join(
         sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in spec.key
     )
+    keep_match = sql.SQL(" AND ").join(
+        sql.SQL("k.{c} = t.{c}").format(c=sql.Identifier(c)) for c in spec.key
+    )
+    keep_cols = sql.SQL(", ").join(map(sql.Identifier, (*spec.key, "id")))
     old_values = sql.SQL(", ").join(
         sql.SQL("t.{c}").format(c=sql.Identifier(c)) for c in spec.values
     )
@@ -121,9 +133,28 @@ def sync(
                 copy.write_row([r[c] for c in spec.columns])
         cur.execute(
             sql.SQL(
-                "DELETE FROM {t} AS t WHERE {scope}"
-                " AND NOT EXISTS (SELECT 1 FROM {s} AS s WHERE {match}) RETURNING {key}"
-            ).format(t=table, scope=_scope(spec, "t"), s=stage, match=key_match, key=key),
+                "CREATE TEMP TABLE {k} ON COMMIT DROP AS SELECT {kc} FROM {t} WITH NO DATA"
+            ).format(k=keep, kc=keep_cols, t=table)
+        )
+        with cur.copy(sql.SQL("COPY {k} ({kc}) FROM STDIN").format(k=keep, kc=keep_cols)) as copy:
+            for m in kept:
+                copy.write_row([m.get(c) for c in (*spec.key, "id")])
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {t} AS t WHERE NOT EXISTS (SELECT 1 FROM {s} AS s WHERE {match})"
+                " AND (({scope} AND NOT EXISTS"
+                " (SELECT 1 FROM {k} AS k WHERE ({kmatch}) OR k.id = t.id))"
+                " OR EXISTS (SELECT 1 FROM {s} AS s WHERE s.id = t.id))"
+                " RETURNING {key}"
+            ).format(
+                t=table,
+                scope=_scope(spec, "t"),
+                s=stage,
+                match=key_match,
+                k=keep,
+                kmatch=keep_match,
+                key=key,
+            ),
             params,
         )
         result.withdrawn = sorted(tuple(r) for r in cur.fetchall())
