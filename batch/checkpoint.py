@@ -6,17 +6,19 @@ a generation counter (shard staging is keyed by it), and per symbol what was res
 consolidation version (the manifest's change history says where to restart), the size and
 mtime of data.parquet (to notice files written without the manifest), its first and last
 date (which month files hold its bars) and the split version its prices were adjusted with (a
-new or changed split rebuilds the symbol).
+new or changed split rebuilds the symbol), with those splits themselves, so a new split
+rebuilds only the bars whose prices it moves.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from core import layout
+from core import adjustments, layout
 from core.adjustments import NO_SPLITS
 from core.lake import Entry, Lake
 
@@ -24,6 +26,10 @@ log = logging.getLogger("batch.checkpoint")
 FORMAT: Final = 3
 """3: split-adjusted silver, each symbol's split version in its mark (2: unadjusted silver with
 statistics on the key columns only; 1: statistics on every column)."""
+
+
+SplitSteps = tuple[tuple[int, float, float], ...]
+"""Splits as (execution day as date32, split_from, split_to), by day."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +43,51 @@ class SymbolMark:
     last_day: int
     split_version: str = NO_SPLITS
     """The splits the bars were adjusted with (:func:`core.adjustments.split_version`)."""
+    splits: SplitSteps | None = ()
+    """Those splits as (execution day, split_from, split_to); None when not known (marks
+    written before they were kept)."""
 
     def to_json(self) -> list[Any]:
-        """Compact JSON form."""
-        return [
+        """Compact JSON form (the splits only when there are some)."""
+        out: list[Any] = [
             self.version, self.size, self.mtime_s, self.first_day, self.last_day,
             self.split_version,
         ]  # fmt: skip
+        if self.splits:
+            out.append([list(s) for s in self.splits])
+        return out
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> SymbolMark:
         """Parse :meth:`to_json`."""
-        v, size, mtime, first, last, splits = raw
-        return cls(
-            None if v is None else int(v), int(size), int(mtime), int(first), int(last), str(splits)
-        )
+        # JSON numbers come back as the ints written (a checkpoint of the full market holds
+        # thousands of marks, read on every run: no conversions beyond what the types need)
+        v, size, mtime, first, last, version = raw[:6]
+        splits: SplitSteps | None = None
+        if len(raw) > 6:
+            splits = tuple((int(d), float(a), float(b)) for d, a, b in raw[6])
+        elif version == NO_SPLITS:
+            splits = ()
+        return cls(v, size, mtime, first, last, version, splits)
+
+    def split_objects(self) -> tuple[adjustments.Split, ...] | None:
+        """:attr:`splits` as :class:`core.adjustments.Split` objects.
+
+        None when not known, or when they do not match :attr:`split_version` (then nothing is
+        assumed about them).
+        """
+        if self.splits is None:
+            return None
+        out = tuple(adjustments.Split(adjustments.from_days(d), a, b) for d, a, b in self.splits)
+        return out if adjustments.split_version(out) == self.split_version else None
+
+
+def split_steps(splits: Sequence[adjustments.Split]) -> SplitSteps:
+    """:data:`SplitSteps` of ``splits``."""
+    return tuple(
+        (adjustments.to_days(s.execution_date), float(s.split_from), float(s.split_to))
+        for s in sorted(splits, key=lambda x: x.execution_date)
+    )
 
 
 def mtime_seconds(entry: Entry) -> int:

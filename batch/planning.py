@@ -15,14 +15,16 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch import fib
 from batch import manifest as mf
 from batch.checkpoint import Checkpoint, SymbolMark, mtime_seconds
 from batch.fib import Anchor, Daily
 from batch.months import month_index, month_of_day
-from batch.silver import MIN_DAY, Patch
-from core import calendar
+from batch.silver import MAX_DAY, MIN_DAY, Patch
+from core import arrays, calendar
 from core.lake import Entry
 from core.sharding import Shard
 
@@ -129,6 +131,16 @@ def flip_months(interval: int, old_last: int | None, new_last: int | None) -> se
     return months
 
 
+def _before_bounds(rows: pa.Table, bound: Mapping[str, int]) -> pa.Array:
+    """Mask of the bars that start before their symbol's bound (all bars of other symbols)."""
+    names = list(bound)
+    limits = np.array([*(bound[s] for s in names), MAX_DAY], dtype=np.int64)
+    idx = pc.fill_null(pc.index_in(rows["symbol"], value_set=pa.array(names, pa.string())), -1)
+    limit = limits[np.asarray(arrays.to_numpy(idx), dtype=np.int64)]
+    starts = np.asarray(arrays.to_numpy(pc.cast(rows["start_date"], pa.int32())), np.int64)
+    return arrays.from_numpy(starts < limit)
+
+
 @dataclass
 class ShardResult:
     """One shard's (or one run's) contribution to an interval: a patch and checkpoint marks."""
@@ -156,11 +168,13 @@ def plan_interval(
     full: bool,
     subset: bool,
     deleted: Sequence[str] = (),
+    upto: Mapping[str, int] | None = None,
 ) -> ShardResult:
     """The patch of one interval: bars of ``redo`` (symbol -> earliest change or WHOLE).
 
     ``daily`` holds rows (whole histories, or tails reaching back far enough) of every symbol
-    in ``redo``, and maybe of others.
+    in ``redo``, and maybe of others. ``upto``: symbols (redone whole) of which only the bars
+    starting before that day change (a new split); the others are left in their files.
     """
     n = int(interval)
     index = {s: i for i, s in enumerate(daily.symbols)}
@@ -178,6 +192,9 @@ def plan_interval(
     else:
         rows_of = daily.take(segments, start)
     rows = fib.bars(rows_of, n, anchor, last_day)
+    bound = {s: d for s, d in (upto or {}).items() if s in redo} if not full else {}
+    if bound:
+        rows = rows.filter(_before_bounds(rows, bound))
     months: set[int] = set()
     if base is not None and not full:
         held = [base.symbols.get(s) for s in names]
@@ -185,13 +202,16 @@ def plan_interval(
         first = np.array([m.first_day if m else 0 for m in held], dtype=np.int64)
         last = np.array([m.last_day if m else 0 for m in held], dtype=np.int64)
         lo = np.maximum(cut, first)
-        keep = has & (last >= lo)
-        months = month_ranges(lo[keep], last[keep])
+        hi = np.minimum(last, np.array([bound.get(s, MAX_DAY) for s in names], np.int64) - 1)
+        keep = has & (hi >= lo)
+        months = month_ranges(lo[keep], hi[keep])
         for s in deleted:
             mark = base.symbols.get(s)
             if mark is not None:
                 months.update(range(month_of_day(mark.first_day), month_of_day(mark.last_day) + 1))
-    patch = Patch(cuts=dict(zip(names, cut.tolist(), strict=True)), rows=rows, months=months)
+    patch = Patch(
+        cuts=dict(zip(names, cut.tolist(), strict=True)), rows=rows, months=months, upto=bound
+    )
     for s in deleted:
         patch.cuts[s] = MIN_DAY
     if full and not subset:

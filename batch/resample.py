@@ -14,9 +14,12 @@ deterministic bytes, so an incremental run equals a full rebuild byte for byte.
 
 Prices are split-adjusted (:func:`batch.fib.split_adjusted`, S(d) of :mod:`core.adjustments`
 from ``reference/splits/splits.parquet``): bronze stays raw. Each checkpoint mark holds the split
-version the symbol was built with; when the symbol's splits change (new, corrected, withdrawn)
-its bars are rebuilt from its first row, and only its own. The version all six intervals agree
-on is recorded in ``processing_metadata/adjustments.parquet``.
+version the symbol was built with, and those splits; when the symbol's splits change (new,
+corrected, withdrawn) its rows are read whole, and only its own. When nothing else changed, only
+the bars starting before the first day whose adjusted prices stay (:func:`split_bound`) are
+replaced, so only their month files are rewritten (the symbol's run spliced in, no re-sort), on
+forked workers when they are many. The version all six intervals agree on is recorded in
+``processing_metadata/adjustments.parquet``.
 
 Anchors: silver has one path per interval, so the anchor is recorded in the checkpoint and an
 incremental run with the other anchor is refused; switching anchors takes ``--full``.
@@ -57,6 +60,7 @@ from batch import common, fib, forking, parts, planning, pool, shared_load, silv
 from batch import manifest as mf
 from batch.checkpoint import Checkpoint, SymbolMark
 from batch.fib import Anchor
+from batch.months import month_of_day
 from batch.planning import ShardResult
 from batch.silver import Patch
 from core import adjustments, arrays, layout
@@ -88,6 +92,8 @@ class IntervalReport:
     files_unchanged: int = 0
     staged: bool = False
     merged: bool = True
+    checkpoint: Checkpoint | None = None
+    """The checkpoint this run wrote for the interval (None when it wrote none)."""
 
 
 @dataclass
@@ -232,11 +238,12 @@ def lake_last_day(
 # -- committing -------------------------------------------------------------------------------
 @dataclass
 class CommitStats:
-    """What applying patches to month files did."""
+    """What applying patches to month files did, and the checkpoint written after them."""
 
     written: int = 0
     deleted: int = 0
     unchanged: int = 0
+    checkpoint: Checkpoint | None = None
 
 
 def commit(
@@ -270,6 +277,8 @@ def commit(
     if anchor == "calendar" and base is not None and base.anchor == anchor:
         months |= planning.flip_months(interval, base.last_day, last_day) & set(listed)
     fresh = patch.replaces_everything()
+    # the files were written against this last day already: their complete flags stand
+    current = base is not None and base.anchor == anchor and base.last_day == last_day
     # one unsharded rebuild: rows come sorted and stamped with this last_day, use them as is
     as_is = fresh and len(results) == 1
     stats = CommitStats()
@@ -288,7 +297,13 @@ def commit(
             rows = patch.rows.take(arrays.from_numpy(idx))
         else:
             rows = arrays.empty_table(SILVER)
-        table = rows if as_is else silver.apply(existing, rows, patch, interval, anchor, last_day)
+        table = (
+            rows
+            if as_is
+            else silver.apply(
+                existing, rows, patch, interval, anchor, last_day, complete_current=current
+            )
+        )
         if table.num_rows == 0:
             if month in listed:
                 if not dry_run:
@@ -314,7 +329,8 @@ def commit(
             else:
                 stats.unchanged += 1
     if not dry_run:
-        ckpt.write(lake, next_checkpoint(interval, anchor, last_day, base, results))
+        stats.checkpoint = next_checkpoint(interval, anchor, last_day, base, results)
+        ckpt.write(lake, stats.checkpoint)
     return stats
 
 
@@ -390,6 +406,7 @@ def run(
         )
     versions = book.versions(chosen)
     redo: dict[int, dict[str, int | None]] = {}
+    bounds: dict[int, dict[str, int]] = {n: {} for n in intervals}
     for n in intervals:
         base = bases[n]
         todo: dict[str, int | None] = {}
@@ -401,7 +418,12 @@ def run(
                 else planning.change_of(entries[s], states.get(s), mark)
             )
             if mark is not None and mark.split_version != versions[s]:
-                change = planning.WHOLE  # a new, changed or withdrawn split: from its first row
+                # a new, changed or withdrawn split: its rows are read whole, and when nothing
+                # else changed only the bars before the split's day are replaced
+                bound = split_bound(mark, book.of(s)) if change is False else None
+                if bound is not None:
+                    bounds[n][s] = bound
+                change = planning.WHOLE
             if change is not False:
                 todo[s] = None if change is None else int(change)
         redo[n] = todo
@@ -426,7 +448,10 @@ def run(
             warming.start()
         warming.join()
     daily = fib.split_adjusted(daily, book)
-    marks = {s: dataclasses.replace(m, split_version=versions[s]) for s, m in marks.items()}
+    marks = {
+        s: dataclasses.replace(m, split_version=versions[s], splits=ckpt.split_steps(book.of(s)))
+        for s, m in marks.items()
+    }
     loaded = {
         s: int(daily.date[daily.offsets[i + 1] - 1])
         for i, s in enumerate(daily.symbols)
@@ -453,16 +478,22 @@ def run(
             ]
         result = planning.plan_interval(
             n, anchor, daily, redo[n], base, marks, last_day,
-            shard=shard, full=fulls[n], subset=subset, deleted=deleted,
+            shard=shard, full=fulls[n], subset=subset, deleted=deleted, upto=bounds[n],
         )  # fmt: skip
         rep = IntervalReport(n, full=fulls[n], symbols_changed=result.changed)
         rep.bars = result.patch.rows.num_rows
         if shard.count == 1:
             stats = commit(
-                lake, n, [result], base, workers, dry_run=dry_run, threads=1 if forked else None
+                lake,
+                n,
+                [result],
+                base,
+                workers,
+                dry_run=dry_run,
+                threads=1 if fork_intervals else None,
             )
             rep.files_written, rep.files_deleted = stats.written, stats.deleted
-            rep.files_unchanged = stats.unchanged
+            rep.files_unchanged, rep.checkpoint = stats.unchanged, stats.checkpoint
         elif not dry_run:
             generation = base.generation if base is not None else 0
             staging.stage(lake, n, generation, result)
@@ -473,10 +504,18 @@ def run(
                 stats = commit(lake, n, results, base, workers)
                 staging.clear(lake, n, generation + 1)
                 rep.files_written, rep.files_deleted = stats.written, stats.deleted
-                rep.files_unchanged = stats.unchanged
+                rep.files_unchanged, rep.checkpoint = stats.unchanged, stats.checkpoint
         return rep
 
-    if forked:  # intervals on forked workers, costliest (shortest) first
+    # a new split rewrites the month files of a long history in every interval: on processes,
+    # as a full run's are (Parquet decoding and encoding of many files contend for the GIL)
+    fork_intervals = forked or (
+        processes is not False
+        and _use_processes(lake, True, workers, {})
+        and pool.worker_count(workers) > 1
+        and _bounded_months(bounds, bases) >= FORK_MIN_MONTHS
+    )
+    if fork_intervals:  # intervals on forked workers, costliest (shortest) first
         reports = forking.map_forked(one, intervals, pool.worker_count(workers))
     else:  # intervals side by side: numpy and Parquet release the GIL
         with ThreadPoolExecutor(max(1, min(len(intervals), pool.worker_count(workers)))) as ex:
@@ -487,19 +526,35 @@ def run(
         report.files_written += rep.files_written
         report.files_deleted += rep.files_deleted
     if not dry_run:
-        record_adjustments(lake)
+        record_adjustments(lake, {r.interval: r.checkpoint for r in reports if r.checkpoint})
     report.seconds = time.perf_counter() - started
     return report
 
 
-def record_adjustments(lake: Lake) -> None:
+def split_bound(mark: SymbolMark, splits: Sequence[adjustments.Split]) -> int | None:
+    """The day before which a symbol's bars move when its splits change from the mark's.
+
+    Rows from that day on keep their adjusted prices (:func:`core.adjustments.unchanged_from`),
+    so bars starting on or after it stay as they are. ``silver.MIN_DAY`` when no price moves;
+    None when the mark does not say which splits it was built with (rebuild it all).
+    """
+    old = mark.split_objects()
+    if old is None:
+        return None
+    day = adjustments.unchanged_from(old, splits)
+    return silver.MIN_DAY if day is None else day
+
+
+def record_adjustments(lake: Lake, written: Mapping[int, Checkpoint] | None = None) -> None:
     """Write ``processing_metadata/adjustments.parquet`` from the checkpoints.
 
     A symbol's row names the split version every interval's silver of it was built with; while
     the intervals disagree (one was rebuilt, another not yet) the previous row stays. Unchanged
-    rows keep their ``applied_at``, and an unchanged file is not rewritten.
+    rows keep their ``applied_at``, and an unchanged file is not rewritten. ``written``: the
+    checkpoints this run just wrote (the others are read).
     """
-    checkpoints = [ckpt.read(lake, n) for n in FIB_INTERVALS]
+    known = written or {}
+    checkpoints = [known[n] if n in known else ckpt.read(lake, n) for n in FIB_INTERVALS]
     previous = adjustments.read_recorded(lake)
     marks = [c.symbols if c is not None else {} for c in checkpoints]
     held = set().union(*marks)
@@ -628,6 +683,25 @@ def load(
 
 PROCESS_MIN_ROWS: Final = 2_000_000
 """Rows to read from which a resample runs on forked workers by default."""
+FORK_MIN_MONTHS: Final = 96
+"""Month files (all intervals) a split's rebuild rewrites from which intervals are forked."""
+
+
+def _bounded_months(
+    bounds: Mapping[int, Mapping[str, int]], bases: Mapping[int, Checkpoint | None]
+) -> int:
+    """Month files the bounded (split-only) rebuilds of all intervals rewrite, at most."""
+    total = 0
+    for n, bound in bounds.items():
+        base = bases.get(n)
+        months: set[int] = set()
+        for s, day in bound.items():
+            mark = base.symbols.get(s) if base is not None else None
+            if mark is not None and day > mark.first_day:
+                hi = min(mark.last_day, day - 1)
+                months.update(range(month_of_day(mark.first_day), month_of_day(hi) + 1))
+        total += len(months)
+    return total
 
 
 def _row_counts(
@@ -755,7 +829,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="read and resample on forked workers (Linux, local lake); default: when at least "
-        f"{PROCESS_MIN_ROWS:,} rows are read",
+        f"{PROCESS_MIN_ROWS:,} rows are read, or a split's rebuild rewrites at least "
+        f"{FORK_MIN_MONTHS} month files",
     )
     args = common.parse(p, argv, reads_lake=True)
     with common.recorded("resample") as counts:

@@ -30,6 +30,10 @@ from core.sharding import Shard, shard_of
 
 MIN_DAY: Final = -(2**31)
 """A cut before any date: the whole symbol is replaced."""
+MAX_DAY: Final = 2**31 - 1
+"""No upper bound: every bar from the cut on is replaced."""
+SPLICE_MAX: Final = 16
+"""Patches of at most this many symbols are spliced into a month file instead of re-sorted."""
 
 
 def month_file(interval: int, month: int) -> str:
@@ -130,15 +134,18 @@ def listed_months(lake: Lake, interval: int) -> dict[int, int]:
 class Patch:
     """Replace, per symbol, every bar starting on or after ``cuts[symbol]`` with ``rows``.
 
-    ``replace_shards`` additionally replaces every bar of the symbols those shards own (a full
-    rebuild of a shard, or of everything with ``Shard()``). ``months`` are the month files the
-    patch may change: where new rows start and where replaced rows may sit.
+    ``upto[symbol]``, where given, bounds that from above: only bars starting before it are
+    replaced (a new split moves the prices of the bars before it only). ``replace_shards``
+    additionally replaces every bar of the symbols those shards own (a full rebuild of a shard,
+    or of everything with ``Shard()``). ``months`` are the month files the patch may change:
+    where new rows start and where replaced rows may sit.
     """
 
     cuts: dict[str, int] = field(default_factory=dict)
     rows: pa.Table = field(default_factory=lambda: arrays.empty_table(SILVER))
     months: set[int] = field(default_factory=set)
     replace_shards: list[Shard] = field(default_factory=list)
+    upto: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def combine(cls, patches: Iterable[Patch]) -> Patch:
@@ -147,6 +154,7 @@ class Patch:
         tables = []
         for p in patches:
             out.cuts.update(p.cuts)
+            out.upto.update(p.upto)
             tables.append(p.rows)
             out.months |= p.months
             out.replace_shards.extend(p.replace_shards)
@@ -177,16 +185,62 @@ def _replaced(existing: pa.Table, patch: Patch) -> npt.NDArray[np.bool_]:
     if patch.cuts:
         names = list(patch.cuts)
         cut_values = np.array([patch.cuts[s] for s in names], dtype=np.int64)
+        upto_values = np.array([patch.upto.get(s, MAX_DAY) for s in names], dtype=np.int64)
         idx = pc.index_in(symbols, value_set=arrays.strings(names))
         has = np.asarray(arrays.to_numpy(pc.is_valid(idx)), dtype=bool)
         pos = np.asarray(arrays.to_numpy(pc.fill_null(idx, 0)), dtype=np.int64)
         starts = np.asarray(arrays.to_numpy(pc.cast(existing["start_date"], pa.int32())), np.int64)
-        drop |= has & (starts >= cut_values[pos])
+        drop |= has & (starts >= cut_values[pos]) & (starts < upto_values[pos])
     return drop
 
 
 def _owns(shard: Shard, symbol: str) -> bool:
     return shard.count == 1 or shard_of(symbol, shard.count) == shard.index
+
+
+def _int_days(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64]:
+    return np.asarray(arrays.to_numpy(pc.cast(column, pa.int32())), dtype=np.int64)
+
+
+def splice(existing: pa.Table, patch_rows: pa.Table, patch: Patch) -> pa.Table | None:
+    """``existing`` (sorted) with each patched symbol's replaced bars swapped for its new rows.
+
+    The file order holds by construction (a symbol's bars are one run, sorted by start date, and
+    the replaced ones a run inside it), so nothing is re-sorted: a patch of a few symbols costs
+    a few slices instead of a sort of the whole month. None when the patch is not of that kind
+    (shards replaced, many symbols, rows outside their symbol's replaced range).
+    """
+    if patch.replace_shards or len(patch.cuts) > SPLICE_MAX:
+        return None
+    symbols = existing["symbol"]
+    new_symbols = patch_rows["symbol"]
+    starts = _int_days(existing["start_date"])
+    pieces: list[pa.Table] = []
+    taken = 0
+    at = 0
+    for s in sorted(patch.cuts):
+        value = pa.scalar(s, pa.string())
+        lo = int(pc.sum(pc.less(symbols, value)).as_py() or 0)
+        hi = lo + int(pc.sum(pc.equal(symbols, value)).as_py() or 0)
+        run = starts[lo:hi]
+        cut, upto = patch.cuts[s], patch.upto.get(s, MAX_DAY)
+        a = lo + int(np.searchsorted(run, cut, "left"))
+        b = lo + int(np.searchsorted(run, upto, "left"))
+        mine = patch_rows.filter(pc.equal(new_symbols, value))
+        new_starts = _int_days(mine["start_date"])
+        if len(new_starts) and not (
+            new_starts[0] >= cut and new_starts[-1] < upto and bool(np.all(np.diff(new_starts) > 0))
+        ):
+            return None
+        if a < at:
+            return None
+        pieces += [existing.slice(at, a - at), mine]
+        taken += mine.num_rows
+        at = b
+    if taken != patch_rows.num_rows:
+        return None  # rows of symbols the patch does not name
+    pieces.append(existing.slice(at))
+    return pa.concat_tables([p for p in pieces if p.num_rows] or [existing.slice(0, 0)])
 
 
 def apply(
@@ -196,21 +250,29 @@ def apply(
     interval: int,
     anchor: fib.Anchor,
     last_day: int | None,
+    *,
+    complete_current: bool = False,
 ) -> pa.Table:
     """The month's new content: ``existing`` minus what ``patch`` replaces, plus its rows.
 
     ``complete`` is recomputed for every row (a pure function of start date and the lake's
-    last date under the calendar anchor), which also flips bars the last date has overtaken.
+    last date under the calendar anchor), which also flips bars the last date has overtaken;
+    ``complete_current``: ``existing`` was written against ``last_day`` already, so its flags
+    stand (the patch's rows carry their own).
     """
-    tables = []
+    table = None
     if existing is not None and existing.num_rows:
         existing = existing.cast(SILVER)
-        tables.append(existing.filter(arrays.from_numpy(~_replaced(existing, patch))))
-    if patch_rows.num_rows:
-        tables.append(patch_rows.cast(SILVER))
-    if not tables:
-        return arrays.empty_table(SILVER)
-    table = sort_bars(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+        table = splice(existing, patch_rows.cast(SILVER), patch)
+        if table is None:
+            existing = existing.filter(arrays.from_numpy(~_replaced(existing, patch)))
+    if table is None:
+        tables = [t for t in (existing, patch_rows.cast(SILVER)) if t is not None and t.num_rows]
+        if not tables:
+            return arrays.empty_table(SILVER)
+        table = sort_bars(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+    elif complete_current:
+        return table
     if anchor == "calendar" and table.num_rows:
         starts = np.asarray(
             arrays.to_numpy(pc.cast(table["start_date"], pa.int32())), dtype=np.int32

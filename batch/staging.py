@@ -50,6 +50,7 @@ def stage(lake: Lake, interval: int, generation: int, result: ShardResult) -> No
         "anchor": result.anchor,
         "last_day": result.last_day,
         "cuts": result.patch.cuts,
+        "upto": result.patch.upto,
         "months": sorted(result.patch.months),
         "replace": [[s.index, s.count] for s in result.patch.replace_shards],
         "marks": {s: m.to_json() for s, m in result.marks.items()},
@@ -77,6 +78,7 @@ def complete_set(
             rows=lake.read_table(f"{where}/rows.parquet").cast(SILVER),
             months=set(plan["months"]),
             replace_shards=[Shard(a, b) for a, b in plan["replace"]],
+            upto={s: int(c) for s, c in plan.get("upto", {}).items()},
         )
         out.append(
             ShardResult(

@@ -155,6 +155,25 @@ def split_factors(days: npt.ArrayLike, splits: Sequence[Split]) -> F64:
     return np.asarray(suffix[np.searchsorted(executed, d, side="right")], dtype=np.float64)
 
 
+def unchanged_from(old: Sequence[Split], new: Sequence[Split]) -> int | None:
+    """The first day (date32) from which S(d) is the same under ``old`` and ``new`` splits.
+
+    Rows dated on or after it keep their adjusted prices when the splits change from ``old``
+    to ``new``, so bars made only of such rows need no rebuild. None when S(d) is the same
+    everywhere (e.g. 2-for-4 replaced by 1-for-2).
+    """
+    points = sorted({to_days(s.execution_date) for s in (*old, *new)}, reverse=True)
+    if not points:
+        return None
+    eve = np.array(points, dtype=np.int64) - 1
+    before = split_factors(eve, sorted(old, key=lambda x: x.execution_date)).tolist()
+    after = split_factors(eve, sorted(new, key=lambda x: x.execution_date)).tolist()
+    for day, a, b in zip(points, before, after, strict=True):
+        if a != b:
+            return day
+    return None
+
+
 # -- dividends and T(d) ------------------------------------------------------------------------
 CloseBefore = Callable[[dt.date], "tuple[dt.date, float] | None"]
 """(date, raw close) of the symbol's last row before a day, or None when it has none."""

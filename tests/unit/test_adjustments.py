@@ -235,3 +235,27 @@ def test_split_book_from_the_lake(local_lake: Lake) -> None:
     assert adj.changed_symbols({"A": book.version("A"), "B": "y"}, {"A": book.version("A")}) == {
         "B"
     }
+
+
+def test_unchanged_from_is_the_day_from_which_no_adjusted_price_moves() -> None:
+    a, b = dt.date(2020, 3, 2), dt.date(2021, 6, 1)
+    four, two = Split(a, 1, 4), Split(b, 1, 2)
+    day = adj.to_days
+    assert adj.unchanged_from((), ()) is None
+    assert adj.unchanged_from((four,), (four, two)) == day(b)  # a new split: rows before it
+    assert adj.unchanged_from((four, two), (four,)) == day(b)  # withdrawn
+    assert adj.unchanged_from((four, two), (Split(a, 1, 3), two)) == day(a)  # an older ratio
+    assert adj.unchanged_from((four,), (Split(b, 1, 4),)) == day(b)  # moved later
+    assert adj.unchanged_from((two,), (Split(b, 2, 4),)) is None  # the same ratio, restated
+
+
+def test_checkpoint_marks_keep_their_splits() -> None:
+    from batch.checkpoint import SymbolMark, split_steps
+
+    splits = (Split(dt.date(2020, 3, 2), 1, 4), Split(dt.date(2021, 6, 1), 3, 1))
+    mark = SymbolMark(3, 10, 20, 100, 200, adj.split_version(splits), split_steps(splits))
+    again = SymbolMark.from_json(json.loads(json.dumps(mark.to_json())))
+    assert again == mark and again.split_objects() == splits
+    assert SymbolMark.from_json(mark.to_json()[:6]).split_objects() is None  # an older mark
+    plain = SymbolMark(3, 10, 20, 100, 200)
+    assert len(plain.to_json()) == 6 and SymbolMark.from_json(plain.to_json()).split_objects() == ()

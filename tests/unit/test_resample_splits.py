@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import os
 from collections.abc import Sequence
 from typing import Final
 
@@ -167,4 +168,72 @@ def test_forked_and_compiled_runs_adjust_the_same(local_lake: Lake) -> None:
     rows = _market()
     _write_splits(local_lake, SPLIT_SET)
     _build(local_lake, rows, processes=True)
+    _check(local_lake, rows, SPLIT_SET)
+
+
+def _mtimes(lake: Lake) -> dict[str, int]:
+    return {e.key: os.stat(lake.path(e.key)).st_mtime_ns for e in lake.list("silver")}
+
+
+@pytest.mark.parametrize("forked", [False, True])
+def test_a_new_split_rewrites_only_the_months_before_it(
+    local_lake: Lake,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    forked: bool,
+) -> None:
+    if forked and not forking.available():
+        pytest.skip("forked workers need Linux's fork")
+    rows = _market()
+    _write_splits(local_lake, SPLIT_SET[:1])
+    _build(local_lake, rows)
+    before = _mtimes(local_lake)
+    split_day = dt.date(2024, 3, 1)
+    splits = (*SPLIT_SET[:1], ("BBB", split_day, 1.0, 2.0))
+    _write_splits(local_lake, splits)
+    if forked:  # the intervals' month files rewritten on forked workers
+        monkeypatch.setattr(resample, "FORK_MIN_MONTHS", 1)
+    assert resample.run(local_lake, workers=2 if forked else 1).ok
+    _check(local_lake, rows, splits)
+    after = _mtimes(local_lake)
+    later = [k for k in before if k.rsplit("_", 1)[-1] > "202403.parquet"]
+    assert later and all(after[k] == before[k] for k in later)  # not even read and rewritten
+    assert any(after[k] != before[k] for k in before if k not in later)
+
+    full = Lake(tmp_path_factory.mktemp("full").as_uri())
+    _write_splits(full, splits)
+    _build(full, rows, full=True)
+    assert snapshot(local_lake) == snapshot(full)
+
+
+def test_a_split_and_a_backfill_together_equal_a_full_rebuild(
+    local_lake: Lake, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    rows = _market()
+    _build(local_lake, rows)
+    fixed = [dataclasses.replace(r, close=r.close + 0.5, ingested=10) for r in rows[60:62]]
+    write_fragment(local_lake, fixed)  # AAA rows after the split are corrected
+    assert consolidate.run(local_lake, workers=1).ok
+    _write_splits(local_lake, SPLIT_SET[:1])
+    assert resample.run(local_lake, workers=1).ok
+    merged = [*rows[:60], *fixed, *rows[62:]]
+    _check(local_lake, merged, SPLIT_SET[:1])
+
+    full = Lake(tmp_path_factory.mktemp("full").as_uri())
+    _write_splits(full, SPLIT_SET[:1])
+    _build(full, merged, full=True)
+    assert snapshot(local_lake) == snapshot(full)
+
+
+def test_marks_without_their_splits_rebuild_the_symbol_whole(local_lake: Lake) -> None:
+    rows = _market()
+    _write_splits(local_lake, SPLIT_SET[:1])
+    _build(local_lake, rows)
+    for n in FIB_INTERVALS:  # as written before marks kept their splits
+        raw = local_lake.read_json(layout.silver_checkpoint(n))
+        assert raw is not None
+        raw["symbols"] = {s: m[:6] for s, m in raw["symbols"].items()}
+        local_lake.write_json(layout.silver_checkpoint(n), raw)
+    _write_splits(local_lake, SPLIT_SET)
+    assert resample.run(local_lake, workers=1).ok
     _check(local_lake, rows, SPLIT_SET)
