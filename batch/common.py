@@ -184,7 +184,7 @@ def recorded(job: str, run_id: str | None = None) -> Iterator[dict[str, Any]]:
                 yield held
             log.info("%s finished: %s", job, counts)
     finally:
-        job_counts.hand(counts)
+        job_counts.hand(counts, job)
 
 
 def main_wrapper(

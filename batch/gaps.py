@@ -48,11 +48,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import common, pool
+from batch import common, gap_alerts, pool
 from batch import manifest as mf
 from batch.manifest import FragmentId
-from core import calendar, layout
+from core import calendar, layout, notify
 from core.lake import Lake, reading
+from core.settings import BatchSettings
 from core.sharding import Shard
 
 log = logging.getLogger("batch.gaps")
@@ -95,6 +96,10 @@ class Gaps:
     rows: int = 0
     off_calendar: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    spans: dict[str, tuple[dt.date, dt.date]] = field(default_factory=dict)
+    """First and last date held by each reported symbol."""
+    lake_last: dt.date | None = None
+    """The last session any symbol holds."""
 
     def sessions_to_replay(self) -> list[dt.date]:
         """Every session some symbol (or the whole market) lacks, ascending."""
@@ -177,6 +182,11 @@ def _longest_run(missing: npt.NDArray[np.int32]) -> int:
     return int(np.diff(edges).max())
 
 
+def _day(value: Any) -> dt.date:
+    """One date32 value of the session table as a date."""
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(value))
+
+
 def _as_dates(idx: npt.NDArray[np.integer[Any]]) -> pa.Array:
     return pa.array(calendar.session_days()[idx], pa.int32()).cast(pa.date32())
 
@@ -234,7 +244,10 @@ def assemble(
     summary = {name: list(col) for name, col in zip(SUMMARY.names, columns, strict=True)}
     for name in ("first", "last", "first_missing", "last_missing"):
         summary[name] = _as_dates(np.asarray(summary[name], dtype=np.int64)).to_pylist()
+    days = calendar.session_days()
     return Gaps(
+        spans={s.symbol: (_day(days[s.first]), _day(days[s.last])) for s in picked},
+        lake_last=_day(days[max(s.last for s in spans)]) if spans else None,
         symbol_gaps=symbol_gaps,
         market_gaps=pa.table({"date": _as_dates(market_idx)}, schema=MARKET_GAPS),
         summary=pa.table(summary, schema=SUMMARY),
@@ -424,7 +437,50 @@ def build_parser() -> argparse.ArgumentParser:
         "REPLAY_SESSIONS (with --dry-run: print what would be replayed)",
     )
     p.add_argument("--fail-on-gaps", action="store_true", help="exit 2 when any gap is found")
+    p.add_argument(
+        "--alert",
+        action="store_true",
+        help="sort the gaps (halts and delistings are explained) and publish the unexplained "
+        "ones with counts to the SNS topic",
+    )
+    p.add_argument(
+        "--sns-topic-arn", metavar="ARN", help="topic of --alert (default: $SNS_TOPIC_ARN)"
+    )
     return p
+
+
+def alert(
+    lake: Lake, gaps: Gaps, *, topic: str | None, dry_run: bool, run_id: str | None
+) -> gap_alerts.Sorted:
+    """Sort ``gaps`` and publish the unexplained ones to ``topic`` (logged when none is set)."""
+    pairs = [(r["symbol"], r["date"], r["market_wide"]) for r in gaps.symbol_gaps.to_pylist()]
+    own_days = {d for _, d, market in pairs if not market}
+    found = gap_alerts.sort_gaps(
+        pairs,
+        gaps.market_gaps["date"].to_pylist(),
+        gaps.spans,
+        lake_last=gaps.lake_last,
+        quarantined=gap_alerts.quarantined_keys(lake, own_days) if own_days else set(),
+        active=gap_alerts.listings(lake),
+    )
+    print("gap kinds: " + ", ".join(f"{k} {n}" for k, n in found.counts.items()))
+    if not found.total_unexplained:
+        return found
+    message = found.message(lake.url, run_id)
+    if dry_run or not topic:
+        why = "dry run" if dry_run else "no SNS topic (--sns-topic-arn, SNS_TOPIC_ARN)"
+        log.warning("%d unexplained gaps, not published (%s)", found.total_unexplained, why)
+        return found
+    settings = BatchSettings()
+    notify.publish(
+        topic,
+        f"condvest: {found.total_unexplained} unexplained gaps",
+        message,
+        endpoint_url=settings.aws_endpoint_url,
+        region=settings.aws_default_region,
+    )
+    log.info("%d unexplained gaps published to %s", found.total_unexplained, topic)
+    return found
 
 
 @common.main_wrapper
@@ -458,6 +514,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report.written = write(args.lake, GAPS_DIR, gaps, args.shard)
             for uri in report.written:
                 log.info("wrote %s", uri)
+        if complete and ns.alert:
+            topic = ns.sns_topic_arn or BatchSettings().sns_topic_arn
+            run_id = os.environ.get("BATCH_RUN_ID")
+            kinds = alert(args.lake, gaps, topic=topic, dry_run=args.dry_run, run_id=run_id)
+            counts.update({f"{k}_gaps": n for k, n in kinds.counts.items()})
+            counts["unexplained_gaps"] = kinds.total_unexplained
         sessions = gaps.sessions_to_replay()
         if complete and ns.fix and sessions:
             report.replayed = len(sessions)

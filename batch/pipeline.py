@@ -4,15 +4,21 @@ Phases, each waiting for the one before (steps inside a phase run in parallel):
 
 1. ingest: the replay of missing sessions (``python -m bytewax.run dataflows.replay:flow``) and
    the ticker metadata (``python -m dataflows.metadata``); left out with ``--skip-ingest``;
-2. corporate actions (``python -m dataflows.corporate_actions``): splits and dividends, before
+2. backfill: the whole history of listings new to us, which metadata has just found
+   (``python -m dataflows.backfill --new``); left out with ``--skip-ingest``;
+3. corporate actions (``python -m dataflows.corporate_actions``): splits and dividends, before
    consolidation so the resample adjusts with today's splits; the summary names every symbol
    whose vendor adjustment factor differs from ours; left out with ``--skip-ingest``;
-3. ``python -m batch.consolidate``;
-4. ``python -m batch.resample --intervals N`` for each of the six intervals;
-5. ``python -m batch.vacuum``;
-6. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
+4. ``python -m batch.consolidate``;
+5. ``python -m batch.gaps --alert``: missing sessions, the unexplained ones (not halts, not
+   delistings) published to the SNS topic with their counts;
+6. ``python -m batch.resample --intervals N`` for each of the six intervals;
+7. ``python -m batch.vacuum``;
+8. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
    no successful retention in the last week; it works on Postgres, so without ``DATABASE_URL``
    the weekly run leaves it out and says so, ``always`` runs it anyway.
+
+A new step is one more ``(phase, steps)`` entry in :func:`plan`.
 
 Every step is its own subprocess (the same entry points the Step Functions schedule runs), so a
 crash in one cannot corrupt another's state. A failed step does not stop the later phases: each
@@ -21,7 +27,8 @@ reads only consolidated data, vacuum verifies every row); the run still fails at
 
 Each step is recorded in ``batch_jobs`` as ``pipeline/<step>`` (status, duration, error and the
 counts the job hands back through ``$BATCH_COUNTS_FILE``) when ``DATABASE_URL`` is set; the
-jobs also record themselves under the same run id. A step whose entry point does not exist
+jobs also record themselves under the same run id. With ``METRICS_NAMESPACE`` set, each step's
+duration and the run's outcome go to CloudWatch (the steps publish their own counts). A step whose entry point does not exist
 fails with that reason, never skipped. On any failure a JSON message (run id, failed steps,
 errors) goes to the SNS topic of ``--sns-topic-arn`` / ``SNS_TOPIC_ARN`` when one is set, and the
 exit code is 1.
@@ -49,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final, Literal
 
 from core import counts as job_counts
+from core import metrics, notify
 from core.schemas import FIB_INTERVALS
 from core.settings import BatchSettings
 
@@ -111,6 +119,7 @@ def plan(
     retention: bool | str,
     workers: int = 1,
     intervals: Sequence[int] = FIB_INTERVALS,
+    topic: str | None = None,
 ) -> Plan:
     """The steps of a run. ``retention`` is True, or the reason it is left out."""
     lake_args = ("--lake", lake, "--no-progress")
@@ -119,6 +128,7 @@ def plan(
         out.left_out += [
             ("replay", "--skip-ingest"),
             ("metadata", "--skip-ingest"),
+            ("backfill-new", "--skip-ingest"),
             ("corporate-actions", "--skip-ingest"),
         ]
     else:
@@ -135,6 +145,8 @@ def plan(
                 ],
             )
         )
+        backfill = ("-m", "dataflows.backfill", "--new", "--no-progress")
+        out.phases.append(("backfill", [Step("backfill-new", "dataflows.backfill", backfill)]))
         out.phases.append(
             (
                 "corporate actions",
@@ -153,6 +165,10 @@ def plan(
             "consolidate",
             [Step("consolidate", "batch.consolidate", ("-m", "batch.consolidate", *lake_args))],
         )
+    )
+    alert = ("--alert", *(("--sns-topic-arn", topic) if topic else ()))
+    out.phases.append(
+        ("gaps", [Step("gaps", "batch.gaps", ("-m", "batch.gaps", *lake_args, *alert))])
     )
     out.phases.append(
         (
@@ -227,7 +243,7 @@ def _execute(step: Step, env: dict[str, str]) -> StepResult:
         counts_file = os.path.join(tmp, "counts.json")
         proc = subprocess.Popen(
             [sys.executable, *step.argv],
-            env={**env, job_counts.COUNTS_FILE_ENV: counts_file},
+            env={**env, job_counts.COUNTS_FILE_ENV: counts_file, metrics.STEP_ENV: step.name},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -315,13 +331,12 @@ def publish_failure(
     topic_arn: str, message: dict[str, Any], endpoint_url: str | None, region: str
 ) -> None:
     """Publish the failure message to SNS."""
-    from core.aws import client
-
-    sns = client("sns", endpoint_url=endpoint_url, region=region)
-    sns.publish(
-        TopicArn=topic_arn,
-        Subject="condvest batch pipeline failed",
-        Message=json.dumps(message, sort_keys=True),
+    notify.publish(
+        topic_arn,
+        "condvest batch pipeline failed",
+        message,
+        endpoint_url=endpoint_url,
+        region=region,
     )
 
 
@@ -382,7 +397,16 @@ def execute(
                 r.seconds,
             )
         report.results += results
+        for r in results:
+            metrics.publish({"seconds": r.seconds}, r.step)
     report.seconds = time.perf_counter() - started
+    metrics.publish(
+        {
+            "runs_succeeded": int(report.ok),
+            "runs_failed": int(not report.ok),
+            "run_seconds": report.seconds,
+        }
+    )
     return report
 
 
@@ -391,8 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(
         prog="python -m batch.pipeline",
-        description="The daily batch run: replay + metadata, corporate actions, consolidate, "
-        "the six resamples, "
+        description="The daily batch run: replay + metadata, backfill of new listings, "
+        "corporate actions, consolidate, gaps (unexplained ones to SNS), the six resamples, "
         "vacuum, weekly retention; every step recorded in batch_jobs, failures to SNS.",
     )
     p.add_argument("--lake", metavar="URL", help="lake root (default: $LAKE_URL or ./data/lake)")
@@ -456,7 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             last_success=last,
             now=dt.datetime.now(dt.UTC),
         )
-        the_plan = plan(lake, skip_ingest=ns.skip_ingest, retention=decision, workers=ns.workers)
+        the_plan = plan(
+            lake, skip_ingest=ns.skip_ingest, retention=decision, workers=ns.workers, topic=topic
+        )
     except Exception as exc:  # planning failed (e.g. Postgres unreachable): report it
         log.error("planning failed: %s: %s", type(exc).__name__, exc)
         report = PipelineReport(run_id, [StepResult("plan", ok=False, error=str(exc))])

@@ -34,16 +34,29 @@ class _Base(BaseSettings):
     )  # an empty variable means unset: DATABASE_URL= must not point at a default socket
 
 
-class LakeSettings(_Base):
+class AwsSettings(_Base):
+    """How to reach AWS (or an emulator of it)."""
+
+    aws_endpoint_url: str | None = Field(
+        None, description="AWS endpoint override (LocalStack, moto)"
+    )
+    aws_default_region: str = Field("us-east-1", description="AWS region")
+
+
+class LakeSettings(AwsSettings):
     """Where the lake is and how to reach S3."""
 
     lake_url: str = Field(
         "./data/lake", description="Lake root: a path, file:///abs, or s3://bucket/prefix"
     )
-    aws_endpoint_url: str | None = Field(
-        None, description="AWS endpoint override (LocalStack, moto)"
+
+
+class MetricsSettings(AwsSettings):
+    """Where jobs publish their counts as CloudWatch metrics (nowhere when unset)."""
+
+    metrics_namespace: str | None = Field(
+        None, description="CloudWatch namespace of the jobs' counts and durations"
     )
-    aws_default_region: str = Field("us-east-1", description="AWS region")
 
 
 class ServiceSettings(_Base):
@@ -140,7 +153,7 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
     )
 
 
-class BatchSettings(LakeSettings, ServiceSettings):
+class BatchSettings(LakeSettings, ServiceSettings, MetricsSettings):
     """Batch jobs: only the lake is required; Postgres records job runs when configured."""
 
     sns_topic_arn: str | None = Field(None, description="Where the pipeline publishes failures")

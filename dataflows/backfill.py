@@ -1,6 +1,7 @@
 """Backfill the whole daily history of symbols that are new to us, one range file per symbol.
 
-``python -m dataflows.backfill --symbols A,B [--start D] [--end D]`` or ``--new``.
+``python -m dataflows.backfill --symbols A,B [--start D] [--end D]``, ``--new``, or ``--all``
+(the whole market since 1962, resumable: :mod:`dataflows.history`).
 
 The replay flow fetches one grouped-daily page per session: cheap for the market, useless for a
 symbol whose history predates what we hold. A new symbol gets per-ticker range aggregates
@@ -257,12 +258,16 @@ def metadata_symbols(conn: psycopg.Connection[Any]) -> set[str]:
     return {r[0] for r in conn.execute("SELECT symbol FROM symbol_metadata").fetchall()}
 
 
-def unbackfilled(conn: psycopg.Connection[Any], lake: Lake) -> list[str]:
-    """Symbols in the lake's bronze or in ``symbol_metadata`` that ``ingest_symbols`` lacks."""
-    in_lake = {
+def lake_symbols(lake: Lake) -> set[str]:
+    """Symbols with a folder in the lake's daily bronze."""
+    return {
         d.removeprefix("symbol=") for d in lake.list_dirs(layout.DAILY) if d.startswith("symbol=")
     }
-    return new_symbols(metadata_symbols(conn) | in_lake, ingested_symbols(conn))
+
+
+def unbackfilled(conn: psycopg.Connection[Any], lake: Lake) -> list[str]:
+    """Symbols in the lake's bronze or in ``symbol_metadata`` that ``ingest_symbols`` lacks."""
+    return new_symbols(metadata_symbols(conn) | lake_symbols(lake), ingested_symbols(conn))
 
 
 def record(conn: psycopg.Connection[Any], result: SymbolResult, cutoff: dt.date) -> int:
@@ -321,8 +326,13 @@ def run(
     limit: int = MAX_LIMIT,
     progress: bool = False,
     today: dt.date | None = None,
+    on_done: Callable[[str], None] | None = None,
 ) -> Summary:
-    """Backfill ``symbols`` over [start, end]; Postgres is written only with a database URL."""
+    """Backfill ``symbols`` over [start, end]; Postgres is written only with a database URL.
+
+    ``on_done`` hears each symbol whose history is durable (lake and Postgres), in completion
+    order: ``--all`` records it so a rerun resumes.
+    """
     started = time.perf_counter()
     summary = Summary(symbols=len(symbols))
     cutoff = cache_cutoff(today or dt.datetime.now(dt.UTC).date(), cache_window_days)
@@ -353,6 +363,8 @@ def run(
                 if res.error is not None:
                     summary.failed[res.symbol] = res.error
                     log.error("backfill %s failed: %s", res.symbol, res.error)
+                elif on_done is not None:
+                    on_done(res.symbol)
                 elif not progress and (done % 100 == 0 or done == len(symbols)):
                     log.info("backfill: %d/%d symbols done", done, len(symbols))
     finally:
@@ -377,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="symbols in the lake or symbol_metadata that ingest_symbols does not hold",
     )
+    who.add_argument(
+        "--all",
+        action="store_true",
+        help="the whole market: every symbol in symbol_metadata, Polygon's delisted tickers and"
+        " the lake; resumable (symbols done are recorded under processing_metadata/backfill/)",
+    )
+    p.add_argument("--restart", action="store_true", help="with --all: forget the symbols done")
     p.add_argument("--start", type=iso_date, default=calendar.EPOCH, help="first date (1962-01-02)")
     p.add_argument("--end", type=iso_date, help="last date (default: the last settled session)")
     p.add_argument("--lake", metavar="URL", help="lake root (default: $LAKE_URL)")
@@ -398,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     install_redaction()
     from core.settings import ReplaySettings
+    from dataflows import history
     from dataflows.connectors.polygon import PolygonGateway
 
     settings = ReplaySettings()
@@ -421,7 +441,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         region=settings.aws_default_region,
     )
     db_url = postgres.database_url(settings)
-    if ns.symbols:
+    if ns.restart and not ns.all:
+        p.error("--restart goes with --all")
+    gateway: PolygonGateway | None = None
+    tracker: history.Progress | None = None
+    if ns.all:
+        gateway = PolygonGateway.from_settings(settings)
+        tracker = history.Progress.load(lake, ns.start, restart=ns.restart)
+        with postgres.connect(db_url, autocommit=True) as conn:
+            postgres.migrate(conn)
+            known = metadata_symbols(conn)
+        every = history.universe(known, history.delisted_tickers(gateway.get_json),
+                                 lake_symbols(lake))  # fmt: skip
+        symbols = tracker.remaining(every)
+        bound = history.request_bound(len(symbols), settings.requests_per_second)
+        log.info(
+            "history: %d symbols (%d done before, %d known); at %s's %.3g requests/s the"
+            " requests alone take %s",
+            len(symbols), len(every) - len(symbols), len(every), settings.polygon_plan,
+            settings.requests_per_second, history.duration(bound),
+        )  # fmt: skip
+    elif ns.symbols:
         try:
             symbols = sorted(
                 {layout.normalise_symbol(s) for s in ns.symbols.split(",") if s.strip()}
@@ -436,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.dry_run:
         print("\n".join(symbols))
         return 0
-    gateway = PolygonGateway.from_settings(settings)
+    gateway = gateway or PolygonGateway.from_settings(settings)
     summary = run(
         gateway.get_json,
         lake,
@@ -448,7 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=ns.workers,
         limit=ns.limit,
         progress=not ns.no_progress and sys.stderr.isatty(),
+        on_done=tracker.mark if tracker is not None else None,
     )
+    if tracker is not None:
+        tracker.flush()
     log.info("%s", summary.line())
     job_counts.hand(
         {

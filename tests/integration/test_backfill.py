@@ -170,3 +170,50 @@ def test_new_symbols_are_those_without_an_ingest_row(local_lake: Lake, pg_url: s
         local_lake.write_bytes(layout.daily_fragment("LAKE1", day), b"x")
         local_lake.write_bytes(layout.daily_fragment("HELD", day), b"x")
         assert backfill.unbackfilled(conn, local_lake) == ["LAKE1", "META1"]
+
+
+@pytest.fixture(scope="module")
+def delisting_sim() -> Iterator[SimulatorServer]:
+    """A market large enough to hold delisted tickers (the module's has none)."""
+    market = Market(seed=7, n_symbols=40, start=START, end=END, history_start=calendar.EPOCH)
+    with SimulatorServer(market, api_key=KEY) as s:
+        yield s
+
+
+def test_all_fetches_the_whole_market_once_and_a_rerun_resumes(
+    delisting_sim: SimulatorServer, local_lake: Lake, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataflows import history
+
+    sim = delisting_sim
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        postgres.migrate(conn)
+        conn.execute("INSERT INTO symbol_metadata (symbol, active) VALUES ('AAPL', true)")
+    for name, value in {
+        "POLYGON_API_KEY": KEY, "POLYGON_REST_URL": sim.rest_url, "POLYGON_RPS": "1000",
+        "DATABASE_URL": pg_url, "LAKE_URL": local_lake.url,
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    delisted = history.delisted_tickers(gateway(sim).get_json)
+    assert delisted and "AAPL" not in delisted
+    args = ["--all", "--end", END.isoformat(), "--workers", "2", "--no-progress"]
+
+    assert backfill.main(args) == 0
+    every = sorted({"AAPL", *delisted})
+    held = local_lake.read_json(history.progress_key(calendar.EPOCH))
+    assert held["done"] == every and held["start"] == calendar.EPOCH.isoformat()
+    folders = [d.removeprefix("symbol=") for d in local_lake.list_dirs(layout.DAILY)]
+    assert sorted(folders) == every
+
+    # killed before the last symbol was recorded: the rerun fetches that one only
+    local_lake.write_json(history.progress_key(calendar.EPOCH), {"done": every[:-1]})
+    sim.reset_stats()
+    assert backfill.main(args) == 0
+    aggs = [p for p in sim.stats()["by_path"] if p.startswith("/v2/aggs/")]
+    assert aggs == [backfill.aggs_path(every[-1], calendar.EPOCH, END)]
+    assert local_lake.read_json(history.progress_key(calendar.EPOCH))["done"] == every
+
+    sim.reset_stats()  # --restart fetches everything again, to the same files
+    assert backfill.main([*args, "--restart"]) == 0
+    assert len([p for p in sim.stats()["by_path"] if p.startswith("/v2/aggs/")]) == len(every)
+    assert len(local_lake.list(layout.DAILY)) == len(every)

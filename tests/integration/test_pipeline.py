@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +11,8 @@ import pytest
 
 from batch import pipeline
 from core import calendar, layout
-from core.aws import client
 from core.lake import Lake
+from tests.aws_support import receive, topic_with_queue
 from tests.batch_support import sessions, simple_rows, write_fragment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -22,37 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture()
 def topic_and_queue(aws_endpoint: str) -> Iterator[tuple[str, str]]:
-    """A uuid-named SNS topic with an SQS queue subscribed (raw delivery); removed after."""
-    name = f"t-{uuid.uuid4().hex[:16]}"
-    sns = client("sns", endpoint_url=aws_endpoint)
-    sqs = client("sqs", endpoint_url=aws_endpoint)
-    topic = sns.create_topic(Name=name)["TopicArn"]
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(
-        TopicArn=topic,
-        Protocol="sqs",
-        Endpoint=queue_arn,
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    yield topic, queue_url
-    sqs.delete_queue(QueueUrl=queue_url)
-    sns.delete_topic(TopicArn=topic)
-
-
-def _receive(aws_endpoint: str, queue_url: str) -> list[dict[str, Any]]:
-    sqs = client("sqs", endpoint_url=aws_endpoint)
-    out = []
-    for _ in range(3):
-        got = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2, MaxNumberOfMessages=10)
-        for m in got.get("Messages", []):
-            out.append(json.loads(m["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-        if out:
-            break
-    return out
+    with topic_with_queue(aws_endpoint) as pair:
+        yield pair
 
 
 def _jobs(pg_url: str, run_id: str) -> dict[str, tuple[str, dict[str, Any], str | None]]:
@@ -89,10 +58,11 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
 
     code = pipeline.main([*base, "--sns-topic-arn", topic, "--run-id", "red"])
     assert code == 1
-    messages = _receive(aws_endpoint, queue_url)
+    messages = receive(aws_endpoint, queue_url)
     assert len(messages) == 1
     msg = messages[0]
-    assert msg["run_id"] == "red" and msg["failed_steps"] == ["consolidate"]
+    # gaps cannot read BBB's broken fragment either; the other steps ran all the same
+    assert msg["run_id"] == "red" and msg["failed_steps"] == ["consolidate", "gaps"]
     assert "BBB" in msg["errors"]["consolidate"]
     jobs = _jobs(pg_url, "red")
     assert jobs["pipeline/consolidate"][0] == "failed"
@@ -111,10 +81,12 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
     steps = {j: v for j, v in jobs.items() if j.startswith("pipeline/")}
     assert set(steps) == {
         "pipeline/consolidate",
+        "pipeline/gaps",
         "pipeline/vacuum",
         *(f"pipeline/resample-{n}d" for n in (3, 5, 8, 13, 21, 34)),
     }
     assert {status for status, _, _ in jobs.values()} == {"succeeded"}
     assert steps["pipeline/resample-8d"][1]["bars"] > 0
-    assert not _receive(aws_endpoint, queue_url)
+    assert steps["pipeline/gaps"][1]["unexplained_gaps"] == 0  # no gap: nothing published
+    assert not receive(aws_endpoint, queue_url)
     assert local_lake.exists(layout.silver_checkpoint(34))

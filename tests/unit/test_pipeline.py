@@ -14,40 +14,49 @@ pytestmark = pytest.mark.unit
 NOW = dt.datetime(2026, 6, 8, 22, 0, tzinfo=dt.UTC)
 
 
-def test_the_plan_runs_ingest_then_consolidate_then_six_resamples_then_vacuum() -> None:
-    p = pipeline.plan("s3://b/lake", skip_ingest=False, retention=True)
+def test_the_plan_runs_ingest_backfill_consolidate_gaps_six_resamples_then_vacuum() -> None:
+    p = pipeline.plan("s3://b/lake", skip_ingest=False, retention=True, topic="arn:t")
     assert [name for name, _ in p.phases] == [
         "ingest",
+        "backfill",
         "corporate actions",
         "consolidate",
+        "gaps",
         "resample",
         "vacuum",
         "retention",
     ]
-    ingest = {s.name: s.argv for s in p.phases[0][1]}
-    assert ingest == {
-        "replay": ("-m", "bytewax.run", "dataflows.replay:flow"),
-        "metadata": ("-m", "dataflows.metadata"),
-    }
-    assert p.phases[1][1][0].argv == (
+    steps = {s.name: s.argv for _, phase in p.phases for s in phase}
+    assert {s.name for s in p.phases[0][1]} == {"replay", "metadata"}
+    assert steps["replay"] == ("-m", "bytewax.run", "dataflows.replay:flow")
+    assert steps["metadata"] == ("-m", "dataflows.metadata")
+    # new listings found by metadata get their history before consolidation
+    assert steps["backfill-new"][:3] == ("-m", "dataflows.backfill", "--new")
+    # gaps after consolidation, alerting the run's topic
+    gaps = steps["gaps"]
+    assert gaps[:4] == ("-m", "batch.gaps", "--lake", "s3://b/lake")
+    assert "--alert" in gaps and gaps[gaps.index("--sns-topic-arn") + 1] == "arn:t"
+    assert steps["corporate-actions"] == (
         "-m", "dataflows.corporate_actions", "--lake", "s3://b/lake",
     )  # fmt: skip
-    resamples = p.phases[3][1]
+    resamples = p.phases[5][1]
     assert [s.name for s in resamples] == [f"resample-{n}d" for n in FIB_INTERVALS]
     for s, n in zip(resamples, FIB_INTERVALS, strict=True):
         assert s.argv[:2] == ("-m", "batch.resample")
         assert s.argv[2:4] == ("--lake", "s3://b/lake")
         assert s.argv[s.argv.index("--intervals") + 1] == str(n)
     text = p.describe()
-    assert "4. resample (in parallel):" in text and "left out" not in text
+    assert "6. resample (in parallel):" in text and "left out" not in text
 
 
 def test_skip_ingest_and_retention_left_out_are_said_in_the_plan() -> None:
     p = pipeline.plan("/l", skip_ingest=True, retention="--retention never")
-    assert [name for name, _ in p.phases] == ["consolidate", "resample", "vacuum"]
+    assert [name for name, _ in p.phases] == ["consolidate", "gaps", "resample", "vacuum"]
+    assert "--sns-topic-arn" not in p.phases[1][1][0].argv  # gaps reads SNS_TOPIC_ARN itself
     assert dict(p.left_out) == {
         "replay": "--skip-ingest",
         "metadata": "--skip-ingest",
+        "backfill-new": "--skip-ingest",
         "corporate-actions": "--skip-ingest",
         "retention": "--retention never",
     }

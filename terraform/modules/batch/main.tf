@@ -147,6 +147,19 @@ data "aws_iam_policy_document" "job" {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [var.sns_kms_key_arn]
   }
+
+  # PutMetricData has no resource to scope to; the namespace condition keeps it to ours.
+  statement {
+    sid       = "Metrics"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [var.metrics_namespace]
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "job" {
@@ -167,6 +180,7 @@ locals {
     { name = "SNS_TOPIC_ARN", value = var.sns_topic_arn },
     { name = "FRAGMENT_RETENTION_DAYS", value = tostring(var.fragment_retention_days) },
     { name = "SHARDS", value = tostring(var.shards) },
+    { name = "METRICS_NAMESPACE", value = var.metrics_namespace },
   ]
 
   # Extra arguments come in JOB_ARGS (set by the state machine, e.g. --intervals 8).
@@ -220,7 +234,7 @@ resource "aws_batch_job_definition" "this" {
       { type = "VCPU", value = tostring(each.value.vcpu) },
       { type = "MEMORY", value = tostring(each.value.memory) },
     ]
-    environment = local.environment
+    environment = concat(local.environment, [{ name = "PIPELINE_STEP", value = each.key }])
     secrets = concat(
       [{ name = "PGPASSWORD", valueFrom = "${var.db_secret_arn}:password::" }],
       each.value.needs_polygon ? [{ name = "POLYGON_API_KEY", valueFrom = var.polygon_secret_arn }] : [],

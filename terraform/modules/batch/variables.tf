@@ -105,6 +105,17 @@ variable "sns_kms_key_arn" {
   type        = string
 }
 
+variable "metrics_namespace" {
+  description = "CloudWatch namespace the jobs publish their counts to (METRICS_NAMESPACE)."
+  type        = string
+  default     = "Condvest/Pipeline"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._/#:-]{1,255}$", var.metrics_namespace)) && !startswith(var.metrics_namespace, "AWS/")
+    error_message = "metrics_namespace must be 1-255 letters, digits and . _ / # : - and must not start with AWS/."
+  }
+}
+
 variable "log_group_name" {
   description = "Log group of the jobs."
   type        = string

@@ -29,3 +29,8 @@ output "alarm_names" {
     [for a in aws_cloudwatch_metric_alarm.ecs_running : a.alarm_name],
   ))
 }
+
+output "dashboard_name" {
+  description = "The pipeline-health dashboard, when created."
+  value       = try(aws_cloudwatch_dashboard.pipeline[0].dashboard_name, null)
+}

@@ -93,6 +93,18 @@ variable "state_machine_arn" {
   default     = null
 }
 
+variable "dashboard" {
+  description = "Create the pipeline-health dashboard (<name>-pipeline)."
+  type        = bool
+  default     = false
+}
+
+variable "metrics_namespace" {
+  description = "CloudWatch namespace of the jobs' own metrics (METRICS_NAMESPACE), plotted on the dashboard."
+  type        = string
+  default     = "Condvest/Pipeline"
+}
+
 variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)

@@ -10,6 +10,8 @@ locals {
   catch = [{ ErrorEquals = ["States.ALL"], ResultPath = "$.error", Next = "NotifyFailure" }]
   retry = [{ ErrorEquals = ["Batch.AWSBatchException", "Batch.ServerException"], IntervalSeconds = 30, MaxAttempts = 3, BackoffRate = 2 }]
 
+  single_jobs = ["replay", "metadata", "backfill", "actions", "consolidate", "gaps", "retention"]
+
   array_properties = {
     for k in var.sharded_jobs : k => { ArrayProperties = { Size = var.shards } } if var.shards > 1
   }
@@ -17,7 +19,7 @@ locals {
   # One Batch step: submit and wait; JOB_ARGS carries extra arguments (resample intervals).
   steps = merge(
     {
-      for k in ["replay", "metadata", "actions", "consolidate", "retention"] : k => {
+      for k in local.single_jobs : k => {
         Type     = "Task"
         Resource = local.submit_sync
         Parameters = merge(
@@ -52,14 +54,20 @@ locals {
   )
 
   definition = {
-    Comment = "Daily pipeline: replay and metadata, corporate actions, consolidate, six resamples, retention"
+    Comment = "Daily pipeline: replay and metadata (then new listings' history), corporate actions, consolidate, gaps, six resamples, retention"
     StartAt = "Ingest"
     States = {
       Ingest = {
         Type = "Parallel"
         Branches = [
           { StartAt = "Replay", States = { Replay = merge(local.steps["replay"], { End = true }) } },
-          { StartAt = "Metadata", States = { Metadata = merge(local.steps["metadata"], { End = true }) } },
+          {
+            StartAt = "Metadata"
+            States = {
+              Metadata    = merge(local.steps["metadata"], { Next = "BackfillNew" })
+              BackfillNew = merge(local.steps["backfill"], { End = true })
+            }
+          },
         ]
         ResultPath = null
         Next       = "CorporateActions"
@@ -67,7 +75,8 @@ locals {
       }
       # splits and dividends before consolidation, so the resample adjusts with today's splits
       CorporateActions = merge(local.steps["actions"], { Next = "Consolidate", Catch = local.catch })
-      Consolidate      = merge(local.steps["consolidate"], { Next = "Resample", Catch = local.catch })
+      Consolidate      = merge(local.steps["consolidate"], { Next = "Gaps", Catch = local.catch })
+      Gaps             = merge(local.steps["gaps"], { Next = "Resample", Catch = local.catch })
       Resample = {
         Type = "Parallel"
         Branches = [

@@ -14,12 +14,12 @@ variable "job_queue_arn" {
 }
 
 variable "job_definition_arns" {
-  description = "Job definition ARN per job; needs replay, metadata, consolidate, resample and retention."
+  description = "Job definition ARN per job; needs replay, metadata, backfill, consolidate, gaps, resample and retention."
   type        = map(string)
 
   validation {
-    condition     = alltrue([for k in ["replay", "metadata", "actions", "consolidate", "resample", "retention"] : contains(keys(var.job_definition_arns), k)])
-    error_message = "job_definition_arns needs replay, metadata, actions, consolidate, resample and retention."
+    condition     = alltrue([for k in ["replay", "metadata", "backfill", "actions", "consolidate", "gaps", "resample", "retention"] : contains(keys(var.job_definition_arns), k)])
+    error_message = "job_definition_arns needs replay, metadata, backfill, actions, consolidate, gaps, resample and retention."
   }
 }
 

@@ -11,7 +11,7 @@ data "aws_region" "current" {}
 locals {
   batch_arn = "arn:${data.aws_partition.current.partition}:batch:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}"
   job_definition_arns = {
-    for job in ["replay", "metadata", "consolidate", "resample", "retention"] :
+    for job in ["replay", "metadata", "backfill", "actions", "consolidate", "gaps", "resample", "retention"] :
     job => "${local.batch_arn}:job-definition/${var.name}-${job}:1"
   }
 }

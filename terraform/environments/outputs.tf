@@ -45,3 +45,13 @@ output "ecs_cluster_name" {
   description = "ECS cluster."
   value       = module.ecs.cluster_name
 }
+
+output "dashboard_name" {
+  description = "CloudWatch dashboard of pipeline health."
+  value       = module.observability.dashboard_name
+}
+
+output "glue_database" {
+  description = "Glue database of the lake's tables (Athena)."
+  value       = module.catalog.database_name
+}

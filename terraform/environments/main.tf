@@ -1,8 +1,10 @@
 data "aws_caller_identity" "current" {}
 
 locals {
-  name        = "${var.project}-${var.environment}"
-  bucket_name = coalesce(var.lake_bucket_name, "${local.name}-lake-${data.aws_caller_identity.current.account_id}")
+  name = "${var.project}-${var.environment}"
+  # The jobs' own metrics (counts, durations), one namespace per environment.
+  metrics_namespace = "${title(var.project)}/${var.environment}/pipeline"
+  bucket_name       = coalesce(var.lake_bucket_name, "${local.name}-lake-${data.aws_caller_identity.current.account_id}")
   tags = {
     Project     = var.project
     Environment = var.environment
@@ -13,6 +15,8 @@ locals {
     replay      = { command = ["python", "-m", "bytewax.run", "dataflows.replay:flow"], vcpu = var.batch_vcpu, memory = var.batch_memory, needs_polygon = true }
     metadata    = { command = ["python", "-m", "dataflows.metadata"], vcpu = 0.5, memory = 1024, timeout_seconds = 1800, needs_polygon = true }
     actions     = { command = ["python", "-m", "dataflows.corporate_actions"], vcpu = 0.5, memory = 2048, timeout_seconds = 1800, needs_polygon = true }
+    backfill    = { command = ["python", "-m", "dataflows.backfill", "--new", "--no-progress"], vcpu = 0.5, memory = 2048, needs_polygon = true }
+    gaps        = { command = ["python", "-m", "batch.gaps", "--alert", "--no-progress"], vcpu = var.batch_vcpu, memory = var.batch_memory, timeout_seconds = 1800 }
     consolidate = { command = ["python", "-m", "batch.consolidate"], vcpu = var.batch_vcpu, memory = var.batch_memory, sharded = true }
     resample    = { command = ["python", "-m", "batch.resample"], vcpu = var.batch_vcpu, memory = var.batch_memory, sharded = true }
     retention   = { command = ["python", "-m", "batch.retention"], vcpu = 0.5, memory = 1024, timeout_seconds = 1800 }
@@ -20,7 +24,7 @@ locals {
 }
 
 module "network" {
-  source = "../../modules/network"
+  source = "../modules/network"
 
   name             = local.name
   cidr_block       = var.vpc_cidr
@@ -29,7 +33,7 @@ module "network" {
 }
 
 module "datalake" {
-  source = "../../modules/datalake"
+  source = "../modules/datalake"
 
   bucket_name                = local.bucket_name
   force_destroy              = var.lake_force_destroy
@@ -38,7 +42,7 @@ module "datalake" {
 }
 
 module "kinesis" {
-  source = "../../modules/kinesis"
+  source = "../modules/kinesis"
 
   name            = local.name
   stream_mode     = var.kinesis_stream_mode
@@ -47,7 +51,7 @@ module "kinesis" {
 }
 
 module "observability" {
-  source = "../../modules/observability"
+  source = "../modules/observability"
 
   name                   = local.name
   log_group_names        = ["ws-ingest", "live", "api", "batch", "pipeline"]
@@ -60,10 +64,19 @@ module "observability" {
   ecs_cluster_name       = module.ecs.cluster_name
   ecs_service_names      = values(module.ecs.service_names)
   state_machine_arn      = module.orchestration.state_machine_arn
+  dashboard              = true
+  metrics_namespace      = local.metrics_namespace
+}
+
+module "catalog" {
+  source = "../modules/catalog"
+
+  database_name = replace(local.name, "-", "_")
+  lake_url      = module.datalake.lake_url
 }
 
 module "rds" {
-  source = "../../modules/rds"
+  source = "../modules/rds"
 
   name                       = local.name
   vpc_id                     = module.network.vpc_id
@@ -78,7 +91,7 @@ module "rds" {
 }
 
 module "elasticache" {
-  source = "../../modules/elasticache"
+  source = "../modules/elasticache"
 
   name                       = local.name
   vpc_id                     = module.network.vpc_id
@@ -90,7 +103,7 @@ module "elasticache" {
 }
 
 module "api" {
-  source = "../../modules/api"
+  source = "../modules/api"
 
   name                = local.name
   vpc_id              = module.network.vpc_id
@@ -105,7 +118,7 @@ locals {
 }
 
 module "ecs" {
-  source = "../../modules/ecs"
+  source = "../modules/ecs"
 
   name                  = local.name
   app_env               = var.environment
@@ -130,7 +143,7 @@ module "ecs" {
 }
 
 module "batch" {
-  source = "../../modules/batch"
+  source = "../modules/batch"
 
   name                    = local.name
   app_env                 = var.environment
@@ -151,10 +164,11 @@ module "batch" {
   sns_kms_key_arn         = module.observability.alarm_topic_kms_key_arn
   log_group_name          = module.observability.log_group_names["batch"]
   fragment_retention_days = var.fragment_retention_days
+  metrics_namespace       = local.metrics_namespace
 }
 
 module "orchestration" {
-  source = "../../modules/orchestration"
+  source = "../modules/orchestration"
 
   name                = local.name
   job_queue_arn       = module.batch.job_queue_arn

@@ -8,7 +8,8 @@ terraform {
     }
   }
 
-  # Partial configuration: bucket, key and region come from -backend-config (README).
+  # Partial configuration: the key comes from <env>/backend.hcl, the bucket and region from
+  # -backend-config at init (terraform/README.md).
   backend "s3" {
     use_lockfile = true
     encrypt      = true
