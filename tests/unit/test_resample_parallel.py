@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch import consolidate, fib, forking, kernels, resample, shared_load, silver
-from core import calendar, layout
+from core import calendar, jit, layout
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, FIB_INTERVALS
 from tests.batch_support import (
@@ -286,16 +286,14 @@ def test_numba_caches_where_the_process_may_write(tmp_path: Path) -> None:
         return p in allowed
 
     # set by the user: numba's own handling
-    assert kernels.cache_dir({"NUMBA_CACHE_DIR": "/x"}, here, writable) is None
+    assert jit.cache_dir({"NUMBA_CACHE_DIR": "/x"}, here, writable) is None
     allowed.add(here)  # an install the process owns: numba's default, beside the module
-    assert kernels.cache_dir({}, here, writable) is None
+    assert jit.cache_dir({}, here, writable) is None
     allowed.clear()  # a root-owned install run as another user: the pipeline's cache
     ours = tmp_path / "cache"
     allowed.add(ours / "numba")
-    assert kernels.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(
-        ours / "numba"
-    )
+    assert jit.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(ours / "numba")
     allowed.clear()  # nothing writable but the temporary directory
     per_user = Path(tempfile.gettempdir()) / f"condvest-numba-{os.getuid()}"
     allowed.add(per_user)
-    assert kernels.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(per_user)
+    assert jit.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(per_user)
