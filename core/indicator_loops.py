@@ -41,6 +41,7 @@ def _loop(
     atr_out: F64,
     macd: F64,
     vegas: F64,
+    dest: I64,
 ) -> None:
     n_ema = len(alphas)
     g_at, l_at, atr_at = 2 + n_ema, 3 + n_ema, 4 + n_ema
@@ -52,6 +53,7 @@ def _loop(
             if i == b - 1:
                 saved[s, :] = st
             c, h, lo = close[i], high[i], low[i]
+            at = dest[i]
             count = st[0]
             started = count > 0
             prev = st[1]
@@ -59,7 +61,7 @@ def _loop(
             for j in range(n_ema):
                 e = _smooth_jit(st[2 + j], c, alphas[j], 1.0 - alphas[j]) if started else c
                 st[2 + j] = e
-                emas[j, i] = e if seen >= spans[j] else np.nan
+                emas[j, at] = e if seen >= spans[j] else np.nan
             g = np.nan
             lavg = np.nan
             if started:
@@ -81,22 +83,22 @@ def _loop(
             st[0] = seen
             if seen - 1.0 >= wilder:
                 both = g + lavg
-                rsi_out[i] = 50.0 if both == 0.0 else 100.0 * g / both
+                rsi_out[at] = 50.0 if both == 0.0 else 100.0 * g / both
             else:
-                rsi_out[i] = np.nan
-            atr_out[i] = atr if seen >= wilder else np.nan
+                rsi_out[at] = np.nan
+            atr_out[at] = atr if seen >= wilder else np.nan
             # derived columns as core.indicators computes them from the outputs
-            macd[0, i] = emas[1, i] - emas[2, i]
-            macd[1, i] = emas[3, i] - emas[4, i]
-            slow, slower = emas[5, i], emas[6, i]
+            macd[0, at] = emas[1, at] - emas[2, at]
+            macd[1, at] = emas[3, at] - emas[4, at]
+            slow, slower = emas[5, at], emas[6, at]
             if slow != slow or slower != slower:
-                vegas[i] = np.nan
+                vegas[at] = np.nan
             elif c > max(slow, slower):
-                vegas[i] = 1.0
+                vegas[at] = 1.0
             elif c < min(slow, slower):
-                vegas[i] = -1.0
+                vegas[at] = -1.0
             else:
-                vegas[i] = 0.0
+                vegas[at] = 0.0
 
 
 _smooth_jit: Any = jit(_smooth, inline="always")
@@ -104,7 +106,7 @@ _loop_jit: Any = jit(_loop)
 
 
 def run(
-    high: F64, low: F64, close: F64, offsets: I64, init: F64
+    high: F64, low: F64, close: F64, offsets: I64, init: F64, dest: I64
 ) -> tuple[dict[str, F64], F64, F64]:
     """(indicator columns, states before each last bar, states after)."""
     total = int(offsets[-1]) if len(offsets) > 1 else 0
@@ -120,6 +122,7 @@ def run(
         np.array(ind.EMA_ALPHAS, dtype=np.float64),
         np.array(ind.EMA_SPANS, dtype=np.float64),
         float(ind.WILDER_ALPHA), float(ind.WILDER), emas, rsi, atr, macd, vegas,
+        np.ascontiguousarray(dest, np.int64),
     )  # fmt: skip
     out = {f"ema_{n}": emas[j] for j, n in enumerate(ind.EMA_SPANS)}
     out["rsi_14"], out["atr_14"] = rsi, atr
@@ -130,4 +133,4 @@ def run(
 def warm() -> None:
     """Compile (or load from the cache) the loop now, e.g. while rows are read."""
     one = np.ones(1, dtype=np.float64)
-    run(one, one, one, np.array([0, 1], dtype=np.int64), ind.fresh(1))
+    run(one, one, one, np.array([0, 1], dtype=np.int64), ind.fresh(1), np.zeros(1, np.int64))

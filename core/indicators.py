@@ -114,11 +114,14 @@ def compute(
     offsets: I64,
     states: F64 | None = None,
     *,
+    dest: I64 | None = None,
     compiled: bool | None = None,
 ) -> Series:
     """Indicators of every series: series ``i`` is bars ``offsets[i]:offsets[i + 1]``.
 
-    ``states[i]`` is where series ``i`` starts (:func:`fresh` when None). ``compiled``: the
+    ``states[i]`` is where series ``i`` starts (:func:`fresh` when None). ``dest``: the values
+    of bar ``j`` go to position ``dest[j]`` of the outputs (a permutation), so a caller
+    wanting another order (gold's month files) needs no gather afterwards. ``compiled``: the
     numba loop (:mod:`core.indicator_loops`), by default from :data:`COMPILED_MIN_BARS` bars or
     once it is loaded; else the series advance in numpy, in lockstep. Both give the same bits.
     """
@@ -132,12 +135,17 @@ def compute(
     if compiled is None:
         compiled = total >= COMPILED_MIN_BARS or "core.indicator_loops" in sys.modules
     high, low, close = (np.ascontiguousarray(x, dtype=np.float64) for x in (high, low, close))
+    where = np.arange(total, dtype=np.int64) if dest is None else np.asarray(dest, np.int64)
     if compiled:
         from core import indicator_loops  # numba loads only for large inputs
 
-        out, before, last = indicator_loops.run(high, low, close, offsets, init)
+        out, before, last = indicator_loops.run(high, low, close, offsets, init, where)
         return Series(out, before, last)
-    out, before, last = _lockstep(high, low, close, offsets, init)
+    out, before, last = _lockstep(high, low, close, offsets, init, where)
+    if dest is not None:
+        placed = np.empty_like(close)
+        placed[where] = close
+        close = placed
     out["macd_fast"] = out["ema_13"] - out["ema_21"]
     out["macd_slow"] = out["ema_55"] - out["ema_89"]
     e144, e169 = out["ema_144"], out["ema_169"]
@@ -150,7 +158,7 @@ def compute(
 
 
 def _lockstep(
-    high: F64, low: F64, close: F64, offsets: I64, init: F64
+    high: F64, low: F64, close: F64, offsets: I64, init: F64, dest: I64
 ) -> tuple[dict[str, F64], F64, F64]:
     """The series advanced together, longest first.
 
@@ -177,6 +185,7 @@ def _lockstep(
             saved[:, ending:m] = st[:, ending:m]
         pos = starts[:m] + step
         c, h, lo = close[pos], high[pos], low[pos]
+        at = dest[pos]
         count = st[COUNT, :m]
         started = count > 0
         prev = st[PREV_CLOSE, :m]
@@ -184,7 +193,7 @@ def _lockstep(
         for j, alpha in enumerate(EMA_ALPHAS):
             e = np.where(started, _smooth(st[EMA0 + j, :m], c, alpha), c)
             st[EMA0 + j, :m] = e
-            emas[j][pos] = np.where(seen >= EMA_SPANS[j], e, np.nan)
+            emas[j][at] = np.where(seen >= EMA_SPANS[j], e, np.nan)
         d = c - prev
         # where() rather than maximum(): a zero gain is +0.0 whatever the SIMD path does
         gain, loss = np.where(d > 0.0, d, 0.0), np.where(d < 0.0, -d, 0.0)
@@ -203,8 +212,8 @@ def _lockstep(
         with np.errstate(invalid="ignore", divide="ignore"):
             both = g + lo_avg
             rsi = np.where(both == 0.0, 50.0, 100.0 * g / both)
-        out["rsi_14"][pos] = np.where(seen - 1.0 >= WILDER, rsi, np.nan)
-        out["atr_14"][pos] = np.where(seen >= WILDER, atr, np.nan)
+        out["rsi_14"][at] = np.where(seen - 1.0 >= WILDER, rsi, np.nan)
+        out["atr_14"][at] = np.where(seen >= WILDER, atr, np.nan)
     back = np.empty_like(order)
     back[order] = np.arange(n_series)
     return out, np.ascontiguousarray(saved.T[back]), np.ascontiguousarray(st.T[back])

@@ -244,12 +244,12 @@ def test_workers_run_under_their_recorded_parent_and_stop_when_it_is_gone() -> N
 
 def test_processes_are_never_used_on_s3_or_a_single_worker() -> None:
     s3 = Lake("s3://bucket/prefix", endpoint_url="http://127.0.0.1:1")
-    assert not resample._use_processes(s3, True, 2, {"A": 10**9})
+    assert not resample.use_processes(s3, True, 2, {"A": 10**9})
     local = Lake("/tmp/condvest-never-written")
-    assert not resample._use_processes(local, None, 1, {"A": 10**9})
-    assert not resample._use_processes(local, None, 2, {"A": 10})
-    assert resample._use_processes(local, None, 2, {"A": 10**9}) == forking.available()
-    assert not resample._use_processes(local, False, 2, {"A": 10**9})
+    assert not resample.use_processes(local, None, 1, {"A": 10**9})
+    assert not resample.use_processes(local, None, 2, {"A": 10})
+    assert resample.use_processes(local, None, 2, {"A": 10**9}) == forking.available()
+    assert not resample.use_processes(local, False, 2, {"A": 10**9})
 
 
 @needs_fork
