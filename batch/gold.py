@@ -242,7 +242,8 @@ def compute_interval(
         if info is None:  # no rows at all: nothing to resume from
             continue
         key, end, complete, before, after = info
-        if todo[s] is not None and key[0] < todo[s]:  # rows before the resume point were read
+        at = todo[s]
+        if at is not None and key[0] < at:  # rows before the resume point were read
             msg = f"{s}: recomputed {interval} bars start at {key[0]}, before the resume date"
             raise ValueError(msg)
         day, past = next_resume(interval, anchor, key[1], end, complete)
@@ -576,8 +577,12 @@ def run(
     dry_run: bool = False,
     progress: bool = False,
     processes: bool | None = None,
+    splits: gold_inputs.Splits | None = None,
 ) -> GoldReport:
-    """Bring gold up to date with the consolidated bronze; see the module docstring."""
+    """Bring gold up to date with the consolidated bronze; see the module docstring.
+
+    ``splits``: the split factors to adjust with (default: the lake's, :mod:`batch.gold_inputs`).
+    """
     started = time.perf_counter()
     bad = [i for i in intervals if i not in GOLD_INTERVALS]
     if bad:
@@ -589,7 +594,7 @@ def run(
     wanted = set(symbols) if symbols is not None else None
     chosen = [s for s in shard.select(sorted(entries)) if wanted is None or s in wanted]
     subset = wanted is not None
-    book = gold_inputs.splits(lake)
+    book = splits if splits is not None else gold_inputs.splits(lake)
     versions = book.versions(chosen)
     bases = {i: gold_state.read(lake, i) for i in labels}
     anchors = {i: silver_anchor(lake, i) for i in labels}
@@ -630,7 +635,8 @@ def run(
         for k, s in enumerate(daily.symbols)
         if daily.offsets[k + 1] > daily.offsets[k]
     }
-    last_day = resample.lake_last_day(lake, entries, states, loaded, workers)
+    readable = {s: e for s, e in entries.items() if s not in failed}
+    last_day = resample.lake_last_day(lake, readable, states, loaded, workers)
     report = GoldReport(
         intervals=labels,
         symbols=len(chosen),
@@ -738,6 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--intervals",
+        dest="gold_intervals",  # not common's Fibonacci-only --intervals
         type=_intervals,
         default=GOLD_INTERVALS,
         metavar="1d,3d",
@@ -755,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with common.recorded("gold") as counts:
         report = run(
             args.lake,
-            intervals=args.extra.intervals,
+            intervals=args.extra.gold_intervals,
             full=args.extra.full,
             symbols=args.symbols,
             shard=args.shard,
