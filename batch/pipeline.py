@@ -9,8 +9,9 @@ Phases, each waiting for the one before (steps inside a phase run in parallel):
    whose vendor adjustment factor differs from ours; left out with ``--skip-ingest``;
 3. ``python -m batch.consolidate``;
 4. ``python -m batch.resample --intervals N`` for each of the six intervals;
-5. ``python -m batch.vacuum``;
-6. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
+5. ``python -m batch.gold``: the indicators of the daily and Fibonacci bars;
+6. ``python -m batch.vacuum``;
+7. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
    no successful retention in the last week; it works on Postgres, so without ``DATABASE_URL``
    the weekly run leaves it out and says so, ``always`` runs it anyway.
 
@@ -167,6 +168,7 @@ def plan(
             ],
         )
     )
+    out.phases.append(("gold", [Step("gold", "batch.gold", ("-m", "batch.gold", *lake_args))]))
     out.phases.append(
         ("vacuum", [Step("vacuum", "batch.vacuum", ("-m", "batch.vacuum", *lake_args))])
     )
@@ -392,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m batch.pipeline",
         description="The daily batch run: replay + metadata, corporate actions, consolidate, "
-        "the six resamples, "
+        "the six resamples, gold indicators, "
         "vacuum, weekly retention; every step recorded in batch_jobs, failures to SNS.",
     )
     p.add_argument("--lake", metavar="URL", help="lake root (default: $LAKE_URL or ./data/lake)")

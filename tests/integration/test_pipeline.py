@@ -111,6 +111,7 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
     steps = {j: v for j, v in jobs.items() if j.startswith("pipeline/")}
     assert set(steps) == {
         "pipeline/consolidate",
+        "pipeline/gold",
         "pipeline/vacuum",
         *(f"pipeline/resample-{n}d" for n in (3, 5, 8, 13, 21, 34)),
     }
@@ -118,3 +119,4 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
     assert steps["pipeline/resample-8d"][1]["bars"] > 0
     assert not _receive(aws_endpoint, queue_url)
     assert local_lake.exists(layout.silver_checkpoint(34))
+    assert steps["pipeline/gold"][1]["rows"] > 0 and local_lake.exists(layout.gold_state("34d"))

@@ -14,16 +14,18 @@ pytestmark = pytest.mark.unit
 NOW = dt.datetime(2026, 6, 8, 22, 0, tzinfo=dt.UTC)
 
 
-def test_the_plan_runs_ingest_then_consolidate_then_six_resamples_then_vacuum() -> None:
+def test_the_plan_runs_ingest_then_consolidate_then_six_resamples_then_gold_then_vacuum() -> None:
     p = pipeline.plan("s3://b/lake", skip_ingest=False, retention=True)
     assert [name for name, _ in p.phases] == [
         "ingest",
         "corporate actions",
         "consolidate",
         "resample",
+        "gold",
         "vacuum",
         "retention",
     ]
+    assert p.phases[3][1][0].argv[:4] == ("-m", "batch.gold", "--lake", "s3://b/lake")
     ingest = {s.name: s.argv for s in p.phases[0][1]}
     assert ingest == {
         "replay": ("-m", "bytewax.run", "dataflows.replay:flow"),
@@ -44,7 +46,7 @@ def test_the_plan_runs_ingest_then_consolidate_then_six_resamples_then_vacuum() 
 
 def test_skip_ingest_and_retention_left_out_are_said_in_the_plan() -> None:
     p = pipeline.plan("/l", skip_ingest=True, retention="--retention never")
-    assert [name for name, _ in p.phases] == ["consolidate", "resample", "vacuum"]
+    assert [name for name, _ in p.phases] == ["consolidate", "resample", "gold", "vacuum"]
     assert dict(p.left_out) == {
         "replay": "--skip-ingest",
         "metadata": "--skip-ingest",
