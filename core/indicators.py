@@ -105,6 +105,8 @@ class Series:
 
 COMPILED_MIN_BARS: Final = 1_000_000
 """Bars from which :func:`compute` runs the compiled loop (numba's start costs about 2 s)."""
+COMPILED_MIN_LENGTH: Final = 4096
+"""Longest series from which it does too: numpy's lockstep pays about 0.1 ms per step."""
 
 
 def compute(
@@ -122,8 +124,8 @@ def compute(
     ``states[i]`` is where series ``i`` starts (:func:`fresh` when None). ``dest``: the values
     of bar ``j`` go to position ``dest[j]`` of the outputs (a permutation), so a caller
     wanting another order (gold's month files) needs no gather afterwards. ``compiled``: the
-    numba loop (:mod:`core.indicator_loops`), by default from :data:`COMPILED_MIN_BARS` bars or
-    once it is loaded; else the series advance in numpy, in lockstep. Both give the same bits.
+    numba loop (:mod:`core.indicator_loops`), by default from :data:`COMPILED_MIN_BARS` bars,
+    a series of :data:`COMPILED_MIN_LENGTH` or once it is loaded; else the series advance in numpy, in lockstep. Both give the same bits.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n_series = len(offsets) - 1
@@ -133,7 +135,12 @@ def compute(
         raise ValueError(msg)
     total = int(offsets[-1]) if n_series else 0
     if compiled is None:
-        compiled = total >= COMPILED_MIN_BARS or "core.indicator_loops" in sys.modules
+        longest = int(np.diff(offsets).max()) if n_series else 0
+        compiled = (
+            total >= COMPILED_MIN_BARS
+            or longest >= COMPILED_MIN_LENGTH
+            or "core.indicator_loops" in sys.modules
+        )
     high, low, close = (np.ascontiguousarray(x, dtype=np.float64) for x in (high, low, close))
     where = np.arange(total, dtype=np.int64) if dest is None else np.asarray(dest, np.int64)
     if compiled:
