@@ -2,49 +2,52 @@
 
 Gold's 1d bars are the consolidated daily rows; its Fibonacci bars are silver's bars, built by
 the same function (:func:`batch.fib.bars_and_segments`) from the same rows, so both read the
-daily rows once. Prices are split-adjusted: S(d) multiplies open, high, low and close of a row
-dated d, and each symbol's split version is recorded so a new or changed split recomputes the
-symbol.
-
-The split factors are not wired in yet: :func:`splits` treats every symbol as never split
-(S(d) = 1, version :data:`UNADJUSTED`). Adjusting for real changes :func:`splits` only; the
-version change then recomputes every symbol once.
+daily rows once. Prices are split-adjusted exactly as silver's (:func:`batch.fib.split_adjusted`,
+S(d) of :mod:`core.adjustments` from ``reference/splits/splits.parquet``), and each symbol's
+split version is recorded so a new, changed or withdrawn split recomputes the symbol.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
 
 from batch import fib, resample
 from batch import manifest as mf
 from batch.checkpoint import SymbolMark
-from core import indicators
+from core import adjustments, indicators, layout
 from core.lake import Entry, Lake
 
-UNADJUSTED: Final = "unadjusted"
-"""The split version of a symbol read without split factors."""
+log = logging.getLogger("batch.gold")
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Every symbol's split factors, as far as gold knows them."""
+    """Every symbol's split factors, as gold applies them."""
+
+    book: adjustments.SplitBook = field(default_factory=adjustments.SplitBook)
 
     def versions(self, symbols: Iterable[str]) -> dict[str, str]:
         """The split version of each symbol (what its adjusted prices depend on)."""
-        return dict.fromkeys(symbols, UNADJUSTED)
+        return self.book.versions(symbols)
 
     def adjust(self, daily: fib.Daily) -> fib.Daily:
         """``daily`` with every price x S(d) and volume / S(d)."""
-        return daily
+        return fib.split_adjusted(daily, self.book)
 
 
 def splits(lake: Lake) -> Splits:
-    """The splits of the lake (none are applied yet: see the module docstring)."""
-    del lake
-    return Splits()
+    """The splits of the lake (none when corporate actions were never fetched)."""
+    book = adjustments.split_book(lake)
+    if not book.present:
+        log.warning(
+            "no %s in the lake: indicators are computed as if no symbol had split; run "
+            "`python -m dataflows.corporate_actions` to fetch the splits",
+            layout.reference_splits(),
+        )
+    return Splits(book)
 
 
 @dataclass(frozen=True)

@@ -230,7 +230,7 @@ def test_incremental_runs_equal_a_full_rebuild_and_pandas(
     assert_equals_full_rebuild(lake, tmp, None)
     assert_gold_matches_pandas(lake, history_of(seen))
     # a new split of that symbol: recomputed from its first bar
-    book = SplitAt(symbol, data.draw(st.sampled_from(DAYS[1:205])), 4.0)
+    book = SplitAt(symbol=symbol, day=data.draw(st.sampled_from(DAYS[1:205])), ratio=4.0)
     assert gold.run(lake, workers=1, splits=book).ok
     assert_equals_full_rebuild(lake, tmp, book)
     assert_gold_matches_pandas(lake, history_of(seen, book))
@@ -341,3 +341,31 @@ def test_the_command_line(local_lake: Lake, capsys: pytest.CaptureFixture[str]) 
     Path(local_lake.path(layout.consolidated("AAA"))).write_bytes(b"broken")
     assert gold.main(["--lake", local_lake.url, "--full", "--no-progress"]) == 1
     assert "FAILED AAA" in capsys.readouterr().err
+
+
+def test_a_real_split_is_applied_as_silver_applies_it(local_lake: Lake, tmp_path: Path) -> None:
+    from tests.unit.test_resample_splits import _write_splits
+
+    days = window(dt.date(2024, 1, 2), 120)
+    for s in ("AAA", "BBB"):
+        write_fragment(local_lake, _rows(s, days))
+    build(local_lake)
+    before = read_gold(local_lake, "1d")["AAA"]["close"].to_pylist()
+    _write_splits(local_lake, [("AAA", days[60], 1.0, 4.0)])  # 4-for-1
+    assert resample.run(local_lake, workers=1).ok
+    report = gold.run(local_lake, workers=1)
+    assert {r.symbols_changed for r in report.per_interval} == {1}  # AAA only, from its first bar
+    after = read_gold(local_lake, "1d")["AAA"]["close"].to_pylist()
+    assert after[:60] == [c * 0.25 for c in before[:60]] and after[60:] == before[60:]
+    for n in (3, 21):
+        silver = pa.concat_tables(
+            [pq.read_table(local_lake.path(e.key)) for e in local_lake.list(layout.silver_dir(n))]
+        ).sort_by([("symbol", "ascending"), ("start_date", "ascending")])
+        golden = pa.concat_tables(
+            [
+                pq.read_table(local_lake.path(e.key))
+                for e in local_lake.list(layout.gold_dir(f"{n}d"))
+            ]
+        ).sort_by([("symbol", "ascending"), ("start_date", "ascending")])
+        assert golden["close"].to_pylist() == silver["close"].to_pylist()
+    assert_equals_full_rebuild(local_lake, tmp_path, None)

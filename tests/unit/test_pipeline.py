@@ -25,7 +25,7 @@ def test_the_plan_runs_ingest_then_consolidate_then_six_resamples_then_gold_then
         "vacuum",
         "retention",
     ]
-    assert p.phases[3][1][0].argv[:4] == ("-m", "batch.gold", "--lake", "s3://b/lake")
+    assert p.phases[4][1][0].argv[:4] == ("-m", "batch.gold", "--lake", "s3://b/lake")
     ingest = {s.name: s.argv for s in p.phases[0][1]}
     assert ingest == {
         "replay": ("-m", "bytewax.run", "dataflows.replay:flow"),
