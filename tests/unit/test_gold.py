@@ -246,6 +246,13 @@ def _rows(symbol: str, days: Sequence[dt.date], start: float = 10.0) -> list[Row
     return out
 
 
+def _whole(lake: Lake, folder: str) -> pa.Table:
+    """Every month file under ``folder``, by symbol and start date."""
+    return pa.concat_tables(
+        [pq.read_table(lake.path(e.key)) for e in lake.list(folder, suffix=".parquet")]
+    ).sort_by([("symbol", "ascending"), ("start_date", "ascending")])
+
+
 def test_a_daily_run_resumes_each_symbol_at_its_last_bar(local_lake: Lake) -> None:
     days = window(dt.date(2024, 1, 2), 260)
     rows = _rows("AAA", days[:250]) + _rows("BBB", days[:250]) + _rows("GONE", days[:40])
@@ -272,15 +279,8 @@ def test_gold_follows_silver_and_its_anchor(local_lake: Lake) -> None:
         write_fragment(local_lake, [r for r in rows if r.symbol == s])
     build(local_lake)
     for n in (3, 34):
-        silver = pa.concat_tables(
-            [pq.read_table(local_lake.path(e.key)) for e in local_lake.list(layout.silver_dir(n))]
-        ).sort_by([("symbol", "ascending"), ("start_date", "ascending")])
-        golden = pa.concat_tables(
-            [
-                pq.read_table(local_lake.path(e.key))
-                for e in local_lake.list(layout.gold_dir(f"{n}d"))
-            ]
-        ).sort_by([("symbol", "ascending"), ("start_date", "ascending")])
+        silver = _whole(local_lake, layout.silver_dir(n))
+        golden = _whole(local_lake, layout.gold_dir(f"{n}d"))
         for c in ("symbol", "start_date", "end_date", "complete", "close"):
             assert golden[c].to_pylist() == silver[c].to_pylist(), (n, c)
     assert resample.run(local_lake, workers=1, full=True, anchor="symbol").ok
@@ -358,14 +358,7 @@ def test_a_real_split_is_applied_as_silver_applies_it(local_lake: Lake, tmp_path
     after = read_gold(local_lake, "1d")["AAA"]["close"].to_pylist()
     assert after[:60] == [c * 0.25 for c in before[:60]] and after[60:] == before[60:]
     for n in (3, 21):
-        silver = pa.concat_tables(
-            [pq.read_table(local_lake.path(e.key)) for e in local_lake.list(layout.silver_dir(n))]
-        ).sort_by([("symbol", "ascending"), ("start_date", "ascending")])
-        golden = pa.concat_tables(
-            [
-                pq.read_table(local_lake.path(e.key))
-                for e in local_lake.list(layout.gold_dir(f"{n}d"))
-            ]
-        ).sort_by([("symbol", "ascending"), ("start_date", "ascending")])
+        silver = _whole(local_lake, layout.silver_dir(n))
+        golden = _whole(local_lake, layout.gold_dir(f"{n}d"))
         assert golden["close"].to_pylist() == silver["close"].to_pylist()
     assert_equals_full_rebuild(local_lake, tmp_path, None)
