@@ -2,8 +2,8 @@
 
 Starts the Polygon simulator, replays about three months of daily aggregates for 200 simulated
 symbols through the Bytewax replay flow (``python -m bytewax.run dataflows.replay:flow``) into a
-local lake and an embedded PostgreSQL, consolidates, resamples the six Fibonacci intervals and
-serves the API on embedded Postgres and Redis. ``--once`` queries its own API and exits.
+local lake and an embedded PostgreSQL, consolidates, resamples the six Fibonacci intervals,
+computes the gold indicators of all seven intervals and serves the API on embedded Postgres and Redis. ``--once`` queries its own API and exits.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         _say(f"corporate actions (splits, dividends) fetched in {time.monotonic() - t0:.1f}s")
 
-    from batch import consolidate, resample
+    from batch import consolidate, gold, resample
     from core.lake import Lake
 
     lake = Lake(lake_dir.as_uri())
@@ -140,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     r = resample.run(lake, intervals=FIB_INTERVALS)
     _say(f"resampled {FIB_INTERVALS} in {time.monotonic() - t0:.1f}s: {r.summary()}")
+    t0 = time.monotonic()
+    g = gold.run(lake)
+    _say(f"gold indicators in {time.monotonic() - t0:.1f}s: {g.summary()}")
+    if not g.ok:
+        return 1
 
     os.environ["DATABASE_URL"] = db_url
     os.environ["REDIS_URL"] = rd_url
@@ -162,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{base}/v1/bars/{symbol}?interval=1d",
         f"{base}/v1/bars/{symbol}?interval=8d",
         f"{base}/v1/bars/{symbol}?interval=34d&start={first}",
+        f"{base}/v1/indicators/{symbol}?interval=1d&limit=3",
+        f"{base}/v1/indicators?interval=8d&date={last}",
     ]
     split = split_example(market, first)
     if split is not None:  # a split symbol around its split: adjusted (the default), then raw
@@ -193,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 splits = [s["execution_date"] for s in body["adjustment"]["splits"]]
                 shown = f"adjusted={body['adjusted']}, splits {splits}, closes {closes}"
             _say(f"GET {url}\n    -> {shown[:400]}{'...' if len(shown) > 400 else ''}")
-            if "bars" in body and not body["bars"]:
+            if ("bars" in body and not body["bars"]) or ("rows" in body and not body["rows"]):
                 _say(f"no bars returned for {url}")
                 return 1
     finally:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Security, status
+from fastapi import Depends, HTTPException, Path, Query, Security, status
 from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
 from api.auth import key_matches
+from api.models import Interval
 from api.resources import Resources
 from core.layout import LayoutError, normalise_symbol
 
@@ -50,3 +52,13 @@ def valid_symbol(symbol: Annotated[str, Path(description="Ticker, e.g. AAPL")]) 
 
 
 Symbol = Annotated[str, Depends(valid_symbol)]
+
+
+MAX_LIMIT = 100_000
+IntervalParam = Annotated[Interval, Query(description="1d, or a Fibonacci length")]
+StartParam = Annotated[dt.date | None, Query(description="first date (YYYY-MM-DD)")]
+EndParam = Annotated[dt.date | None, Query(description="last date (YYYY-MM-DD)")]
+LimitParam = Annotated[
+    int | None, Query(ge=1, le=MAX_LIMIT, description="only the most recent N rows")
+]
+"""Query parameters every history route takes, spelled once."""

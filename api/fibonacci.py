@@ -72,10 +72,15 @@ def history_span(lake: Lake, symbol: str) -> tuple[dt.date, dt.date] | None:
 
 def month_keys(lake: Lake, interval: int, start: dt.date | None, end: dt.date | None) -> list[str]:
     """Month files of ``interval`` whose month can hold a bar starting in [start, end]."""
+    return month_keys_in(lake, layout.silver_dir(interval), start, end)
+
+
+def month_keys_in(lake: Lake, folder: str, start: dt.date | None, end: dt.date | None) -> list[str]:
+    """Month files (``year=/month=``) under ``folder`` whose month lies in [start, end]."""
     lo = (start.year, start.month) if start else (0, 0)
     hi = (end.year, end.month) if end else (9999, 12)
     keys = []
-    for e in lake.list(layout.silver_dir(interval), suffix=".parquet"):
+    for e in lake.list(folder, suffix=".parquet"):
         m = _MONTH_RE.search(e.key)
         if m and lo <= (int(m[1]), int(m[2])) <= hi:
             keys.append(e.key)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from api.auth import check_startup
 from api.deps import require_api_key
 from api.resources import Resources
-from api.routes import bars, docs, health, live
+from api.routes import bars, docs, health, indicators, live
 from core.lake import LakeError
 from core.secrets import register_secret
 from core.settings import ApiSettings
@@ -84,6 +84,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.add_exception_handler(exc_type, _unavailable)
     app.include_router(health.router)
     app.include_router(bars.router, dependencies=[Depends(require_api_key)])
+    app.include_router(indicators.router, dependencies=[Depends(require_api_key)])
     app.include_router(live.router, dependencies=[Depends(require_api_key)])
     app.include_router(live.stream_router)
     return app

@@ -87,6 +87,20 @@ class BarsResponse(BaseModel):
     bars: list[DailyBar] | list[FibBar]
 
 
+class IndicatorsResponse(BaseModel):
+    """Gold rows: one symbol's history (``symbol``) or every symbol on one ``date``.
+
+    A row holds its keys (``date``, or ``start_date``, ``end_date``, ``complete``; ``symbol`` in
+    a cross-section), the split-adjusted ``close``, ``ema_8`` .. ``ema_169``, ``macd_fast``,
+    ``macd_slow``, ``rsi_14``, ``atr_14`` and ``vegas`` (null until an indicator has enough bars).
+    """
+
+    interval: Interval
+    symbol: str | None = None
+    date: dt.date | None = None
+    rows: list[dict[str, Any]]
+
+
 class LatestResponse(BaseModel):
     """The latest trade and the current live minute bar the live flow stored in Redis."""
 

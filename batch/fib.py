@@ -313,17 +313,30 @@ def bars(
     outside the month table, then :func:`bars_numpy` sorted the same way. ``compiled``: by
     default from :data:`COMPILED_MIN_ROWS` rows, or when the loops are loaded already.
     """
+    return bars_and_segments(daily, interval, anchor, last_day, compiled=compiled)[0]
+
+
+def bars_and_segments(
+    daily: Daily,
+    interval: int,
+    anchor: Anchor,
+    last_day: int | None,
+    *,
+    compiled: bool | None = None,
+) -> tuple[pa.Table, I32]:
+    """:func:`bars`, and the segment of ``daily`` each bar comes from (gold follows them)."""
     n = int(interval)
     if daily.rows == 0:
-        return arrays.empty_table(SILVER)
+        return arrays.empty_table(SILVER), np.zeros(0, dtype=np.int32)
     if compiled is None:
         compiled = daily.rows >= COMPILED_MIN_ROWS or "batch.kernels" in sys.modules
     outside = not months.in_table(daily.date) or (
         anchor == "calendar" and not _in_table(daily.date)
     )
     if not compiled or outside:
-        out = bars_numpy(daily, n, anchor, last_day)
-        return out.take(arrays.from_numpy(month_order(out)))
+        out, segments = _bars_numpy(daily, n, anchor, last_day)
+        order = month_order(out)
+        return out.take(arrays.from_numpy(order)), segments[order]
     from batch import kernels  # numba loads only when bars are computed
 
     _, cols = kernels.bars_by_month(
@@ -336,8 +349,9 @@ def bars(
         n,
     )
     seg, start, end, open_, high, low, close, volume, days = cols
-    return _silver_table(daily, n, anchor, last_day, seg, start, end,
-                         (open_, high, low, close, volume), days)  # fmt: skip
+    table = _silver_table(daily, n, anchor, last_day, seg, start, end,
+                          (open_, high, low, close, volume), days)  # fmt: skip
+    return table, np.asarray(seg, dtype=np.int32)
 
 
 def month_order(bars_table: pa.Table) -> I64:
@@ -381,9 +395,15 @@ def bars_numpy(daily: Daily, interval: int, anchor: Anchor, last_day: int | None
 
     ``last_day`` is the lake's last date (date32), used by the calendar anchor's ``complete``.
     """
+    return _bars_numpy(daily, interval, anchor, last_day)[0]
+
+
+def _bars_numpy(
+    daily: Daily, interval: int, anchor: Anchor, last_day: int | None
+) -> tuple[pa.Table, I32]:
     n = int(interval)
     if daily.rows == 0:
-        return arrays.empty_table(SILVER)
+        return arrays.empty_table(SILVER), np.zeros(0, dtype=np.int32)
     g = group_of(daily, n, anchor)
     new = np.ones(daily.rows, dtype=bool)
     new[1:] = g[1:] != g[:-1]
@@ -406,7 +426,8 @@ def bars_numpy(daily: Daily, interval: int, anchor: Anchor, last_day: int | None
         daily.close[ends],
         volume,
     )
-    return _silver_table(
+    table = _silver_table(
         daily, n, anchor, last_day, seg.astype(np.int32), daily.date[starts], daily.date[ends],
         prices, days,
     )  # fmt: skip
+    return table, seg.astype(np.int32)

@@ -6,55 +6,17 @@ to split them into month files. Here one loop counts the bars per start month an
 writes each bar straight into its month-file position, so silver needs no reordering: a month
 file is a slice. Aggregation is the reference's own loop (volume summed left to right).
 
-Compiled on first use and cached beside the module, or where the process may write
-(:func:`cache_dir`; ``NUMBA_CACHE_DIR`` wins), or not at all rather than failing.
+Compiled on first use and cached as :mod:`core.jit` arranges.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Final
 
-from core import cache
+import numpy as np
+import numpy.typing as npt
 
-
-def cache_dir(env: Mapping[str, str], here: Path, writable: Callable[[Path], bool]) -> str | None:
-    """Where numba should keep the compiled loops, or None for numba's own choice.
-
-    ``NUMBA_CACHE_DIR`` wins; else beside this module (numba's default) when writable; else the
-    pipeline's cache (``CONDVEST_CACHE_DIR``, ``$XDG_CACHE_HOME/condvest``, ``~/.cache/condvest``);
-    else a per-user directory under the temporary directory. A container running as an
-    unprivileged user over a root-owned install takes one of the last two.
-    """
-    if env.get("NUMBA_CACHE_DIR") or writable(here):
-        return None
-    for candidate in (
-        cache.root(env) / "numba",
-        Path(tempfile.gettempdir()) / f"condvest-numba-{os.getuid()}",
-    ):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if writable(candidate):
-            return str(candidate)
-    return None
-
-
-def _writable(path: Path) -> bool:
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
-
-
-_chosen = cache_dir(os.environ, Path(__file__).resolve().parent, _writable)
-if _chosen is not None:
-    os.environ["NUMBA_CACHE_DIR"] = _chosen  # read by numba when it is imported, just below
-
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
+from core.jit import jit
 
 MONTHS: Final = 300 * 12
 """Month indices 1900-01 .. 2199-12 (:func:`batch.months.by_day`)."""
@@ -166,21 +128,10 @@ def _fill(
     return seg_out, start, end, o, h, lo, c, v, days
 
 
-def _jit(fn: Callable[..., Any], **options: Any) -> Any:
-    """``numba.njit`` with the on-disk cache, or without it where none can be written.
-
-    Without a cache each process compiles (about 4 s) instead of failing.
-    """
-    try:
-        return numba.njit(cache=True, nogil=True, **options)(fn)
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(cache=False, nogil=True, **options)(fn)
-
-
 # typed as Any: the dispatchers take the array types at run time
-_group_jit: Any = _jit(_group, inline="always")
-_count_jit: Any = _jit(_count)
-_fill_jit: Any = _jit(_fill)
+_group_jit: Any = jit(_group, inline="always")
+_count_jit: Any = jit(_count)
+_fill_jit: Any = jit(_fill)
 
 
 def bars_by_month(

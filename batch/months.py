@@ -49,9 +49,9 @@ def month_index(days: npt.NDArray[np.int32]) -> npt.NDArray[np.int16]:
     return np.asarray(table[days.astype(np.int32, copy=False) - np.int32(first)], np.int16)
 
 
-def bar_months(bars: pa.Table) -> npt.NDArray[np.int16]:
-    """The month index of each bar's ``start_date`` (the month file it belongs to)."""
-    starts = pc.cast(bars["start_date"], pa.int32())
+def bar_months(bars: pa.Table, key: str = "start_date") -> npt.NDArray[np.int16]:
+    """The month index of each bar's ``key`` date (the month file it belongs to)."""
+    starts = pc.cast(bars[key], pa.int32())
     return month_index(np.asarray(arrays.to_numpy(starts), dtype=np.int32))
 
 

@@ -13,8 +13,9 @@ Phases, each waiting for the one before (steps inside a phase run in parallel):
 5. ``python -m batch.gaps --alert``: missing sessions, the unexplained ones (not halts, not
    delistings) published to the SNS topic with their counts;
 6. ``python -m batch.resample --intervals N`` for each of the six intervals;
-7. ``python -m batch.vacuum``;
-8. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
+7. ``python -m batch.gold``: the indicators of the daily and Fibonacci bars;
+8. ``python -m batch.vacuum``;
+9. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
    no successful retention in the last week; it works on Postgres, so without ``DATABASE_URL``
    the weekly run leaves it out and says so, ``always`` runs it anyway.
 
@@ -183,6 +184,7 @@ def plan(
             ],
         )
     )
+    out.phases.append(("gold", [Step("gold", "batch.gold", ("-m", "batch.gold", *lake_args))]))
     out.phases.append(
         ("vacuum", [Step("vacuum", "batch.vacuum", ("-m", "batch.vacuum", *lake_args))])
     )
@@ -417,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m batch.pipeline",
         description="The daily batch run: replay + metadata, backfill of new listings, "
         "corporate actions, consolidate, gaps (unexplained ones to SNS), the six resamples, "
+        "gold indicators, "
         "vacuum, weekly retention; every step recorded in batch_jobs, failures to SNS.",
     )
     p.add_argument("--lake", metavar="URL", help="lake root (default: $LAKE_URL or ./data/lake)")

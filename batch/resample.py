@@ -430,8 +430,8 @@ def run(
     needed = sorted({s for todo in redo.values() for s in todo})
     sources = tail_sources(lake, needed, redo, entries, states)
     # the rows read whole decide: a daily run takes tails (a few rows a symbol) and stays light
-    counts = _row_counts([s for s in needed if s not in sources], entries, states)
-    forked = _use_processes(lake, processes, workers, counts)
+    counts = row_counts([s for s in needed if s not in sources], entries, states)
+    forked = use_processes(lake, processes, workers, counts)
     # numba's import and cache load (about 2 s) overlap the forked reads, started once the
     # readers exist (a fork during an import could leave a child waiting on its lock); the
     # interval workers then inherit the compiled loops instead of loading them each
@@ -511,7 +511,7 @@ def run(
     # as a full run's are (Parquet decoding and encoding of many files contend for the GIL)
     fork_intervals = forked or (
         processes is not False
-        and _use_processes(lake, True, workers, {})
+        and use_processes(lake, True, workers, {})
         and pool.worker_count(workers) > 1
         and _bounded_months(bounds, bases) >= FORK_MIN_MONTHS
     )
@@ -704,7 +704,7 @@ def _bounded_months(
     return total
 
 
-def _row_counts(
+def row_counts(
     symbols: Sequence[str], entries: Mapping[str, Entry], states: Mapping[str, mf.SymbolState]
 ) -> dict[str, int]:
     """Rows of each symbol's data.parquet, where the manifest describes the file listed."""
@@ -716,9 +716,10 @@ def _row_counts(
     return out
 
 
-def _use_processes(
+def use_processes(
     lake: Lake, processes: bool | None, workers: int, counts: Mapping[str, int]
 ) -> bool:
+    """Whether to read and compute on forked workers: asked for, or a large local read."""
     if not (lake.is_local and forking.available()) or processes is False:
         return False
     if processes:

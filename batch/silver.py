@@ -72,14 +72,14 @@ def serialize(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()  # the Arrow buffer itself: a copy to bytes cost 660 MB per rebuild
 
 
-def sort_bars(table: pa.Table) -> pa.Table:
-    """Rows in file order: (symbol, start_date); no copy when already in order."""
+def sort_bars(table: pa.Table, key: str = "start_date") -> pa.Table:
+    """Rows in file order: (symbol, ``key``); no copy when already in order."""
     if table.num_rows < 2:
         return table
     encoded = table["symbol"].combine_chunks().dictionary_encode()
     rank = np.argsort(np.argsort(np.asarray(encoded.dictionary.to_pylist(), dtype=object)))
     codes = rank[np.asarray(arrays.to_numpy(encoded.indices), dtype=np.int64)]
-    starts = np.asarray(arrays.to_numpy(pc.cast(table["start_date"], pa.int32())), dtype=np.int64)
+    starts = np.asarray(arrays.to_numpy(pc.cast(table[key], pa.int32())), dtype=np.int64)
     order = np.lexsort((starts, codes))
     if bool(np.all(order[1:] > order[:-1])):
         return table
@@ -98,7 +98,7 @@ def month_groups(bars: pa.Table) -> dict[int, npt.NDArray[np.int64]]:
     return {m: order[lo:hi] for m, lo, hi in _runs(sorted_months)}
 
 
-def month_slices(bars: pa.Table) -> dict[int, tuple[int, int]] | None:
+def month_slices(bars: pa.Table, key: str = "start_date") -> dict[int, tuple[int, int]] | None:
     """Row ranges of ``bars`` per start month when they are in month order, else None.
 
     :func:`batch.fib.bars` returns bars in that order, so a month file's rows are a zero-copy
@@ -106,7 +106,7 @@ def month_slices(bars: pa.Table) -> dict[int, tuple[int, int]] | None:
     """
     if bars.num_rows == 0:
         return {}
-    months = bar_months(bars)
+    months = bar_months(bars, key)
     if not bool(np.all(months[1:] >= months[:-1])):
         return None
     return {m: (lo, hi) for m, lo, hi in _runs(months)}
@@ -121,8 +121,13 @@ def _runs(sorted_months: npt.NDArray[np.int16]) -> list[tuple[int, int, int]]:
 
 def listed_months(lake: Lake, interval: int) -> dict[int, int]:
     """Month files present for ``interval``: month index -> size."""
+    return listed_months_in(lake, layout.silver_dir(interval))
+
+
+def listed_months_in(lake: Lake, folder: str) -> dict[int, int]:
+    """Month files (``..._{YYYYMM}.parquet``) under ``folder``: month index -> size."""
     out = {}
-    for e in lake.list(layout.silver_dir(interval), suffix=".parquet"):
+    for e in lake.list(folder, suffix=".parquet"):
         name = e.key.rsplit("/", 1)[-1]  # data_{N}d_{YYYYMM}.parquet
         stamp = name.removesuffix(".parquet").rsplit("_", 1)[-1]
         if len(stamp) == 6 and stamp.isdigit():
@@ -167,8 +172,8 @@ class Patch:
         return any(s.count == 1 for s in self.replace_shards)
 
 
-def _replaced(existing: pa.Table, patch: Patch) -> npt.NDArray[np.bool_]:
-    """Rows of ``existing`` that ``patch`` replaces."""
+def replaced(existing: pa.Table, patch: Patch, key: str = "start_date") -> npt.NDArray[np.bool_]:
+    """Rows of ``existing`` that ``patch`` replaces (by ``key``, the bars' date column)."""
     n = existing.num_rows
     drop = np.zeros(n, dtype=bool)
     if n == 0:
@@ -189,7 +194,7 @@ def _replaced(existing: pa.Table, patch: Patch) -> npt.NDArray[np.bool_]:
         idx = pc.index_in(symbols, value_set=arrays.strings(names))
         has = np.asarray(arrays.to_numpy(pc.is_valid(idx)), dtype=bool)
         pos = np.asarray(arrays.to_numpy(pc.fill_null(idx, 0)), dtype=np.int64)
-        starts = np.asarray(arrays.to_numpy(pc.cast(existing["start_date"], pa.int32())), np.int64)
+        starts = np.asarray(arrays.to_numpy(pc.cast(existing[key], pa.int32())), np.int64)
         drop |= has & (starts >= cut_values[pos]) & (starts < upto_values[pos])
     return drop
 
@@ -265,7 +270,7 @@ def apply(
         existing = existing.cast(SILVER)
         table = splice(existing, patch_rows.cast(SILVER), patch)
         if table is None:
-            existing = existing.filter(arrays.from_numpy(~_replaced(existing, patch)))
+            existing = existing.filter(arrays.from_numpy(~replaced(existing, patch)))
     if table is None:
         tables = [t for t in (existing, patch_rows.cast(SILVER)) if t is not None and t.num_rows]
         if not tables:

@@ -12,6 +12,7 @@ import sys
 HARNESSES: dict[str, str] = {
     "batch": "benchmarks.bench_batch",
     "actions": "benchmarks.bench_actions",
+    "gold": "benchmarks.bench_gold",
     "ingest": "benchmarks.bench_ingest",
     "live": "benchmarks.live_fold",
 }

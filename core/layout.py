@@ -99,6 +99,29 @@ def silver_dir(interval: int) -> str:
     return f"silver/silver_{int(interval)}d"
 
 
+def _gold_label(interval: str) -> str:
+    if not re.match(r"^[0-9]{1,2}d$", interval):
+        msg = f"invalid gold interval {interval!r}: expected e.g. 1d or 8d"
+        raise LayoutError(msg)
+    return interval
+
+
+def gold_dir(interval: str) -> str:
+    """Root of one interval's indicators (``1d``, ``3d``, ...)."""
+    return f"gold/indicators_{_gold_label(interval)}"
+
+
+def gold_file(interval: str, year: int, month: int) -> str:
+    """The month file of indicators whose bar's date (1d) or start_date is in (year, month)."""
+    label = _gold_label(interval)
+    return f"{gold_dir(label)}/year={year:04d}/month={month:02d}/data_{label}_{year:04d}{month:02d}.parquet"
+
+
+def gold_state(interval: str) -> str:
+    """Per-symbol indicator states of one interval: where an incremental run resumes."""
+    return f"{META}/gold_{_gold_label(interval)}_state.parquet"
+
+
 def consolidation_manifest() -> str:
     """Per-symbol record of merged fragments."""
     return f"{META}/consolidation_manifest.parquet"

@@ -9,6 +9,8 @@ from typing import Final
 
 import pyarrow as pa
 
+from core.indicators import EMA_SPANS
+
 UTC_US: Final = pa.timestamp("us", tz="UTC")
 SOURCES: Final = ("rest", "live", "export", "flatfile")
 """Allowed values of ``source``. ``live`` never replaces ``rest`` on consolidation."""
@@ -74,6 +76,49 @@ SILVER: Final = pa.schema(
         pa.field("complete", pa.bool_(), nullable=False),
     ]
 )
+
+GOLD_INTERVALS: Final = ("1d", *(f"{n}d" for n in FIB_INTERVALS))
+"""Intervals of gold: the daily bars and the six Fibonacci lengths."""
+INDICATORS: Final = [
+    *(pa.field(f"ema_{n}", pa.float64()) for n in EMA_SPANS),
+    pa.field("macd_fast", pa.float64()),
+    pa.field("macd_slow", pa.float64()),
+    pa.field("rsi_14", pa.float64()),
+    pa.field("atr_14", pa.float64()),
+    pa.field("vegas", pa.int8()),
+]
+"""Indicator columns of gold (:mod:`core.indicators`); null until each has enough bars."""
+
+GOLD_DAILY: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        *INDICATORS,
+    ]
+)
+"""``gold/indicators_1d``: one row per daily bar (split-adjusted close)."""
+
+GOLD_FIB: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("start_date", pa.date32(), nullable=False),
+        pa.field("end_date", pa.date32(), nullable=False),
+        pa.field("complete", pa.bool_(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        *INDICATORS,
+    ]
+)
+"""``gold/indicators_{N}d``: one row per Fibonacci bar, keyed as silver's bars."""
+
+
+def gold_schema(interval: str) -> pa.Schema:
+    """The gold schema of an interval label (``1d``, ``3d``, ...)."""
+    if interval not in GOLD_INTERVALS:
+        msg = f"unknown gold interval {interval!r}; choose from {', '.join(GOLD_INTERVALS)}"
+        raise ValueError(msg)
+    return GOLD_DAILY if interval == "1d" else GOLD_FIB
+
 
 QUARANTINE: Final = pa.schema(
     [

@@ -104,6 +104,12 @@ def sessions() -> list[dt.date]:
     return calendar.sessions_between(calendar.EPOCH, calendar.HORIZON)
 
 
+def window(first: dt.date, count: int) -> list[dt.date]:
+    """``count`` sessions from ``first`` on."""
+    i = calendar.session_index(first)
+    return sessions()[i : i + count]
+
+
 _RANK = {"rest": 3, "flatfile": 2, "export": 1, "live": 0}
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from api import adjusted as adjusted_bars
 from api import daily, fibonacci
-from api.deps import Res, Symbol
+from api.deps import EndParam, IntervalParam, LimitParam, Res, StartParam, Symbol
 from api.models import (
     Adjusted,
     Adjustment,
@@ -17,12 +17,10 @@ from api.models import (
     DailyBar,
     ErrorResponse,
     FibBar,
-    Interval,
 )
 from api.resources import Resources
 
 router = APIRouter(prefix="/v1", tags=["bars"])
-MAX_LIMIT = 100_000
 
 
 def _daily(
@@ -62,12 +60,10 @@ def _known(res: Resources, symbol: str) -> bool:
 def bars(
     res: Res,
     symbol: Symbol,
-    interval: Annotated[Interval, Query(description="1d, or a Fibonacci length")] = "1d",
-    start: Annotated[dt.date | None, Query(description="first date (YYYY-MM-DD)")] = None,
-    end: Annotated[dt.date | None, Query(description="last date (YYYY-MM-DD)")] = None,
-    limit: Annotated[
-        int | None, Query(ge=1, le=MAX_LIMIT, description="only the most recent N bars")
-    ] = None,
+    interval: IntervalParam = "1d",
+    start: StartParam = None,
+    end: EndParam = None,
+    limit: LimitParam = None,
     adjusted: Annotated[
         Adjusted,
         Query(

@@ -82,6 +82,7 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
     assert set(steps) == {
         "pipeline/consolidate",
         "pipeline/gaps",
+        "pipeline/gold",
         "pipeline/vacuum",
         *(f"pipeline/resample-{n}d" for n in (3, 5, 8, 13, 21, 34)),
     }
@@ -90,3 +91,4 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
     assert steps["pipeline/gaps"][1]["unexplained_gaps"] == 0  # no gap: nothing published
     assert not receive(aws_endpoint, queue_url)
     assert local_lake.exists(layout.silver_checkpoint(34))
+    assert steps["pipeline/gold"][1]["rows"] > 0 and local_lake.exists(layout.gold_state("34d"))

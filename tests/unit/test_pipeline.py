@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 NOW = dt.datetime(2026, 6, 8, 22, 0, tzinfo=dt.UTC)
 
 
-def test_the_plan_runs_ingest_backfill_consolidate_gaps_six_resamples_then_vacuum() -> None:
+def test_the_plan_runs_ingest_backfill_consolidate_gaps_resamples_gold_then_vacuum() -> None:
     p = pipeline.plan("s3://b/lake", skip_ingest=False, retention=True, topic="arn:t")
     assert [name for name, _ in p.phases] == [
         "ingest",
@@ -23,10 +23,12 @@ def test_the_plan_runs_ingest_backfill_consolidate_gaps_six_resamples_then_vacuu
         "consolidate",
         "gaps",
         "resample",
+        "gold",
         "vacuum",
         "retention",
     ]
     steps = {s.name: s.argv for _, phase in p.phases for s in phase}
+    assert steps["gold"][:4] == ("-m", "batch.gold", "--lake", "s3://b/lake")
     assert {s.name for s in p.phases[0][1]} == {"replay", "metadata"}
     assert steps["replay"] == ("-m", "bytewax.run", "dataflows.replay:flow")
     assert steps["metadata"] == ("-m", "dataflows.metadata")
@@ -51,7 +53,7 @@ def test_the_plan_runs_ingest_backfill_consolidate_gaps_six_resamples_then_vacuu
 
 def test_skip_ingest_and_retention_left_out_are_said_in_the_plan() -> None:
     p = pipeline.plan("/l", skip_ingest=True, retention="--retention never")
-    assert [name for name, _ in p.phases] == ["consolidate", "gaps", "resample", "vacuum"]
+    assert [name for name, _ in p.phases] == ["consolidate", "gaps", "resample", "gold", "vacuum"]
     assert "--sns-topic-arn" not in p.phases[1][1][0].argv  # gaps reads SNS_TOPIC_ARN itself
     assert dict(p.left_out) == {
         "replay": "--skip-ingest",

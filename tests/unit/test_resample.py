@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from batch import consolidate, fib, forking, resample
 from batch.resample import AnchorMismatch
-from core import calendar, layout
+from core import layout
 from core.lake import Lake
 from core.schemas import FIB_INTERVALS, SILVER
 from core.sharding import Shard
@@ -30,15 +30,11 @@ from tests.batch_support import (
     simple_rows,
     snapshot,
     table_of,
+    window,
     write_fragment,
 )
 
 pytestmark = pytest.mark.unit
-
-
-def _window(first: dt.date, count: int) -> list[dt.date]:
-    i = calendar.session_index(first)
-    return sessions()[i : i + count]
 
 
 def _consolidate_and_resample(lake: Lake, anchor: fib.Anchor = "calendar", **kw: object) -> None:
@@ -56,7 +52,7 @@ def _assert_matches_reference(lake: Lake, rows: Sequence[Row], anchor: str) -> N
 def test_bars_match_the_reference_on_gaps_halts_listings_and_delistings(
     local_lake: Lake, anchor: fib.Anchor
 ) -> None:
-    days = _window(dt.date(2024, 11, 20), 70)  # crosses a year end and several holidays
+    days = window(dt.date(2024, 11, 20), 70)  # crosses a year end and several holidays
     rows = [
         *simple_rows("AAA", days),  # full history
         *simple_rows("BBB", days[10:25] + days[31:50]),  # halted for six sessions, then delisted
@@ -88,7 +84,7 @@ def test_calendar_groups_start_at_1962_and_survive_missing_rows(local_lake: Lake
 def test_backfilled_old_date_reaches_silver_and_equals_a_full_rebuild(
     tmp_path: Path, anchor: fib.Anchor
 ) -> None:
-    days = _window(dt.date(2023, 3, 1), 80)
+    days = window(dt.date(2023, 3, 1), 80)
     hole = days[7]
     rows = simple_rows("AAA", days) + simple_rows("BBB", days, base=50)
     first = [r for r in rows if not (r.symbol == "AAA" and r.date == hole)]
@@ -110,7 +106,7 @@ def test_backfilled_old_date_reaches_silver_and_equals_a_full_rebuild(
 
 
 def test_rewriting_a_month_keeps_other_symbols_and_earlier_groups(local_lake: Lake) -> None:
-    days = _window(dt.date(2024, 6, 3), 19)  # the sessions of June 2024
+    days = window(dt.date(2024, 6, 3), 19)  # the sessions of June 2024
     assert {d.month for d in days} == {6}
     aaa, bbb = simple_rows("AAA", days), simple_rows("BBB", days[:14], base=30)
     write_fragment(local_lake, aaa[:14])
@@ -132,7 +128,7 @@ def test_rewriting_a_month_keeps_other_symbols_and_earlier_groups(local_lake: La
 
 
 def test_complete_flips_for_a_delisted_symbol_when_the_lake_advances(tmp_path: Path) -> None:
-    days = _window(dt.date(2024, 1, 2), 60)
+    days = window(dt.date(2024, 1, 2), 60)
     gone = simple_rows("GONE", days[:11])  # delisted in January
     live = simple_rows("LIVE", days[:12])
     new = simple_rows("NEW", days[45:])  # listed in March: touches no January file
@@ -155,7 +151,7 @@ def test_complete_flips_for_a_delisted_symbol_when_the_lake_advances(tmp_path: P
 
 
 def test_an_incremental_run_with_another_anchor_is_refused(local_lake: Lake) -> None:
-    write_fragment(local_lake, simple_rows("AAA", _window(dt.date(2024, 1, 2), 30)))
+    write_fragment(local_lake, simple_rows("AAA", window(dt.date(2024, 1, 2), 30)))
     _consolidate_and_resample(local_lake, "calendar")
     with pytest.raises(AnchorMismatch, match="--full"):
         resample.run(local_lake, anchor="symbol", workers=1)
@@ -163,12 +159,12 @@ def test_an_incremental_run_with_another_anchor_is_refused(local_lake: Lake) -> 
         resample.run(local_lake, anchor="symbol", full=True, symbols=["AAA"], workers=1)
     assert resample.run(local_lake, anchor="symbol", full=True, workers=1).ok
     assert resample.run(local_lake, anchor="symbol", workers=1).ok
-    rows = simple_rows("AAA", _window(dt.date(2024, 1, 2), 30))
+    rows = simple_rows("AAA", window(dt.date(2024, 1, 2), 30))
     _assert_matches_reference(local_lake, rows, "symbol")
 
 
 def test_shards_together_produce_exactly_one_runs_output(tmp_path: Path) -> None:
-    days = _window(dt.date(2022, 12, 1), 60)
+    days = window(dt.date(2022, 12, 1), 60)
     rng = random.Random(7)
     rows = []
     for i in range(12):
@@ -200,7 +196,7 @@ def test_shards_together_produce_exactly_one_runs_output(tmp_path: Path) -> None
 
 
 def test_a_symbol_removed_from_the_lake_leaves_silver(local_lake: Lake) -> None:
-    days = _window(dt.date(2024, 3, 1), 30)
+    days = window(dt.date(2024, 3, 1), 30)
     write_fragment(local_lake, simple_rows("AAA", days))
     write_fragment(local_lake, simple_rows("BBB", days))
     _consolidate_and_resample(local_lake)
@@ -210,7 +206,7 @@ def test_a_symbol_removed_from_the_lake_leaves_silver(local_lake: Lake) -> None:
 
 
 def test_data_written_without_the_consolidator_is_resampled(local_lake: Lake) -> None:
-    days = _window(dt.date(2021, 5, 3), 50)
+    days = window(dt.date(2021, 5, 3), 50)
     rows = simple_rows("EXT", days[:30])
     local_lake.write_table(layout.consolidated("EXT"), table_of(rows))
     assert resample.run(local_lake, workers=1).ok
@@ -222,7 +218,7 @@ def test_data_written_without_the_consolidator_is_resampled(local_lake: Lake) ->
 
 
 def test_nothing_changes_on_a_rerun_and_dry_run_writes_nothing(local_lake: Lake) -> None:
-    write_fragment(local_lake, simple_rows("AAA", _window(dt.date(2024, 1, 2), 30)))
+    write_fragment(local_lake, simple_rows("AAA", window(dt.date(2024, 1, 2), 30)))
     assert consolidate.run(local_lake, workers=1).ok
     dry = resample.run(local_lake, workers=1, dry_run=True)
     assert (
@@ -240,7 +236,7 @@ def test_nothing_changes_on_a_rerun_and_dry_run_writes_nothing(local_lake: Lake)
 def test_silver_of_an_older_release_is_rebuilt_not_patched(
     local_lake: Lake, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rows = simple_rows("AAA", _window(dt.date(2024, 1, 2), 60))
+    rows = simple_rows("AAA", window(dt.date(2024, 1, 2), 60))
     write_fragment(local_lake, rows)
     _consolidate_and_resample(local_lake)
     for n in FIB_INTERVALS:  # as an older release left it: other bytes, format 1
@@ -268,7 +264,7 @@ def pq_bytes_of_older_release(lake: Lake, key: str) -> bytes:
 def test_cli_runs_and_rejects_bad_input(
     local_lake: Lake, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_fragment(local_lake, simple_rows("AAA", _window(dt.date(2024, 1, 2), 30)))
+    write_fragment(local_lake, simple_rows("AAA", window(dt.date(2024, 1, 2), 30)))
     assert consolidate.main(["--lake", local_lake.url, "--no-progress"]) == 0
     assert resample.main(["--lake", local_lake.url, "--intervals", "3,5", "--no-progress"]) == 0
     assert "3d" in capsys.readouterr().out
@@ -378,7 +374,7 @@ def test_incremental_batches_equal_a_full_rebuild_and_the_reference(
 
 
 def test_silver_deleted_behind_its_checkpoint_is_rebuilt(local_lake: Lake) -> None:
-    days = _window(dt.date(2024, 3, 1), 30)
+    days = window(dt.date(2024, 3, 1), 30)
     write_fragment(local_lake, simple_rows("AAA", days))
     write_fragment(local_lake, simple_rows("BBB", days[5:]))
     _consolidate_and_resample(local_lake)

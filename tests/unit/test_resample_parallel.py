@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch import consolidate, fib, forking, kernels, resample, shared_load, silver
-from core import calendar, layout
+from core import calendar, jit, layout
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, FIB_INTERVALS
 from tests.batch_support import (
@@ -244,12 +244,12 @@ def test_workers_run_under_their_recorded_parent_and_stop_when_it_is_gone() -> N
 
 def test_processes_are_never_used_on_s3_or_a_single_worker() -> None:
     s3 = Lake("s3://bucket/prefix", endpoint_url="http://127.0.0.1:1")
-    assert not resample._use_processes(s3, True, 2, {"A": 10**9})
+    assert not resample.use_processes(s3, True, 2, {"A": 10**9})
     local = Lake("/tmp/condvest-never-written")
-    assert not resample._use_processes(local, None, 1, {"A": 10**9})
-    assert not resample._use_processes(local, None, 2, {"A": 10})
-    assert resample._use_processes(local, None, 2, {"A": 10**9}) == forking.available()
-    assert not resample._use_processes(local, False, 2, {"A": 10**9})
+    assert not resample.use_processes(local, None, 1, {"A": 10**9})
+    assert not resample.use_processes(local, None, 2, {"A": 10})
+    assert resample.use_processes(local, None, 2, {"A": 10**9}) == forking.available()
+    assert not resample.use_processes(local, False, 2, {"A": 10**9})
 
 
 @needs_fork
@@ -286,16 +286,14 @@ def test_numba_caches_where_the_process_may_write(tmp_path: Path) -> None:
         return p in allowed
 
     # set by the user: numba's own handling
-    assert kernels.cache_dir({"NUMBA_CACHE_DIR": "/x"}, here, writable) is None
+    assert jit.cache_dir({"NUMBA_CACHE_DIR": "/x"}, here, writable) is None
     allowed.add(here)  # an install the process owns: numba's default, beside the module
-    assert kernels.cache_dir({}, here, writable) is None
+    assert jit.cache_dir({}, here, writable) is None
     allowed.clear()  # a root-owned install run as another user: the pipeline's cache
     ours = tmp_path / "cache"
     allowed.add(ours / "numba")
-    assert kernels.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(
-        ours / "numba"
-    )
+    assert jit.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(ours / "numba")
     allowed.clear()  # nothing writable but the temporary directory
     per_user = Path(tempfile.gettempdir()) / f"condvest-numba-{os.getuid()}"
     allowed.add(per_user)
-    assert kernels.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(per_user)
+    assert jit.cache_dir({"CONDVEST_CACHE_DIR": str(ours)}, here, writable) == str(per_user)

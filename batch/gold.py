@@ -1,0 +1,789 @@
+"""Gold: technical indicators of every symbol's daily and Fibonacci bars.
+
+``python -m batch.gold`` writes ``gold/indicators_{I}/year=/month=/data_{I}_{YYYYMM}.parquet``
+for I in 1d, 3d, 5d, 8d, 13d, 21d, 34d: one row per bar (the last, incomplete one included) with
+the indicators of :mod:`core.indicators`, on split-adjusted prices (:mod:`batch.gold_inputs`).
+1d bars are the consolidated daily rows; Fibonacci bars are silver's, from the same function
+and the anchor silver was built with.
+
+Incremental by default. Per interval a checkpoint (:mod:`batch.gold_state`) holds, per symbol,
+what it was built from and the indicator state where the next run resumes (before the last bar
+while that bar may change). A daily run reads the consolidator's tails and recomputes only each
+symbol's last bars from its state; a change older than the resume point (a backfill) or a new
+split recomputes the symbol from its first bar. Month files are rewritten through patches that
+replace only the recomputed rows, with fixed writer options, so an incremental run gives the
+same bytes as a full rebuild (``--full``).
+
+Shards (``--shard I/N``): month files hold every symbol, so each shard stages its patch under
+``processing_metadata/gold_staging/indicators_{I}/gen={G}/`` and the shard completing the set
+applies them together, as one run would. Crash safety: month files are written atomically and
+the checkpoint after them, so a rerun recomputes the same patches and rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from batch import checkpoint as ckpt
+from batch import (
+    common,
+    fib,
+    forking,
+    gold_files,
+    gold_inputs,
+    gold_state,
+    planning,
+    pool,
+    resample,
+)
+from batch import manifest as mf
+from batch.checkpoint import SymbolMark
+from batch.fib import Anchor, Daily
+from batch.gold_state import GoldState
+from batch.months import month_index, month_of_day
+from batch.silver import MIN_DAY, Patch
+from core import arrays, calendar, indicators, layout
+from core.lake import Entry, Lake
+from core.schemas import GOLD_INTERVALS, gold_schema
+from core.sharding import Shard
+
+log = logging.getLogger("batch.gold")
+STAGING: Final = f"{layout.META}/gold_staging"
+WHOLE_MARKET: Final = Shard()
+I64 = npt.NDArray[np.int64]
+
+
+class AnchorMismatch(ValueError):
+    """Silver's anchor changed and only some symbols were asked to follow it."""
+
+
+@dataclass
+class IntervalReport:
+    """What happened to one interval."""
+
+    interval: str
+    full: bool = False
+    symbols_changed: int = 0
+    bars: int = 0
+    files_written: int = 0
+    files_deleted: int = 0
+    files_unchanged: int = 0
+    staged: bool = False
+    merged: bool = True
+
+
+@dataclass
+class GoldReport:
+    """What one gold run did, per interval."""
+
+    intervals: tuple[str, ...] = ()
+    symbols: int = 0
+    bars: int = 0
+    files_written: int = 0
+    files_deleted: int = 0
+    full: bool = False
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    dry_run: bool = False
+    last_date: str | None = None
+    per_interval: list[IntervalReport] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """One line for logs and the console."""
+        parts = []
+        for r in self.per_interval:
+            waiting = " (staged, waiting for other shards)" if r.staged and not r.merged else ""
+            parts.append(
+                f"{r.interval}{' full' if r.full else ''}: {r.symbols_changed} symbols, "
+                f"{r.bars} rows, {r.files_written} files written, {r.files_deleted} deleted"
+                + waiting
+            )
+        return (
+            f"{'[dry run] ' if self.dry_run else ''}gold (lake last date {self.last_date or '-'}):"
+            f" {self.symbols} symbols; "
+            + "; ".join(parts)
+            + f"; {len(self.failed)} failed, {self.seconds:.2f}s"
+        )
+
+
+# -- planning (pure) ---------------------------------------------------------------------------
+def interval_length(interval: str) -> int:
+    """Sessions per bar: 1 for ``1d``, N for ``Nd``."""
+    return int(interval.removesuffix("d"))
+
+
+def resume_points(
+    chosen: Sequence[str],
+    base: GoldState | None,
+    full: bool,
+    entries: dict[str, Entry],
+    states: dict[str, mf.SymbolState],
+    versions: dict[str, str],
+) -> dict[str, int | None]:
+    """Per symbol to recompute: the date to resume from, or None for its whole history.
+
+    Unchanged symbols are left out. A change on or after the checkpoint's resume date resumes
+    from its state; an older change, an unknown history or a new split version starts over.
+    """
+    todo: dict[str, int | None] = {}
+    for s in chosen:
+        if full or base is None or s not in base.resume:
+            todo[s] = None
+            continue
+        change = planning.change_of(entries[s], states.get(s), base.marks[s])
+        if base.splits.get(s) != versions[s]:
+            change = planning.WHOLE
+        if change is False:
+            continue
+        if change is planning.WHOLE or int(change) < base.resume[s]:
+            todo[s] = None
+        else:
+            todo[s] = base.resume[s]
+    return todo
+
+
+def next_resume(
+    interval: str, anchor: Anchor, start: int, end: int, complete: bool
+) -> tuple[int, bool]:
+    """(resume date, after the bar) of a symbol whose last bar spans [start, end].
+
+    A bar that can still change (every last daily row, an incomplete Fibonacci bar) is
+    recomputed next time: resume at its start, from the state before it. After a complete
+    Fibonacci bar nothing can change it but a backfill, so resume at the first day the next
+    bar can hold, from the state after it.
+    """
+    if interval == "1d" or not complete:
+        return start, False
+    n = interval_length(interval)
+    if anchor == "symbol":
+        return end + 1, True
+    g = int(fib.calendar_group(np.array([start], dtype=np.int32), n)[0])
+    sessions = calendar.session_days()
+    last = (g + 1) * n - 1
+    if last >= len(sessions):
+        return start, False
+    return int(sessions[last]) + 1, True
+
+
+# -- computing one interval ---------------------------------------------------------------------
+@dataclass
+class Result:
+    """One interval's patch and the checkpoint rows of the symbols it recomputed."""
+
+    interval: str
+    shard: Shard
+    full: bool
+    anchor: Anchor
+    last_day: int | None
+    patch: Patch
+    state: GoldState
+    removed: list[str] = field(default_factory=list)
+    changed: int = 0
+
+
+def compute_interval(
+    interval: str,
+    anchor: Anchor,
+    daily: Daily,
+    todo: dict[str, int | None],
+    base: GoldState | None,
+    marks: dict[str, SymbolMark],
+    versions: dict[str, str],
+    last_day: int | None,
+    *,
+    shard: Shard,
+    full: bool,
+    subset: bool,
+    deleted: Sequence[str] = (),
+) -> Result:
+    """The patch of one interval: the rows of every symbol in ``todo`` from its resume date."""
+    names = sorted(todo)
+    index = {s: i for i, s in enumerate(daily.symbols)}
+    segments = np.array([index[s] for s in names], dtype=np.int64)
+    resume = np.array([MIN_DAY if todo[s] is None else todo[s] for s in names], dtype=np.int64)
+    if len(names) and bool(np.any((resume == MIN_DAY) & (daily.first_row[segments] > 0))):
+        msg = "rows read for a whole recomputation do not start at the first row"
+        raise ValueError(msg)
+    starts = (
+        np.where(resume == MIN_DAY, 0, daily.search(segments, resume)) if len(names) else resume
+    )
+    if len(names) == len(daily.symbols) and not starts.any():
+        rows = daily
+    else:
+        rows = daily.take(segments, starts.astype(np.int64))
+    init = indicators.fresh(len(names))
+    for i, s in enumerate(names):
+        if todo[s] is not None and base is not None:
+            init[i] = base.states[s]
+    table, last_rows = _indicator_table(interval, anchor, rows, init, last_day)
+    state = GoldState(interval, anchor, last_day)
+    for i, s in enumerate(names):
+        info = last_rows[i]
+        if info is None:  # no rows at all: nothing to resume from
+            continue
+        key, end, complete, before, after = info
+        at = todo[s]
+        if at is not None and key[0] < at:  # rows before the resume point were read
+            msg = f"{s}: recomputed {interval} bars start at {key[0]}, before the resume date"
+            raise ValueError(msg)
+        day, past = next_resume(interval, anchor, key[1], end, complete)
+        state.marks[s] = marks[s]
+        state.splits[s] = versions[s]
+        state.resume[s] = day
+        state.states[s] = tuple(float(x) for x in (after if past else before))
+    months: set[int] = set()
+    if base is not None and not full:
+        held = [(base.marks.get(s), todo[s]) for s in names if s in base.marks]
+        for mark, cut in held:
+            if mark is None:
+                continue
+            lo = max(mark.first_day, cut if cut is not None else MIN_DAY)
+            if lo <= mark.last_day:
+                months.update(range(month_of_day(lo), month_of_day(mark.last_day) + 1))
+        for s in deleted:
+            mark = base.marks.get(s)
+            if mark is not None:
+                months.update(range(month_of_day(mark.first_day), month_of_day(mark.last_day) + 1))
+    cuts = {s: MIN_DAY if todo[s] is None else int(todo[s]) for s in names}  # type: ignore[arg-type]
+    cuts.update(dict.fromkeys(deleted, MIN_DAY))
+    patch = Patch(cuts=cuts, rows=table, months=months)
+    if full and not subset:
+        patch.cuts = {}
+        patch.replace_shards = [shard]
+    return Result(
+        interval, shard, full, anchor, last_day, patch, state, list(deleted), changed=len(names)
+    )
+
+
+LastBar = tuple[tuple[int, int], int, bool, npt.NDArray[np.float64], npt.NDArray[np.float64]]
+"""((first bar's key, last bar's key), last bar's end, complete, state before it, state after)."""
+
+
+def _indicator_table(
+    interval: str, anchor: Anchor, rows: Daily, init: npt.NDArray[np.float64], last_day: int | None
+) -> tuple[pa.Table, list[LastBar | None]]:
+    """Gold rows of ``rows`` in month-file order, and per segment its last bar's facts."""
+    n_seg = len(rows.symbols)
+    names = arrays.strings(rows.symbols)
+    if interval == "1d":
+        seg: npt.NDArray[np.integer[Any]] = rows.segment_ids()
+        perm = np.argsort(month_index(rows.date), kind="stable")
+        dest = np.empty_like(perm)
+        dest[perm] = np.arange(len(perm))
+        offsets = rows.offsets
+        series = indicators.compute(rows.high, rows.low, rows.close, offsets, init, dest=dest)
+        keys = rows.date
+        ends = rows.date
+        complete = np.zeros(len(keys), dtype=bool)
+        table = pa.table(
+            [
+                _symbols(seg[perm], names),
+                arrays.from_numpy(np.ascontiguousarray(keys[perm]), pa.date32()),
+                arrays.from_numpy(np.ascontiguousarray(rows.close[perm])),
+                *gold_files.indicator_columns(series.values),
+            ],
+            schema=gold_schema(interval),
+        )
+        by_seg_key, by_seg_end, by_seg_complete = keys, ends, complete
+    else:
+        bars, seg = fib.bars_and_segments(rows, interval_length(interval), anchor, last_day)
+        perm = np.argsort(seg, kind="stable")  # month order -> symbol order
+        counts = np.bincount(seg, minlength=n_seg) if len(seg) else np.zeros(n_seg, np.int64)
+        offsets = np.zeros(n_seg + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+
+        def column(name: str) -> npt.NDArray[np.float64]:
+            return np.asarray(arrays.to_numpy(bars[name]), dtype=np.float64)
+
+        high, low, close = column("high"), column("low"), column("close")
+        series = indicators.compute(high[perm], low[perm], close[perm], offsets, init, dest=perm)
+        start = np.asarray(arrays.to_numpy(bars["start_date"].cast(pa.int32())), np.int32)
+        end = np.asarray(arrays.to_numpy(bars["end_date"].cast(pa.int32())), np.int32)
+        done = np.asarray(arrays.to_numpy(bars["complete"]), dtype=bool)
+        table = pa.table(
+            [
+                bars["symbol"],
+                bars["start_date"],
+                bars["end_date"],
+                bars["complete"],
+                bars["close"],
+                *gold_files.indicator_columns(series.values),
+            ],
+            schema=gold_schema(interval),
+        )
+        by_seg_key, by_seg_end, by_seg_complete = start[perm], end[perm], done[perm]
+    last: list[LastBar | None] = []
+    for i in range(n_seg):
+        lo, hi = int(offsets[i]), int(offsets[i + 1])
+        if hi == lo:
+            last.append(None)
+            continue
+        last.append(
+            (
+                (int(by_seg_key[lo]), int(by_seg_key[hi - 1])),
+                int(by_seg_end[hi - 1]),
+                bool(by_seg_complete[hi - 1]),
+                series.before_last[i],
+                series.last[i],
+            )
+        )
+    return table, last
+
+
+def _symbols(codes: npt.NDArray[np.integer[Any]], names: pa.Array) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(
+        arrays.from_numpy(np.ascontiguousarray(codes, dtype=np.int32)), names
+    ).cast(pa.string())
+
+
+# -- committing --------------------------------------------------------------------------------
+@dataclass
+class CommitStats:
+    """What applying patches to month files did."""
+
+    written: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+
+def commit(
+    lake: Lake,
+    interval: str,
+    results: Sequence[Result],
+    base: GoldState | None,
+    workers: int,
+    *,
+    dry_run: bool = False,
+    threads: int | None = None,
+) -> CommitStats:
+    """Apply the results of all shards to the month files, then write the checkpoint."""
+    anchor = results[0].anchor
+    if any(r.anchor != anchor for r in results):
+        msg = f"shards of {interval} disagree on the anchor; rerun them"
+        raise AnchorMismatch(msg)
+    last_values = [r.last_day for r in results if r.last_day is not None]
+    last_day = max(last_values) if last_values else None
+    patch = Patch.combine(r.patch for r in results)
+    key = gold_files.key_column(interval)
+    listed = _listed(lake, interval)
+    slices = _slices(patch.rows, key)
+    months = set(patch.months) | set(slices)
+    if patch.replace_shards:
+        months |= set(listed)
+    if interval != "1d" and anchor == "calendar" and base is not None and base.anchor == anchor:
+        flips = planning.flip_months(interval_length(interval), base.last_day, last_day)
+        months |= flips & set(listed)
+    fresh = patch.replaces_everything()
+    as_is = fresh and len(results) == 1
+    stats = CommitStats()
+
+    def one(month: int) -> str:
+        target = gold_files.month_file(interval, month)
+        old: bytes | None = None
+        existing = None
+        if month in listed and not fresh:
+            old = lake.read_bytes(target)
+            existing = pq.ParquetFile(pa.BufferReader(old)).read(use_threads=False)
+        rows = patch.rows.take(arrays.from_numpy(slices[month])) if month in slices else None
+        if rows is None:
+            rows = arrays.empty_table(gold_schema(interval))
+        table = (
+            rows if as_is else gold_files.apply(existing, rows, patch, interval, anchor, last_day)
+        )
+        if table.num_rows == 0:
+            if month in listed:
+                if not dry_run:
+                    lake.delete(target)
+                return "deleted"
+            return "unchanged"
+        data = gold_files.serialize(table, interval)
+        if old is not None and data.equals(pa.py_buffer(old)):
+            return "unchanged"
+        if not dry_run:
+            lake.write_bytes(target, data)
+        return "written"
+
+    if threads is None:
+        threads = pool.worker_count(workers) * (1 if lake.is_local else 2)
+    with ThreadPoolExecutor(max(1, threads)) as ex:
+        outcomes = map(one, sorted(months)) if threads <= 1 else ex.map(one, sorted(months))
+        for outcome in outcomes:
+            setattr(stats, outcome, getattr(stats, outcome) + 1)
+    if not dry_run:
+        gold_state.write(lake, next_state(interval, anchor, last_day, base, results))
+    return stats
+
+
+def _listed(lake: Lake, interval: str) -> set[int]:
+    from batch.silver import listed_months_in
+
+    return set(listed_months_in(lake, layout.gold_dir(interval)))
+
+
+def _slices(rows: pa.Table, key: str) -> dict[int, I64]:
+    """Row indices of ``rows`` per month file, in their order (month order already)."""
+    if rows.num_rows == 0:
+        return {}
+    months = np.asarray(
+        month_index(np.asarray(arrays.to_numpy(rows[key].cast(pa.int32())), np.int32)), np.int64
+    )
+    order = np.argsort(months, kind="stable")
+    sorted_months = months[order]
+    edges = np.flatnonzero(np.diff(sorted_months)) + 1
+    bounds = [0, *edges.tolist(), len(order)]
+    return {int(sorted_months[lo]): order[lo:hi] for lo, hi in itertools.pairwise(bounds)}
+
+
+def next_state(
+    interval: str,
+    anchor: Anchor,
+    last_day: int | None,
+    base: GoldState | None,
+    results: Sequence[Result],
+) -> GoldState:
+    """The checkpoint after applying ``results`` on top of ``base``."""
+    out = GoldState(interval, anchor, last_day, (base.generation + 1) if base is not None else 1)
+    if base is not None and base.anchor == anchor:
+        out.marks, out.splits = dict(base.marks), dict(base.splits)
+        out.resume, out.states = dict(base.resume), dict(base.states)
+    for r in results:
+        for sh in r.patch.replace_shards:
+            for s in [s for s in out.resume if sh.owns(s)]:
+                out.drop(s)
+        for s in r.removed:
+            out.drop(s)
+        for s in r.patch.cuts:  # recomputed: dropped, then set again below when it has rows
+            out.drop(s)
+        out.marks.update(r.state.marks)
+        out.splits.update(r.state.splits)
+        out.resume.update(r.state.resume)
+        out.states.update(r.state.states)
+    return out
+
+
+# -- shards ------------------------------------------------------------------------------------
+def _stage_folder(interval: str, generation: int, shard: Shard) -> str:
+    return (
+        f"{STAGING}/indicators_{interval}/gen={int(generation)}"
+        f"/shard={shard.index}-of-{shard.count}"
+    )
+
+
+def stage(lake: Lake, generation: int, result: Result) -> None:
+    """Write one shard's result (rows and states first, the plan last: it marks it done)."""
+    where = _stage_folder(result.interval, generation, result.shard)
+    lake.write_table(f"{where}/rows.parquet", result.patch.rows)
+    gold_state.write_to(lake, f"{where}/state.parquet", result.state)
+    plan = {
+        "shard": [result.shard.index, result.shard.count],
+        "full": result.full,
+        "anchor": result.anchor,
+        "last_day": result.last_day,
+        "cuts": result.patch.cuts,
+        "months": sorted(result.patch.months),
+        "replace": [[s.index, s.count] for s in result.patch.replace_shards],
+        "removed": result.removed,
+        "changed": result.changed,
+    }
+    lake.write_json(f"{where}/plan.json", plan)
+
+
+def complete_set(lake: Lake, interval: str, generation: int, count: int) -> list[Result] | None:
+    """All ``count`` staged results of a generation, or None while some are missing."""
+    plans = []
+    for i in range(count):
+        plan = lake.read_json(f"{_stage_folder(interval, generation, Shard(i, count))}/plan.json")
+        if plan is None:
+            return None
+        plans.append((i, plan))
+    out = []
+    for i, plan in plans:
+        where = _stage_folder(interval, generation, Shard(i, count))
+        state = gold_state.read_from(lake, f"{where}/state.parquet")
+        patch = Patch(
+            cuts={s: int(c) for s, c in plan["cuts"].items()},
+            rows=lake.read_table(f"{where}/rows.parquet").cast(gold_schema(interval)),
+            months=set(plan["months"]),
+            replace_shards=[Shard(a, b) for a, b in plan["replace"]],
+        )
+        out.append(
+            Result(
+                interval,
+                Shard(*plan["shard"]),
+                bool(plan["full"]),
+                _anchor(plan["anchor"]),
+                plan["last_day"],
+                patch,
+                state,
+                list(plan["removed"]),
+                int(plan["changed"]),
+            )
+        )
+    return out
+
+
+def clear(lake: Lake, interval: str, below: int) -> None:
+    """Remove staged results of generations before ``below`` (applied or abandoned)."""
+    folder = f"{STAGING}/indicators_{interval}"
+    for name in lake.list_dirs(folder):
+        if name.startswith("gen=") and int(name.removeprefix("gen=")) < below:
+            lake.delete_prefix(f"{folder}/{name}")
+
+
+def _anchor(text: str) -> Anchor:
+    if text in fib.ANCHORS:
+        return "symbol" if text == "symbol" else "calendar"
+    msg = f"unknown anchor {text!r}"
+    raise ValueError(msg)
+
+
+# -- the job -----------------------------------------------------------------------------------
+def silver_anchor(lake: Lake, interval: str) -> Anchor:
+    """The anchor silver of ``interval`` was built with (calendar before any resample)."""
+    if interval == "1d":
+        return "calendar"
+    held = ckpt.read(lake, interval_length(interval))
+    return _anchor(held.anchor) if held is not None else "calendar"
+
+
+def run(
+    lake: Lake,
+    intervals: Sequence[str] = GOLD_INTERVALS,
+    full: bool = False,
+    symbols: Sequence[str] | None = None,
+    shard: Shard = WHOLE_MARKET,
+    workers: int = 0,
+    *,
+    dry_run: bool = False,
+    progress: bool = False,
+    processes: bool | None = None,
+    splits: gold_inputs.Splits | None = None,
+) -> GoldReport:
+    """Bring gold up to date with the consolidated bronze; see the module docstring.
+
+    ``splits``: the split factors to adjust with (default: the lake's, :mod:`batch.gold_inputs`).
+    """
+    started = time.perf_counter()
+    bad = [i for i in intervals if i not in GOLD_INTERVALS]
+    if bad:
+        msg = f"unsupported intervals {bad}; choose from {', '.join(GOLD_INTERVALS)}"
+        raise ValueError(msg)
+    labels = tuple(i for i in GOLD_INTERVALS if i in set(intervals))
+    entries = resample.data_entries(lake)
+    states = mf.read(lake)
+    wanted = set(symbols) if symbols is not None else None
+    chosen = [s for s in shard.select(sorted(entries)) if wanted is None or s in wanted]
+    subset = wanted is not None
+    book = splits if splits is not None else gold_inputs.splits(lake)
+    versions = book.versions(chosen)
+    bases = {i: gold_state.read(lake, i) for i in labels}
+    anchors = {i: silver_anchor(lake, i) for i in labels}
+    fulls: dict[str, bool] = {}
+    for i in labels:
+        base = bases[i]
+        moved = base is not None and base.anchor != anchors[i]
+        if moved and subset:
+            msg = f"silver_{i} is now built with --anchor {anchors[i]}: rebuild gold without --symbols"
+            raise AnchorMismatch(msg)
+        fulls[i] = full or base is None or moved or not lake.list_dirs(layout.gold_dir(i))
+    todo = {i: resume_points(chosen, bases[i], fulls[i], entries, states, versions) for i in labels}
+    needed: dict[str, int | None] = {}
+    for plan in todo.values():
+        for s, day in plan.items():
+            held = needed.get(s, day) if s in needed else day
+            needed[s] = None if held is None or day is None else min(held, day)
+    failed: dict[str, str] = {}
+    try:
+        inputs = gold_inputs.read(
+            lake, book, needed, entries, states, workers, progress=progress, processes=processes
+        )
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        # one bad file fails its symbol, not the run: name the culprits, go on without them
+        failed = culprits(lake, sorted(needed))
+        if not failed:
+            raise
+        log.warning("%d symbols cannot be read (%s); computing the others", len(failed), exc)
+        for plan in (needed, *todo.values()):
+            for s in failed:
+                plan.pop(s, None)
+        inputs = gold_inputs.read(
+            lake, book, needed, entries, states, workers, progress=progress, processes=processes
+        )
+    daily = inputs.daily
+    loaded = {
+        s: int(daily.date[daily.offsets[k + 1] - 1])
+        for k, s in enumerate(daily.symbols)
+        if daily.offsets[k + 1] > daily.offsets[k]
+    }
+    readable = {s: e for s, e in entries.items() if s not in failed}
+    last_day = resample.lake_last_day(lake, readable, states, loaded, workers)
+    report = GoldReport(
+        intervals=labels,
+        symbols=len(chosen),
+        full=all(fulls.values()) if fulls else False,
+        dry_run=dry_run,
+        last_date=str(gold_state.date_of(last_day)) if last_day is not None else None,
+        failed=failed,
+    )
+
+    def one(interval: str) -> IntervalReport:
+        base = bases[interval]
+        deleted = []
+        if base is not None and not fulls[interval]:
+            deleted = [
+                s
+                for s in shard.select(sorted(base.resume))
+                if s not in entries and (wanted is None or s in wanted)
+            ]
+        result = compute_interval(
+            interval, anchors[interval], daily, todo[interval], base, inputs.marks, versions,
+            last_day, shard=shard, full=fulls[interval], subset=subset, deleted=deleted,
+        )  # fmt: skip
+        rep = IntervalReport(interval, full=fulls[interval], symbols_changed=result.changed)
+        rep.bars = result.patch.rows.num_rows
+        if shard.count == 1:
+            threads = 1 if inputs.forked else None
+            stats = commit(
+                lake, interval, [result], base, workers, dry_run=dry_run, threads=threads
+            )
+            rep.files_written, rep.files_deleted = stats.written, stats.deleted
+            rep.files_unchanged = stats.unchanged
+        elif not dry_run:
+            generation = base.generation if base is not None else 0
+            stage(lake, generation, result)
+            rep.staged = True
+            results = complete_set(lake, interval, generation, shard.count)
+            rep.merged = results is not None
+            if results is not None:
+                stats = commit(lake, interval, results, base, workers)
+                clear(lake, interval, generation + 1)
+                rep.files_written, rep.files_deleted = stats.written, stats.deleted
+                rep.files_unchanged = stats.unchanged
+        return rep
+
+    with tqdm(
+        total=len(labels), desc="gold", unit="interval", disable=not progress, leave=False
+    ) as bar:
+
+        def done(_: IntervalReport) -> None:
+            bar.update(1)
+
+        if inputs.forked and len(labels) > 1:  # intervals on forked workers, as resample does
+            reports = forking.map_forked(one, labels, pool.worker_count(workers), done)
+        else:
+            reports = []
+            for i in labels:
+                reports.append(one(i))
+                done(reports[-1])
+    for rep in reports:
+        report.per_interval.append(rep)
+        report.bars += rep.bars
+        report.files_written += rep.files_written
+        report.files_deleted += rep.files_deleted
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def culprits(lake: Lake, symbols: Sequence[str]) -> dict[str, str]:
+    """The symbols whose data.parquet cannot be read alone, with the reason."""
+    failed = {}
+    for s in symbols:
+        try:
+            resample.read_daily(lake, s)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            failed[s] = f"{type(exc).__name__}: {exc}"
+    return failed
+
+
+def _intervals(text: str) -> tuple[str, ...]:
+    out = []
+    for part in text.split(","):
+        label = part.strip().lower()
+        if not label:
+            continue
+        if label.isdigit():
+            label += "d"
+        if label not in GOLD_INTERVALS:
+            msg = f"unsupported interval {part.strip()!r}; choose from {', '.join(GOLD_INTERVALS)}"
+            raise argparse.ArgumentTypeError(msg)
+        out.append(label)
+    if not out:
+        msg = "no interval given"
+        raise argparse.ArgumentTypeError(msg)
+    return tuple(i for i in GOLD_INTERVALS if i in out)
+
+
+@common.main_wrapper
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m batch.gold``."""
+    p = common.parser(
+        "gold",
+        "Compute technical indicators (EMA 8..169, MACD, Wilder RSI and ATR, Vegas) of every "
+        "symbol's daily and Fibonacci bars into gold/indicators_{I}/, incrementally from "
+        "per-symbol states in processing_metadata/.",
+    )
+    p.add_argument(
+        "--intervals",
+        dest="gold_intervals",  # not common's Fibonacci-only --intervals
+        type=_intervals,
+        default=GOLD_INTERVALS,
+        metavar="1d,3d",
+        help=f"intervals (default: all seven: {','.join(GOLD_INTERVALS)})",
+    )
+    p.add_argument("--full", action="store_true", help="rebuild the intervals from scratch")
+    p.add_argument(
+        "--processes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read and compute on forked workers (Linux, local lake); default: when at least "
+        f"{resample.PROCESS_MIN_ROWS:,} rows are read",
+    )
+    args = common.parse(p, argv, reads_lake=True)
+    with common.recorded("gold") as counts:
+        report = run(
+            args.lake,
+            intervals=args.extra.gold_intervals,
+            full=args.extra.full,
+            symbols=args.symbols,
+            shard=args.shard,
+            workers=args.workers,
+            dry_run=args.dry_run,
+            progress=args.progress,
+            processes=args.extra.processes,
+        )
+        counts.update(
+            symbols=report.symbols,
+            rows=report.bars,
+            files_written=report.files_written,
+            files_deleted=report.files_deleted,
+            full=report.full,
+        )
+        print(report.summary())
+        if report.failed:
+            counts["failed"] = json.dumps(report.failed)
+        common.fail_on_symbols(report.failed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(None))

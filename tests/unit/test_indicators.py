@@ -1,0 +1,169 @@
+"""core.indicators against the pandas definitions, resumed == whole, compiled == numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core import indicators as ind
+
+pytestmark = pytest.mark.unit
+F64 = npt.NDArray[np.float64]
+
+
+def pandas_reference(high: F64, low: F64, close: F64) -> dict[str, F64]:
+    """The contract's definitions written with pandas, as a user would."""
+    c, h, lo = pd.Series(close), pd.Series(high), pd.Series(low)
+    out = {f"ema_{n}": c.ewm(span=n, adjust=False, min_periods=n).mean() for n in ind.EMA_SPANS}
+    out["macd_fast"] = out["ema_13"] - out["ema_21"]
+    out["macd_slow"] = out["ema_55"] - out["ema_89"]
+    d = c.diff()
+    gain = d.clip(lower=0).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
+    loss = (-d).clip(lower=0).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
+    rsi = 100 * gain / (gain + loss)
+    rsi[(gain + loss) == 0] = 50.0
+    out["rsi_14"] = rsi
+    prev = c.shift(1)
+    tr = pd.concat([h, prev], axis=1).max(axis=1) - pd.concat([lo, prev], axis=1).min(axis=1)
+    tr.iloc[0] = high[0] - low[0] if len(high) else np.nan
+    out["atr_14"] = tr.ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
+    top = pd.concat([out["ema_144"], out["ema_169"]], axis=1)
+    vegas = pd.Series(0.0, index=c.index)
+    vegas[c > top.max(axis=1)] = 1.0
+    vegas[c < top.min(axis=1)] = -1.0
+    vegas[top.isna().any(axis=1)] = np.nan
+    out["vegas"] = vegas
+    return {k: v.to_numpy(dtype=np.float64) for k, v in out.items()}
+
+
+def assert_close(got: F64, want: F64, what: str) -> None:
+    """Equal nulls, values within 1e-9 relative (the contract's tolerance)."""
+    assert np.array_equal(np.isnan(got), np.isnan(want)), f"{what}: nulls differ"
+    both = ~np.isnan(want)
+    np.testing.assert_allclose(got[both], want[both], rtol=1e-9, atol=0, err_msg=what)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[F64, F64, F64]]:
+    """Series of any length (0, 1, around the warm-ups, long), random walks, constant runs."""
+    out = []
+    for _ in range(draw(st.integers(1, 6))):
+        n = draw(st.sampled_from([0, 1, 2, 13, 14, 15, 168, 169, 170]) | st.integers(0, 400))
+        seed = draw(st.integers(0, 2**32 - 1))
+        rng = np.random.default_rng(seed)
+        kind = draw(st.sampled_from(["walk", "constant", "steps"]))
+        if kind == "constant":
+            close = np.full(n, draw(st.sampled_from([1.0, 12.5, 0.0123, 4321.75])))
+        elif kind == "steps":  # long flat runs broken by jumps
+            close = np.repeat(rng.choice([5.0, 5.5, 7.25], size=n // 20 + 1), 20)[:n]
+        else:
+            close = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.03, n)))
+        spread = np.abs(rng.normal(0.0, 0.02, n)) * close
+        out.append((close + spread, close - spread * rng.random(n), close))
+    return out
+
+
+def _flat(series: list[tuple[F64, F64, F64]]) -> tuple[F64, F64, F64, npt.NDArray[np.int64]]:
+    lengths = [len(c) for _, _, c in series]
+    offsets = np.zeros(len(series) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return (
+        np.concatenate([h for h, _, _ in series]),
+        np.concatenate([lo for _, lo, _ in series]),
+        np.concatenate([c for _, _, c in series]),
+        offsets,
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_every_column_equals_the_pandas_definitions(series: list[tuple[F64, F64, F64]]) -> None:
+    high, low, close, offsets = _flat(series)
+    got = ind.compute(high, low, close, offsets)
+    for i, (h, lo, c) in enumerate(series):
+        if not len(c):
+            continue
+        want = pandas_reference(h, lo, c)
+        for name in ind.COLUMNS:
+            assert_close(got.values[name][offsets[i] : offsets[i + 1]], want[name], name)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.data())
+def test_resuming_from_a_state_gives_the_same_bits(
+    series: list[tuple[F64, F64, F64]], data: st.DataObject
+) -> None:
+    high, low, close, offsets = _flat(series)
+    whole = ind.compute(high, low, close, offsets)
+    # first part of every series, then the rest from its state
+    cuts = [data.draw(st.integers(0, len(c))) for _, _, c in series]
+    head = _flat([(h[:k], lo[:k], c[:k]) for (h, lo, c), k in zip(series, cuts, strict=True)])
+    tail = _flat([(h[k:], lo[k:], c[k:]) for (h, lo, c), k in zip(series, cuts, strict=True)])
+    first = ind.compute(*head)
+    rest = ind.compute(*tail, states=first.last)
+    for i, k in enumerate(cuts):
+        lo_, hi_ = int(offsets[i]), int(offsets[i + 1])
+        for name in ind.COLUMNS:
+            joined = np.concatenate(
+                [
+                    first.values[name][head[3][i] : head[3][i + 1]],
+                    rest.values[name][tail[3][i] : tail[3][i + 1]],
+                ]
+            )
+            assert joined.tobytes() == whole.values[name][lo_:hi_].tobytes(), (name, k)
+    assert np.array_equal(rest.last, whole.last, equal_nan=True)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_the_compiled_loop_gives_the_numpy_bits(series: list[tuple[F64, F64, F64]]) -> None:
+    high, low, close, offsets = _flat(series)
+    a = ind.compute(high, low, close, offsets, compiled=False)
+    b = ind.compute(high, low, close, offsets, compiled=True)
+    for name in ind.COLUMNS:
+        assert a.values[name].tobytes() == b.values[name].tobytes(), name
+    assert a.before_last.tobytes() == b.before_last.tobytes()
+    assert a.last.tobytes() == b.last.tobytes()
+
+
+def test_state_before_the_last_bar_resumes_a_revised_last_bar() -> None:
+    rng = np.random.default_rng(4)
+    close = 20.0 + np.cumsum(rng.normal(0, 0.5, 300))
+    high, low = close + 0.5, close - 0.5
+    first = ind.compute(high, low, close, np.array([0, 300]))
+    revised = close.copy()
+    revised[-1] += 1.0
+    again = ind.compute(high[-1:], low[-1:], revised[-1:], np.array([0, 1]), first.before_last)
+    whole = ind.compute(high, low, revised, np.array([0, 300]))
+    for name in ind.COLUMNS:
+        assert again.values[name][0] == whole.values[name][-1] or (
+            np.isnan(again.values[name][0]) and np.isnan(whole.values[name][-1])
+        )
+
+
+def test_a_live_state_seeded_from_history_continues_it() -> None:
+    rng = np.random.default_rng(9)
+    close = 100.0 + np.cumsum(rng.normal(0, 1, 400))
+    high, low = close + 1.0, close - 1.0
+    whole = ind.compute(high, low, close, np.array([0, 400]))
+    state = ind.State.of_history(high[:399], low[:399], close[:399])
+    assert state.bars == 399
+    forming, after = state.advance(float(high[-1]) - 0.5, float(low[-1]), float(close[-1]) - 0.3)
+    values, after = state.advance(float(high[-1]), float(low[-1]), float(close[-1]))
+    assert forming != values  # the forming bar was evaluated, not kept
+    for name in ind.COLUMNS:
+        assert values[name] == whole.values[name][-1]
+    assert after.bars == 400
+    empty, _ = ind.State.empty().advance(2.0, 1.0, 1.5)
+    assert empty["ema_8"] is None and empty["atr_14"] is None and empty["vegas"] is None
+
+
+def test_smoothing_factors_are_pandas_own() -> None:
+    assert ind.span_alpha(8) == 1.0 / (1.0 + 3.5)
+    assert ind.WILDER_ALPHA == 1.0 / (1.0 + (1.0 - 1.0 / 14) / (1.0 / 14))
+    with pytest.raises(ValueError, match="shape"):
+        ind.compute(np.ones(2), np.ones(2), np.ones(2), np.array([0, 2]), ind.fresh(2))
