@@ -7,8 +7,9 @@ Phases, each waiting for the one before (steps inside a phase run in parallel):
 2. corporate actions (``python -m dataflows.corporate_actions``): splits and dividends, before
    consolidation so the resample adjusts with today's splits; the summary names every symbol
    whose vendor adjustment factor differs from ours; left out with ``--skip-ingest``;
-3. ``python -m batch.consolidate``;
-4. ``python -m batch.resample --intervals N`` for each of the six intervals;
+3. ``python -m batch.consolidate``, and ``--minutes`` beside it (minute fragments per session);
+4. ``python -m batch.resample --intervals N`` for each of the six intervals, and beside them
+   ``python -m batch.intraday`` (5m..4h bars of the sessions whose minutes changed);
 5. ``python -m batch.vacuum``;
 6. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
    no successful retention in the last week; it works on Postgres, so without ``DATABASE_URL``
@@ -151,7 +152,14 @@ def plan(
     out.phases.append(
         (
             "consolidate",
-            [Step("consolidate", "batch.consolidate", ("-m", "batch.consolidate", *lake_args))],
+            [
+                Step("consolidate", "batch.consolidate", ("-m", "batch.consolidate", *lake_args)),
+                Step(
+                    "consolidate-minutes",
+                    "batch.consolidate",
+                    ("-m", "batch.consolidate", *lake_args, "--minutes"),
+                ),
+            ],
         )
     )
     out.phases.append(
@@ -164,7 +172,8 @@ def plan(
                     ("-m", "batch.resample", *lake_args, "--intervals", str(n), *jobs),
                 )
                 for n in intervals
-            ],
+            ]
+            + [Step("intraday", "batch.intraday", ("-m", "batch.intraday", *lake_args, *jobs))],
         )
     )
     out.phases.append(

@@ -111,6 +111,8 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
     steps = {j: v for j, v in jobs.items() if j.startswith("pipeline/")}
     assert set(steps) == {
         "pipeline/consolidate",
+        "pipeline/consolidate-minutes",
+        "pipeline/intraday",
         "pipeline/vacuum",
         *(f"pipeline/resample-{n}d" for n in (3, 5, 8, 13, 21, 34)),
     }
