@@ -3,6 +3,7 @@
     source chunks -> decode -> trade batches -> fold per partition (event time) -+-> Redis
                                                                                   +-> bronze minute fragments
                                                                                   +-> live_gaps (Postgres)
+                                                                                  +-> bronze/trades/ (archive)
                                                                                   +-> quarantine/live/
 
 Run it with ``python -m bytewax.run dataflows.live:flow``. ``flow`` is built on first access
@@ -36,6 +37,7 @@ from dataflows.connectors.minute_sink import MinuteBarSink
 from dataflows.connectors.polygon import PolygonConfigError, PolygonGateway
 from dataflows.connectors.quarantine_sink import QuarantineSink
 from dataflows.connectors.redis_sink import RedisLiveSink
+from dataflows.connectors.trades_sink import TradesArchiveSink, archive_key
 from dataflows.connectors.websocket import PolygonChunkSource, ws_config
 from dataflows.minute_fold import FoldOut, Gap, MinuteBar
 from dataflows.operators import LiveStreams, minute_streams
@@ -53,7 +55,7 @@ def build_live_flow(
     live: Sink[FoldOut],
     quarantine: Sink[Reject],
     gaps: Sink[Gap] | None = None,
-    trades: Sink[TradeBatch] | None = None,
+    trades: Sink[tuple[str, TradeBatch]] | None = None,
     rules: ConditionRules | None = None,
     lateness: dt.timedelta = DEFAULT_LATENESS,
     horizon: dt.timedelta = DEFAULT_HORIZON,
@@ -81,7 +83,7 @@ def build_live_flow(
     if gaps is not None:
         op.output("gaps", streams.gaps, gaps)
     if trades is not None:
-        op.output("trades", streams.trades, trades)
+        op.output("trades", op.key_on("trades_key", streams.trades, archive_key), trades)
     return flow
 
 
@@ -119,6 +121,7 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         live=RedisLiveSink(redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
         quarantine=QuarantineSink(lake, "live"),
         gaps=GapSink(database_url(s)),
+        trades=TradesArchiveSink(lake, flush_after=s.trades_flush_s) if s.trades_archive else None,
         rules=_rules(s, lake),
         lateness=dt.timedelta(seconds=s.live_lateness_s),
         horizon=dt.timedelta(seconds=s.live_revision_horizon_s),
