@@ -14,6 +14,7 @@ HARNESSES: dict[str, str] = {
     "actions": "benchmarks.bench_actions",
     "ingest": "benchmarks.bench_ingest",
     "live": "benchmarks.live_fold",
+    "intraday": "benchmarks.bench_intraday",
 }
 
 
