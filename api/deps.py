@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
 from api.auth import key_matches
-from api.models import Interval
+from api.models import DailyInterval
 from api.resources import Resources
 from core.layout import LayoutError, normalise_symbol
 
@@ -55,7 +55,7 @@ Symbol = Annotated[str, Depends(valid_symbol)]
 
 
 MAX_LIMIT = 100_000
-IntervalParam = Annotated[Interval, Query(description="1d, or a Fibonacci length")]
+IntervalParam = Annotated[DailyInterval, Query(description="1d, or a Fibonacci length")]
 StartParam = Annotated[dt.date | None, Query(description="first date (YYYY-MM-DD)")]
 EndParam = Annotated[dt.date | None, Query(description="last date (YYYY-MM-DD)")]
 LimitParam = Annotated[

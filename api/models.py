@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Interval = Literal["1d", "3d", "5d", "8d", "13d", "21d", "34d"]
+from api.intraday import IntradayBar, MinuteBarOut
+
+DailyInterval = Literal["1d", "3d", "5d", "8d", "13d", "21d", "34d"]
+"""Daily and Fibonacci bars (and their indicators)."""
+Interval = Literal[
+    "1d", "3d", "5d", "8d", "13d", "21d", "34d", "1m", "5m", "15m", "30m", "1h", "2h", "4h"
+]
+"""Every bar interval ``/v1/bars`` serves: daily, Fibonacci and intraday."""
 
 
 class DailyBar(BaseModel):
@@ -84,7 +91,7 @@ class BarsResponse(BaseModel):
     interval: Interval
     adjusted: Adjusted
     adjustment: Adjustment
-    bars: list[DailyBar] | list[FibBar]
+    bars: list[DailyBar] | list[FibBar] | list[MinuteBarOut] | list[IntradayBar]
 
 
 class IndicatorsResponse(BaseModel):

@@ -9,10 +9,11 @@ Phases, each waiting for the one before (steps inside a phase run in parallel):
 3. corporate actions (``python -m dataflows.corporate_actions``): splits and dividends, before
    consolidation so the resample adjusts with today's splits; the summary names every symbol
    whose vendor adjustment factor differs from ours; left out with ``--skip-ingest``;
-4. ``python -m batch.consolidate``;
+4. ``python -m batch.consolidate``, and ``--minutes`` beside it (minute fragments per session);
 5. ``python -m batch.gaps --alert``: missing sessions, the unexplained ones (not halts, not
    delistings) published to the SNS topic with their counts;
-6. ``python -m batch.resample --intervals N`` for each of the six intervals;
+6. ``python -m batch.resample --intervals N`` for each of the six intervals, and beside them
+   ``python -m batch.intraday`` (5m..4h bars of the sessions whose minutes changed);
 7. ``python -m batch.gold``: the indicators of the daily and Fibonacci bars;
 8. ``python -m batch.vacuum``;
 9. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
@@ -164,7 +165,14 @@ def plan(
     out.phases.append(
         (
             "consolidate",
-            [Step("consolidate", "batch.consolidate", ("-m", "batch.consolidate", *lake_args))],
+            [
+                Step("consolidate", "batch.consolidate", ("-m", "batch.consolidate", *lake_args)),
+                Step(
+                    "consolidate-minutes",
+                    "batch.consolidate",
+                    ("-m", "batch.consolidate", *lake_args, "--minutes"),
+                ),
+            ],
         )
     )
     alert = ("--alert", *(("--sns-topic-arn", topic) if topic else ()))
@@ -181,7 +189,8 @@ def plan(
                     ("-m", "batch.resample", *lake_args, "--intervals", str(n), *jobs),
                 )
                 for n in intervals
-            ],
+            ]
+            + [Step("intraday", "batch.intraday", ("-m", "batch.intraday", *lake_args, *jobs))],
         )
     )
     out.phases.append(("gold", [Step("gold", "batch.gold", ("-m", "batch.gold", *lake_args))]))

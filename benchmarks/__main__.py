@@ -15,6 +15,7 @@ HARNESSES: dict[str, str] = {
     "gold": "benchmarks.bench_gold",
     "ingest": "benchmarks.bench_ingest",
     "live": "benchmarks.live_fold",
+    "intraday": "benchmarks.bench_intraday",
 }
 
 

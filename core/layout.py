@@ -69,12 +69,17 @@ def minute_dir(day: dt.date) -> str:
     return f"{MINUTE}/date={day.isoformat()}"
 
 
+def _part_id(part_id: str, what: str) -> str:
+    """``part_id`` when it is safe as a file name segment."""
+    if not re.match(r"^[A-Za-z0-9._\-]+$", part_id) or ".." in part_id:
+        msg = f"invalid {what} id {part_id!r}"
+        raise LayoutError(msg)
+    return part_id
+
+
 def minute_fragment(day: dt.date, part_id: str) -> str:
     """A fragment of one session's minute bars: any number of symbols, one writer's flush."""
-    if not re.match(r"^[A-Za-z0-9._\-]+$", part_id) or ".." in part_id:
-        msg = f"invalid minute fragment id {part_id!r}"
-        raise LayoutError(msg)
-    return f"{minute_dir(day)}/part-{part_id}.parquet"
+    return f"{minute_dir(day)}/part-{_part_id(part_id, 'minute fragment')}.parquet"
 
 
 def minute_consolidated(day: dt.date) -> str:
@@ -86,6 +91,35 @@ def minute_session(path: str) -> dt.date | None:
     """The session of a minute folder or file path (``.../date=YYYY-MM-DD/...``)."""
     m = re.search(r"date=(\d{4}-\d{2}-\d{2})", path)
     return dt.date.fromisoformat(m[1]) if m else None
+
+
+TRADES: Final = "bronze/trades"
+
+
+def trades_dir(day: dt.date) -> str:
+    """Folder of one session's archived trades (every symbol)."""
+    return f"{TRADES}/date={day.isoformat()}"
+
+
+def trades_part(day: dt.date, part_id: str) -> str:
+    """One flush of the trades archive: market-wide, one session."""
+    return f"{trades_dir(day)}/part-{_part_id(part_id, 'trades part')}.parquet"
+
+
+INTRADAY_RE: Final = re.compile(r"^(5m|15m|30m|1h|2h|4h)$")
+
+
+def intraday_dir(interval: str) -> str:
+    """Root of one intraday interval's silver (``5m`` .. ``4h``)."""
+    if not INTRADAY_RE.match(interval):
+        msg = f"invalid intraday interval {interval!r}"
+        raise LayoutError(msg)
+    return f"silver/silver_{interval}"
+
+
+def intraday_file(interval: str, day: dt.date) -> str:
+    """One session's bars of one intraday interval (every symbol)."""
+    return f"{intraday_dir(interval)}/date={day.isoformat()}/data.parquet"
 
 
 def silver_file(interval: int, year: int, month: int) -> str:

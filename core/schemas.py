@@ -120,6 +120,42 @@ def gold_schema(interval: str) -> pa.Schema:
     return GOLD_DAILY if interval == "1d" else GOLD_FIB
 
 
+SILVER_INTRADAY: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("start", UTC_US, nullable=False),
+        pa.field("end", UTC_US, nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("vwap", pa.float64(), nullable=True),
+        pa.field("trades", pa.int64(), nullable=False),
+        pa.field("minutes", pa.int32(), nullable=False),
+        pa.field("complete", pa.bool_(), nullable=False),
+    ]
+)
+"""``silver/silver_{I}/date=D/data.parquet``: regular-session bars of 5m..4h (core.intraday);
+``end`` is exclusive, ``minutes`` the minute bars in the bar."""
+
+TRADES: Final = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("sip_timestamp", pa.timestamp("ns", tz="UTC"), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("size", pa.float64(), nullable=False),
+        pa.field("exchange", pa.int32(), nullable=True),
+        pa.field("conditions", pa.list_(pa.int32()), nullable=True),
+        pa.field("id", pa.string(), nullable=True),
+        pa.field("sequence", pa.int64(), nullable=True),
+        pa.field("tape", pa.int32(), nullable=True),
+        pa.field("received_at", UTC_US, nullable=False),
+    ]
+)
+"""``bronze/trades/date=D/part-{id}.parquet``: every accepted raw trade of the live flow, as
+received (duplicates and late trades included: the fold decides), market-wide per flush."""
+
 QUARANTINE: Final = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),

@@ -151,6 +151,15 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
     live_flush_s: float = Field(
         1.0, gt=0, description="Longest wait before final minute bars are written to the lake"
     )
+    trades_archive: bool = Field(
+        True, description="Archive every accepted trade under bronze/trades/ (false: do not)"
+    )
+    trades_flush_s: float = Field(
+        60.0, gt=0, description="Longest wait before archived trades are written to the lake"
+    )
+    replay_trades_date: dt.date | None = Field(
+        None, description="Session dataflows.replay_trades replays; default: the newest archived"
+    )
 
 
 class BatchSettings(LakeSettings, ServiceSettings, MetricsSettings):

@@ -1,7 +1,8 @@
 """Backfill the whole daily history of symbols that are new to us, one range file per symbol.
 
 ``python -m dataflows.backfill --symbols A,B [--start D] [--end D]``, ``--new``, or ``--all``
-(the whole market since 1962, resumable: :mod:`dataflows.history`).
+(the whole market since 1962, resumable: :mod:`dataflows.history`); with ``--minutes``, minute
+history instead (:mod:`dataflows.minute_history`).
 
 The replay flow fetches one grouped-daily page per session: cheap for the market, useless for a
 symbol whose history predates what we hold. A new symbol gets per-ticker range aggregates
@@ -404,11 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the symbols, fetch nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "--minutes", action="store_true", help="minute history instead (see --minutes -h)"
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; 0 when every symbol was backfilled, 1 when any failed, 2 on bad input."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--minutes" in args:  # minute history: its own options (dataflows.minute_history)
+        from dataflows import minute_history
+
+        return minute_history.main([a for a in args if a != "--minutes"])
     p = build_parser()
     ns = p.parse_args(argv)
     logging.basicConfig(

@@ -3,6 +3,8 @@
     source chunks -> decode -> trade batches -> fold per partition (event time) -+-> Redis
                                                                                   +-> bronze minute fragments
                                                                                   +-> live_gaps (Postgres)
+                                                                                  +-> bronze/trades/ (archive)
+                                                                                  +-> 5m..4h bars (Redis)
                                                                                   +-> quarantine/live/
 
 Run it with ``python -m bytewax.run dataflows.live:flow``. ``flow`` is built on first access
@@ -36,10 +38,13 @@ from dataflows.connectors.minute_sink import MinuteBarSink
 from dataflows.connectors.polygon import PolygonConfigError, PolygonGateway
 from dataflows.connectors.quarantine_sink import QuarantineSink
 from dataflows.connectors.redis_sink import RedisLiveSink
+from dataflows.connectors.rollup_sink import RollupRedisSink
+from dataflows.connectors.trades_sink import TradesArchiveSink, archive_key
 from dataflows.connectors.websocket import PolygonChunkSource, ws_config
 from dataflows.minute_fold import FoldOut, Gap, MinuteBar
 from dataflows.operators import LiveStreams, minute_streams
 from dataflows.recovery import prepare_recovery
+from dataflows.rollups import RollupBar, rollup_stream
 from dataflows.trades import Chunk, Reject, TradeBatch
 
 DEFAULT_LATENESS = dt.timedelta(seconds=5)
@@ -53,7 +58,8 @@ def build_live_flow(
     live: Sink[FoldOut],
     quarantine: Sink[Reject],
     gaps: Sink[Gap] | None = None,
-    trades: Sink[TradeBatch] | None = None,
+    trades: Sink[tuple[str, TradeBatch]] | None = None,
+    rollups: Sink[list[RollupBar]] | None = None,
     rules: ConditionRules | None = None,
     lateness: dt.timedelta = DEFAULT_LATENESS,
     horizon: dt.timedelta = DEFAULT_HORIZON,
@@ -64,7 +70,7 @@ def build_live_flow(
     ``bars`` gets final minute bars (and revisions), ``live`` every fold result (bar events,
     latest trades, counters), ``quarantine`` every malformed event, invalid bar and trade too
     late to revise its minute, ``gaps`` the spans the flow knows it missed, ``trades`` the
-    decoded trade batches (for an archive).
+    decoded trade batches (for an archive), ``rollups`` the live 5m..4h bar events.
     """
     flow = Dataflow(flow_id)
     chunks = op.input("input", flow, source)
@@ -81,8 +87,16 @@ def build_live_flow(
     if gaps is not None:
         op.output("gaps", streams.gaps, gaps)
     if trades is not None:
-        op.output("trades", streams.trades, trades)
+        op.output("trades", op.key_on("trades_key", streams.trades, archive_key), trades)
+    if rollups is not None:
+        op.output(
+            "rollups", rollup_stream("rollup", streams.folded, horizon_ms=_ms(horizon)), rollups
+        )
     return flow
+
+
+def _ms(d: dt.timedelta) -> int:
+    return int(d / dt.timedelta(milliseconds=1))
 
 
 def _rules(s: LiveSettings, lake: Lake) -> ConditionRules:
@@ -119,6 +133,8 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         live=RedisLiveSink(redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
         quarantine=QuarantineSink(lake, "live"),
         gaps=GapSink(database_url(s)),
+        trades=TradesArchiveSink(lake, flush_after=s.trades_flush_s) if s.trades_archive else None,
+        rollups=RollupRedisSink(redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
         rules=_rules(s, lake),
         lateness=dt.timedelta(seconds=s.live_lateness_s),
         horizon=dt.timedelta(seconds=s.live_revision_horizon_s),

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api import adjusted as adjusted_bars
-from api import daily, fibonacci
-from api.deps import EndParam, IntervalParam, LimitParam, Res, StartParam, Symbol
+from api import daily, fibonacci, intraday
+from api.deps import MAX_LIMIT, Res, Symbol
 from api.models import (
     Adjusted,
     Adjustment,
@@ -17,8 +17,10 @@ from api.models import (
     DailyBar,
     ErrorResponse,
     FibBar,
+    Interval,
 )
 from api.resources import Resources
+from core.calendar import NEW_YORK
 
 router = APIRouter(prefix="/v1", tags=["bars"])
 
@@ -41,6 +43,43 @@ def _daily(
     return [], order[0]
 
 
+def _date(w: dt.date | dt.datetime | None) -> dt.date | None:
+    """Daily and Fibonacci bars are filtered by New York date."""
+    if isinstance(w, dt.datetime):
+        return w.astimezone(NEW_YORK).date() if w.tzinfo else w.date()
+    return w
+
+
+def _order(w: dt.date | dt.datetime) -> dt.datetime:
+    if isinstance(w, dt.datetime):
+        return w if w.tzinfo else w.replace(tzinfo=dt.UTC)
+    return dt.datetime(w.year, w.month, w.day, tzinfo=NEW_YORK)
+
+
+def _intraday(
+    res: Resources,
+    symbol: str,
+    interval: str,
+    start: dt.date | dt.datetime | None,
+    end: dt.date | dt.datetime | None,
+    limit: int | None,
+) -> BarsResponse:
+    """Minute and 5m..4h bars (as traded), from the lake, recent sessions merged on read."""
+    rows = intraday.read_bars(res.lake(), symbol, interval, start, end, limit)
+    if not rows and not _known(res, symbol):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no data for symbol {symbol}")
+    info = adjusted_bars.describe("none", adjusted_bars.load_actions(res, symbol), None, None)
+    info["warnings"] = [*info["warnings"], "intraday bars are served as traded (not adjusted)"]
+    model = intraday.MinuteBarOut if interval == "1m" else intraday.IntradayBar
+    return BarsResponse(
+        symbol=symbol,
+        interval=interval,
+        adjusted="none",
+        adjustment=Adjustment.model_validate(info),
+        bars=[model.model_validate(r) for r in rows],
+    )
+
+
 def _known(res: Resources, symbol: str) -> bool:
     if daily.symbol_in_lake(res.lake(), symbol):
         return True
@@ -60,10 +99,20 @@ def _known(res: Resources, symbol: str) -> bool:
 def bars(
     res: Res,
     symbol: Symbol,
-    interval: IntervalParam = "1d",
-    start: StartParam = None,
-    end: EndParam = None,
-    limit: LimitParam = None,
+    interval: Annotated[
+        Interval, Query(description="1d, a Fibonacci length, or intraday 1m..4h")
+    ] = "1d",
+    start: Annotated[
+        dt.date | dt.datetime | None,
+        Query(description="first date (YYYY-MM-DD), or an RFC 3339 time for intraday bars"),
+    ] = None,
+    end: Annotated[
+        dt.date | dt.datetime | None,
+        Query(description="last date (YYYY-MM-DD), or an RFC 3339 time for intraday bars"),
+    ] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_LIMIT, description="only the most recent N bars")
+    ] = None,
     adjusted: Annotated[
         Adjusted,
         Query(
@@ -73,10 +122,13 @@ def bars(
     ] = "split",
 ) -> BarsResponse:
     """Bars ascending by date; Fibonacci bars are filtered on ``start_date``."""
-    if start is not None and end is not None and end < start:
+    if start is not None and end is not None and _order(end) < _order(start):
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail=f"end {end} is before start {start}"
         )
+    if interval in intraday.INTERVALS:
+        return _intraday(res, symbol, interval, start, end, limit)
+    start, end = _date(start), _date(end)
     if interval == "1d":
         rows, source = _daily(res, symbol, start, end, limit)
         whole = start is None and end is None and limit is None

@@ -134,3 +134,64 @@ def missing_sessions(
         return []
     done = {d for d, s in statuses(conn, wanted[0], wanted[-1]).items() if s == "complete"}
     return [d for d in wanted if d not in done]
+
+
+# -- minute sessions ------------------------------------------------------------------------
+MARKET: Final = "*"
+"""The ``ingest_minutes`` symbol of a whole-market session (``backfill --minutes --all``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteOutcome:
+    """What one run learnt about one symbol's minutes of one session (or the market's)."""
+
+    session: dt.date
+    symbol: str
+    status: Status
+    rows: int = 0
+    quarantined: int = 0
+    fetched_at: dt.datetime | None = None
+    error: str | None = None
+
+
+_RECORD_MINUTES = """
+INSERT INTO ingest_minutes AS m
+    (session, symbol, status, rows, quarantined, fetched_at, attempts, last_error)
+VALUES (%s, %s, %s, %s, %s, %s, 1, %s)
+ON CONFLICT (session, symbol) DO UPDATE SET
+    status = CASE WHEN m.status = 'complete' AND EXCLUDED.status <> 'complete'
+                  THEN 'complete' ELSE EXCLUDED.status END,
+    rows = CASE WHEN m.status = 'complete' AND EXCLUDED.status <> 'complete'
+                THEN m.rows ELSE EXCLUDED.rows END,
+    quarantined = CASE WHEN m.status = 'complete' AND EXCLUDED.status <> 'complete'
+                       THEN m.quarantined ELSE EXCLUDED.quarantined END,
+    fetched_at = COALESCE(EXCLUDED.fetched_at, m.fetched_at),
+    attempts = m.attempts + 1,
+    last_error = EXCLUDED.last_error
+"""
+
+
+def record_minutes(conn: psycopg.Connection[Any], outcomes: list[MinuteOutcome]) -> None:
+    """Record minute outcomes in one transaction; a complete one is never downgraded."""
+    if not outcomes:
+        return
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            _RECORD_MINUTES,
+            [
+                (o.session, o.symbol, o.status, o.rows, o.quarantined, o.fetched_at, o.error)
+                for o in outcomes
+            ],
+        )
+
+
+def complete_minutes(
+    conn: psycopg.Connection[Any], first: dt.date, last: dt.date
+) -> set[tuple[dt.date, str]]:
+    """(session, symbol) pairs in [first, last] whose minutes are complete (``*``: the market)."""
+    rows = conn.execute(
+        "SELECT session, symbol FROM ingest_minutes"
+        " WHERE session BETWEEN %s AND %s AND status = 'complete'",
+        (first, last),
+    ).fetchall()
+    return {(r[0], r[1]) for r in rows}

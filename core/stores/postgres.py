@@ -168,6 +168,21 @@ DDL = (
         ON live_gaps ((COALESCE(symbol, '')), start_at, end_at, reason)
     """,
     "CREATE INDEX IF NOT EXISTS live_gaps_open_idx ON live_gaps (start_at) WHERE healed_at IS NULL",
+    # Minute history (dataflows.minute_history): one row per (session, symbol) fetched, and
+    # symbol '*' once a whole-market session is complete.
+    """
+    CREATE TABLE IF NOT EXISTS ingest_minutes (
+        session date NOT NULL,
+        symbol text NOT NULL,
+        status text NOT NULL CHECK (status IN ('complete', 'empty', 'failed')),
+        rows integer NOT NULL DEFAULT 0,
+        quarantined integer NOT NULL DEFAULT 0,
+        fetched_at timestamptz,
+        attempts integer NOT NULL DEFAULT 0,
+        last_error text,
+        PRIMARY KEY (session, symbol)
+    )
+    """,
 )
 
 DAILY_COLUMNS = (

@@ -39,6 +39,7 @@ module "datalake" {
   force_destroy              = var.lake_force_destroy
   fragment_expiration_days   = max(var.fragment_retention_days, 1)
   quarantine_expiration_days = var.quarantine_expiration_days
+  trades_retention_days      = var.trades_retention_days
 }
 
 module "kinesis" {

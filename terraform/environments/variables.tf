@@ -69,6 +69,12 @@ variable "quarantine_expiration_days" {
   default     = 30
 }
 
+variable "trades_retention_days" {
+  description = "Days the raw trades archive (bronze/trades/) is kept (TRADES_RETENTION_DAYS)."
+  type        = number
+  default     = 30
+}
+
 variable "fragment_retention_days" {
   description = "Days superseded bronze fragments are kept."
   type        = number

@@ -83,6 +83,8 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
         "pipeline/consolidate",
         "pipeline/gaps",
         "pipeline/gold",
+        "pipeline/consolidate-minutes",
+        "pipeline/intraday",
         "pipeline/vacuum",
         *(f"pipeline/resample-{n}d" for n in (3, 5, 8, 13, 21, 34)),
     }

@@ -41,7 +41,12 @@ def test_the_plan_runs_ingest_backfill_consolidate_gaps_resamples_gold_then_vacu
     assert steps["corporate-actions"] == (
         "-m", "dataflows.corporate_actions", "--lake", "s3://b/lake",
     )  # fmt: skip
-    resamples = p.phases[5][1]
+    assert [s.argv for s in p.phases[3][1]] == [
+        ("-m", "batch.consolidate", "--lake", "s3://b/lake", "--no-progress"),
+        ("-m", "batch.consolidate", "--lake", "s3://b/lake", "--no-progress", "--minutes"),
+    ]
+    *resamples, intraday = p.phases[5][1]
+    assert intraday.argv[:4] == ("-m", "batch.intraday", "--lake", "s3://b/lake")
     assert [s.name for s in resamples] == [f"resample-{n}d" for n in FIB_INTERVALS]
     for s, n in zip(resamples, FIB_INTERVALS, strict=True):
         assert s.argv[:2] == ("-m", "batch.resample")

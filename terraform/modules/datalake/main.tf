@@ -88,6 +88,25 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
     }
   }
 
+  # The raw trades archive (bronze/trades/) lets bars and alerts be audited and recomputed;
+  # it is by far the largest prefix, so it is kept only as long as that is useful.
+  rule {
+    id     = "trades-archive"
+    status = "Enabled"
+
+    filter {
+      prefix = var.trades_prefix
+    }
+
+    expiration {
+      days = var.trades_retention_days
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
   rule {
     id     = "noncurrent-and-multipart"
     status = "Enabled"

@@ -69,3 +69,25 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "trades_prefix" {
+  description = "Prefix of the raw trades archive the live flow writes."
+  type        = string
+  default     = "bronze/trades/"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_=./-]+/$", var.trades_prefix))
+    error_message = "trades_prefix must be a key prefix ending in a slash."
+  }
+}
+
+variable "trades_retention_days" {
+  description = "Days archived raw trades are kept before they expire (TRADES_RETENTION_DAYS)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.trades_retention_days >= 1 && var.trades_retention_days <= 3650 && floor(var.trades_retention_days) == var.trades_retention_days
+    error_message = "trades_retention_days must be a whole number between 1 and 3650."
+  }
+}

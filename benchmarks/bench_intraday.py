@@ -1,0 +1,161 @@
+"""Intraday data at scale: ``python -m benchmarks.bench_intraday [--symbols N --trades N --days N]``.
+
+A synthetic session of ``--symbols`` symbols (390 regular minutes each) and ``--trades`` trades:
+bytes per archived trade and files per session (minutes and trades, at the default flush
+policies), consolidating the session's minutes, the market's 5m..4h rollups, reading one
+symbol-day, and 1m bars of one symbol over ``--days`` sessions through the API's reader. Each
+read is compared with the naive way in the same run (whole file, then filter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from api import intraday as api_intraday
+from batch import intraday as job
+from batch import minutes
+from benchmarks.report import write_section
+from core import calendar, layout
+from core.intraday import INTERVALS
+from core.lake import Lake
+from core.schemas import BRONZE_MINUTE
+from dataflows.connectors.trades_sink import write_archive
+from dataflows.trades import TradeBatch
+
+DAY = dt.date(2025, 6, 3)
+
+
+def timed(fn: Callable[[], object], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def minute_session(day: dt.date, symbols: int, seed: int = 1) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    n = symbols * 390
+    opened = int(calendar.session_open(day).timestamp() * 1_000_000)
+    start = opened + np.tile(np.arange(390, dtype=np.int64), symbols) * 60_000_000
+    price = 10 + rng.random(n) * 100
+    names = np.repeat(np.array([f"S{i:05d}" for i in range(symbols)], dtype=object), 390)
+    return pa.table(
+        {
+            "symbol": pa.array(names.tolist(), pa.string()),
+            "date": pa.array([day] * n, pa.date32()),
+            "start": pa.array(start).cast(BRONZE_MINUTE.field("start").type),
+            "open": price, "high": price * 1.01, "low": price * 0.99, "close": price,
+            "volume": rng.integers(100, 10_000, n).astype(float), "vwap": price,
+            "trades": rng.integers(1, 50, n), "source": ["live"] * n,
+            "revision": pa.array(np.zeros(n, np.int32)), "partial": np.zeros(n, bool),
+            "ingested_at": pa.array(start + 60_000_000).cast(BRONZE_MINUTE.field("start").type),
+        },
+        schema=BRONZE_MINUTE,
+    )  # fmt: skip
+
+
+def trade_batch(
+    n: int, symbols: int, first_ms: int, read_at: int, rng: np.random.Generator
+) -> TradeBatch:
+    sym = np.array([f"S{i:05d}" for i in rng.integers(0, symbols, n)], dtype=object)
+    conds = np.empty(n, dtype=object)
+    conds[:] = [() if c < 0.6 else (37,) for c in rng.random(n)]
+    ids = np.empty(n, dtype=object)
+    ids[:] = [str(i) for i in rng.integers(0, 10**9, n)]
+    t = first_ms + np.sort(rng.integers(0, 60_000, n))
+    return TradeBatch(
+        part="p0", read_at=read_at, caught_up=False, connected=False, symbol=sym, t=t,
+        price=np.round(10 + rng.random(n) * 100, 2), size=rng.integers(1, 500, n).astype(float),
+        exchange=rng.integers(1, 20, n), id=ids, sequence=np.arange(n, dtype=np.int64),
+        tape=rng.integers(1, 4, n), conditions=conds, high_low=np.ones(n, bool),
+        open_close=np.ones(n, bool), volume=np.ones(n, bool),
+    )  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_intraday", description=__doc__)
+    p.add_argument("--symbols", type=int, default=5000)
+    p.add_argument("--trades", type=int, default=20_000_000)
+    p.add_argument("--days", type=int, default=252, help="sessions for the one-symbol year read")
+    p.add_argument("--year-symbols", type=int, default=500, help="symbols per session of that year")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = Lake((Path(tmp) / "lake").as_uri())
+        rng = np.random.default_rng(3)
+        # trades archive: one flush a minute (TRADES_FLUSH_S=60) over the regular session
+        per_min = max(1, a.trades // 390)
+        opened = int(calendar.session_open(DAY).timestamp() * 1000)
+        t0 = time.perf_counter()
+        for m in range(390):
+            b = trade_batch(per_min, a.symbols, opened + m * 60_000, opened + (m + 1) * 60_000, rng)
+            write_archive(lake, [b])
+        archive_s = time.perf_counter() - t0
+        entries = lake.list(layout.trades_dir(DAY))
+        bytes_per_trade = sum(e.size for e in entries) / (per_min * 390)
+        # minutes: one fragment per flush (LIVE_FLUSH_S=1 s, 23,400 in a session); here 390
+        table = minute_session(DAY, a.symbols)
+        starts = pc.cast(table["start"], pa.int64()).to_numpy()
+        for m in range(390):
+            part = table.filter(pa.array(starts == starts[0] + m * 60_000_000))
+            lake.write_table(layout.minute_fragment(DAY, f"m{m:03d}"), part)
+
+        def consolidate() -> None:
+            lake.delete(layout.minute_consolidated(DAY))
+            minutes.consolidate_session(lake, DAY)
+
+        consolidate_s = timed(consolidate, 1)
+        naive_s = timed(lambda: pa.concat_tables(
+            [lake.read_table(e.key) for e in lake.list(layout.minute_dir(DAY) + "/")
+             if "part-" in e.key]).sort_by([("symbol", "ascending"), ("start", "ascending")]), 1)  # fmt: skip
+        rollup_s = timed(lambda: job.build_session(lake, DAY, list(INTERVALS),
+                                                   full=True, now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)), 1)  # fmt: skip
+        sym = "S00042"
+        day_s = timed(lambda: minutes.read_symbol_day(lake, DAY, sym), 5)
+        day_naive = timed(lambda: lake.read_table(layout.minute_consolidated(DAY)).filter(
+            pc.equal(pc.field("symbol"), sym)), 3)  # fmt: skip
+        # one symbol's 1m bars over a year of consolidated sessions
+        days = calendar.sessions_between(dt.date(2024, 1, 2), dt.date(2025, 6, 30))[: a.days]
+        for i, d in enumerate(days):
+            lake.write_table(layout.minute_consolidated(d), minute_session(d, a.year_symbols, i),
+                             row_group_size=minutes.ROW_GROUP)  # fmt: skip
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        year_s = timed(
+            lambda: api_intraday.read_bars(lake, sym, "1m", days[0], days[-1], None, now=now)
+        )
+        rows = len(api_intraday.read_bars(lake, sym, "1m", days[0], days[-1], None, now=now))
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = f"""## Intraday data (`python -m benchmarks.bench_intraday`)
+
+{a.symbols:,} symbols x 390 minutes; {per_min * 390:,} synthetic trades archived one flush a
+minute; {len(days)} sessions of {a.year_symbols:,} symbols for the year read. Measured {when}.
+
+| what | figure | same run, naive |
+| --- | ---: | ---: |
+| trades archive: files per session (one per `TRADES_FLUSH_S`=60 s flush, regular hours) | {len(entries)} | |
+| trades archive: bytes per trade (zstd) | {bytes_per_trade:.1f} | |
+| trades archive: write time for the session | {archive_s:.1f} s | |
+| minute fragments per session (one per `LIVE_FLUSH_S` flush; 390 here) | 390 | |
+| consolidate one session's minutes | {consolidate_s:.2f} s | read + sort only: {naive_s:.2f} s |
+| rollups 5m..4h of the session, the market | {rollup_s:.2f} s | |
+| read one symbol-day of minutes | {day_s * 1000:.1f} ms | whole file + filter: {day_naive * 1000:.1f} ms |
+| 1m bars of one symbol over {len(days)} sessions ({rows:,} bars), warm | {year_s * 1000:.0f} ms | target < 100 ms: {"met" if year_s < 0.1 else "**not met**"} |
+"""
+    print(body)
+    if not a.no_write:
+        write_section("intraday", body)
+
+
+if __name__ == "__main__":
+    main()

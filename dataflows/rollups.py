@@ -1,0 +1,280 @@
+"""Live 5m..4h bars: the live flow's minute bars rolled up as they form, by the batch rule.
+
+One stateful step over the fold's results (:class:`dataflows.minute_fold.FoldOut`). It keeps
+the final minute bars of every window still open (and of windows closed less than the revision
+horizon ago), and emits :class:`RollupBar` events like minute bars: ``final`` false while a
+window forms (its final minutes plus the forming one), true once the watermark of the symbol's
+source partition passes the window's end (``revision`` 0), and again with ``revision`` n+1 when
+a late trade revises one of its minutes. Every bar is computed by :func:`core.intraday.rollup`,
+the function batch silver uses, over the same minute values, so a final live bar equals the
+batch bar of the same window bit for bit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import bytewax.operators as op
+import numpy as np
+import pyarrow as pa
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulLogic
+
+from core import calendar, intraday
+from core.schemas import BRONZE_MINUTE
+from dataflows.minute_fold import MINUTE_MS, FoldOut, MinuteBar, ms_iso, session_date
+
+KEY: Final = "rollups"
+_END: Final = 2**62
+Minute = tuple[float, float, float, float, float, float | None, int]
+"""open, high, low, close, volume, vwap, trades of a final minute bar."""
+WindowKey = tuple[str, str, int]
+"""(interval, symbol, window start ms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RollupBar:
+    """A live intraday bar event."""
+
+    interval: str
+    symbol: str
+    start: int
+    end: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float | None
+    trades: int
+    minutes: int
+    complete: bool
+    final: bool
+    revision: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The document Redis stores and publishes (``interval`` tells it from a minute bar)."""
+        return {
+            "interval": self.interval,
+            "symbol": self.symbol,
+            "start": ms_iso(self.start),
+            "end": ms_iso(self.end),
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "vwap": self.vwap,
+            "trades": self.trades,
+            "minutes": self.minutes,
+            "complete": self.complete,
+            "final": self.final,
+            "revision": self.revision,
+        }
+
+
+_HOURS: dict[dt.date, tuple[int, int]] = {}
+
+
+def _hours(day: dt.date) -> tuple[int, int] | None:
+    """(open ms, close ms) of a session, or None."""
+    hit = _HOURS.get(day)
+    if hit is None:
+        if not calendar.is_session(day):
+            return None
+        hit = (
+            int(calendar.session_open(day).timestamp() * 1000),
+            int(calendar.session_close(day).timestamp() * 1000),
+        )
+        _HOURS[day] = hit
+    return hit
+
+
+def window_of(start: int, interval: str) -> tuple[int, int] | None:
+    """(window start, end) in ms of the regular-session minute at ``start``, else None."""
+    hours = _hours(session_date(start))
+    if hours is None or not hours[0] <= start < hours[1]:
+        return None
+    width = intraday.INTERVALS[interval] * MINUTE_MS
+    begin = hours[0] + (start - hours[0]) // width * width
+    return begin, min(begin + width, hours[1])
+
+
+def _values(b: MinuteBar) -> Minute:
+    return (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trades)
+
+
+@dataclass
+class RollupState:
+    """Minutes of open (and recently closed) windows, and the windows themselves."""
+
+    intervals: tuple[str, ...]
+    horizon_ms: int
+    minutes: dict[str, dict[int, Minute]] = field(default_factory=dict)
+    windows: dict[WindowKey, list[int]] = field(default_factory=dict)
+    """[end ms, revision emitted (-1: none), closed (0/1)]."""
+    ends: dict[str, dict[int, set[WindowKey]]] = field(default_factory=dict)
+    """Per source partition, open windows by end."""
+    part_of: dict[str, str] = field(default_factory=dict)
+    marks: dict[str, int] = field(default_factory=dict)
+
+    def step(self, out: FoldOut) -> list[RollupBar]:
+        """Fold one result of the minute fold; the rollup events it causes."""
+        eof = not out.part
+        part = out.part
+        finals: set[WindowKey] = set()
+        revised: set[WindowKey] = set()
+        forming: dict[WindowKey, MinuteBar] = {}
+        for b in out.final:
+            if not eof:
+                self.part_of[b.symbol] = part
+            self.minutes.setdefault(b.symbol, {})[b.start] = _values(b)
+            for name in self.intervals:
+                key = self._window(name, b.symbol, b.start)
+                if key is not None and self.windows[key][2]:
+                    revised.add(key)
+        for b in out.forming:
+            if not eof:
+                self.part_of[b.symbol] = part
+            for name in self.intervals:
+                key = self._window(name, b.symbol, b.start)
+                if key is not None and not self.windows[key][2]:
+                    forming[key] = b
+        if eof:
+            for ends in self.ends.values():
+                for keys in ends.values():
+                    finals |= keys
+            self.ends.clear()
+        else:
+            self.marks[part] = max(self.marks.get(part, out.watermark), out.watermark)
+            ends = self.ends.get(part, {})
+            for end in [e for e in ends if e <= self.marks[part]]:
+                finals |= ends.pop(end)
+        for key in finals:
+            self.windows[key][2] = 1
+            forming.pop(key, None)
+        bars = self._emit(finals | revised, final=True) + self._emit(set(forming), forming=forming)
+        self._forget()
+        return bars
+
+    def _window(self, name: str, symbol: str, start: int) -> WindowKey | None:
+        w = window_of(start, name)
+        if w is None:
+            return None
+        key = (name, symbol, w[0])
+        if key not in self.windows:
+            self.windows[key] = [w[1], -1, 0]
+            part = self.part_of.get(symbol, "")
+            self.ends.setdefault(part, {}).setdefault(w[1], set()).add(key)
+        return key
+
+    def _emit(
+        self, keys: set[WindowKey], *, final: bool = False,
+        forming: dict[WindowKey, MinuteBar] | None = None,
+    ) -> list[RollupBar]:  # fmt: skip
+        by_interval: dict[str, list[WindowKey]] = defaultdict(list)
+        for key in keys:
+            by_interval[key[0]].append(key)
+        out: list[RollupBar] = []
+        for name, group in sorted(by_interval.items()):
+            rows: list[tuple[str, int, Minute]] = []
+            for key in group:
+                _, symbol, begin = key
+                end = self.windows[key][0]
+                held = self.minutes.get(symbol, {})
+                rows += [(symbol, s, v) for s, v in held.items() if begin <= s < end]
+                if forming is not None and (b := forming.get(key)) is not None:
+                    rows.append((symbol, b.start, _values(b)))
+            for r in _rows(intraday.rollup(minute_table(rows), name)):
+                key = (name, r["symbol"], r["start"])
+                state = self.windows[key]
+                revision = 0
+                if final:
+                    state[1] += 1
+                    revision = state[1]
+                out.append(RollupBar(interval=name, complete=final, final=final,
+                                     revision=revision, **r))  # fmt: skip
+        return out
+
+    def _forget(self) -> None:
+        if not self.marks:
+            return
+        edge = min(self.marks.values()) - self.horizon_ms
+        old = [k for k, w in self.windows.items() if w[2] and w[0] < edge]
+        for k in old:
+            del self.windows[k]
+        cutoff = edge - max(intraday.INTERVALS[i] for i in self.intervals) * MINUTE_MS
+        for held in self.minutes.values():
+            for s in [s for s in held if s < cutoff]:
+                del held[s]
+
+
+def minute_table(rows: Sequence[tuple[str, int, Minute]]) -> pa.Table:
+    """Minute values as the bronze columns :func:`core.intraday.rollup` reads."""
+    starts = np.array([r[1] for r in rows], np.int64)
+    days = [session_date(int(s)) for s in starts]
+    cols = list(zip(*(r[2] for r in rows), strict=True)) if rows else [()] * 7
+    f = BRONZE_MINUTE.field
+    return pa.table(
+        {
+            "symbol": pa.array([r[0] for r in rows], pa.string()),
+            "date": pa.array(days, pa.date32()),
+            "start": pa.array(starts * 1000, pa.int64()).cast(f("start").type),
+            "open": pa.array(cols[0], pa.float64()),
+            "high": pa.array(cols[1], pa.float64()),
+            "low": pa.array(cols[2], pa.float64()),
+            "close": pa.array(cols[3], pa.float64()),
+            "volume": pa.array(cols[4], pa.float64()),
+            "vwap": pa.array(cols[5], pa.float64()),
+            "trades": pa.array(cols[6], pa.int64()),
+        }
+    )
+
+
+def _rows(table: pa.Table) -> Iterable[dict[str, Any]]:
+    """Rollup rows with ms stamps, without the ``complete`` flag (the event sets it)."""
+    for r in table.drop_columns(["complete"]).to_pylist():
+        r["start"] = int(r["start"].timestamp() * 1000)
+        r["end"] = int(r["end"].timestamp() * 1000)
+        yield r
+
+
+class _RollupLogic(StatefulLogic[FoldOut, list[RollupBar], RollupState]):
+    def __init__(self, state: RollupState) -> None:
+        self.state = state
+
+    def on_item(self, value: FoldOut) -> tuple[Iterable[list[RollupBar]], bool]:
+        bars = self.state.step(value)
+        return ([bars] if bars else []), StatefulLogic.RETAIN
+
+    def snapshot(self) -> RollupState:
+        return self.state
+
+
+def _key(_: FoldOut) -> str:
+    return KEY
+
+
+def _value(item: tuple[str, list[RollupBar]]) -> list[RollupBar]:
+    return item[1]
+
+
+def rollup_stream(
+    step_id: str,
+    folded: Stream[FoldOut],
+    intervals: Sequence[str] = tuple(intraday.INTERVALS),
+    *,
+    horizon_ms: int = 15 * MINUTE_MS,
+) -> Stream[list[RollupBar]]:
+    """The fold's results to rollup events (one list per fold result that caused any)."""
+    names = tuple(intraday.parse_intervals(",".join(intervals)))
+    keyed = op.key_on(f"{step_id}_key", folded, _key)
+
+    def build(resume: RollupState | None) -> _RollupLogic:
+        return _RollupLogic(resume or RollupState(names, horizon_ms))
+
+    return op.map(f"{step_id}_values", op.stateful(f"{step_id}_fold", keyed, build), _value)

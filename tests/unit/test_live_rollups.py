@@ -1,0 +1,104 @@
+"""Live 5m..4h bars equal batch silver: a regular session and the day after Thanksgiving (13:00
+close), one symbol halted mid-session, resent and late trades."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from batch import intraday as job
+from batch import minutes
+from core import calendar, intraday, layout
+from core.lake import Lake
+from dataflows.connectors.minute_sink import write_fragments
+from dataflows.live import build_live_flow
+from dataflows.minute_fold import FoldOut, MinuteBar
+from dataflows.rollups import RollupBar
+from dataflows.simulator import Market
+from dataflows.simulator.ws import resent
+from dataflows.trades import Chunk, Reject
+
+pytestmark = pytest.mark.unit
+DAYS = (dt.date(2024, 11, 27), dt.date(2024, 11, 29))
+
+
+def day_events(market: Market, day: dt.date, halted: str) -> list[dict[str, Any]]:
+    opened, closed = calendar.session_open(day), calendar.session_close(day)
+    trades = market.trades(day, opened, closed)
+    events = trades.to_events()
+    stop, resume = opened + dt.timedelta(minutes=62), opened + dt.timedelta(minutes=131)
+    lo, hi = int(stop.timestamp() * 1000), int(resume.timestamp() * 1000)
+    events = [e for e in events if not (e["sym"] == halted and lo <= e["t"] < hi)]
+    rng = random.Random(day.toordinal())
+    for ev in trades.take(resent(trades)).to_events()[:200]:
+        events.insert(min(len(events), rng.randrange(len(events))), dict(ev))
+    for k in sorted(rng.sample(range(len(events) - 2000), 20), reverse=True):
+        events.insert(k + rng.randrange(200, 1500), events.pop(k))  # late by a few seconds
+    return events
+
+
+def test_live_rollups_equal_batch_silver(tmp_path: Path) -> None:
+    market = Market(seed=5, n_symbols=5, start=dt.date(2024, 11, 25), end=dt.date(2024, 12, 3))
+    halted = market.tickers[2]
+    events = [e for d in DAYS for e in day_events(market, d, halted)]
+    chunks, newest = [], 0
+    for i in range(0, len(events), 400):
+        part = events[i : i + 400]
+        newest = max([newest, *(int(e["t"]) for e in part)])
+        chunks.append(Chunk("p0", [json.dumps(part)], newest + 20 + i))
+    finals: list[tuple[str, list[MinuteBar]]] = []
+    rolled: list[list[RollupBar]] = []
+    outs: list[FoldOut] = []
+    rejects: list[Reject] = []
+    run_main(build_live_flow(  # type: ignore[no-untyped-call]
+        TestingSource(chunks), bars=TestingSink(finals), live=TestingSink(outs),
+        quarantine=TestingSink(rejects), rollups=TestingSink(rolled),
+    ))  # fmt: skip
+    assert outs[-1].counters["late"] > 0 and outs[-1].counters["revisions"] > 0
+    lake = Lake((tmp_path / "lake").as_uri())
+    write_fragments(lake, [b for _, bars in finals for b in bars])
+    assert minutes.run(lake).failed == {}
+    assert job.run(lake, now=dt.datetime(2024, 12, 2, tzinfo=dt.UTC)).failed == {}
+
+    events_all = [b for bars in rolled for b in bars]
+    assert any(not b.final and not b.complete for b in events_all)  # bars while they form
+    live: dict[tuple[str, str, int], RollupBar] = {}
+    for b in events_all:
+        if b.final and ((k := (b.interval, b.symbol, b.start)) not in live or
+                        b.revision >= live[k].revision):  # fmt: skip
+            live[k] = b
+    assert any(b.revision > 0 for b in live.values())  # a late trade revised a closed window
+    for name in intraday.INTERVALS:
+        for day in DAYS:
+            batch = lake.read_table(layout.intraday_file(name, day)).to_pylist()
+            mine = sorted(
+                (b for b in live.values() if b.interval == name
+                 and _day(b.start) == day),
+                key=lambda b: (b.symbol, b.start),
+            )  # fmt: skip
+            assert len(mine) == len(batch) > 0
+            for b, r in zip(mine, batch, strict=True):
+                got = {k: v for k, v in b.to_json().items() if k in r}
+                got["start"], got["end"] = _ts(b.start), _ts(b.end)
+                assert got == r, (name, day)
+    close = calendar.session_close(DAYS[1])
+    four = [b for b in live.values() if b.interval == "4h" and _day(b.start) == DAYS[1]]
+    assert {b.end for b in four} == {int(close.timestamp() * 1000)}  # cut at 13:00
+    stop = calendar.session_open(DAYS[0]) + dt.timedelta(minutes=65)
+    gone = [b for b in live.values() if b.symbol == halted and b.interval == "5m"
+            and b.start == int(stop.timestamp() * 1000)]  # fmt: skip
+    assert gone == []  # a window inside the halt has no bar
+
+
+def _ts(ms: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)
+
+
+def _day(ms: int) -> dt.date:
+    return _ts(ms).astimezone(calendar.NEW_YORK).date()
