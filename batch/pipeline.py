@@ -2,8 +2,10 @@
 
 Phases, each waiting for the one before (steps inside a phase run in parallel):
 
-1. ingest: the replay of missing sessions (``python -m bytewax.run dataflows.replay:flow``) and
-   the ticker metadata (``python -m dataflows.metadata``); left out with ``--skip-ingest``;
+1. ingest: the replay of missing sessions (``python -m bytewax.run dataflows.replay:flow``),
+   the ticker metadata (``python -m dataflows.metadata``) and the healing of the live flow's
+   gaps from REST minute aggregates (``python -m dataflows.heal``); left out with
+   ``--skip-ingest``;
 2. backfill: the whole history of listings new to us, which metadata has just found
    (``python -m dataflows.backfill --new``); left out with ``--skip-ingest``;
 3. corporate actions (``python -m dataflows.corporate_actions``): splits and dividends, before
@@ -130,6 +132,7 @@ def plan(
         out.left_out += [
             ("replay", "--skip-ingest"),
             ("metadata", "--skip-ingest"),
+            ("heal", "--skip-ingest"),
             ("backfill-new", "--skip-ingest"),
             ("corporate-actions", "--skip-ingest"),
         ]
@@ -144,6 +147,7 @@ def plan(
                         ("-m", "bytewax.run", "dataflows.replay:flow"),
                     ),
                     Step("metadata", "dataflows.metadata", ("-m", "dataflows.metadata")),
+                    Step("heal", "dataflows.heal", ("-m", "dataflows.heal", *lake_args)),
                 ],
             )
         )
@@ -426,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(
         prog="python -m batch.pipeline",
-        description="The daily batch run: replay + metadata, backfill of new listings, "
+        description="The daily batch run: replay + metadata + heal of live gaps, backfill of new listings, "
         "corporate actions, consolidate, gaps (unexplained ones to SNS), the six resamples, "
         "gold indicators, "
         "vacuum, weekly retention; every step recorded in batch_jobs, failures to SNS.",

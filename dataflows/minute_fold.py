@@ -261,6 +261,8 @@ class MinuteFold:
     """Minutes starting before this are no longer held (beyond the horizon)."""
     partial_before: int = _MIN_T
     connect_pending: bool = False
+    cut_from: int = _MIN_T
+    """Start of the earliest minute the last lost connection cut short."""
     latest: dict[str, tuple[int, int]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
 
@@ -291,6 +293,8 @@ class MinuteFold:
         elif batch.caught_up:
             self._idle(batch.read_at)
             self._close(self.watermark(), out)
+        if batch.closing:
+            self._stopping(out)
         self._forget()
         out.counters = dict(self.counters)
         out.watermark = self.watermark()
@@ -308,13 +312,31 @@ class MinuteFold:
         for group in self.open.values():
             for acc in group.values():
                 acc[_PARTIAL] = True
+        if self.max_t > _MIN_T and not self.connect_pending:
+            self.cut_from = self._cut_from()
         self.connect_pending = True
+
+    def _cut_from(self) -> int:
+        """Start of the earliest minute a lost connection may have cut short."""
+        last = self.max_t - self.max_t % MINUTE_MS
+        return min([last, *self.open])
+
+    def _stopping(self, out: FoldOut) -> None:
+        """The source stops: its open minutes miss whatever comes after, so they are partial."""
+        if self.max_t == _MIN_T:
+            return
+        for group in self.open.values():
+            for acc in group.values():
+                acc[_PARTIAL] = True
+        last = self.max_t - self.max_t % MINUTE_MS
+        out.gaps.append(Gap(None, self._cut_from(), last + MINUTE_MS, "stop"))
+        self.counters["gaps"] += 1
 
     def _first_after_connect(self, first_t: int, out: FoldOut) -> None:
         start = first_t - first_t % MINUTE_MS
         self.partial_before = max(self.partial_before, start + MINUTE_MS)
         if self.max_t > _MIN_T:
-            gap = Gap(None, self.max_t - self.max_t % MINUTE_MS, start + MINUTE_MS, "reconnect")
+            gap = Gap(None, min(self.cut_from, start), start + MINUTE_MS, "reconnect")
         else:
             gap = Gap(None, start, start + MINUTE_MS, "connect")
         out.gaps.append(gap)

@@ -49,6 +49,8 @@ class Chunk:
     """Wall clock of the read, Unix ms."""
     caught_up: bool = False
     connected: bool = False
+    closing: bool = False
+    """The last read before the source stops: the minutes still open are cut short."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class TradeBatch:
     open_close: Bools
     volume: Bools
     rejects: list[Reject] = field(default_factory=list)
+    closing: bool = False
 
     def __len__(self) -> int:
         return len(self.t)
@@ -207,6 +210,7 @@ class Decoder:
             open_close=np.fromiter((r.open_close for r in rules), np.bool_, n),
             volume=np.fromiter((r.volume for r in rules), np.bool_, n),
             rejects=rejects,
+            closing=chunk.closing,
         )
 
 

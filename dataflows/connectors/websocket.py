@@ -268,8 +268,13 @@ class _ChunkPartition(StatefulSourcePartition[Chunk, None]):
     def __init__(self, part: str, conn: _Connection) -> None:
         self._part = part
         self._conn = conn
+        self._closed = False
 
     def next_batch(self) -> list[Chunk]:
+        stop = self._conn.stop
+        if stop is not None and stop.is_set() and not self._closed:
+            self._closed = True  # one last, empty chunk: the open minutes end cut short
+            return [Chunk(self._part, [], now_ms(), closing=True)]
         frames = self._conn.frames()
         connected = any(f is CONNECTED for f in frames)
         if connected:

@@ -29,7 +29,8 @@ def test_the_plan_runs_ingest_backfill_consolidate_gaps_resamples_gold_then_vacu
     ]
     steps = {s.name: s.argv for _, phase in p.phases for s in phase}
     assert steps["gold"][:4] == ("-m", "batch.gold", "--lake", "s3://b/lake")
-    assert {s.name for s in p.phases[0][1]} == {"replay", "metadata"}
+    assert {s.name for s in p.phases[0][1]} == {"replay", "metadata", "heal"}
+    assert steps["heal"] == ("-m", "dataflows.heal", "--lake", "s3://b/lake", "--no-progress")
     assert steps["replay"] == ("-m", "bytewax.run", "dataflows.replay:flow")
     assert steps["metadata"] == ("-m", "dataflows.metadata")
     # new listings found by metadata get their history before consolidation
@@ -63,6 +64,7 @@ def test_skip_ingest_and_retention_left_out_are_said_in_the_plan() -> None:
     assert dict(p.left_out) == {
         "replay": "--skip-ingest",
         "metadata": "--skip-ingest",
+        "heal": "--skip-ingest",
         "backfill-new": "--skip-ingest",
         "corporate-actions": "--skip-ingest",
         "retention": "--retention never",
