@@ -109,14 +109,27 @@ class IndicatorsResponse(BaseModel):
 
 
 class LatestResponse(BaseModel):
-    """The latest trade and the current live minute bar the live flow stored in Redis."""
+    """What the live flow holds in Redis for one symbol, and how old it is."""
 
     symbol: str
+    as_of: dt.datetime | None = Field(
+        None,
+        description="event time of the newest of them: the last trade's SIP timestamp, else the"
+        " end of the newest bar",
+    )
+    stale: bool = Field(
+        description="true when as_of is older than LIVE_STALE_S (the feed or the symbol is quiet)"
+    )
     trade: dict[str, Any] | None = Field(
-        None, description="price, size, ts (ISO), exchange, conditions, sequence"
+        None, description="last trade: price, size, ts (ISO), exchange, conditions, sequence, id"
     )
     bar: dict[str, Any] | None = Field(
-        None, description="start, open, high, low, close, volume, vwap, trades, updated_at"
+        None,
+        description="the minute bar forming now (final false): start, open, high, low, close,"
+        " volume, vwap, trades, revision, partial, updated_at",
+    )
+    final: dict[str, Any] | None = Field(
+        None, description="the last closed minute bar (final true), at its latest revision"
     )
 
 

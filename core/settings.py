@@ -182,6 +182,11 @@ class ApiSettings(LakeSettings, ServiceSettings):
     api_keys: SecretStr = Field(
         SecretStr("dev-key"), description="Comma-separated API keys accepted in X-API-Key"
     )
+    live_stale_s: float = Field(
+        60.0,
+        gt=0,
+        description="GET /v1/latest marks live data older than this (seconds) as stale",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     cache_window_days: int = Field(

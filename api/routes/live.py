@@ -1,14 +1,17 @@
 """Live data from Redis: ``GET /v1/latest/{symbol}`` and ``WebSocket /v1/stream``.
 
-The live flow stores the latest trade and the current minute bar per symbol and publishes
-each bar on the ``{REDIS_PREFIX}bars`` channel (see ``core.stores.redis.LiveStore``); the
-stream relays those messages, filtered to the symbols asked for.
+The live flow stores per symbol the latest trade, the forming minute bar and the last final one,
+and publishes every bar update on the ``{REDIS_PREFIX}bars`` channel (see
+``core.stores.redis.LiveStore``); the stream relays those messages, filtered to the symbols
+asked for. ``latest`` says how old what it returns is (``as_of``, in event time) and whether
+that is older than ``LIVE_STALE_S``, so a client never mistakes a stalled feed for a quiet price.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 from typing import Annotated, Any
@@ -39,12 +42,35 @@ INTERNAL_ERROR = 1011
     },
 )
 def latest(res: Res, symbol: Symbol) -> LatestResponse:
-    """The latest trade and live minute bar of ``symbol``."""
-    store = res.live_store()
-    trade, bar = store.get_latest(symbol), store.get_bar(symbol)
-    if trade is None and bar is None:
+    """The last trade, the forming minute bar and the last final one of ``symbol``."""
+    trade, bar, final = res.live_store().get_live(symbol)
+    if trade is None and bar is None and final is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no live data for {symbol}")
-    return LatestResponse(symbol=symbol, trade=trade, bar=bar)
+    when = as_of(trade, bar, final)
+    limit = dt.timedelta(seconds=res.settings.live_stale_s)
+    stale = when is None or dt.datetime.now(dt.UTC) - when > limit
+    return LatestResponse(symbol=symbol, as_of=when, stale=stale, trade=trade, bar=bar, final=final)
+
+
+def _stamp(doc: dict[str, Any] | None, key: str) -> dt.datetime | None:
+    raw = None if doc is None else doc.get(key)
+    if not isinstance(raw, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def as_of(
+    trade: dict[str, Any] | None, bar: dict[str, Any] | None, final: dict[str, Any] | None
+) -> dt.datetime | None:
+    """Event time of the newest live fact: the last trade, else the end of the newest bar."""
+    if (t := _stamp(trade, "ts")) is not None:
+        return t
+    ends = [s + dt.timedelta(minutes=1) for d in (bar, final) if (s := _stamp(d, "start"))]
+    return max(ends, default=None)
 
 
 def parse_symbols(raw: str | None) -> frozenset[str] | None:

@@ -310,12 +310,38 @@ def test_unreachable_postgres_is_a_503(settings: ApiSettings) -> None:
 # -- live ----------------------------------------------------------------------------------------
 def test_latest_from_redis(client: TestClient, settings: ApiSettings) -> None:
     store = LiveStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)  # type: ignore[union-attr]
-    trade = {"symbol": "AAPL", "price": 101.5, "size": 10, "ts": "2026-11-30T15:00:00+00:00"}
-    bar = {"start": "2026-11-30T15:00:00+00:00", "open": 101.0, "close": 101.5, "volume": 30.0}
-    store.set_live({"AAPL": trade}, {"AAPL": bar}, publish=False)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    minute = now.replace(second=0)
+    trade = {"symbol": "AAPL", "price": 101.5, "size": 10, "ts": now.isoformat()}
+    bar = {"start": minute.isoformat(), "open": 101.0, "close": 101.5, "final": False}
+    final = {"symbol": "AAPL", "start": (minute - dt.timedelta(minutes=1)).isoformat(),
+             "close": 100.5, "final": True, "revision": 1}  # fmt: skip
+    docs = {"latest": {"AAPL": trade}, "forming": {"AAPL": bar}, "final": {"AAPL": final}}
+    store.write_live(**docs, events=[], metrics={}, ttl_s=60)
     r = client.get("/v1/latest/AAPL", headers=HEADERS)
     assert r.status_code == 200
-    assert r.json() == {"symbol": "AAPL", "trade": trade, "bar": {"symbol": "AAPL", **bar}}
+    body = r.json()
+    assert body == {
+        "symbol": "AAPL", "as_of": body["as_of"], "stale": False,
+        "trade": trade, "bar": bar, "final": final,
+    }  # fmt: skip
+    assert dt.datetime.fromisoformat(body["as_of"].replace("Z", "+00:00")) == now
+
+    old = now - dt.timedelta(hours=1)  # the feed stopped an hour ago: same data, marked stale
+    store.write_live(
+        latest={"MSFT": {**trade, "symbol": "MSFT", "ts": old.isoformat()}},
+        forming={}, final={}, events=[], metrics={}, ttl_s=60,
+    )  # fmt: skip
+    body = client.get("/v1/latest/MSFT", headers=HEADERS).json()
+    assert body["stale"] is True and body["bar"] is None and body["final"] is None
+    ibm = {**final, "start": (minute - dt.timedelta(minutes=1)).isoformat()}
+    store.write_live(
+        latest={}, forming={}, final={"IBM": ibm}, events=[], metrics={}, ttl_s=60
+    )  # only a final bar: as_of is its end
+    body = client.get("/v1/latest/IBM", headers=HEADERS).json()
+    assert dt.datetime.fromisoformat(body["as_of"].replace("Z", "+00:00")) == minute
+    assert body["trade"] is None
+    assert store.r.ttl(f"{settings.redis_prefix}final:IBM") > 0  # keys expire
     store.r.close()
 
 
