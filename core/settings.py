@@ -148,6 +148,9 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
         " later trades are quarantined and their minute recorded as a gap for the healer",
     )
     live_ttl_s: int = Field(86_400, ge=1, description="Expiry of the live flow's Redis keys")
+    settle_minutes: int = Field(
+        60, ge=0, description="Wait after the close before the provisional daily bar is written"
+    )
     live_flush_s: float = Field(
         1.0, gt=0, description="Longest wait before final minute bars are written to the lake"
     )

@@ -5,6 +5,7 @@
                                                                                   +-> live_gaps (Postgres)
                                                                                   +-> bronze/trades/ (archive)
                                                                                   +-> 5m..4h bars (Redis)
+                                                                                  +-> bronze daily (provisional)
                                                                                   +-> quarantine/live/
 
 Run it with ``python -m bytewax.run dataflows.live:flow``. ``flow`` is built on first access
@@ -21,10 +22,12 @@ import datetime as dt
 from typing import Any
 
 import bytewax.operators as op
+import pyarrow as pa
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from core.bronze import BronzeSink
 from core.conditions import ConditionRules, fallback
 from core.lake import Lake
 from core.secrets import install_redaction
@@ -49,6 +52,7 @@ from dataflows.trades import Chunk, Reject, TradeBatch
 
 DEFAULT_LATENESS = dt.timedelta(seconds=5)
 DEFAULT_HORIZON = dt.timedelta(minutes=15)
+DEFAULT_SETTLE = dt.timedelta(minutes=60)
 
 
 def build_live_flow(
@@ -58,19 +62,23 @@ def build_live_flow(
     live: Sink[FoldOut],
     quarantine: Sink[Reject],
     gaps: Sink[Gap] | None = None,
+    daily: Sink[pa.Table] | None = None,
     trades: Sink[tuple[str, TradeBatch]] | None = None,
     rollups: Sink[list[RollupBar]] | None = None,
     rules: ConditionRules | None = None,
     lateness: dt.timedelta = DEFAULT_LATENESS,
     horizon: dt.timedelta = DEFAULT_HORIZON,
+    settle: dt.timedelta = DEFAULT_SETTLE,
     flow_id: str = "live",
 ) -> Dataflow:
     """The live dataflow from source chunks to its sinks.
 
     ``bars`` gets final minute bars (and revisions), ``live`` every fold result (bar events,
     latest trades, counters), ``quarantine`` every malformed event, invalid bar and trade too
-    late to revise its minute, ``gaps`` the spans the flow knows it missed, ``trades`` the
-    decoded trade batches (for an archive), ``rollups`` the live 5m..4h bar events.
+    late to revise its minute, ``gaps`` the spans the flow knows it missed, ``daily`` each
+    symbol's provisional daily bar once its session closed and ``settle`` passed (event time),
+    ``trades`` the decoded trade batches (for an archive), ``rollups`` the live 5m..4h bar
+    events.
     """
     flow = Dataflow(flow_id)
     chunks = op.input("input", flow, source)
@@ -80,12 +88,15 @@ def build_live_flow(
         rules or fallback(),
         lateness_ms=int(lateness / dt.timedelta(milliseconds=1)),
         horizon_ms=int(horizon / dt.timedelta(milliseconds=1)),
+        settle_ms=_ms(settle) if daily is not None else None,
     )
     op.output("redis", streams.folded, live)
     op.output("lake", streams.final, bars)
     op.output("quarantine", streams.rejects, quarantine)
     if gaps is not None:
         op.output("gaps", streams.gaps, gaps)
+    if daily is not None:
+        op.output("daily", streams.daily, daily)
     if trades is not None:
         op.output("trades", op.key_on("trades_key", streams.trades, archive_key), trades)
     if rollups is not None:
@@ -135,9 +146,11 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         gaps=GapSink(database_url(s)),
         trades=TradesArchiveSink(lake, flush_after=s.trades_flush_s) if s.trades_archive else None,
         rollups=RollupRedisSink(redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
+        daily=BronzeSink(lake),
         rules=_rules(s, lake),
         lateness=dt.timedelta(seconds=s.live_lateness_s),
         horizon=dt.timedelta(seconds=s.live_revision_horizon_s),
+        settle=dt.timedelta(minutes=s.settle_minutes),
     )
 
 

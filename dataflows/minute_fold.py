@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core import calendar
+from dataflows.day_fold import DayBar, DayFold
 from dataflows.trades import Reject, TradeBatch
 
 MINUTE_MS: Final = 60_000
@@ -55,6 +56,7 @@ COUNTERS: Final = (
     "bars_final",
     "bars_partial",
     "gaps",
+    "days",
 )
 
 
@@ -154,6 +156,8 @@ class FoldOut:
     rejects: list[Reject] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     watermark: int = _MIN_T
+    daily: list[DayBar] = field(default_factory=list)
+    """Provisional daily bars of sessions settled by this batch's watermark."""
 
 
 def ms_iso(ms: int) -> str:
@@ -265,6 +269,8 @@ class MinuteFold:
     """Start of the earliest minute the last lost connection cut short."""
     latest: dict[str, tuple[int, int]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    days: DayFold | None = None
+    """Provisional daily bars from the final minute bars (None: not built)."""
 
     def watermark(self) -> int:
         """Minutes ending at or before this are closed."""
@@ -296,8 +302,11 @@ class MinuteFold:
         if batch.closing:
             self._stopping(out)
         self._forget()
-        out.counters = dict(self.counters)
         out.watermark = self.watermark()
+        if self.days is not None:
+            out.daily = self.days.due(out.watermark)
+            self.counters["days"] += len(out.daily)
+        out.counters = dict(self.counters)
         return out
 
     def finish(self) -> FoldOut:
@@ -453,6 +462,8 @@ class MinuteFold:
             self.counters["rejected"] += 1
             return
         out.final.append(bar)
+        if self.days is not None:
+            self.days.add(name, _day(start)[0], start, bar)
         self.counters["bars_final"] += 1
         self.counters["bars_partial"] += int(bar.partial)
         self.counters["revisions"] += int(bar.revision > 0)

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Final
 
 import bytewax.operators as op
+import pyarrow as pa
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulLogic
 
 from core.conditions import ConditionRules
+from dataflows.day_fold import DayFold, daily_table
 from dataflows.minute_fold import FoldOut, Gap, MinuteBar, MinuteFold
 from dataflows.trades import Chunk, Decoder, Reject, TradeBatch
 
@@ -49,6 +51,8 @@ class LiveStreams:
     final: Stream[tuple[str, list[MinuteBar]]]
     rejects: Stream[Reject]
     gaps: Stream[Gap]
+    daily: Stream[pa.Table]
+    """Provisional daily bars (BRONZE_DAILY, ``source=live``) as each session settles."""
 
 
 def _part(b: TradeBatch) -> str:
@@ -71,6 +75,10 @@ def _gaps(out: FoldOut) -> list[Gap]:
     return out.gaps
 
 
+def _daily(out: FoldOut) -> list[pa.Table]:
+    return [daily_table(out.daily)] if out.daily else []
+
+
 def minute_streams(
     step_id: str,
     chunks: Stream[Chunk],
@@ -78,6 +86,7 @@ def minute_streams(
     *,
     lateness_ms: int,
     horizon_ms: int,
+    settle_ms: int | None = None,
 ) -> LiveStreams:
     """Chunks to bar events on event time, one fold per source partition."""
     decoder = Decoder(rules)
@@ -86,7 +95,8 @@ def minute_streams(
 
     def build(resume: bytes | None) -> _FoldLogic:
         if resume is None:
-            return _FoldLogic(MinuteFold(lateness_ms, horizon_ms))
+            days = None if settle_ms is None else DayFold(settle_ms, horizon_ms)
+            return _FoldLogic(MinuteFold(lateness_ms, horizon_ms, days=days))
         fold = pickle.loads(resume)  # noqa: S301  # our own snapshot from the recovery store
         fold.lateness_ms, fold.horizon_ms = lateness_ms, horizon_ms
         return _FoldLogic(fold)
@@ -98,4 +108,5 @@ def minute_streams(
         final=op.flat_map(f"{step_id}_final", folded, _final),
         rejects=op.flat_map(f"{step_id}_rejects", folded, _rejects),
         gaps=op.flat_map(f"{step_id}_gaps", folded, _gaps),
+        daily=op.flat_map(f"{step_id}_daily", folded, _daily),
     )
