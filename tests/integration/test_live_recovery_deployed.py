@@ -95,7 +95,7 @@ def truth(events: list[dict[str, Any]]) -> dict[tuple[str, dt.datetime], tuple[f
     """(symbol, minute start) -> (volume, trades)."""
     out: dict[tuple[str, dt.datetime], tuple[float, int]] = {}
     for e in events:
-        ts = dt.datetime.fromtimestamp(e["t"] / 1000, dt.UTC).replace(second=0)
+        ts = dt.datetime.fromtimestamp(e["t"] / 1000, dt.UTC).replace(second=0, microsecond=0)
         v, n = out.get((e["sym"], ts), (0.0, 0))
         out[(e["sym"], ts)] = (v + e["s"], n + 1)
     return out
