@@ -30,7 +30,8 @@ def test_demo_once_runs_the_whole_path_and_exits_zero(tmp_path: Path) -> None:
     assert "replay done" in out
     assert "consolidated" in out and "resampled" in out
     assert "corporate actions" in out
-    assert out.count("GET http://") == 6  # four examples, a split symbol adjusted and raw
+    # four examples, two of gold, and a split symbol adjusted and raw
+    assert out.count("GET http://") == 8
     assert "adjusted=split, splits [" in out and "adjusted=none, splits [" in out
     assert '"bars": [{' in out
     assert (tmp_path / "data" / "lake" / "silver" / "silver_34d").is_dir()

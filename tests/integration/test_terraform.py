@@ -291,6 +291,8 @@ core.schemas yet are held to the contract by the module alone; once it lands the
 compares it too."""
 PATH_ONLY = {"bar_interval", "year", "month"}
 """Partition columns that exist only in the path (silver_8d/year=2024/month=01/), not in files."""
+PATH_ONLY_BY_TABLE = {"silver_intraday": {"date"}}
+"""Intraday silver files hold no date column: the session is their folder (date=D)."""
 MINUTE_CONTRACT = {"revision", "partial", "trades", "start"}
 """An older BRONZE_MINUTE (per-symbol live parts) predates the session-partitioned contract."""
 
@@ -352,7 +354,8 @@ def test_glue_tables_match_the_lake_schemas(tf_env: dict[str, str], tmp_path: Pa
         if schema is None or (name == "bronze_minute" and not set(schema.names) >= MINUTE_CONTRACT):
             continue
         expected = {f.name: _glue_type(f.type) for f in schema}
-        columns = {n: t for n, t in columns.items() if n in expected or n not in PATH_ONLY}
+        path_only = PATH_ONLY | PATH_ONLY_BY_TABLE.get(name, set())
+        columns = {n: t for n, t in columns.items() if n in expected or n not in path_only}
         assert columns == expected, f"{name}: glue {columns} != core.schemas {expected}"
         compared.append(name)
     assert {"bronze_daily", "silver_fib"} <= set(compared)

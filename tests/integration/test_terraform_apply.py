@@ -195,7 +195,11 @@ def test_apply_run_pipeline_destroy(
         "bronze-fragments",
         "quarantine",
         "noncurrent-and-multipart",
+        "trades-archive",
     }
+    trades = next(r for r in rules if r["ID"] == "trades-archive")
+    assert trades["Filter"]["Prefix"].endswith("bronze/trades/")
+    assert trades["Expiration"]["Days"] == 30  # TRADES_RETENTION_DAYS default
     key = aws["kms"].describe_key(KeyId=out["lake_kms_key_arn"])["KeyMetadata"]
     assert key["KeyState"] == "Enabled"
 
