@@ -1,40 +1,42 @@
-"""Daily bars of one symbol: recent ranges from Postgres, full history from the lake.
+"""Daily bars of one symbol: Postgres and the lake merged, so either can fill the other's gaps.
 
-Where a request is served from:
+Postgres keeps the last five years and a month (the cache window); the lake keeps everything.
+A read takes the range from both (Postgres only when the range reaches into its window) and
+merges them by date under the lake's precedence rule (core.precedence: newer ``ingested_at``
+wins, ``live`` never replaces ``rest``), so a row missing in one source comes from the other and
+the answer does not depend on which is asked. :func:`merge_sources` also counts the rows each
+source served, which the API reports.
 
-1. When the requested range starts inside raw_ohlcv's cache window (the last five years and a
-   month), Postgres answers; when it has no rows for the range, the lake does.
-2. Otherwise the lake answers: the consolidated ``data.parquet`` plus any fragments that are
-   newer than its last date (sessions not consolidated yet), merged under the contract's rule
-   (newer ``ingested_at`` wins, ``live`` never replaces ``rest``). Without a data.parquet every
-   fragment is merged. When the lake has no rows for the range, Postgres is asked.
-
-A range with no rows is an empty list; :func:`symbol_known` tells the route whether the
-symbol exists at all (404 otherwise).
+The lake side is the consolidated ``data.parquet`` plus any fragments newer than its last
+date (sessions not consolidated yet), merged under the same rule. Without a data.parquet every
+fragment is merged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any, Final, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from psycopg.rows import dict_row
 
 from core import layout, precedence
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, conform
 
-Source = Literal["postgres", "lake"]
 COLUMNS: Final = (
     "date", "open", "high", "low", "close", "volume", "vwap", "transactions", "source",
 )  # fmt: skip
+"""What the API serves of a daily row."""
+_MERGE_COLUMNS: Final = (*COLUMNS, "ingested_at")
+MERGED: Final = pa.schema([BRONZE_DAILY.field(c) for c in _MERGE_COLUMNS])
+"""A daily row as both sources give it: what the precedence rule needs."""
 _PG_QUERY: Final = """
-SELECT date, open, high, low, close, volume, vwap, transactions, source FROM (
-    SELECT date, open, high, low, close, volume, vwap, transactions, source
+SELECT date, open, high, low, close, volume, vwap, transactions, source, ingested_at FROM (
+    SELECT date, open, high, low, close, volume, vwap, transactions, source, ingested_at
     FROM raw_ohlcv
     WHERE symbol = %(symbol)s
       AND (%(start)s::date IS NULL OR date >= %(start)s::date)
@@ -45,11 +47,14 @@ SELECT date, open, high, low, close, volume, vwap, transactions, source FROM (
 """
 
 
-def preferred_source(start: dt.date | None, today: dt.date, window_days: int) -> Source:
-    """Postgres when the range begins inside the cache window, else the lake."""
-    if start is not None and start >= today - dt.timedelta(days=window_days):
-        return "postgres"
-    return "lake"
+def window_start(today: dt.date, window_days: int) -> dt.date:
+    """The first date Postgres may hold."""
+    return today - dt.timedelta(days=window_days)
+
+
+def postgres_may_hold(end: dt.date | None, today: dt.date, window_days: int) -> bool:
+    """False when the range ends before the cache window: Postgres has nothing to add."""
+    return end is None or end >= window_start(today, window_days)
 
 
 def read_postgres(
@@ -58,16 +63,26 @@ def read_postgres(
     start: dt.date | None,
     end: dt.date | None,
     limit: int | None,
-) -> list[dict[str, Any]]:
-    """Rows of raw_ohlcv in the range (the last ``limit`` of them), ascending by date."""
+) -> pa.Table:
+    """Rows of raw_ohlcv in the range (the last ``limit`` of them), ascending, as :data:`MERGED`."""
     params = {"symbol": symbol, "start": start, "end": end, "limit": limit}
+    return pg_table(conn, _PG_QUERY, params, MERGED)
+
+
+def pg_table(
+    conn: psycopg.Connection[Any], sql: str, params: Mapping[str, object], schema: pa.Schema
+) -> pa.Table:
+    """The rows of a query as ``schema`` (empty when raw_ohlcv does not exist yet)."""
     try:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(_PG_QUERY, params)
-            return list(cur.fetchall())
+        rows = conn.execute(sql, params).fetchall()
     except psycopg.errors.UndefinedTable:
-        conn.rollback()
-        return []
+        return schema.empty_table()
+    if not rows:
+        return schema.empty_table()
+    columns = list(zip(*rows, strict=True))
+    return pa.table(
+        [pa.array(col, type=schema.field(i).type) for i, col in enumerate(columns)], schema=schema
+    )
 
 
 _PG_CLOSES: Final = """
@@ -96,7 +111,6 @@ def symbol_in_postgres(conn: psycopg.Connection[Any], symbol: str) -> bool:
             "SELECT EXISTS (SELECT 1 FROM raw_ohlcv WHERE symbol = %s)", (symbol,)
         ).fetchone()
     except psycopg.errors.UndefinedTable:
-        conn.rollback()
         return False
     return bool(row and row[0])
 
@@ -138,12 +152,37 @@ def lake_history(
 
 def read_lake(
     lake: Lake, symbol: str, start: dt.date | None, end: dt.date | None, limit: int | None
-) -> list[dict[str, Any]]:
-    """Rows of the lake in the range (the last ``limit`` of them), ascending by date."""
+) -> pa.Table:
+    """Rows of the lake in the range (the last ``limit`` of them), ascending, as :data:`MERGED`."""
     table = lake_history(lake, symbol, start, end)
     if limit is not None and table.num_rows > limit:
         table = table.slice(table.num_rows - limit)
-    return list(table.select(list(COLUMNS)).to_pylist())
+    return table.select(list(_MERGE_COLUMNS))
+
+
+def merge_sources(parts: Mapping[str, pa.Table]) -> pa.Table:
+    """One row per date from every source's rows: the precedence rule's winner.
+
+    An ``origin`` column names the source that served each row. Ties (the same row in both)
+    go to the later source in ``parts``.
+    """
+    names = [n for n, t in parts.items() if t.num_rows]
+    tables = [parts[n].select(list(_MERGE_COLUMNS)).cast(MERGED) for n in names]
+    if not tables:
+        return MERGED.empty_table().append_column("origin", pa.array([], pa.string()))
+    origin = np.concatenate([np.full(t.num_rows, i, dtype=np.int8) for i, t in enumerate(tables)])
+    both = pa.concat_tables(tables)
+    idx = precedence.winners(both) if len(tables) > 1 else np.arange(both.num_rows)
+    labels = np.asarray(names, dtype=object)[origin[idx]]
+    return both.take(idx).append_column("origin", pa.array(labels, pa.string()))
+
+
+def served_by(table: pa.Table) -> dict[str, int]:
+    """Rows per source in a merged table's ``origin`` column."""
+    if table.num_rows == 0:
+        return {}
+    counts = pc.value_counts(table["origin"]).to_pylist()
+    return {str(c["values"]): int(c["counts"]) for c in sorted(counts, key=lambda c: c["values"])}
 
 
 def symbol_in_lake(lake: Lake, symbol: str) -> bool:

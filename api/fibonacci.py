@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Final
+from typing import Final
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import duck, layout
+from core import layout
 from core.lake import Lake, LakeError
+from core.schemas import SILVER
 
 COLUMNS: Final = (
     "start_date", "end_date", "open", "high", "low", "close", "volume", "days", "complete",
@@ -87,24 +88,36 @@ def month_keys_in(lake: Lake, folder: str, start: dt.date | None, end: dt.date |
     return keys
 
 
+def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> pa.Table:
+    """The result of ``sql`` as an Arrow table."""
+    table = con.execute(sql, params).to_arrow_table()
+    assert table is not None
+    return table
+
+
+EMPTY: Final = pa.schema([SILVER.field(c) for c in COLUMNS])
+"""Fibonacci bars of one symbol, as served."""
+
+
 def read_bars(
+    con: duckdb.DuckDBPyConnection,
     lake: Lake,
     symbol: str,
     interval: int,
     start: dt.date | None,
     end: dt.date | None,
     limit: int | None,
-) -> list[dict[str, Any]]:
+) -> pa.Table:
     """Silver rows of ``symbol`` with start_date in [start, end] (the last ``limit``), ascending."""
     lo, hi = start, end
     if span := history_span(lake, symbol):
         lo = max(lo, span[0]) if lo else span[0]
         hi = min(hi, span[1]) if hi else span[1]
         if hi < lo:
-            return []
+            return EMPTY.empty_table()
     keys = month_keys(lake, interval, lo, hi)
     if not keys:
-        return []
+        return EMPTY.empty_table()
     paths = [lake.path(k) if lake.is_local else lake.uri(k) for k in keys]
     params: dict[str, object] = {"paths": paths, "symbol": symbol}
     if start is not None:
@@ -115,10 +128,8 @@ def read_bars(
         params["limit"] = limit
     sql = query(start=start is not None, end=end is not None, limit=limit is not None)
     try:
-        with duck.connect(lake) as con:
-            cur = con.execute(sql, params)
-            names = [d[0] for d in cur.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        table = arrow(con, sql, params)
     except duckdb.IOException as exc:
         msg = f"cannot read silver {interval}d of {lake.url}: {exc}"
         raise LakeError(msg) from exc
+    return table.cast(EMPTY)

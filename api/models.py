@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.intraday import IntradayBar, MinuteBarOut
+from api.problems import ProblemDetail
 
 DailyInterval = Literal["1d", "3d", "5d", "8d", "13d", "21d", "34d"]
 """Daily and Fibonacci bars (and their indicators)."""
@@ -85,12 +86,17 @@ class Adjustment(BaseModel):
 
 
 class BarsResponse(BaseModel):
-    """Bars of one symbol and interval, ascending by date, and the adjustment served."""
+    """Bars of one symbol and interval, ascending by date (one page), and the adjustment served."""
 
     symbol: str
     interval: Interval
     adjusted: Adjusted
     adjustment: Adjustment
+    served_by: dict[str, int] = Field(
+        default_factory=dict,
+        description="rows of this page by the source that served them: postgres, lake",
+    )
+    next: str | None = Field(None, description="the next page (path and query), null on the last")
     bars: list[DailyBar] | list[FibBar] | list[MinuteBarOut] | list[IntradayBar]
 
 
@@ -106,6 +112,68 @@ class IndicatorsResponse(BaseModel):
     symbol: str | None = None
     date: dt.date | None = None
     rows: list[dict[str, Any]]
+
+
+class DailyBarOf(DailyBar):
+    """A daily bar with its symbol (in a cross-section)."""
+
+    symbol: str
+
+
+class FibBarOf(FibBar):
+    """A Fibonacci bar with its symbol (in a cross-section)."""
+
+    symbol: str
+
+
+class CrossSectionResponse(BaseModel):
+    """One date across many symbols: each symbol's bar in effect on that date, by symbol."""
+
+    interval: Interval
+    date: dt.date
+    served_by: dict[str, int] = Field(default_factory=dict)
+    next: str | None = None
+    bars: list[DailyBarOf] | list[FibBarOf]
+
+
+class SymbolSummary(BaseModel):
+    """A ticker's reference data, as the vendor's tickers list gives it."""
+
+    symbol: str
+    name: str | None = None
+    type: str | None = None
+    exchange: str | None = None
+    active: bool
+    market_cap: float | None = None
+    list_date: dt.date | None = None
+    delist_date: dt.date | None = None
+
+
+class SymbolsResponse(BaseModel):
+    """One page of tickers, by symbol."""
+
+    next: str | None = None
+    symbols: list[SymbolSummary]
+
+
+class Split(BaseModel):
+    """A split (or stock dividend): prices before ``execution_date`` scale by from/to."""
+
+    execution_date: dt.date
+    split_from: float
+    split_to: float
+    adjustment_type: str | None = None
+
+
+class SymbolDetail(SymbolSummary):
+    """A ticker with the span of its daily history (lake and Postgres) and its splits."""
+
+    active: bool | None = None  # type: ignore[assignment]  # unknown without reference data
+    sic_code: str | None = None
+    sic_description: str | None = None
+    first_date: dt.date | None = Field(None, description="first daily bar held")
+    last_date: dt.date | None = Field(None, description="last daily bar held")
+    splits: list[Split] = Field(default_factory=list)
 
 
 class LatestResponse(BaseModel):
@@ -142,7 +210,12 @@ class HealthResponse(BaseModel):
     checks: dict[str, str]
 
 
-class ErrorResponse(BaseModel):
-    """Every error: a human-readable ``detail``."""
+class LatestManyResponse(BaseModel):
+    """The latest of several symbols; those without live data are listed in ``missing``."""
 
-    detail: str
+    latest: list[LatestResponse]
+    missing: list[str]
+
+
+ErrorResponse = ProblemDetail
+"""Every error is a problem (RFC 9457); kept under its old name for route modules' ``responses``."""

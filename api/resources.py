@@ -1,21 +1,32 @@
-"""What the API talks to, opened lazily on first use and closed when the app stops.
+"""What the API talks to, opened lazily on first use, reused, and closed when the app stops.
 
 Nothing is touched when the app is built, so ``create_app()`` is cheap and tests can build one
 without a lifespan. With ``DATABASE_URL`` / ``REDIS_URL`` unset the embedded servers start on
 first use, as the core stores do.
+
+Reuse is the point: Postgres connections come from a pool (``API_PG_POOL_SIZE`` per worker),
+DuckDB connections from a small pool of single-threaded in-memory databases whose Parquet
+metadata cache stays warm between requests, and Redis through one pooled client per kind.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import duckdb
 import psycopg
 import redis
 import redis.asyncio as aioredis
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from api.principals import KeyCache, Principal, digest, env_principals, lookup
+from api.responses import ResponseCache
 from core.lake import Lake
 from core.settings import ApiSettings
 from core.stores import postgres
@@ -25,16 +36,82 @@ from core.stores.redis import LiveStore
 CONNECT_TIMEOUT_S = 5
 
 
+class PostgresUnavailable(psycopg.OperationalError):
+    """No pooled connection could be had in time."""
+
+
+class DuckPool:
+    """At most ``size`` DuckDB connections (``threads=1``), made on demand and reused."""
+
+    def __init__(self, lake: Lake, size: int) -> None:
+        self.lake = lake
+        self.size = size
+        self._idle: queue.LifoQueue[duckdb.DuckDBPyConnection] = queue.LifoQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def _make(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:", config={"threads": 1})
+        con.execute("SET enable_object_cache = true")
+        if not self.lake.is_local:
+            import s3fs
+
+            kwargs: dict[str, object] = {}
+            if self.lake.endpoint_url:
+                kwargs["endpoint_url"] = self.lake.endpoint_url
+            if key := os.environ.get("AWS_ACCESS_KEY_ID"):
+                kwargs["key"] = key
+                kwargs["secret"] = os.environ.get("AWS_SECRET_ACCESS_KEY")
+            con.register_filesystem(s3fs.S3FileSystem(**kwargs))
+        return con
+
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for this thread until the block ends."""
+        try:
+            con = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                make = self._made < self.size
+                if make:
+                    self._made += 1
+            con = self._make() if make else self._idle.get()
+        try:
+            yield con
+        except duckdb.Error:
+            con.close()  # its state is unknown: make a fresh one next time
+            with self._lock:
+                self._made -= 1
+            raise
+        self._idle.put(con)
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
 class Resources:
-    """Lake, Postgres URL and Redis client of one app; safe to share across threads."""
+    """Lake, pools and caches of one app; safe to share across threads."""
 
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._lake: Lake | None = None
         self._db_url: str | None = None
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._duck: DuckPool | None = None
         self._redis_url: str | None = None
         self._redis: redis.Redis | None = None
+        self._aredis: tuple[asyncio.AbstractEventLoop, aioredis.Redis] | None = None
+        self.env_keys = env_principals(settings.keys(), settings.api_rate_limit)
+        self.key_cache = KeyCache(settings.api_key_cache_s)
+        self.responses = ResponseCache(settings.api_response_cache_mb << 20)
+        self.hub: Any = None
+        """The process's live hub (api.hub.LiveHub), made by the first WebSocket."""
 
     def lake(self) -> Lake:
         """The lake of ``LAKE_URL``."""
@@ -53,13 +130,41 @@ class Resources:
                 self._db_url = postgres.database_url(self.settings)
             return self._db_url
 
+    def _postgres_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        url = self.database_url()
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    url,
+                    min_size=1,
+                    max_size=self.settings.api_pg_pool_size,
+                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+                    timeout=self.settings.api_pg_timeout_s,
+                    open=True,
+                    name="api",
+                )
+            return self._pool
+
     @contextmanager
     def postgres(self) -> Iterator[psycopg.Connection[Any]]:
-        """A short-lived read connection (autocommit), closed on exit."""
-        with psycopg.connect(
-            self.database_url(), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-        ) as conn:
-            yield conn
+        """A pooled read connection (autocommit), returned to the pool on exit."""
+        try:
+            with self._postgres_pool().connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            msg = "no Postgres connection in time"
+            raise PostgresUnavailable(msg) from exc
+
+    @contextmanager
+    def duck(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A pooled single-threaded DuckDB connection that can read the lake."""
+        lake = self.lake()
+        with self._lock:
+            if self._duck is None:
+                self._duck = DuckPool(lake, self.settings.api_duckdb_connections)
+            pool = self._duck
+        with pool.connection() as con:
+            yield con
 
     def redis_url(self) -> str:
         """``REDIS_URL``, or the embedded server's (started on first call)."""
@@ -81,15 +186,51 @@ class Resources:
                 )
             return self._redis
 
+    async def async_redis(self) -> aioredis.Redis:
+        """The shared asyncio client of the running event loop (it pools its connections)."""
+        loop = asyncio.get_running_loop()
+        current = self._aredis
+        if current is not None and current[0] is loop:
+            return current[1]
+        url = await asyncio.to_thread(self.redis_url)  # may start the embedded server
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=CONNECT_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+        )
+        self._aredis = (loop, client)
+        return client
+
     def live_store(self) -> LiveStore:
         """The live flow's Redis view under ``REDIS_PREFIX``."""
         return LiveStore(self.redis(), self.settings.redis_prefix)
 
-    def async_redis(self) -> aioredis.Redis:
-        """A new asyncio client for one WebSocket (the caller closes it)."""
-        return aioredis.Redis.from_url(
-            self.redis_url(), decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
-        )
+    def principal(self, key: str | None) -> Principal | None:
+        """Who holds ``key`` (API_KEYS first, then Postgres, cached), or None. May block."""
+        if not key or len(key) > 256:
+            return None
+        d = digest(key)
+        if (p := self.env_keys.get(d)) is not None:
+            return p
+        known, p = self.key_cache.get(d)
+        if known:
+            return p
+        with self.postgres() as conn:
+            p = lookup(conn, d)
+        self.key_cache.put(d, p)
+        return p
+
+    async def aclose(self) -> None:
+        """Close the asyncio side (the hub, the async client) on the serving loop."""
+        if self.hub is not None:
+            await self.hub.stop()
+            self.hub = None
+        if self._aredis is not None:
+            loop, client = self._aredis
+            self._aredis = None
+            if loop is asyncio.get_running_loop():
+                await client.aclose()
 
     def close(self) -> None:
         """Close what was opened."""
@@ -97,3 +238,9 @@ class Resources:
             if self._redis is not None:
                 self._redis.close()
                 self._redis = None
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+            if self._duck is not None:
+                self._duck.close()
+                self._duck = None

@@ -195,6 +195,38 @@ class ApiSettings(LakeSettings, ServiceSettings):
     cache_window_days: int = Field(
         CACHE_WINDOW_DAYS, ge=1, description="Days of raw_ohlcv in Postgres (older from the lake)"
     )
+    api_workers: int = Field(1, ge=1, description="Worker processes of python -m api")
+    api_rate_limit: int = Field(
+        1200, ge=0, description="Requests per minute of an API_KEYS key, and of new keys; 0: none"
+    )
+    api_key_cache_s: float = Field(
+        30.0, ge=0, description="Seconds a key lookup is trusted (a revoked key stops within it)"
+    )
+    api_cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS (empty: no CORS headers)"
+    )
+    api_ws_per_key: int = Field(5, ge=1, description="WebSockets one key may hold open")
+    api_ws_queue: int = Field(
+        1000, ge=1, description="Messages queued for a WebSocket before it is closed as too slow"
+    )
+    api_pg_pool_size: int = Field(8, ge=1, description="Postgres connections per worker")
+    api_pg_timeout_s: float = Field(
+        5.0, gt=0, description="Wait for a Postgres connection before answering 503"
+    )
+    api_duckdb_connections: int = Field(
+        4, ge=1, description="DuckDB connections per worker (each single-threaded)"
+    )
+    api_page_size: int = Field(10_000, ge=1, description="Rows per page when none is asked")
+    api_history_max_age_s: int = Field(
+        3600, ge=0, description="Cache lifetime of history that ended before the newest session"
+    )
+    api_fresh_cache_s: float = Field(
+        1.0, ge=0, description="Seconds an answer reaching the present is reused by this worker"
+    )
+    api_response_cache_mb: int = Field(64, ge=0, description="Response cache per worker, MiB")
+    api_shutdown_timeout_s: float = Field(
+        10.0, ge=0, description="Grace for open requests and sockets when stopping"
+    )
 
     @field_validator("app_env", mode="before")
     @classmethod
@@ -205,6 +237,10 @@ class ApiSettings(LakeSettings, ServiceSettings):
             msg = f"APP_ENV must be one of {', '.join(APP_ENVS)}, not {str(value)[:32]!r}"
             raise ValueError(msg)
         return text
+
+    def cors_origins(self) -> list[str]:
+        """The origins of ``API_CORS_ORIGINS``."""
+        return [o.strip() for o in self.api_cors_origins.split(",") if o.strip()]
 
     def keys(self) -> frozenset[str]:
         """The accepted API keys."""

@@ -1,82 +1,93 @@
-"""``GET /v1/bars/{symbol}``: daily bars (Postgres or lake) and Fibonacci bars (silver)."""
+"""``GET /v1/bars/{symbol}`` (one symbol's history) and ``GET /v1/bars`` (one date, many symbols).
+
+Daily bars merge Postgres and the lake (:mod:`api.daily`); Fibonacci bars come from silver
+(:mod:`api.fibonacci`). Both page by cursor, render in every format, and carry ETag and
+Cache-Control; answers come from the response cache when an identical request was just served.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Final
 
-from fastapi import APIRouter, HTTPException, Query, status
+import pyarrow as pa
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
 
-from api import adjusted as adjusted_bars
-from api import daily, fibonacci, intraday
-from api.deps import MAX_LIMIT, Res, Symbol
-from api.models import (
-    Adjusted,
-    Adjustment,
-    BarsResponse,
-    DailyBar,
-    ErrorResponse,
-    FibBar,
-    Interval,
-)
+from api import crosssection, daily, fibonacci
+from api.deps import Fmt, Res, Symbol
+from api.formats import Format, openapi_content
+from api.models import BarsResponse, CrossSectionResponse, Interval
+from api.pagination import PageRequest, Paging, cut, link_header, next_link
+from api.params import IsoDate, SymbolsQuery, parse_symbols
+from api.problems import Problem, problems
 from api.resources import Resources
-from core.calendar import NEW_YORK
+from api.responses import CachePolicy, cached, render
 
 router = APIRouter(prefix="/v1", tags=["bars"])
+MAX_LIMIT: Final = 100_000
+SETTLED_DAYS: Final = 7
+"""Daily history this many days old or more is treated as final."""
+FIB_SETTLED_DAYS: Final = 60
+"""A Fibonacci bar starting this long ago is complete (34 sessions are under 50 days)."""
+
+IntervalQuery = Annotated[Interval, Query(description="1d, or a Fibonacci length")]
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def policy(res: Resources, end: dt.date | None, interval: str, table: pa.Table) -> CachePolicy:
+    """History that ended long enough ago is cacheable for an hour; the rest revalidates."""
+    s = res.settings
+    settled = SETTLED_DAYS if interval == "1d" else FIB_SETTLED_DAYS
+    closed = end is not None and end <= _today() - dt.timedelta(days=settled)
+    if closed and "complete" in table.column_names and table.num_rows:
+        closed = bool(table["complete"].to_pylist()[-1])
+    if closed and s.api_history_max_age_s > 0:
+        return CachePolicy.history(s.api_history_max_age_s)
+    return CachePolicy.fresh(s.api_fresh_cache_s)
 
 
 def _daily(
     res: Resources, symbol: str, start: dt.date | None, end: dt.date | None, limit: int | None
-) -> tuple[list[dict[str, Any]], str]:
-    """Raw rows and where they came from."""
-    today = dt.datetime.now(dt.UTC).date()
-    first = daily.preferred_source(start, today, res.settings.cache_window_days)
-    order = ("postgres", "lake") if first == "postgres" else ("lake", "postgres")
-    for source in order:
-        if source == "postgres":
-            with res.postgres() as conn:
-                rows = daily.read_postgres(conn, symbol, start, end, limit)
-        else:
-            rows = daily.read_lake(res.lake(), symbol, start, end, limit)
-        if rows:
-            return rows, source
-    return [], order[0]
+) -> pa.Table:
+    parts = {"lake": daily.read_lake(res.lake(), symbol, start, end, limit)}
+    if daily.postgres_may_hold(end, _today(), res.settings.cache_window_days):
+        with res.postgres() as conn:
+            parts["postgres"] = daily.read_postgres(conn, symbol, start, end, limit)
+    merged = daily.merge_sources(parts)
+    if limit is not None and merged.num_rows > limit:
+        merged = merged.slice(merged.num_rows - limit)
+    return merged
 
 
-def _date(w: dt.date | dt.datetime | None) -> dt.date | None:
-    """Daily and Fibonacci bars are filtered by New York date."""
-    if isinstance(w, dt.datetime):
-        return w.astimezone(NEW_YORK).date() if w.tzinfo else w.date()
-    return w
-
-
-def _order(w: dt.date | dt.datetime) -> dt.datetime:
-    if isinstance(w, dt.datetime):
-        return w if w.tzinfo else w.replace(tzinfo=dt.UTC)
-    return dt.datetime(w.year, w.month, w.day, tzinfo=NEW_YORK)
-
-
-def _intraday(
+def _send(
+    request: Request,
     res: Resources,
-    symbol: str,
+    fmt: Format,
+    rows: pa.Table,
+    after: str | None,
+    envelope: dict[str, object],
+    end: dt.date | None,
     interval: str,
-    start: dt.date | dt.datetime | None,
-    end: dt.date | dt.datetime | None,
-    limit: int | None,
-) -> BarsResponse:
-    """Minute and 5m..4h bars (as traded), from the lake, recent sessions merged on read."""
-    rows = intraday.read_bars(res.lake(), symbol, interval, start, end, limit)
-    if not rows and not _known(res, symbol):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no data for symbol {symbol}")
-    info = adjusted_bars.describe("none", adjusted_bars.load_actions(res, symbol), None, None)
-    info["warnings"] = [*info["warnings"], "intraday bars are served as traded (not adjusted)"]
-    model = intraday.MinuteBarOut if interval == "1m" else intraday.IntradayBar
-    return BarsResponse(
-        symbol=symbol,
-        interval=interval,
-        adjusted="none",
-        adjustment=Adjustment.model_validate(info),
-        bars=[model.model_validate(r) for r in rows],
+) -> Response:
+    """A page of bars with its ``served_by``, next link and caching policy."""
+    served = daily.served_by(rows)
+    nxt = next_link(request, after) if after else None
+    drop = [c for c in ("origin", "ingested_at") if c in rows.column_names]
+    return render(
+        request,
+        fmt,
+        rows.drop_columns(drop),
+        {**envelope, "served_by": served, "next": nxt},
+        rows_key="bars",
+        policy=policy(res, end, interval, rows),
+        cache=res.responses,
+        headers={**link_header(nxt), "X-Served-By": ", ".join(sorted(served)) or "none"},
     )
 
 
@@ -87,74 +98,124 @@ def _known(res: Resources, symbol: str) -> bool:
         return daily.symbol_in_postgres(conn, symbol)
 
 
+def _history(
+    request: Request,
+    res: Resources,
+    fmt: Format,
+    page: PageRequest,
+    symbol: str,
+    interval: str,
+    start: dt.date | None,
+    end: dt.date | None,
+    limit: int | None,
+) -> Response:
+    if interval == "1d":
+        table, key = _daily(res, symbol, start, end, limit), "date"
+    else:
+        with res.duck() as con:
+            table = fibonacci.read_bars(
+                con, res.lake(), symbol, int(interval.removesuffix("d")), start, end, limit
+            )
+        table, key = (
+            table.append_column("origin", pa.array(["lake"] * table.num_rows)),
+            "start_date",
+        )
+    if table.num_rows == 0 and not _known(res, symbol):
+        raise Problem(404, f"no data for symbol {symbol}", kind="unknown-symbol")
+    rows, after = cut(table, key, page)
+    return _send(
+        request, res, fmt, rows, after, {"symbol": symbol, "interval": interval}, end, interval
+    )
+
+
 @router.get(
     "/bars/{symbol}",
     response_model=BarsResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "bad symbol, interval or date"},
-        401: {"model": ErrorResponse, "description": "missing or invalid API key"},
-        404: {"model": ErrorResponse, "description": "no data for this symbol"},
+        200: {"content": openapi_content("#/components/schemas/BarsResponse")},
+        304: {"description": "not modified (If-None-Match matched the ETag)"},
+        **problems(404, 406, 503, c404="no data for this symbol"),
     },
 )
-def bars(
+async def bars(
+    request: Request,
     res: Res,
     symbol: Symbol,
-    interval: Annotated[
-        Interval, Query(description="1d, a Fibonacci length, or intraday 1m..4h")
-    ] = "1d",
-    start: Annotated[
-        dt.date | dt.datetime | None,
-        Query(description="first date (YYYY-MM-DD), or an RFC 3339 time for intraday bars"),
-    ] = None,
-    end: Annotated[
-        dt.date | dt.datetime | None,
-        Query(description="last date (YYYY-MM-DD), or an RFC 3339 time for intraday bars"),
-    ] = None,
+    fmt: Fmt,
+    page: Paging,
+    interval: IntervalQuery = "1d",
+    start: Annotated[IsoDate | None, Query(description="first date (YYYY-MM-DD)")] = None,
+    end: Annotated[IsoDate | None, Query(description="last date (YYYY-MM-DD)")] = None,
     limit: Annotated[
         int | None, Query(ge=1, le=MAX_LIMIT, description="only the most recent N bars")
     ] = None,
-    adjusted: Annotated[
-        Adjusted,
-        Query(
-            description="split (default): prices x S(d), volume / S(d); total: prices x T(d) "
-            "(splits and cash dividends), volume / S(d); none: as stored (raw)"
-        ),
-    ] = "split",
-) -> BarsResponse:
-    """Bars ascending by date; Fibonacci bars are filtered on ``start_date``."""
-    if start is not None and end is not None and _order(end) < _order(start):
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, detail=f"end {end} is before start {start}"
-        )
-    if interval in intraday.INTERVALS:
-        return _intraday(res, symbol, interval, start, end, limit)
-    start, end = _date(start), _date(end)
-    if interval == "1d":
-        rows, source = _daily(res, symbol, start, end, limit)
-        whole = start is None and end is None and limit is None
-        info = adjusted_bars.adjust_daily(res, symbol, rows, source, adjusted, whole=whole)
-        out: list[DailyBar] | list[FibBar] = [DailyBar.model_validate(r) for r in rows]
-    else:
-        n = int(interval.removesuffix("d"))
-        actions = adjusted_bars.load_actions(res, symbol)
-        factors = None
-        if adjusted == "split":
-            rows = fibonacci.read_bars(res.lake(), symbol, n, start, end, limit)
-        else:
-            rows, factors = adjusted_bars.fib_from_rows(
-                res, symbol, n, adjusted, actions, start, end, limit
-            )
-        first = rows[0]["start_date"] if rows else None
-        info = adjusted_bars.describe(adjusted, actions, first, factors)
-        if adjusted == "split":
-            info["warnings"] += adjusted_bars.stale_silver(res.lake(), symbol, actions)
-        out = [FibBar.model_validate(r) for r in rows]
-    if not rows and not _known(res, symbol):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no data for symbol {symbol}")
-    return BarsResponse(
-        symbol=symbol,
-        interval=interval,
-        adjusted=adjusted,
-        adjustment=Adjustment.model_validate(info),
-        bars=out,
+) -> Response:
+    """Bars ascending by date, a page at a time; Fibonacci bars are filtered on ``start_date``.
+
+    Daily bars merge Postgres and the lake (``served_by`` counts the rows each served).
+    ``limit`` keeps the most recent N bars of the range; ``page_size`` and the ``next`` link
+    page through them.
+    """
+    if start is not None and end is not None and end < start:
+        raise Problem(400, f"end {end} is before start {start}", kind="invalid-parameter")
+    if (hit := cached(request, res.responses, fmt)) is not None:
+        return hit
+    return await run_in_threadpool(
+        _history, request, res, fmt, page, symbol, interval, start, end, limit
     )
+
+
+def _section(
+    request: Request,
+    res: Resources,
+    fmt: Format,
+    page: PageRequest,
+    interval: str,
+    day: dt.date,
+    symbols: list[str] | None,
+) -> Response:
+    lake = res.lake()
+    if interval == "1d":
+        parts = {}
+        with res.duck() as con:
+            parts["lake"] = crosssection.lake_rows(con, lake, day, symbols)
+        if daily.postgres_may_hold(day, _today(), res.settings.cache_window_days):
+            with res.postgres() as conn:
+                parts["postgres"] = crosssection.postgres_rows(conn, day, symbols)
+        table = crosssection.merge_by_symbol(parts)
+    else:
+        with res.duck() as con:
+            table = crosssection.fib_rows(con, lake, int(interval.removesuffix("d")), day, symbols)
+        table = table.append_column("origin", pa.array(["lake"] * table.num_rows))
+    rows, after = cut(table, "symbol", page)
+    envelope: dict[str, object] = {"interval": interval, "date": day.isoformat()}
+    return _send(request, res, fmt, rows, after, envelope, day, interval)
+
+
+@router.get(
+    "/bars",
+    response_model=CrossSectionResponse,
+    responses={
+        200: {"content": openapi_content("#/components/schemas/CrossSectionResponse")},
+        304: {"description": "not modified (If-None-Match matched the ETag)"},
+        **problems(406, 503),
+    },
+)
+async def cross_section(
+    request: Request,
+    res: Res,
+    fmt: Fmt,
+    page: Paging,
+    date: Annotated[IsoDate, Query(description="the date (YYYY-MM-DD)")],
+    interval: IntervalQuery = "1d",
+    symbols: SymbolsQuery | None = None,
+) -> Response:
+    """Every symbol's bar on one date (or of ``symbols``), by symbol, a page at a time.
+
+    For a Fibonacci interval, the bar whose span holds the date. Symbols without a bar that
+    day are simply absent.
+    """
+    wanted = None if symbols is None else parse_symbols(symbols)
+    if (hit := cached(request, res.responses, fmt)) is not None:
+        return hit
+    return await run_in_threadpool(_section, request, res, fmt, page, interval, date, wanted)

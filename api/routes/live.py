@@ -1,55 +1,28 @@
-"""Live data from Redis: ``GET /v1/latest/{symbol}`` and ``WebSocket /v1/stream``.
+"""Live data from Redis: ``GET /v1/latest/{symbol}`` and ``GET /v1/latest?symbols=A,B``.
 
-The live flow stores per symbol the latest trade, the forming minute bar and the last final one,
-and publishes every bar update on the ``{REDIS_PREFIX}bars`` channel (see
-``core.stores.redis.LiveStore``); the stream relays those messages, filtered to the symbols
-asked for. ``latest`` says how old what it returns is (``as_of``, in event time) and whether
-that is older than ``LIVE_STALE_S``, so a client never mistakes a stalled feed for a quiet price.
+The live flow stores per symbol the latest trade, the forming minute bar and the last final one
+(see ``core.stores.redis.LiveStore``); both routes answer from there through :func:`latest_of`,
+so one symbol and many look the same. Each says how old what it returns is (``as_of``, in
+event time) and whether that is older than ``LIVE_STALE_S``, so a client never mistakes a
+stalled feed for a quiet price. The WebSocket stream is in :mod:`api.routes.stream`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import json
-import logging
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
 
-from api.auth import key_matches
-from api.deps import API_KEY_HEADER, Res, Symbol
-from api.models import ErrorResponse, LatestResponse
-from api.resources import Resources
-from core.layout import LayoutError, normalise_symbol
+from api.deps import Res, Symbol
+from api.models import LatestManyResponse, LatestResponse
+from api.params import SymbolsQuery, parse_symbols
+from api.problems import Problem, problems
+from core.stores.redis import LiveStore
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["live"])
-stream_router = APIRouter(prefix="/v1", tags=["live"])
-"""The WebSocket checks its key itself (header or ``api_key`` query), closing with 1008."""
-CHANNEL = "bars"
-POLICY_VIOLATION = 1008
-INTERNAL_ERROR = 1011
-
-
-@router.get(
-    "/latest/{symbol}",
-    response_model=LatestResponse,
-    responses={
-        401: {"model": ErrorResponse, "description": "missing or invalid API key"},
-        404: {"model": ErrorResponse, "description": "no live data for this symbol"},
-    },
-)
-def latest(res: Res, symbol: Symbol) -> LatestResponse:
-    """The last trade, the forming minute bar and the last final one of ``symbol``."""
-    trade, bar, final = res.live_store().get_live(symbol)
-    if trade is None and bar is None and final is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no live data for {symbol}")
-    when = as_of(trade, bar, final)
-    limit = dt.timedelta(seconds=res.settings.live_stale_s)
-    stale = when is None or dt.datetime.now(dt.UTC) - when > limit
-    return LatestResponse(symbol=symbol, as_of=when, stale=stale, trade=trade, bar=bar, final=final)
 
 
 def _stamp(doc: dict[str, Any] | None, key: str) -> dt.datetime | None:
@@ -73,75 +46,44 @@ def as_of(
     return max(ends, default=None)
 
 
-def parse_symbols(raw: str | None) -> frozenset[str] | None:
-    """The requested symbols, or None for all (empty or ``*``); ValueError on a bad one."""
-    if raw is None or raw.strip() in ("", "*"):
+def latest_of(store: LiveStore, symbol: str, stale_s: float) -> LatestResponse | None:
+    """The last trade, forming bar and last final bar of ``symbol``; None when Redis has none."""
+    trade, bar, final = store.get_live(symbol)
+    if trade is None and bar is None and final is None:
         return None
-    return frozenset(normalise_symbol(s) for s in raw.split(",") if s.strip())
+    when = as_of(trade, bar, final)
+    stale = when is None or dt.datetime.now(dt.UTC) - when > dt.timedelta(seconds=stale_s)
+    return LatestResponse(
+        symbol=symbol, as_of=when, stale=stale, trade=trade, bar=bar, final=final
+    )
 
 
-def wanted(message: dict[str, Any], symbols: frozenset[str] | None) -> bool:
-    """True when ``message`` is about one of ``symbols`` (all when None)."""
-    return symbols is None or message.get("symbol") in symbols
+@router.get(
+    "/latest/{symbol}",
+    response_model=LatestResponse,
+    responses=problems(404, 503, c404="no live data for this symbol"),
+)
+def latest(res: Res, symbol: Symbol, response: Response) -> LatestResponse:
+    """The last trade, the forming minute bar and the last final one of ``symbol``."""
+    found = latest_of(res.live_store(), symbol, res.settings.live_stale_s)
+    if found is None:
+        raise Problem(404, f"no live data for {symbol}", kind="no-live-data")
+    response.headers["Cache-Control"] = "no-store"
+    return found
 
 
-async def _relay(ws: WebSocket, res: Resources, symbols: frozenset[str] | None) -> None:
-    client = await asyncio.to_thread(res.async_redis)  # may start the embedded server
-    pubsub = client.pubsub()
-    try:
-        await pubsub.subscribe(res.live_store().channel(CHANNEL))
-        await ws.send_json({"type": "subscribed", "symbols": sorted(symbols) if symbols else ["*"]})
-        while True:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg is None:
-                continue
-            try:
-                data = json.loads(msg["data"])
-            except (TypeError, ValueError):
-                log.warning("skipping a message on %s that is not JSON", CHANNEL)
-                continue
-            if isinstance(data, dict) and wanted(data, symbols):
-                await ws.send_json({"type": "bar", "data": data})
-    finally:
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-        await client.aclose()
+@router.get("/latest", response_model=LatestManyResponse, responses=problems(503))
+async def latest_many(res: Res, symbols: SymbolsQuery, response: Response) -> LatestManyResponse:
+    """The latest of each of ``symbols``; those without live data are listed in ``missing``."""
+    wanted = parse_symbols(symbols)
 
+    def read() -> LatestManyResponse:
+        store = res.live_store()
+        found = {s: latest_of(store, s, res.settings.live_stale_s) for s in wanted}
+        return LatestManyResponse(
+            latest=[v for v in found.values() if v is not None],
+            missing=[s for s, v in found.items() if v is None],
+        )
 
-async def _until_closed(ws: WebSocket) -> None:
-    with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            await ws.receive_text()
-
-
-@stream_router.websocket("/stream")
-async def stream(
-    ws: WebSocket,
-    res: Res,
-    symbols: Annotated[str | None, Query(description="comma-separated, or * for all")] = None,
-    api_key: Annotated[str | None, Query(description="the key, when headers cannot be set")] = None,
-) -> None:
-    """Relay live bars: ``{"type": "bar", "data": {...}}`` per update, after ``subscribed``."""
-    key = ws.headers.get(API_KEY_HEADER) or api_key
-    if not key_matches(key, res.settings.keys()):
-        await ws.close(code=POLICY_VIOLATION, reason="missing or invalid API key")
-        return
-    try:
-        wanted_symbols = parse_symbols(symbols)
-    except LayoutError as exc:
-        await ws.close(code=POLICY_VIOLATION, reason=str(exc)[:120])
-        return
-    await ws.accept()
-    relay = asyncio.create_task(_relay(ws, res, wanted_symbols))
-    closed = asyncio.create_task(_until_closed(ws))
-    done, pending = await asyncio.wait({relay, closed}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-            await task
-    if relay in done and (error := relay.exception()) is not None:
-        if isinstance(error, WebSocketDisconnect):
-            return
-        log.warning("stream relay failed: %s", type(error).__name__)
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await ws.close(code=INTERNAL_ERROR, reason="live updates unavailable")
+    response.headers["Cache-Control"] = "no-store"
+    return await run_in_threadpool(read)

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from starlette.websockets import WebSocketDisconnect
 
 from api.auth import InsecureSettingsError, key_matches
-from api.daily import lake_history, preferred_source
+from api.daily import lake_history, postgres_may_hold
 from api.fibonacci import history_span
 from api.main import create_app
 from core import layout
@@ -188,20 +188,26 @@ def test_health(client: TestClient, settings: ApiSettings, tmp_path: Path) -> No
 
 
 # -- daily bars --------------------------------------------------------------------------------
-def test_preferred_source() -> None:
+def test_postgres_is_asked_only_when_the_range_reaches_its_window() -> None:
     today = dt.date(2026, 6, 1)
-    assert preferred_source(None, today, 100) == "lake"
-    assert preferred_source(today - dt.timedelta(days=100), today, 100) == "postgres"
-    assert preferred_source(today - dt.timedelta(days=101), today, 100) == "lake"
+    assert postgres_may_hold(None, today, 100)
+    assert postgres_may_hold(today - dt.timedelta(days=100), today, 100)
+    assert not postgres_may_hold(today - dt.timedelta(days=101), today, 100)
 
 
-def test_daily_full_history_from_lake(client: TestClient) -> None:
-    bars = get_bars(client, "AAPL", interval="1d")
+def test_daily_full_history_merges_lake_and_postgres(client: TestClient) -> None:
+    r = client.get("/v1/bars/AAPL", params={"interval": "1d"}, headers=HEADERS)
+    body = r.json()
+    bars = body["bars"]
     assert [b["date"] for b in bars] == [d.isoformat() for d in OLD + RECENT]
-    # data.parquet, then the newer date= fragment, then the range= fragment (not Postgres).
+    # data.parquet, then the newer date= fragment; the recent sessions are in both the range=
+    # fragment and Postgres with the same ingested_at: the rule's tie-break (larger close) picks
+    # Postgres' rows, as consolidation would.
     assert [b["source"] for b in bars] == ["flatfile"] * 5 + ["rest"] * 3
     assert bars[4]["open"] == 20.0
-    assert bars[5]["open"] == 30.0
+    assert bars[5]["open"] == 40.0
+    assert body["served_by"] == {"lake": 5, "postgres": 3}
+    assert r.headers["X-Served-By"] == "lake, postgres"
     assert set(bars[0]) == {
         "date", "open", "high", "low", "close", "volume", "vwap", "transactions", "source",
     }  # fmt: skip
@@ -298,13 +304,19 @@ def test_errors(client: TestClient) -> None:
 
 def test_unreachable_postgres_is_a_503(settings: ApiSettings) -> None:
     down = settings.model_copy(
-        update={"database_url": SecretStr("postgresql://nobody@127.0.0.1:1/none")}
+        update={
+            "database_url": SecretStr("postgresql://nobody@127.0.0.1:1/none"),
+            "api_pg_timeout_s": 0.5,
+        }
     )
     client = TestClient(create_app(down))
-    assert len(get_bars(client, "AAPL")) == 8  # the lake answers; Postgres is never asked
-    r = client.get("/v1/bars/PGONLY", headers=HEADERS)  # not in the lake: Postgres is needed
+    # A range that ends before the cache window: the lake alone answers, Postgres is not asked.
+    assert len(get_bars(client, "AAPL", end=OLD[-1].isoformat())) == 5
+    r = client.get("/v1/bars/AAPL", headers=HEADERS)  # reaches the window: Postgres is needed
     assert r.status_code == 503
-    assert r.json() == {"detail": "postgres unavailable"}
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "postgres unavailable"
+    assert r.headers["Retry-After"]
 
 
 # -- live ----------------------------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""One Redis subscription per process, fanned out to every WebSocket of that process.
+
+The live flow publishes each bar update once on ``{REDIS_PREFIX}bars``. A :class:`LiveHub`
+holds the process's only subscription to it, parses each message once, and puts the text to
+send into the bounded queue of every subscriber that wants the symbol: a thousand sockets cost
+one Redis connection, not a thousand. A subscriber whose queue is full is closed as too slow
+rather than let grow without bound. When Redis drops, the hub resubscribes with backoff; the
+sockets stay open.
+
+:class:`SocketCap` keeps at most ``API_WS_PER_KEY`` sockets per key across every process, in a
+Redis sorted set of socket ids scored by an expiry that the hub renews while they live (a
+crashed process's sockets expire instead of holding the cap forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from api import metrics
+
+log = logging.getLogger(__name__)
+CHANNEL: Final = "bars"
+CLOSE: Final = object()
+"""Queued to make a subscriber's sender close its socket."""
+SOCKET_TTL_S: Final = 60
+_ACQUIRE: Final = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One socket's wishes (``symbols``: None for all) and its bounded outbox."""
+
+    key_id: str
+    symbols: set[str] | None
+    queue: asyncio.Queue[Any]
+    socket_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    close_with: tuple[int, str] | None = None
+
+    def wants(self, symbol: object) -> bool:
+        """True when a message about ``symbol`` is for this socket."""
+        return self.symbols is None or symbol in self.symbols
+
+    def offer(self, text: str) -> None:
+        """Queue ``text``; a full queue closes the socket as too slow."""
+        if self.close_with is not None:
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.close(1008, f"too slow: more than {self.queue.maxsize} messages behind")
+            metrics.WS_DROPPED.inc()
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the sender to close with ``code`` and ``reason`` (dropping what is queued)."""
+        if self.close_with is not None:
+            return
+        self.close_with = (code, reason)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(CLOSE)
+
+
+def frame(payload: str | bytes) -> tuple[object, str] | None:
+    """(symbol, text to send) for one published message; None when it is not a JSON object."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return data.get("symbol"), orjson.dumps({"type": "bar", "data": data}).decode()
+
+
+class SocketCap:
+    """At most ``limit`` sockets per key, counted in Redis across processes."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, limit: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.limit = limit
+
+    def _key(self, key_id: str) -> str:
+        return f"{self.prefix}ws:{key_id}"
+
+    async def acquire(self, key_id: str, socket_id: str) -> bool:
+        """Count a new socket of ``key_id``; False when the key already holds ``limit``."""
+        now = time.time()
+        ok = await self.client.eval(
+            _ACQUIRE, 1, self._key(key_id), now, self.limit, now + SOCKET_TTL_S, socket_id,
+            SOCKET_TTL_S * 2,
+        )  # fmt: skip
+        return bool(ok)
+
+    async def renew(self, sockets: list[tuple[str, str]]) -> None:
+        """Push back the expiry of live sockets (key id, socket id)."""
+        if not sockets:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        expiry = time.time() + SOCKET_TTL_S
+        for key_id, socket_id in sockets:
+            pipe.zadd(self._key(key_id), {socket_id: expiry}, xx=True)
+            pipe.expire(self._key(key_id), SOCKET_TTL_S * 2)
+        await pipe.execute()
+
+    async def release(self, key_id: str, socket_id: str) -> None:
+        """Forget a closed socket."""
+        await self.client.zrem(self._key(key_id), socket_id)
+
+
+class LiveHub:
+    """The process's subscription to the bars channel and its subscribers."""
+
+    def __init__(self, client: aioredis.Redis, channel: str, cap: SocketCap) -> None:
+        self.client = client
+        self.channel = channel
+        self.cap = cap
+        self.loop = asyncio.get_running_loop()
+        self.subscribers: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    def start(self) -> None:
+        """Start reading the channel (once)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="live-hub")
+
+    def add(self, sub: Subscriber) -> None:
+        """Deliver to ``sub`` from now on."""
+        self.subscribers.add(sub)
+        metrics.SOCKETS.inc()
+
+    def remove(self, sub: Subscriber) -> None:
+        """Stop delivering to ``sub``."""
+        if sub in self.subscribers:
+            self.subscribers.discard(sub)
+            metrics.SOCKETS.dec()
+
+    def dispatch(self, payload: str | bytes) -> None:
+        """Hand one published message to every subscriber that wants it."""
+        parsed = frame(payload)
+        if parsed is None:
+            log.warning("skipping a message on %s that is not a JSON object", self.channel)
+            return
+        symbol, text = parsed
+        for sub in list(self.subscribers):
+            if sub.wants(symbol):
+                sub.offer(text)
+
+    async def _run(self) -> None:
+        delay = 0.5
+        last_renew = time.monotonic()
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                self.subscribed.set()
+                delay = 0.5
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        self.dispatch(msg["data"])
+                    if time.monotonic() - last_renew > SOCKET_TTL_S / 3:
+                        last_renew = time.monotonic()
+                        await self.cap.renew([(s.key_id, s.socket_id) for s in self.subscribers])
+            except (redis.RedisError, OSError) as exc:
+                self.subscribed.clear()
+                log.warning("live hub lost redis (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close every socket with ``code`` and stop reading."""
+        for sub in list(self.subscribers):
+            sub.close(code, reason)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
