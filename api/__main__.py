@@ -20,6 +20,9 @@ def parse(argv: Sequence[str] | None, settings: ApiSettings) -> argparse.Namespa
     )
     p.add_argument("--host", default=settings.api_host, help="bind address (API_HOST)")
     p.add_argument("--port", type=int, default=settings.api_port, help="port (API_PORT)")
+    p.add_argument(
+        "--workers", type=int, default=settings.api_workers, help="worker processes (API_WORKERS)"
+    )
     p.add_argument("--log-level", default="info", help="uvicorn log level")
     return p.parse_args(argv)
 
@@ -40,13 +43,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InsecureSettingsError as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print("python -m api: --workers must be 1 or more", file=sys.stderr)
+        return 2
     import uvicorn
 
-    from api.main import create_app
+    from api.requestids import uvicorn_log_config
 
-    app = create_app(settings)
     exit_on_sigterm()  # uvicorn re-raises SIGTERM after its graceful stop: exit handlers must run
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # The factory builds the app in each worker from the same environment; uvicorn drains open
+    # requests on SIGTERM (up to API_SHUTDOWN_TIMEOUT_S) and the app's lifespan then closes
+    # its sockets (1001) and pools.
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        log_config=uvicorn_log_config(args.log_level),
+        timeout_graceful_shutdown=round(settings.api_shutdown_timeout_s),
+        ws_max_size=1 << 16,
+        proxy_headers=True,
+    )
     return 0
 
 

@@ -34,11 +34,10 @@ from api.middleware import ObservabilityMiddleware
 from api.params import strict_query
 from api.problems import ProblemDetail, problem_response
 from api.requestids import HEADER as REQUEST_ID_HEADER
-from api.requestids import install_log_field
 from api.resources import Resources
 from api.routes import bars, docs, health, indicators, live, ops, stream, symbols
 from core.lake import LakeError
-from core.secrets import register_secret
+from core.secrets import install_redaction, register_secret
 from core.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     register_secret(settings.api_keys)  # the whole setting, then each key: neither is logged
     for key in settings.keys():  # noqa: SIM118 - ApiSettings.keys() parses API_KEYS
         register_secret(key)
-    install_log_field()
+    install_redaction()  # idempotent; each worker process needs its own
     resources = Resources(settings)
 
     @asynccontextmanager

@@ -102,7 +102,7 @@ def problem_response(
         "detail": detail,
     }
     if instance is not None:
-        body["instance"] = clip(instance, 256)
+        body["instance"] = clip(instance)
     if (rid := current_request_id()) is not None:
         body["request_id"] = rid
     body.update(extra or {})

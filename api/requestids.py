@@ -2,8 +2,8 @@
 
 A caller's own id is kept when it is short and plain (so a gateway's id follows the request
 through); otherwise a new one is made. The id lives in a context variable set by the
-middleware, and a log record factory copies it onto every record as ``request_id`` (``-``
-outside a request), so any formatter can print ``%(request_id)s``.
+middleware, and :class:`RequestIdFilter` (on the handlers of :func:`uvicorn_log_config`) copies
+it onto every record as ``request_id`` (``-`` outside a request).
 """
 
 from __future__ import annotations
@@ -41,23 +41,13 @@ def reset_request_id(token: contextvars.Token[str | None]) -> None:
     _current.reset(token)
 
 
-_installed = False
+class RequestIdFilter(logging.Filter):
+    """Put the current request id on each record as ``request_id`` (``-`` outside a request)."""
 
-
-def install_log_field() -> None:
-    """Give every log record a ``request_id`` attribute (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    inner = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = inner(*args, **kwargs)
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Label and keep the record."""
         record.request_id = _current.get() or "-"
-        return record
-
-    logging.setLogRecordFactory(factory)
-    _installed = True
+        return True
 
 
 def uvicorn_log_config(level: str = "info") -> dict[str, Any]:
@@ -76,6 +66,10 @@ def uvicorn_log_config(level: str = "info") -> dict[str, Any]:
     config["formatters"]["access"]["fmt"] = (
         '%(levelprefix)s [%(request_id)s] %(client_addr)s - "%(request_line)s" %(status_code)s'
     )
+    config["filters"] = {"request_id": {"()": RequestIdFilter}}
+    config["handlers"] = {
+        k: {**v, "filters": ["request_id"]} for k, v in LOGGING_CONFIG["handlers"].items()
+    }
     config["loggers"] = {k: dict(v) for k, v in LOGGING_CONFIG["loggers"].items()}
     config["loggers"]["api"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     config["loggers"]["core"] = {
