@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 TOOLS ?= .tools
 
-.PHONY: install demo test lint typecheck unit integration e2e bench lock localstack checkov clean
+.PHONY: install demo test lint typecheck unit integration e2e bench lock localstack checkov web chromium clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,19 @@ $(TOOLS)/checkov/.installed:
 	@$(TOOLS)/checkov/bin/uv pip install -q --python $(TOOLS)/checkov/bin/python "checkov==3.3.30"
 	@touch $@
 
-demo: $(STAMP)
+# The chart page's library comes from npm at build time (never committed): api/web.
+WEB_LIB := api/web/node_modules/lightweight-charts/package.json
+web: $(WEB_LIB)
+$(WEB_LIB): api/web/package.json api/web/package-lock.json
+	cd api/web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The chart's browser test runs Debian's chromium headless; install it when missing (root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+demo: $(STAMP) web
 	$(PY) -m api.demo $(if $(ONCE),--once --port 0,)
 
 lint: $(STAMP)
@@ -46,7 +58,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) localstack checkov lint typecheck
+test: $(STAMP) localstack checkov web chromium lint typecheck
 	@# A base directory of this run's own: pytest prunes old pytest-of-<user> folders, which would
 	@# pull the embedded servers' data away from under a concurrent run on the same machine.
 	LOCALSTACK_VENV=$(abspath $(TOOLS)/localstack) $(PY) -m pytest -p no:cacheprovider \
@@ -62,4 +74,4 @@ lock:
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) $(TOOLS) data .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) data .mypy_cache .ruff_cache api/web/node_modules

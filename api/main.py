@@ -35,7 +35,7 @@ from api.params import strict_query
 from api.problems import ProblemDetail, problem_response
 from api.requestids import HEADER as REQUEST_ID_HEADER
 from api.resources import Resources
-from api.routes import bars, docs, health, indicators, live, ops, stream, symbols
+from api.routes import bars, chart, docs, health, indicators, live, ops, stream, symbols
 from core.lake import LakeError
 from core.secrets import install_redaction, register_secret
 from core.settings import ApiSettings
@@ -162,6 +162,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.add_exception_handler(exc_type, _unavailable)
     app.include_router(health.router)
     app.include_router(ops.router)
+    app.include_router(chart.router)
     app.include_router(bars.router, dependencies=[Depends(require_api_key)])
     app.include_router(indicators.router, dependencies=[Depends(require_api_key)])
     app.include_router(symbols.router, dependencies=[Depends(require_api_key)])

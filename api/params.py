@@ -30,7 +30,8 @@ SYMBOL_PATTERN: Final = r"^(?:[A-Z][A-Za-z0-9.\-]{0,14}|[a-z][a-z0-9.\-]{0,14})$
 """What :func:`core.layout.normalise_symbol` accepts: a capital first letter (case kept), or all
 lower case (upper-cased); 1-15 characters of letters, digits, dot and dash."""
 SYMBOL_MAX: Final = 15
-SYMBOLS_PATTERN: Final = r"^[A-Za-z0-9.\-]{1,15}(?:,[A-Za-z0-9.\-]{1,15})*$"
+_ONE: Final = SYMBOL_PATTERN[1:-1]
+SYMBOLS_PATTERN: Final = rf"^{_ONE}(?:,{_ONE})*$"
 MAX_SYMBOLS: Final = 500
 """Most symbols one request (or one WebSocket) may name."""
 _ISO_DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -80,6 +81,14 @@ Instant = Annotated[
 """An intraday instant: RFC 3339 with ``Z`` or an offset."""
 
 
+def valid_symbol_text(text: str) -> str:
+    """``text`` as the lake spells it; 400 when it cannot be a ticker."""
+    try:
+        return normalise_symbol(text)
+    except LayoutError:
+        raise Problem(400, f"invalid symbol {clip(text)!r}", kind="invalid-parameter") from None
+
+
 def valid_symbol(
     symbol: Annotated[
         str,
@@ -107,10 +116,7 @@ def parse_symbols(raw: str, *, limit: int = MAX_SYMBOLS) -> list[str]:
         text = part.strip()
         if not text:
             continue
-        try:
-            out[normalise_symbol(text)] = None
-        except LayoutError:
-            raise Problem(400, f"invalid symbol {clip(text)!r}", kind="invalid-parameter") from None
+        out[valid_symbol_text(text)] = None
     if not out:
         raise Problem(400, "symbols: name at least one symbol", kind="invalid-parameter")
     if len(out) > limit:

@@ -20,7 +20,7 @@ from api import crosssection, daily, fibonacci
 from api.deps import Fmt, Res, Symbol
 from api.formats import Format, openapi_content
 from api.models import BarsResponse, CrossSectionResponse, Interval
-from api.pagination import PageRequest, Paging, cut, link_header, next_link
+from api.pagination import DatePaging, PageRequest, SymbolPaging, cut, link_header, next_link
 from api.params import IsoDate, SymbolsQuery, parse_symbols
 from api.problems import Problem, problems
 from api.resources import Resources
@@ -142,7 +142,7 @@ async def bars(
     res: Res,
     symbol: Symbol,
     fmt: Fmt,
-    page: Paging,
+    page: DatePaging,
     interval: IntervalQuery = "1d",
     start: Annotated[IsoDate | None, Query(description="first date (YYYY-MM-DD)")] = None,
     end: Annotated[IsoDate | None, Query(description="last date (YYYY-MM-DD)")] = None,
@@ -154,10 +154,8 @@ async def bars(
 
     Daily bars merge Postgres and the lake (``served_by`` counts the rows each served).
     ``limit`` keeps the most recent N bars of the range; ``page_size`` and the ``next`` link
-    page through them.
+    page through them. An empty range (``end`` before ``start``) has no bars.
     """
-    if start is not None and end is not None and end < start:
-        raise Problem(400, f"end {end} is before start {start}", kind="invalid-parameter")
     if (hit := cached(request, res.responses, fmt)) is not None:
         return hit
     return await run_in_threadpool(
@@ -205,7 +203,7 @@ async def cross_section(
     request: Request,
     res: Res,
     fmt: Fmt,
-    page: Paging,
+    page: SymbolPaging,
     date: Annotated[IsoDate, Query(description="the date (YYYY-MM-DD)")],
     interval: IntervalQuery = "1d",
     symbols: SymbolsQuery | None = None,

@@ -12,13 +12,14 @@ from starlette.responses import Response
 from api import symbols as data
 from api.deps import Fmt, Res, Symbol
 from api.formats import Format, openapi_content
-from api.models import SymbolDetail
-from api.pagination import PageRequest, Paging, link_header, next_link
+from api.models import SymbolDetail, SymbolsResponse
+from api.pagination import PageRequest, SymbolPaging, link_header, next_link
 from api.problems import Problem, problems
 from api.resources import Resources
 from api.responses import CachePolicy, cached, render
 
 router = APIRouter(prefix="/v1", tags=["symbols"])
+CODE = r"^[A-Za-z0-9._\-]+$"
 LIST_TTL_S = 60.0
 """Reference data changes once a day: a listing is reused for a minute."""
 
@@ -46,6 +47,7 @@ def _list(
 
 @router.get(
     "/symbols",
+    response_model=SymbolsResponse,
     responses={
         200: {
             "description": "one page of tickers",
@@ -59,17 +61,21 @@ async def list_symbols(
     request: Request,
     res: Res,
     fmt: Fmt,
-    page: Paging,
+    page: SymbolPaging,
     active: Annotated[bool | None, Query(description="only active (or inactive) tickers")] = None,
     type: Annotated[
-        str | None, Query(min_length=1, max_length=16, description="e.g. CS, ETF, ADRC")
+        str | None, Query(pattern=CODE, max_length=16, description="e.g. CS, ETF, ADRC")
     ] = None,
     exchange: Annotated[
-        str | None, Query(min_length=1, max_length=16, description="MIC, e.g. XNAS, XNYS")
+        str | None, Query(pattern=CODE, max_length=16, description="MIC, e.g. XNAS, XNYS")
     ] = None,
     q: Annotated[
         str | None,
-        Query(min_length=1, max_length=64, description="ticker prefix or part of the name"),
+        Query(
+            pattern=r"^[^\x00-\x1f\x7f]+$",
+            max_length=64,
+            description="ticker prefix or part of the name (case-insensitive)",
+        ),
     ] = None,
 ) -> Response:
     """Tickers by symbol, a page at a time (reference data from the vendor's tickers list)."""
