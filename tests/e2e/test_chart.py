@@ -23,7 +23,7 @@ from core.lake import Lake
 from core.schemas import BRONZE_DAILY
 from core.stores import postgres
 from core.stores.redis import LiveStore, connect
-from tests.integration.test_api_logs import Served, serve
+from tests.integration.test_api_logs import Served, env_for, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 KEY = "chart-key-" + "Q3wz" * 8
@@ -63,15 +63,7 @@ def served(
     if not LIBRARY.exists():
         pytest.fail("the chart's library is not installed: run `make web`")
     seed(local_lake, pg_url)
-    env = {
-        **os.environ,
-        "LAKE_URL": local_lake.url,
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": redis_server_url,
-        "REDIS_PREFIX": redis_prefix,
-        "API_KEYS": KEY,
-        "APP_ENV": "test",
-    }
+    env = env_for(local_lake, pg_url, redis_server_url, redis_prefix, API_KEYS=KEY, APP_ENV="test")
     s = serve(tmp_path, env)
     try:
         yield s

@@ -62,20 +62,28 @@ def serve(tmp_path: Path, env: dict[str, str], *args: str) -> Served:
         time.sleep(0.1)
 
 
+def env_for(
+    lake: Lake, pg_url: str, redis_url: str, redis_prefix: str, **extra: str
+) -> dict[str, str]:
+    """The environment of an API process over these services (``extra``: more variables)."""
+    return {
+        **os.environ,
+        "LAKE_URL": lake.url,
+        "DATABASE_URL": pg_url,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": redis_prefix,
+        **extra,
+    }
+
+
 @pytest.fixture()
 def api_env(
     local_lake: Lake, pg_url: str, redis_server_url: str, redis_prefix: str
 ) -> dict[str, str]:
     seed(local_lake, pg_url)
-    return {
-        **os.environ,
-        "LAKE_URL": local_lake.url,
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": redis_server_url,
-        "REDIS_PREFIX": redis_prefix,
-        "API_KEYS": ",".join(KEYS),
-        "APP_ENV": "prod",
-    }
+    return env_for(
+        local_lake, pg_url, redis_server_url, redis_prefix, API_KEYS=",".join(KEYS), APP_ENV="prod"
+    )
 
 
 @pytest.fixture()

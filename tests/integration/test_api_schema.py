@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from core.lake import Lake
-from tests.integration.test_api_logs import Served, serve
+from tests.integration.test_api_logs import Served, env_for, serve
 from tests.integration.test_api_server import seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,16 +30,15 @@ def served(
     tmp_path: Path, local_lake: Lake, pg_url: str, redis_server_url: str, redis_prefix: str
 ) -> Iterator[Served]:
     seed(local_lake, pg_url)
-    env = {
-        **os.environ,
-        "LAKE_URL": local_lake.url,
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": redis_server_url,
-        "REDIS_PREFIX": redis_prefix,
-        "API_KEYS": KEY,
-        "APP_ENV": "test",
-        "API_RATE_LIMIT": "0",
-    }
+    env = env_for(
+        local_lake,
+        pg_url,
+        redis_server_url,
+        redis_prefix,
+        API_KEYS=KEY,
+        APP_ENV="test",
+        API_RATE_LIMIT="0",
+    )
     s = serve(tmp_path, env)
     try:
         yield s
