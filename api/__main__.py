@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         log_config=uvicorn_log_config(args.log_level),
         timeout_graceful_shutdown=round(settings.api_shutdown_timeout_s),
+        http="api.protocol:NoDelayProtocol",
         ws_max_size=1 << 16,
         proxy_headers=True,
     )

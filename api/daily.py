@@ -34,17 +34,23 @@ COLUMNS: Final = (
 _MERGE_COLUMNS: Final = (*COLUMNS, "ingested_at")
 MERGED: Final = pa.schema([BRONZE_DAILY.field(c) for c in _MERGE_COLUMNS])
 """A daily row as both sources give it: what the precedence rule needs."""
-_PG_QUERY: Final = """
-SELECT date, open, high, low, close, volume, vwap, transactions, source, ingested_at FROM (
-    SELECT date, open, high, low, close, volume, vwap, transactions, source, ingested_at
-    FROM raw_ohlcv
-    WHERE symbol = %(symbol)s
-      AND (%(start)s::date IS NULL OR date >= %(start)s::date)
-      AND (%(end)s::date IS NULL OR date <= %(end)s::date)
-    ORDER BY date DESC
-    LIMIT %(limit)s
-) AS recent ORDER BY date
-"""
+_PG_SELECT: Final = (
+    "SELECT date, open, high, low, close, volume, vwap, transactions, source, ingested_at"
+    " FROM raw_ohlcv WHERE symbol = %(symbol)s"
+)
+
+
+def pg_query(*, start: bool, end: bool, limit: bool) -> str:
+    """The raw_ohlcv query from fixed parts: only the filters used, so the primary key is used.
+
+    (``%(start)s IS NULL OR date >= ...`` would leave a prepared statement's generic plan
+    scanning every row of the symbol.)
+    """
+    sql = _PG_SELECT + (" AND date >= %(start)s" if start else "")
+    sql += " AND date <= %(end)s" if end else ""
+    if limit:
+        return f"SELECT * FROM ({sql} ORDER BY date DESC LIMIT %(limit)s) AS recent ORDER BY date"
+    return sql + " ORDER BY date"
 
 
 def window_start(today: dt.date, window_days: int) -> dt.date:
@@ -66,7 +72,8 @@ def read_postgres(
 ) -> pa.Table:
     """Rows of raw_ohlcv in the range (the last ``limit`` of them), ascending, as :data:`MERGED`."""
     params = {"symbol": symbol, "start": start, "end": end, "limit": limit}
-    return pg_table(conn, _PG_QUERY, params, MERGED)
+    sql = pg_query(start=start is not None, end=end is not None, limit=limit is not None)
+    return pg_table(conn, sql, params, MERGED)
 
 
 def pg_table(

@@ -182,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"API:    {base}  (docs at {base}/docs, key {DEMO_KEY!r} in X-API-Key)")
         for url in examples:
             _say(f"  curl -H 'X-API-Key: {DEMO_KEY}' '{url}'")
+        _say(f"chart:  {base}/chart/{symbol}?interval=1d#key={DEMO_KEY}")
         _say("Ctrl-C to stop")
         server.run()
         return 0

@@ -90,7 +90,7 @@ def month_keys_in(lake: Lake, folder: str, start: dt.date | None, end: dt.date |
 
 def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> pa.Table:
     """The result of ``sql`` as an Arrow table."""
-    table = con.execute(sql, params).to_arrow_table()
+    table = con.sql(sql, params=params).to_arrow_table()
     assert table is not None
     return table
 

@@ -15,12 +15,14 @@ import asyncio
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import duckdb
 import psycopg
+import pyarrow.fs as pafs
 import redis
 import redis.asyncio as aioredis
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -34,6 +36,7 @@ from core.stores import redis as redis_store
 from core.stores.redis import LiveStore
 
 CONNECT_TIMEOUT_S = 5
+GENERATION_TTL_S = 2.0
 
 
 class PostgresUnavailable(psycopg.OperationalError):
@@ -110,6 +113,7 @@ class Resources:
         self.env_keys = env_principals(settings.keys(), settings.api_rate_limit)
         self.key_cache = KeyCache(settings.api_key_cache_s)
         self.responses = ResponseCache(settings.api_response_cache_mb << 20)
+        self._generations: dict[str, tuple[float, str | None]] = {}
         self.hub: Any = None
         """The process's live hub (api.hub.LiveHub), made by the first WebSocket."""
 
@@ -136,7 +140,7 @@ class Resources:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     url,
-                    min_size=1,
+                    min_size=self.settings.api_pg_pool_size,  # opened in the background
                     max_size=self.settings.api_pg_pool_size,
                     kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
                     timeout=self.settings.api_pg_timeout_s,
@@ -201,6 +205,25 @@ class Resources:
         )
         self._aredis = (loop, client)
         return client
+
+    def generation(self, key: str) -> str | None:
+        """A token that changes whenever the lake file ``key`` is rewritten (None: no file).
+
+        Silver's checkpoint is written after the month files it describes, so its token names
+        a state of silver: answers cached under it stay right until it changes. Looked up at
+        most every :data:`GENERATION_TTL_S` seconds.
+        """
+        now = time.monotonic()
+        hit = self._generations.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        lake = self.lake()
+        info = lake.fs.get_file_info(lake.path(key))
+        token = None
+        if info.type == pafs.FileType.File:
+            token = f"{info.mtime_ns}-{info.size}"
+        self._generations[key] = (now + GENERATION_TTL_S, token)
+        return token
 
     def live_store(self) -> LiveStore:
         """The live flow's Redis view under ``REDIS_PREFIX``."""

@@ -133,9 +133,13 @@ class ResponseCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(request: Request, fmt: Format | str) -> tuple[Any, ...]:
-        """The request as a cache key: the query in sorted order, the format chosen."""
-        return (request.url.path, tuple(sorted(request.query_params.multi_items())), str(fmt))
+    def key(request: Request, fmt: Format | str, tag: str | None = None) -> tuple[Any, ...]:
+        """The request as a cache key: path, sorted query, format, state of the data read.
+
+        ``tag`` names the state of the data the answer was read from, when one is known.
+        """
+        query = tuple(sorted(request.query_params.multi_items()))
+        return (request.url.path, query, str(fmt), tag)
 
     def get(self, key: tuple[Any, ...]) -> Stored | None:
         """The live entry under ``key``, if any (counted as a hit or a miss)."""
@@ -173,11 +177,13 @@ class ResponseCache:
             self._bytes = 0
 
 
-def cached(request: Request, cache: ResponseCache | None, fmt: Format) -> Response | None:
-    """The cached answer to this request, if any."""
+def cached(
+    request: Request, cache: ResponseCache | None, fmt: Format, tag: str | None = None
+) -> Response | None:
+    """The cached answer to this request (read from data in state ``tag``), if any."""
     if cache is None:
         return None
-    stored = cache.get(ResponseCache.key(request, fmt))
+    stored = cache.get(ResponseCache.key(request, fmt, tag))
     return None if stored is None else send_stored(request, stored)
 
 
@@ -191,6 +197,7 @@ def render(
     policy: CachePolicy | None,
     cache: ResponseCache | None = None,
     headers: Mapping[str, str] | None = None,
+    tag: str | None = None,
 ) -> Response:
     """The answer: whole (ETag, 304, gzip, cached under ``policy``) or streamed when large."""
     out_headers = {"Cache-Control": policy.cache_control if policy else NO_STORE, **(headers or {})}
@@ -211,7 +218,7 @@ def render(
         expires=time.monotonic() + (policy.ttl if policy else 0.0),
     )
     if cache is not None and policy is not None and policy.ttl > 0:
-        cache.put(ResponseCache.key(request, fmt), stored)
+        cache.put(ResponseCache.key(request, fmt, tag), stored)
     return send_stored(request, stored)
 
 

@@ -25,6 +25,7 @@ from api.params import IsoDate, SymbolsQuery, parse_symbols
 from api.problems import Problem, problems
 from api.resources import Resources
 from api.responses import CachePolicy, cached, render
+from core import layout
 
 router = APIRouter(prefix="/v1", tags=["bars"])
 MAX_LIMIT: Final = 100_000
@@ -40,8 +41,20 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def policy(res: Resources, end: dt.date | None, interval: str, table: pa.Table) -> CachePolicy:
-    """History that ended long enough ago is cacheable for an hour; the rest revalidates."""
+def silver_tag(res: Resources, interval: str) -> str | None:
+    """The state of the interval's silver (None for daily bars, or silver never resampled)."""
+    if interval == "1d":
+        return None
+    return res.generation(layout.silver_checkpoint(int(interval.removesuffix("d"))))
+
+
+def policy(
+    res: Resources, end: dt.date | None, interval: str, table: pa.Table, tag: str | None
+) -> CachePolicy:
+    """History that ended long enough ago is cacheable for an hour; the rest revalidates.
+
+    Answers read from silver in a known state (``tag``) are kept here until it changes.
+    """
     s = res.settings
     settled = SETTLED_DAYS if interval == "1d" else FIB_SETTLED_DAYS
     closed = end is not None and end <= _today() - dt.timedelta(days=settled)
@@ -49,7 +62,8 @@ def policy(res: Resources, end: dt.date | None, interval: str, table: pa.Table) 
         closed = bool(table["complete"].to_pylist()[-1])
     if closed and s.api_history_max_age_s > 0:
         return CachePolicy.history(s.api_history_max_age_s)
-    return CachePolicy.fresh(s.api_fresh_cache_s)
+    fresh = CachePolicy.fresh(s.api_fresh_cache_s)
+    return CachePolicy(fresh.cache_control, s.api_history_max_age_s) if tag else fresh
 
 
 def _daily(
@@ -74,6 +88,7 @@ def _send(
     envelope: dict[str, object],
     end: dt.date | None,
     interval: str,
+    tag: str | None,
 ) -> Response:
     """A page of bars with its ``served_by``, next link and caching policy."""
     served = daily.served_by(rows)
@@ -85,9 +100,10 @@ def _send(
         rows.drop_columns(drop),
         {**envelope, "served_by": served, "next": nxt},
         rows_key="bars",
-        policy=policy(res, end, interval, rows),
+        policy=policy(res, end, interval, rows, tag),
         cache=res.responses,
         headers={**link_header(nxt), "X-Served-By": ", ".join(sorted(served)) or "none"},
+        tag=tag,
     )
 
 
@@ -108,6 +124,7 @@ def _history(
     start: dt.date | None,
     end: dt.date | None,
     limit: int | None,
+    tag: str | None,
 ) -> Response:
     if interval == "1d":
         table, key = _daily(res, symbol, start, end, limit), "date"
@@ -123,9 +140,8 @@ def _history(
     if table.num_rows == 0 and not _known(res, symbol):
         raise Problem(404, f"no data for symbol {symbol}", kind="unknown-symbol")
     rows, after = cut(table, key, page)
-    return _send(
-        request, res, fmt, rows, after, {"symbol": symbol, "interval": interval}, end, interval
-    )
+    envelope: dict[str, object] = {"symbol": symbol, "interval": interval}
+    return _send(request, res, fmt, rows, after, envelope, end, interval, tag)
 
 
 @router.get(
@@ -156,10 +172,11 @@ async def bars(
     ``limit`` keeps the most recent N bars of the range; ``page_size`` and the ``next`` link
     page through them. An empty range (``end`` before ``start``) has no bars.
     """
-    if (hit := cached(request, res.responses, fmt)) is not None:
+    tag = await run_in_threadpool(silver_tag, res, interval) if interval != "1d" else None
+    if (hit := cached(request, res.responses, fmt, tag)) is not None:
         return hit
     return await run_in_threadpool(
-        _history, request, res, fmt, page, symbol, interval, start, end, limit
+        _history, request, res, fmt, page, symbol, interval, start, end, limit, tag
     )
 
 
@@ -171,6 +188,7 @@ def _section(
     interval: str,
     day: dt.date,
     symbols: list[str] | None,
+    tag: str | None,
 ) -> Response:
     lake = res.lake()
     if interval == "1d":
@@ -187,7 +205,7 @@ def _section(
         table = table.append_column("origin", pa.array(["lake"] * table.num_rows))
     rows, after = cut(table, "symbol", page)
     envelope: dict[str, object] = {"interval": interval, "date": day.isoformat()}
-    return _send(request, res, fmt, rows, after, envelope, day, interval)
+    return _send(request, res, fmt, rows, after, envelope, day, interval, tag)
 
 
 @router.get(
@@ -214,6 +232,7 @@ async def cross_section(
     day are simply absent.
     """
     wanted = None if symbols is None else parse_symbols(symbols)
-    if (hit := cached(request, res.responses, fmt)) is not None:
+    tag = await run_in_threadpool(silver_tag, res, interval) if interval != "1d" else None
+    if (hit := cached(request, res.responses, fmt, tag)) is not None:
         return hit
-    return await run_in_threadpool(_section, request, res, fmt, page, interval, date, wanted)
+    return await run_in_threadpool(_section, request, res, fmt, page, interval, date, wanted, tag)

@@ -147,6 +147,25 @@ def test_etag_304_cache_control_and_gzip(client: TestClient) -> None:
     assert 'condvest_api_cache_lookups_total{cache="responses",result="hit"}' in metrics
 
 
+def test_silver_answers_are_kept_until_silver_changes(
+    client: TestClient, local_lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("api.resources.GENERATION_TTL_S", 0.0)
+    checkpoint = layout.silver_checkpoint(3)
+    local_lake.write_json(checkpoint, {"run": 1})
+    url = "/v1/bars/FIB?interval=3d"
+    first = client.get(url, headers=HEADERS).json()["bars"]
+    month = layout.silver_file(3, 2015, 1)
+    table = local_lake.read_table(month)
+    changed = table.set_column(
+        table.schema.get_field_index("close"), "close", pa.array([9.0] * table.num_rows)
+    )
+    local_lake.write_table(month, changed)
+    assert client.get(url, headers=HEADERS).json()["bars"] == first  # same silver state: cached
+    local_lake.write_json(checkpoint, {"run": 2})  # a resample run ends by writing this
+    assert client.get(url, headers=HEADERS).json()["bars"][0]["close"] == 9.0
+
+
 def test_cursor_pages_through_everything(client: TestClient) -> None:
     full = client.get("/v1/bars/AAPL", headers=HEADERS).json()["bars"]
     seen: list[dict[str, Any]] = []
