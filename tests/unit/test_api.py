@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from starlette.websockets import WebSocketDisconnect
 
 from api.auth import InsecureSettingsError, key_matches
-from api.daily import lake_history, postgres_may_hold
+from api.daily import lake_history, merge_sources, postgres_may_hold
 from api.fibonacci import history_span
 from api.main import create_app
 from core import layout
@@ -135,6 +135,18 @@ def test_daily_fallbacks(client: TestClient) -> None:
     ]
     # In Postgres only: the lake has nothing, so Postgres answers even for the full history.
     assert [b["open"] for b in get_bars(client, "PGONLY")] == [60.0, 61.0, 62.0]
+
+
+def test_merge_sources_fills_gaps_and_applies_the_rule() -> None:
+    lake = daily("M", OLD[:3], "rest", 10.0)
+    live = daily("M", OLD[2:3], "live", 99.0, INGESTED + dt.timedelta(days=1))  # OLD[2] differs
+    only_pg = daily("M", OLD[3:4], "rest", 50.0)
+    pg_rows = pa.concat_tables([lake.slice(1, 1), live, only_pg])  # OLD[1] the same row
+    merged = merge_sources({"lake": lake, "postgres": pg_rows})
+    assert merged["date"].to_pylist() == OLD[:4]
+    assert merged["origin"].to_pylist() == ["lake", "postgres", "lake", "postgres"]
+    assert merged["source"].to_pylist() == ["rest"] * 4  # a later live row never beats rest
+    assert merge_sources({"lake": lake.slice(0, 0)}).num_rows == 0
 
 
 def test_lake_history_merges_a_lone_fragment(local_lake: Lake) -> None:
