@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from api import daily, fibonacci
+from core import adjustments as adj
 from core import layout, precedence, validation
 from core.lake import Lake, LakeError
 from core.schemas import BRONZE_DAILY, conform
@@ -112,6 +113,22 @@ def merge_by_symbol(parts: dict[str, pa.Table]) -> pa.Table:
     labels = np.asarray(names, dtype=object)[origin[idx]]
     out = both.take(idx).append_column("origin", pa.array(labels, pa.string()))
     return out.sort_by("symbol")
+
+
+def split_adjust(table: pa.Table, day: dt.date, book: adj.SplitBook) -> pa.Table:
+    """Daily rows of one date split-adjusted per symbol: prices x S(day), volume / S(day)."""
+    if table.num_rows == 0 or not book.by_symbol:
+        return table
+    symbols = table["symbol"].to_pylist()
+    when = [adj.to_days(day)]
+    factor = np.array([float(adj.split_factors(when, book.of(s))[0]) for s in symbols])
+    if np.all(factor == 1.0):
+        return table
+    for name in ("open", "high", "low", "close", "vwap"):
+        scaled = pc.multiply(table[name], pa.array(factor))
+        table = table.set_column(table.schema.get_field_index(name), name, scaled)
+    volume = pc.divide(table["volume"], pa.array(factor))
+    return table.set_column(table.schema.get_field_index("volume"), "volume", volume)
 
 
 def fib_rows(

@@ -131,6 +131,7 @@ class CrossSectionResponse(BaseModel):
 
     interval: Interval
     date: dt.date
+    adjusted: Literal["split"] = "split"
     served_by: dict[str, int] = Field(default_factory=dict)
     next: str | None = None
     bars: list[DailyBarOf] | list[FibBarOf]

@@ -8,7 +8,7 @@ Cache-Control; answers come from the response cache when an identical request wa
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import pyarrow as pa
 from fastapi import APIRouter, Query
@@ -16,15 +16,17 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api import adjusted as adjusted_bars
 from api import crosssection, daily, fibonacci
 from api.deps import Fmt, Res, Symbol
 from api.formats import Format, openapi_content
-from api.models import BarsResponse, CrossSectionResponse, Interval
+from api.models import Adjusted, BarsResponse, CrossSectionResponse, Interval
 from api.pagination import DatePaging, PageRequest, SymbolPaging, cut, link_header, next_link
 from api.params import IsoDate, SymbolsQuery, parse_symbols
 from api.problems import Problem, problems
 from api.resources import Resources
 from api.responses import CachePolicy, cached, render
+from core import adjustments as adj
 from core import layout
 
 router = APIRouter(prefix="/v1", tags=["bars"])
@@ -41,11 +43,17 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def silver_tag(res: Resources, interval: str) -> str | None:
-    """The state of the interval's silver (None for daily bars, or silver never resampled)."""
-    if interval == "1d":
-        return None
-    return res.generation(layout.silver_checkpoint(int(interval.removesuffix("d"))))
+def data_tag(res: Resources, interval: str) -> str | None:
+    """The state of the lake files an answer depends on beyond its own rows.
+
+    Those are the interval's silver (its checkpoint) and the corporate actions that adjust
+    prices; None when none of them exists.
+    """
+    keys = [layout.reference_splits(), layout.reference_dividends()]
+    if interval != "1d":
+        keys.append(layout.silver_checkpoint(int(interval.removesuffix("d"))))
+    tokens = [res.generation(k) for k in keys]
+    return None if not any(tokens) else "|".join(t or "-" for t in tokens)
 
 
 def policy(
@@ -53,7 +61,8 @@ def policy(
 ) -> CachePolicy:
     """History that ended long enough ago is cacheable for an hour; the rest revalidates.
 
-    Answers read from silver in a known state (``tag``) are kept here until it changes.
+    Fibonacci answers read from silver in a known state (``tag``) are kept here until it
+    changes.
     """
     s = res.settings
     settled = SETTLED_DAYS if interval == "1d" else FIB_SETTLED_DAYS
@@ -63,7 +72,8 @@ def policy(
     if closed and s.api_history_max_age_s > 0:
         return CachePolicy.history(s.api_history_max_age_s)
     fresh = CachePolicy.fresh(s.api_fresh_cache_s)
-    return CachePolicy(fresh.cache_control, s.api_history_max_age_s) if tag else fresh
+    silver = interval != "1d" and tag is not None
+    return CachePolicy(fresh.cache_control, s.api_history_max_age_s) if silver else fresh
 
 
 def _daily(
@@ -114,6 +124,43 @@ def _known(res: Resources, symbol: str) -> bool:
         return daily.symbol_in_postgres(conn, symbol)
 
 
+_ADJUSTED_DAILY: Final = ("open", "high", "low", "close", "volume", "vwap")
+
+
+def _adjust_daily(
+    res: Resources, symbol: str, rows: pa.Table, mode: Adjusted, whole: bool
+) -> tuple[pa.Table, dict[str, Any]]:
+    """A page of daily rows adjusted as ``mode`` asks, and the response's ``adjustment``."""
+    served = daily.served_by(rows)
+    source = "postgres" if "postgres" in served else "lake"
+    records = rows.select(list(daily.COLUMNS)).to_pylist()
+    info = adjusted_bars.adjust_daily(res, symbol, records, source, mode, whole=whole)
+    if mode != "none" and records:
+        values = pa.Table.from_pylist(records, schema=rows.select(list(daily.COLUMNS)).schema)
+        for name in _ADJUSTED_DAILY:
+            rows = rows.set_column(rows.schema.get_field_index(name), name, values[name])
+    return rows, info
+
+
+def _fibonacci(
+    res: Resources,
+    symbol: str,
+    n: int,
+    mode: Adjusted,
+    start: dt.date | None,
+    end: dt.date | None,
+    limit: int | None,
+) -> tuple[pa.Table, adj.Actions | None, adj.Factors | None]:
+    """Fibonacci bars: silver (``split``, as built) or built on read (``none``, ``total``)."""
+    actions = adjusted_bars.load_actions(res, symbol)
+    if mode == "split":
+        with res.duck() as con:
+            table = fibonacci.read_bars(con, res.lake(), symbol, n, start, end, limit)
+        return table, actions, None
+    records, factors = adjusted_bars.fib_from_rows(res, symbol, n, mode, actions, start, end, limit)
+    return pa.Table.from_pylist(records, schema=fibonacci.EMPTY), actions, factors
+
+
 def _history(
     request: Request,
     res: Resources,
@@ -121,6 +168,7 @@ def _history(
     page: PageRequest,
     symbol: str,
     interval: str,
+    mode: Adjusted,
     start: dt.date | None,
     end: dt.date | None,
     limit: int | None,
@@ -129,18 +177,24 @@ def _history(
     if interval == "1d":
         table, key = _daily(res, symbol, start, end, limit), "date"
     else:
-        with res.duck() as con:
-            table = fibonacci.read_bars(
-                con, res.lake(), symbol, int(interval.removesuffix("d")), start, end, limit
-            )
-        table, key = (
-            table.append_column("origin", pa.array(["lake"] * table.num_rows)),
-            "start_date",
-        )
+        n = int(interval.removesuffix("d"))
+        table, actions, factors = _fibonacci(res, symbol, n, mode, start, end, limit)
+        table = table.append_column("origin", pa.array(["lake"] * table.num_rows, pa.string()))
+        key = "start_date"
     if table.num_rows == 0 and not _known(res, symbol):
         raise Problem(404, f"no data for symbol {symbol}", kind="unknown-symbol")
     rows, after = cut(table, key, page)
-    envelope: dict[str, object] = {"symbol": symbol, "interval": interval}
+    if interval == "1d":
+        whole = start is None and end is None and limit is None and page.after is None
+        rows, info = _adjust_daily(res, symbol, rows, mode, whole)
+    else:
+        first = rows["start_date"][0].as_py() if rows.num_rows else None
+        info = adjusted_bars.describe(mode, actions, first, factors)
+        if mode == "split":
+            info["warnings"] += adjusted_bars.stale_silver(res.lake(), symbol, actions)
+    envelope: dict[str, object] = {
+        "symbol": symbol, "interval": interval, "adjusted": mode, "adjustment": info,
+    }  # fmt: skip
     return _send(request, res, fmt, rows, after, envelope, end, interval, tag)
 
 
@@ -165,6 +219,13 @@ async def bars(
     limit: Annotated[
         int | None, Query(ge=1, le=MAX_LIMIT, description="only the most recent N bars")
     ] = None,
+    adjusted: Annotated[
+        Adjusted,
+        Query(
+            description="split (default): prices x S(d), volume / S(d); total: prices x T(d) "
+            "(splits and cash dividends), volume / S(d); none: as stored (raw)"
+        ),
+    ] = "split",
 ) -> Response:
     """Bars ascending by date, a page at a time; Fibonacci bars are filtered on ``start_date``.
 
@@ -172,11 +233,11 @@ async def bars(
     ``limit`` keeps the most recent N bars of the range; ``page_size`` and the ``next`` link
     page through them. An empty range (``end`` before ``start``) has no bars.
     """
-    tag = await run_in_threadpool(silver_tag, res, interval) if interval != "1d" else None
+    tag = await run_in_threadpool(data_tag, res, interval)
     if (hit := cached(request, res.responses, fmt, tag)) is not None:
         return hit
     return await run_in_threadpool(
-        _history, request, res, fmt, page, symbol, interval, start, end, limit, tag
+        _history, request, res, fmt, page, symbol, interval, adjusted, start, end, limit, tag
     )
 
 
@@ -198,13 +259,17 @@ def _section(
         if daily.postgres_may_hold(day, _today(), res.settings.cache_window_days):
             with res.postgres() as conn:
                 parts["postgres"] = crosssection.postgres_rows(conn, day, symbols)
-        table = crosssection.merge_by_symbol(parts)
+        table = crosssection.split_adjust(
+            crosssection.merge_by_symbol(parts), day, adj.split_book(lake, symbols)
+        )
     else:
         with res.duck() as con:
             table = crosssection.fib_rows(con, lake, int(interval.removesuffix("d")), day, symbols)
         table = table.append_column("origin", pa.array(["lake"] * table.num_rows))
     rows, after = cut(table, "symbol", page)
-    envelope: dict[str, object] = {"interval": interval, "date": day.isoformat()}
+    envelope: dict[str, object] = {
+        "interval": interval, "date": day.isoformat(), "adjusted": "split",
+    }  # fmt: skip
     return _send(request, res, fmt, rows, after, envelope, day, interval, tag)
 
 
@@ -228,11 +293,11 @@ async def cross_section(
 ) -> Response:
     """Every symbol's bar on one date (or of ``symbols``), by symbol, a page at a time.
 
-    For a Fibonacci interval, the bar whose span holds the date. Symbols without a bar that
-    day are simply absent.
+    Split-adjusted, as silver and gold are. For a Fibonacci interval, the bar whose span holds
+    the date. Symbols without a bar that day are simply absent.
     """
     wanted = None if symbols is None else parse_symbols(symbols)
-    tag = await run_in_threadpool(silver_tag, res, interval) if interval != "1d" else None
+    tag = await run_in_threadpool(data_tag, res, interval)
     if (hit := cached(request, res.responses, fmt, tag)) is not None:
         return hit
     return await run_in_threadpool(_section, request, res, fmt, page, interval, date, wanted, tag)
