@@ -25,6 +25,7 @@ from api.params import unknown_parameters
 from api.problems import ECHO_LIMIT
 from core import layout
 from core.lake import Lake
+from core.schemas import SPLITS
 from core.settings import ApiSettings
 from core.stores import postgres
 from core.stores.redis import LiveStore, connect
@@ -245,15 +246,16 @@ def with_metadata(settings: ApiSettings, local_lake: Lake) -> None:
                 " VALUES (%s, %s, %s, %s, %s)",
                 r,
             )
-    splits = pa.table(
-        {
-            "symbol": ["AAPL", "MSFT"],
-            "execution_date": [dt.date(2020, 8, 31), dt.date(2003, 2, 18)],
-            "split_from": [1.0, 1.0],
-            "split_to": [4.0, 2.0],
-            "adjustment_type": ["forward_split", "forward_split"],
-        }
-    )
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    splits = pa.Table.from_pylist(
+        [
+            {"symbol": "AAPL", "execution_date": dt.date(2020, 8, 31), "split_from": 1.0,
+             "split_to": 4.0, "adjustment_type": "forward_split", "ingested_at": at},
+            {"symbol": "MSFT", "execution_date": dt.date(2003, 2, 18), "split_from": 1.0,
+             "split_to": 2.0, "adjustment_type": "forward_split", "ingested_at": at},
+        ],
+        schema=SPLITS,
+    )  # fmt: skip
     local_lake.write_table(layout.reference_splits(), splits)
 
 
@@ -288,6 +290,11 @@ def test_symbols_list_and_detail(client: TestClient) -> None:
     pg_only = client.get("/v1/symbols/PGONLY", headers=HEADERS).json()
     assert pg_only["name"] is None and pg_only["first_date"] == RECENT[0].isoformat()
     problem(client.get("/v1/symbols/NOPE", headers=HEADERS), 404)
+    # The cross-section is split-adjusted like silver: AAPL's 4-for-1 of 2020 quarters 2015.
+    day = {"date": OLD[1].isoformat(), "symbols": "AAPL"}
+    section = client.get("/v1/bars", params=day, headers=HEADERS).json()
+    assert section["adjusted"] == "split"
+    assert section["bars"][0]["open"] == 11.0 / 4 and section["bars"][0]["volume"] == 2000.0 * 4
     problem(client.get("/v1/symbols?active=maybe", headers=HEADERS), 400)
 
 
