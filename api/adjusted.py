@@ -32,22 +32,48 @@ NO_ACTIONS: Final = (
 )
 
 
+ACTIONS_TTL_S: Final = 60.0
+"""How long a symbol's actions are reused (the lake's are also keyed by their files' state)."""
+
+
+def _reference_state(res: Resources) -> tuple[str | None, str | None]:
+    return res.generation(layout.reference_splits()), res.generation(layout.reference_dividends())
+
+
+def _lake_actions(res: Resources) -> dict[str, adj.Actions] | None:
+    """Every symbol's actions from the lake's reference files, read once per state of them."""
+    state = _reference_state(res)
+    if state == (None, None):
+        return None
+    return res.remember(("actions", state), lambda: adj.load_actions(res.lake()), ACTIONS_TTL_S)
+
+
+def load_all_splits(res: Resources) -> adj.SplitBook:
+    """Every symbol's splits (for cross-sections), read once per state of the files."""
+    every = _lake_actions(res) or {}
+    return adj.SplitBook({s: a.splits for s, a in every.items() if a.splits})
+
+
 def load_actions(res: Resources, symbol: str, source: str = "lake") -> adj.Actions | None:
     """The symbol's actions from where its rows came from.
 
     Rows from Postgres take its ``splits`` and ``dividends`` (the lake's files when the tables
     were never created); rows from the lake take its reference files only, so a lake read never
-    needs Postgres. None when no actions were ever fetched there.
+    needs Postgres. None when no actions were ever fetched there. Both are kept a while
+    (:data:`ACTIONS_TTL_S`): the lake's whole files are read once per change, not per request.
     """
     if source == "postgres":
-        with res.postgres() as conn:
-            found = adj.pg_actions(conn, symbol)
+
+        def from_postgres() -> adj.Actions | None:
+            with res.postgres() as conn:
+                return adj.pg_actions(conn, symbol)
+
+        key = ("pg-actions", symbol, _reference_state(res))
+        found = res.remember(key, from_postgres, ACTIONS_TTL_S)
         if found is not None:
             return found
-    lake = res.lake()
-    if lake.exists(layout.reference_splits()) or lake.exists(layout.reference_dividends()):
-        return adj.actions_of(lake, symbol)
-    return None
+    every = _lake_actions(res)
+    return None if every is None else every.get(symbol, adj.Actions(symbol))
 
 
 def _lake_closes(lake: Lake, symbol: str) -> adj.CloseBefore:

@@ -16,9 +16,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import duckdb
 import psycopg
@@ -27,6 +28,7 @@ import redis
 import redis.asyncio as aioredis
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from api import metrics
 from api.principals import KeyCache, Principal, digest, env_principals, lookup
 from api.responses import ResponseCache
 from core.lake import Lake
@@ -37,6 +39,8 @@ from core.stores.redis import LiveStore
 
 CONNECT_TIMEOUT_S = 5
 GENERATION_TTL_S = 2.0
+MEMO_SIZE = 20_000
+T = TypeVar("T")
 
 
 class PostgresUnavailable(psycopg.OperationalError):
@@ -114,6 +118,7 @@ class Resources:
         self.key_cache = KeyCache(settings.api_key_cache_s)
         self.responses = ResponseCache(settings.api_response_cache_mb << 20)
         self._generations: dict[str, tuple[float, str | None]] = {}
+        self._memo: OrderedDict[tuple[Any, ...], tuple[float, Any]] = OrderedDict()
         self.hub: Any = None
         """The process's live hub (api.hub.LiveHub), made by the first WebSocket."""
 
@@ -224,6 +229,24 @@ class Resources:
             token = f"{info.mtime_ns}-{info.size}"
         self._generations[key] = (now + GENERATION_TTL_S, token)
         return token
+
+    def remember(self, key: tuple[Any, ...], make: Callable[[], T], ttl: float) -> T:
+        """``make()``, kept ``ttl`` seconds under ``key`` (put the data's generation in the key)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._memo.get(key)
+            if hit is not None and hit[0] > now:
+                self._memo.move_to_end(key)
+                metrics.cache_lookup("memo", hit=True)
+                return cast(T, hit[1])
+        metrics.cache_lookup("memo", hit=False)
+        value = make()
+        with self._lock:
+            self._memo[key] = (now + ttl, value)
+            self._memo.move_to_end(key)
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return value
 
     def live_store(self) -> LiveStore:
         """The live flow's Redis view under ``REDIS_PREFIX``."""

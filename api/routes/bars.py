@@ -259,9 +259,8 @@ def _section(
         if daily.postgres_may_hold(day, _today(), res.settings.cache_window_days):
             with res.postgres() as conn:
                 parts["postgres"] = crosssection.postgres_rows(conn, day, symbols)
-        table = crosssection.split_adjust(
-            crosssection.merge_by_symbol(parts), day, adj.split_book(lake, symbols)
-        )
+        every = adjusted_bars.load_all_splits(res)
+        table = crosssection.split_adjust(crosssection.merge_by_symbol(parts), day, every)
     else:
         with res.duck() as con:
             table = crosssection.fib_rows(con, lake, int(interval.removesuffix("d")), day, symbols)

@@ -215,14 +215,14 @@ def test_unreachable_postgres_is_a_503(settings: ApiSettings) -> None:
             "api_pg_timeout_s": 0.5,
         }
     )
-    client = TestClient(create_app(down))
-    # A range that ends before the cache window: the lake alone answers, Postgres is not asked.
-    assert len(get_bars(client, "AAPL", end=OLD[-1].isoformat())) == 5
-    r = client.get("/v1/bars/AAPL", headers=HEADERS)  # reaches the window: Postgres is needed
-    assert r.status_code == 503
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["detail"] == "postgres unavailable"
-    assert r.headers["Retry-After"]
+    with TestClient(create_app(down)) as client:  # the lifespan closes the pool
+        # A range that ends before the cache window: the lake alone answers, Postgres is not asked.
+        assert len(get_bars(client, "AAPL", end=OLD[-1].isoformat())) == 5
+        r = client.get("/v1/bars/AAPL", headers=HEADERS)  # reaches the window: Postgres is needed
+        assert r.status_code == 503
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == "postgres unavailable"
+        assert r.headers["Retry-After"]
 
 
 # -- live ----------------------------------------------------------------------------------------
