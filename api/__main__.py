@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from core.embedded import exit_on_sigterm
@@ -49,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from api.requestids import uvicorn_log_config
+
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # each worker counts into files here, so /metrics (answered by any worker) sums them all
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="condvest-metrics-")
 
     exit_on_sigterm()  # uvicorn re-raises SIGTERM after its graceful stop: exit handlers must run
     # The factory builds the app in each worker from the same environment; uvicorn drains open

@@ -1,8 +1,8 @@
 """Prometheus metrics of the API: requests by route and status, latency, sockets, caches.
 
 Routes are labelled by their template (``/v1/bars/{symbol}``), never by the raw path, so the
-series stay few whatever callers send. With several workers (``--workers``), set
-``PROMETHEUS_MULTIPROC_DIR`` to an empty directory and ``/metrics`` sums every worker.
+series stay few whatever callers send. With several workers (``--workers``) each counts into
+files under ``PROMETHEUS_MULTIPROC_DIR`` (``python -m api`` makes one) and ``/metrics`` sums them.
 """
 
 from __future__ import annotations
