@@ -93,9 +93,20 @@ class Client:
 
 
 async def run(
-    url: str, paths: list[str], rate: float, duration: float, headers: dict[str, str], conns: int
+    url: str,
+    paths: list[str],
+    rate: float,
+    duration: float,
+    headers: dict[str, str],
+    conns: int,
+    grace: float = 30.0,
 ) -> dict[str, object]:
-    """Send ``rate * duration`` requests on schedule; the summary."""
+    """Send ``rate * duration`` requests on schedule; the summary.
+
+    Requests still unanswered ``grace`` seconds after the last was sent are cancelled and
+    counted as timed out (their latency is at least that long), so an overwhelmed server
+    cannot stretch a run without bound.
+    """
     parts = urlsplit(url)
     client = Client(parts.hostname or "127.0.0.1", parts.port or 80, headers, conns)
     n = int(rate * duration)
@@ -121,7 +132,10 @@ async def run(
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i, due)))
-    await asyncio.gather(*tasks)
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:  # a server that fell this far behind: these count as timed out
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     elapsed = time.perf_counter() - start
     done = latencies[~np.isnan(latencies)] * 1000
 
@@ -134,6 +148,7 @@ async def run(
         "achieved": round(len(done) / elapsed, 1),
         "statuses": statuses,
         "errors": errors,
+        "timed_out": len(pending),
         "p50_ms": round(pct(50), 2),
         "p90_ms": round(pct(90), 2),
         "p99_ms": round(pct(99), 2),
@@ -150,13 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=60.0, help="seconds")
     p.add_argument("--header", action="append", default=[], help="Name: value")
     p.add_argument("--connections", type=int, default=256)
+    p.add_argument("--grace", type=float, default=30.0, help="wait after the last request, s")
     ns = p.parse_args(argv)
     paths = [x for x in ns.paths.read_text().splitlines() if x]
     if not paths or ns.rate <= 0 or ns.duration <= 0:
         p.error("need paths, a positive rate and a positive duration")
     headers = dict(h.split(":", 1) for h in ns.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
-    summary = asyncio.run(run(ns.url, paths, ns.rate, ns.duration, headers, ns.connections))
+    summary = asyncio.run(
+        run(ns.url, paths, ns.rate, ns.duration, headers, ns.connections, ns.grace)
+    )
     print(json.dumps(summary))
     return 0
 
