@@ -41,7 +41,12 @@ def get_resources(conn: HTTPConnection) -> Resources:
     return res
 
 
-Res = Annotated[Resources, Depends(get_resources)]
+async def _resources(conn: HTTPConnection) -> Resources:
+    # async: FastAPI runs a plain function dependency in the thread pool, a hop per request
+    return get_resources(conn)
+
+
+Res = Annotated[Resources, Depends(_resources)]
 
 _api_key_header = APIKeyHeader(
     name=API_KEY_HEADER,

@@ -110,7 +110,7 @@ def from_accept(header: str | None) -> Format | None:
     return best[2] if best else None
 
 
-def negotiate(
+async def negotiate(
     request: Request,
     format: Annotated[
         Format | None,

@@ -157,15 +157,6 @@ class SymbolsResponse(BaseModel):
     symbols: list[SymbolSummary]
 
 
-class Split(BaseModel):
-    """A split (or stock dividend): prices before ``execution_date`` scale by from/to."""
-
-    execution_date: dt.date
-    split_from: float
-    split_to: float
-    adjustment_type: str | None = None
-
-
 class SymbolDetail(SymbolSummary):
     """A ticker with the span of its daily history (lake and Postgres) and its splits."""
 
@@ -174,7 +165,7 @@ class SymbolDetail(SymbolSummary):
     sic_description: str | None = None
     first_date: dt.date | None = Field(None, description="first daily bar held")
     last_date: dt.date | None = Field(None, description="last daily bar held")
-    splits: list[Split] = Field(default_factory=list)
+    splits: list[SplitInfo] = Field(default_factory=list)
 
 
 class LatestResponse(BaseModel):

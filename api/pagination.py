@@ -44,7 +44,7 @@ def _size(request: Request, page_size: int | None) -> int:
     return page_size or min(default, MAX_PAGE_SIZE)
 
 
-def by_date(
+async def by_date(
     request: Request,
     page_size: PageSize = None,
     cursor: Annotated[
@@ -56,7 +56,7 @@ def by_date(
     return PageRequest(_size(request, page_size), None if cursor is None else cursor.isoformat())
 
 
-def by_symbol(
+async def by_symbol(
     request: Request,
     page_size: PageSize = None,
     cursor: Annotated[

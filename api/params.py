@@ -89,7 +89,7 @@ def valid_symbol_text(text: str) -> str:
         raise Problem(400, f"invalid symbol {clip(text)!r}", kind="invalid-parameter") from None
 
 
-def valid_symbol(
+async def valid_symbol(
     symbol: Annotated[
         str,
         Path(
@@ -153,7 +153,7 @@ def unknown_parameters(given: list[str], allowed: frozenset[str]) -> tuple[list[
     return unknown, repeated
 
 
-def strict_query(conn: HTTPConnection) -> None:
+async def strict_query(conn: HTTPConnection) -> None:
     """400 naming the query parameters the route does not declare, or got more than once."""
     route = conn.scope.get("route")
     if conn.scope["type"] != "http" or not isinstance(route, APIRoute):

@@ -211,6 +211,13 @@ class Resources:
         self._aredis = (loop, client)
         return client
 
+    def known_generation(self, key: str) -> tuple[bool, str | None]:
+        """(True, token) when :meth:`generation` of ``key`` is fresh in memory (no I/O)."""
+        hit = self._generations.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
     def generation(self, key: str) -> str | None:
         """A token that changes whenever the lake file ``key`` is rewritten (None: no file).
 

@@ -1,7 +1,7 @@
 """Tickers: reference data, the span of each symbol's daily history, and its splits.
 
 Reference data is ``symbol_metadata`` (``dataflows.metadata`` fills it); the span comes from
-the lake and Postgres; splits from the lake's reference file.
+the lake and Postgres; splits are the corporate actions every adjusted read uses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any, Final
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 from psycopg.rows import dict_row
 
 from api import daily, fibonacci
@@ -125,14 +124,3 @@ def lake_span(lake: Lake, symbol: str) -> tuple[dt.date, dt.date] | None:
     if not spans:
         return None
     return min(s[0] for s in spans), max(s[1] for s in spans)
-
-
-def splits(lake: Lake, symbol: str) -> list[dict[str, Any]]:
-    """The symbol's splits from the lake's reference file (none when it does not exist yet)."""
-    if not lake.exists(key := layout.reference_splits()):
-        return []
-    table = lake.read_table(key)
-    table = table.filter(pc.equal(table["symbol"], symbol))
-    cols = [c for c in ("execution_date", "split_from", "split_to", "adjustment_type")
-            if c in table.column_names]  # fmt: skip
-    return list(table.select(cols).sort_by("execution_date").to_pylist())

@@ -221,7 +221,7 @@ class ApiSettings(LakeSettings, ServiceSettings):
         3600, ge=0, description="Cache lifetime of history that ended before the newest session"
     )
     api_fresh_cache_s: float = Field(
-        5.0, ge=0, description="Seconds an answer reaching the present is reused by this worker"
+        30.0, ge=0, description="Seconds an answer reaching the present is reused by this worker"
     )
     api_response_cache_mb: int = Field(64, ge=0, description="Response cache per worker, MiB")
     api_shutdown_timeout_s: float = Field(

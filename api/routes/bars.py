@@ -43,16 +43,29 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
+def _tag_keys(interval: str) -> list[str]:
+    keys = [layout.reference_splits(), layout.reference_dividends()]
+    if interval != "1d":
+        keys.append(layout.silver_checkpoint(int(interval.removesuffix("d"))))
+    return keys
+
+
+async def current_tag(res: Resources, interval: str) -> str | None:
+    """:func:`data_tag`, without leaving the event loop while the states are known."""
+    known = [res.known_generation(k) for k in _tag_keys(interval)]
+    if all(ok for ok, _ in known):
+        tokens = [t for _, t in known]
+        return None if not any(tokens) else "|".join(t or "-" for t in tokens)
+    return await run_in_threadpool(data_tag, res, interval)
+
+
 def data_tag(res: Resources, interval: str) -> str | None:
     """The state of the lake files an answer depends on beyond its own rows.
 
     Those are the interval's silver (its checkpoint) and the corporate actions that adjust
     prices; None when none of them exists.
     """
-    keys = [layout.reference_splits(), layout.reference_dividends()]
-    if interval != "1d":
-        keys.append(layout.silver_checkpoint(int(interval.removesuffix("d"))))
-    tokens = [res.generation(k) for k in keys]
+    tokens = [res.generation(k) for k in _tag_keys(interval)]
     return None if not any(tokens) else "|".join(t or "-" for t in tokens)
 
 
@@ -233,7 +246,7 @@ async def bars(
     ``limit`` keeps the most recent N bars of the range; ``page_size`` and the ``next`` link
     page through them. An empty range (``end`` before ``start``) has no bars.
     """
-    tag = await run_in_threadpool(data_tag, res, interval)
+    tag = await current_tag(res, interval)
     if (hit := cached(request, res.responses, fmt, tag)) is not None:
         return hit
     return await run_in_threadpool(
@@ -296,7 +309,7 @@ async def cross_section(
     the date. Symbols without a bar that day are simply absent.
     """
     wanted = None if symbols is None else parse_symbols(symbols)
-    tag = await run_in_threadpool(data_tag, res, interval)
+    tag = await current_tag(res, interval)
     if (hit := cached(request, res.responses, fmt, tag)) is not None:
         return hit
     return await run_in_threadpool(_section, request, res, fmt, page, interval, date, wanted, tag)

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api import adjusted as adjusted_bars
 from api import symbols as data
 from api.deps import Fmt, Res, Symbol
 from api.formats import Format, openapi_content
@@ -96,7 +97,12 @@ def _detail(res: Resources, symbol: str) -> dict[str, Any]:
     out: dict[str, Any] = {"symbol": symbol, **(meta or {})}
     out["first_date"] = min(s[0] for s in spans) if spans else None
     out["last_date"] = max(s[1] for s in spans) if spans else None
-    out["splits"] = data.splits(lake, symbol)
+    actions = adjusted_bars.load_actions(res, symbol)
+    out["splits"] = [
+        {"execution_date": x.execution_date, "split_from": x.split_from, "split_to": x.split_to,
+         "adjustment_type": x.adjustment_type}
+        for x in (actions.splits if actions is not None else ())
+    ]  # fmt: skip
     return out
 
 
