@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         log_config=uvicorn_log_config(args.log_level),
         timeout_graceful_shutdown=round(settings.api_shutdown_timeout_s),
+        # longer than a load balancer's idle timeout (AWS ALB: 60 s), so the balancer, not
+        # this process, closes idle connections: no request races a closing socket
+        timeout_keep_alive=75,
         http="api.protocol:NoDelayProtocol",
         ws_max_size=1 << 16,
         proxy_headers=True,

@@ -30,15 +30,24 @@ class Client:
         self.open = 0
         self.freed = asyncio.Condition()
 
-    async def _take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _take(
+        self, *, fresh: bool = False
+    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], bool]:
+        """A connection, and whether it was kept alive from an earlier request."""
         async with self.freed:
-            while not self.idle and self.open >= self.limit:
+            while True:
+                if self.idle and not fresh:
+                    return self.idle.pop(), True
+                if self.open < self.limit:
+                    self.open += 1
+                    break
+                if self.idle:  # a fresh one is needed and none may be added: retire an idle one
+                    self.idle.pop()[1].close()
+                    self.open -= 1
+                    continue
                 await self.freed.wait()
-            if self.idle:
-                return self.idle.pop()
-            self.open += 1
         try:
-            return await asyncio.open_connection(self.host, self.port)
+            return await asyncio.open_connection(self.host, self.port), False
         except OSError:
             async with self.freed:
                 self.open -= 1
@@ -54,8 +63,23 @@ class Client:
             self.freed.notify()
 
     async def get(self, path: str) -> tuple[int, int]:
-        """(status, body bytes) of ``GET path``."""
-        conn = await self._take()
+        """(status, body bytes) of ``GET path``.
+
+        A kept-alive connection the server closed while idle fails at once; like any HTTP
+        client, the request is then sent again once on a new connection.
+        """
+        for attempt in (0, 1):
+            conn, reused = await self._take(fresh=attempt > 0)
+            try:
+                return await self._exchange(conn, path)
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                if not reused or attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _exchange(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str
+    ) -> tuple[int, int]:
         reader, writer = conn
         try:
             writer.write(
