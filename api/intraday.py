@@ -10,7 +10,7 @@ same function as silver. Bars are served as traded (no split adjustment).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,7 +91,7 @@ def _recent_minutes(lake: Lake, day: dt.date, symbol: str) -> pa.Table:
     return conform(t, BRONZE_MINUTE).take(precedence.minute_winners(conform(t, BRONZE_MINUTE)))
 
 
-def read_bars(
+def read_table(
     lake: Lake,
     symbol: str,
     interval: str,
@@ -100,7 +100,7 @@ def read_bars(
     limit: int | None,
     *,
     now: dt.datetime | None = None,
-) -> list[dict[str, Any]]:
+) -> pa.Table:
     """Bars ascending by start; ``limit`` keeps the most recent N."""
     now = now or dt.datetime.now(dt.UTC)
     last = _day(end) if end is not None else now.astimezone(calendar.NEW_YORK).date()
@@ -137,8 +137,7 @@ def read_bars(
         table = table.filter(pc.less_equal(table["start"], pa.scalar(_utc(end))))
     if limit is not None and table.num_rows > limit:
         table = table.slice(table.num_rows - limit)
-    rows: list[dict[str, Any]] = table.to_pylist()
-    return rows
+    return table
 
 
 def _newest(minutes: pa.Table) -> dt.datetime | None:

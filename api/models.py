@@ -129,7 +129,7 @@ class FibBarOf(FibBar):
 class CrossSectionResponse(BaseModel):
     """One date across many symbols: each symbol's bar in effect on that date, by symbol."""
 
-    interval: Interval
+    interval: DailyInterval
     date: dt.date
     adjusted: Literal["split"] = "split"
     served_by: dict[str, int] = Field(default_factory=dict)

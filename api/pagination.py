@@ -11,6 +11,7 @@ misread. The ``next`` link is the request itself with the new cursor: a relative
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Final
 from urllib.parse import urlencode
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from fastapi import Depends, Query
 from starlette.requests import Request
 
-from api.params import IsoDate
+from api.params import Instant, IsoDate
 
 MAX_PAGE_SIZE: Final = 50_000
 
@@ -48,11 +49,14 @@ async def by_date(
     request: Request,
     page_size: PageSize = None,
     cursor: Annotated[
-        IsoDate | None,
-        Query(description="continue after this date: the cursor of the previous next link"),
+        IsoDate | Instant | None,
+        Query(
+            description="continue after this date (or, for intraday bars, this RFC 3339 time):"
+            " the cursor of the previous next link"
+        ),
     ] = None,
 ) -> PageRequest:
-    """Paging of rows sorted by date."""
+    """Paging of rows sorted by date (or by time)."""
     return PageRequest(_size(request, page_size), None if cursor is None else cursor.isoformat())
 
 
@@ -82,14 +86,31 @@ def next_link(request: Request, after: str) -> str:
     return f"{request.url.path}?{urlencode(items)}"
 
 
+def _key_scalar(text: str, typ: pa.DataType) -> pa.Scalar:
+    """A cursor's key as a scalar of the sort column's type.
+
+    A date cursor on a time column means that day's start in UTC; a time cursor on a date
+    column, its day.
+    """
+    if pa.types.is_timestamp(typ):
+        when = dt.datetime.fromisoformat(text)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return pa.scalar(when, typ)
+    if pa.types.is_date(typ):
+        return pa.scalar(dt.date.fromisoformat(text[:10]), typ)
+    return pa.scalar(text, typ)
+
+
 def cut(table: pa.Table, key: str, page: PageRequest) -> tuple[pa.Table, str | None]:
     """The page of ``table`` (sorted by ``key``) after the cursor, and the key to go on from.
 
     The key is None on the last page.
     """
     if page.after is not None and table.num_rows:
-        after = pa.scalar(page.after).cast(table.schema.field(key).type)
-        table = table.filter(pc.greater(table[key], after))
+        table = table.filter(
+            pc.greater(table[key], _key_scalar(page.after, table.schema.field(key).type))
+        )
     if table.num_rows <= page.size:
         return table, None
     table = table.slice(0, page.size)

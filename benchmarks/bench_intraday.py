@@ -132,9 +132,9 @@ def main() -> None:
                              row_group_size=minutes.ROW_GROUP)  # fmt: skip
         now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         year_s = timed(
-            lambda: api_intraday.read_bars(lake, sym, "1m", days[0], days[-1], None, now=now)
+            lambda: api_intraday.read_table(lake, sym, "1m", days[0], days[-1], None, now=now)
         )
-        rows = len(api_intraday.read_bars(lake, sym, "1m", days[0], days[-1], None, now=now))
+        rows = api_intraday.read_table(lake, sym, "1m", days[0], days[-1], None, now=now).num_rows
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = f"""## Intraday data (`python -m benchmarks.bench_intraday`)
 

@@ -1,8 +1,9 @@
 """``GET /v1/bars/{symbol}`` (one symbol's history) and ``GET /v1/bars`` (one date, many symbols).
 
 Daily bars merge Postgres and the lake (:mod:`api.daily`); Fibonacci bars come from silver
-(:mod:`api.fibonacci`). Both page by cursor, render in every format, and carry ETag and
-Cache-Control; answers come from the response cache when an identical request was just served.
+(:mod:`api.fibonacci`); intraday bars from the minute lake (:mod:`api.intraday`). All page by
+cursor, render in every format, and carry ETag and Cache-Control; answers come from the
+response cache when an identical request was just served.
 """
 
 from __future__ import annotations
@@ -17,26 +18,34 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import adjusted as adjusted_bars
-from api import crosssection, daily, fibonacci
-from api.deps import Fmt, Res, Symbol
+from api import crosssection, daily, fibonacci, intraday
+from api.deps import MAX_LIMIT, Fmt, Res, Symbol
 from api.formats import Format, openapi_content
-from api.models import Adjusted, BarsResponse, CrossSectionResponse, Interval
+from api.models import Adjusted, BarsResponse, CrossSectionResponse, DailyInterval, Interval
 from api.pagination import DatePaging, PageRequest, SymbolPaging, cut, link_header, next_link
-from api.params import IsoDate, SymbolsQuery, parse_symbols
+from api.params import Instant, IsoDate, SymbolsQuery, parse_symbols
 from api.problems import Problem, problems
 from api.resources import Resources
 from api.responses import CachePolicy, cached, render
 from core import adjustments as adj
 from core import layout
+from core.calendar import NEW_YORK
 
 router = APIRouter(prefix="/v1", tags=["bars"])
-MAX_LIMIT: Final = 100_000
 SETTLED_DAYS: Final = 7
 """Daily history this many days old or more is treated as final."""
 FIB_SETTLED_DAYS: Final = 60
 """A Fibonacci bar starting this long ago is complete (34 sessions are under 50 days)."""
 
-IntervalQuery = Annotated[Interval, Query(description="1d, or a Fibonacci length")]
+When = dt.date | dt.datetime
+INTRADAY_WARNING: Final = "intraday bars are served as traded (not adjusted)"
+
+
+def _date(w: When | None) -> dt.date | None:
+    """Daily and Fibonacci bars are filtered by New York date."""
+    if isinstance(w, dt.datetime):
+        return w.astimezone(NEW_YORK).date()
+    return w
 
 
 def _today() -> dt.date:
@@ -45,7 +54,7 @@ def _today() -> dt.date:
 
 def _tag_keys(interval: str) -> list[str]:
     keys = [layout.reference_splits(), layout.reference_dividends()]
-    if interval != "1d":
+    if interval.endswith("d") and interval != "1d":
         keys.append(layout.silver_checkpoint(int(interval.removesuffix("d"))))
     return keys
 
@@ -85,7 +94,7 @@ def policy(
     if closed and s.api_history_max_age_s > 0:
         return CachePolicy.history(s.api_history_max_age_s)
     fresh = CachePolicy.fresh(s.api_fresh_cache_s)
-    silver = interval != "1d" and tag is not None
+    silver = interval.endswith("d") and interval != "1d" and tag is not None
     return CachePolicy(fresh.cache_control, s.api_history_max_age_s) if silver else fresh
 
 
@@ -174,6 +183,23 @@ def _fibonacci(
     return pa.Table.from_pylist(records, schema=fibonacci.EMPTY), actions, factors
 
 
+def _intraday(
+    res: Resources,
+    symbol: str,
+    interval: str,
+    start: When | None,
+    end: When | None,
+    limit: int | None,
+) -> tuple[pa.Table, dict[str, Any]]:
+    """Minute and 5m..4h bars (as traded) from the lake, and the ``adjustment`` that says so."""
+    table = intraday.read_table(res.lake(), symbol, interval, start, end, limit)
+    if table.num_rows == 0 and not _known(res, symbol):
+        raise Problem(404, f"no data for symbol {symbol}", kind="unknown-symbol")
+    info = adjusted_bars.describe("none", adjusted_bars.load_actions(res, symbol), None, None)
+    info["warnings"] = [*info["warnings"], INTRADAY_WARNING]
+    return table.append_column("origin", pa.array(["lake"] * table.num_rows, pa.string())), info
+
+
 def _history(
     request: Request,
     res: Resources,
@@ -182,11 +208,19 @@ def _history(
     symbol: str,
     interval: str,
     mode: Adjusted,
-    start: dt.date | None,
-    end: dt.date | None,
+    start: When | None,
+    end: When | None,
     limit: int | None,
     tag: str | None,
 ) -> Response:
+    if interval in intraday.INTERVALS:
+        table, info = _intraday(res, symbol, interval, start, end, limit)
+        rows, after = cut(table, "start", page)
+        as_traded: dict[str, object] = {
+            "symbol": symbol, "interval": interval, "adjusted": "none", "adjustment": info,
+        }  # fmt: skip
+        return _send(request, res, fmt, rows, after, as_traded, _date(end), interval, tag)
+    start, end = _date(start), _date(end)
     if interval == "1d":
         table, key = _daily(res, symbol, start, end, limit), "date"
     else:
@@ -226,9 +260,17 @@ async def bars(
     symbol: Symbol,
     fmt: Fmt,
     page: DatePaging,
-    interval: IntervalQuery = "1d",
-    start: Annotated[IsoDate | None, Query(description="first date (YYYY-MM-DD)")] = None,
-    end: Annotated[IsoDate | None, Query(description="last date (YYYY-MM-DD)")] = None,
+    interval: Annotated[
+        Interval, Query(description="1d, a Fibonacci length, or intraday 1m..4h")
+    ] = "1d",
+    start: Annotated[
+        IsoDate | Instant | None,
+        Query(description="first date (YYYY-MM-DD), or an RFC 3339 time for intraday bars"),
+    ] = None,
+    end: Annotated[
+        IsoDate | Instant | None,
+        Query(description="last date (YYYY-MM-DD), or an RFC 3339 time for intraday bars"),
+    ] = None,
     limit: Annotated[
         int | None, Query(ge=1, le=MAX_LIMIT, description="only the most recent N bars")
     ] = None,
@@ -243,6 +285,8 @@ async def bars(
     """Bars ascending by date, a page at a time; Fibonacci bars are filtered on ``start_date``.
 
     Daily bars merge Postgres and the lake (``served_by`` counts the rows each served).
+    Intraday bars (1m..4h) are served as traded; their ``start``/``end`` may be RFC 3339 times,
+    dates select whole sessions.
     ``limit`` keeps the most recent N bars of the range; ``page_size`` and the ``next`` link
     page through them. An empty range (``end`` before ``start``) has no bars.
     """
@@ -300,7 +344,7 @@ async def cross_section(
     fmt: Fmt,
     page: SymbolPaging,
     date: Annotated[IsoDate, Query(description="the date (YYYY-MM-DD)")],
-    interval: IntervalQuery = "1d",
+    interval: Annotated[DailyInterval, Query(description="1d, or a Fibonacci length")] = "1d",
     symbols: SymbolsQuery | None = None,
 ) -> Response:
     """Every symbol's bar on one date (or of ``symbols``), by symbol, a page at a time.

@@ -9,7 +9,6 @@ lake, for a dataframe to load as is.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from api import daily, indicators
 from api.deps import EndParam, IntervalParam, LimitParam, Res, StartParam, Symbol
 from api.models import ErrorResponse, IndicatorsResponse
+from api.params import IsoDate
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
 PARQUET = "application/vnd.apache.parquet"
@@ -67,11 +67,10 @@ def symbol_indicators(
     format: Annotated[Format | None, Query(description="json (default) or parquet")] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Any:
-    """Indicators of one symbol ascending by date; Fibonacci rows are filtered on start_date."""
-    if start is not None and end is not None and end < start:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, detail=f"end {end} is before start {start}"
-        )
+    """Indicators of one symbol ascending by date; Fibonacci rows are filtered on start_date.
+
+    An empty range (``end`` before ``start``) has no rows.
+    """
     lake = res.lake()
     table = indicators.read_symbol(lake, symbol, interval, start, end, limit)
     if table.num_rows == 0 and not daily.symbol_in_lake(lake, symbol):
@@ -88,7 +87,7 @@ def symbol_indicators(
 )
 def cross_section(
     res: Res,
-    date: Annotated[dt.date, Query(description="the date (YYYY-MM-DD)")],
+    date: Annotated[IsoDate, Query(description="the date (YYYY-MM-DD)")],
     interval: IntervalParam = "1d",
     format: Annotated[Format | None, Query(description="json (default) or parquet")] = None,
     accept: Annotated[str | None, Header()] = None,

@@ -84,6 +84,29 @@ def test_rollups_from_silver_and_on_read(client: TestClient) -> None:
 
 def test_bad_interval_and_times_are_400(client: TestClient) -> None:
     for params in ({"interval": "3m"}, {"interval": "1m", "start": "yesterday"},
-                   {"interval": "5m", "start": "2024-11-29", "end": "2024-11-27"}):  # fmt: skip
+                   {"interval": "1m", "start": "1732890600"}):  # fmt: skip
         r = client.get("/v1/bars/AAPL", params=params, headers={"X-API-Key": KEY})
         assert r.status_code in (400, 422), params
+    empty = {"interval": "5m", "start": "2024-11-29", "end": "2024-11-27"}  # an empty range
+    r = client.get("/v1/bars/AAPL", params=empty, headers={"X-API-Key": KEY})
+    assert r.status_code in (200, 404) and r.json().get("bars", []) == []
+
+
+def test_minutes_page_by_time_cursor_in_every_format(client: TestClient) -> None:
+    full = get(client, interval="1m", start="2024-11-27", end="2024-12-02")["bars"]
+    seen: list[dict[str, Any]] = []
+    body = get(client, interval="1m", start="2024-11-27", end="2024-12-02", page_size=200)
+    while True:
+        seen += body["bars"]
+        if body["next"] is None:
+            break
+        r = client.get(body["next"], headers={"X-API-Key": KEY})
+        assert r.status_code == 200, r.text
+        body = r.json()
+    assert seen == full
+    r = client.get(
+        "/v1/bars/AAPL",
+        params={"interval": "5m", "start": "2024-12-02", "end": "2024-12-02", "format": "csv"},
+        headers={"X-API-Key": KEY},
+    )
+    assert r.headers["content-type"].startswith("text/csv") and r.text.count("\n") == 7
