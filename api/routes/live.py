@@ -53,9 +53,7 @@ def latest_of(store: LiveStore, symbol: str, stale_s: float) -> LatestResponse |
         return None
     when = as_of(trade, bar, final)
     stale = when is None or dt.datetime.now(dt.UTC) - when > dt.timedelta(seconds=stale_s)
-    return LatestResponse(
-        symbol=symbol, as_of=when, stale=stale, trade=trade, bar=bar, final=final
-    )
+    return LatestResponse(symbol=symbol, as_of=when, stale=stale, trade=trade, bar=bar, final=final)
 
 
 @router.get(
