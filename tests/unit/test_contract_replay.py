@@ -13,7 +13,7 @@ from core import layout
 from core.bronze import BronzeWriter
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, QUARANTINE
-from dataflows.replay import Fetch, check_fetch
+from dataflows.session_checks import Fetch, check_fetch
 
 pytestmark = pytest.mark.unit
 DAY = dt.date(2025, 3, 4)

@@ -12,16 +12,11 @@ from core.bronze import BronzeError, BronzeWriter, fragments
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY
 from core.stores.ledger import SessionOutcome
+from dataflows.connectors.grouped_daily import SessionSource, split_sessions
 from dataflows.connectors.polygon import PolygonError, PolygonGateway, grouped_table
-from dataflows.replay import (
-    ChunkEnd,
-    Fetch,
-    ReplayReport,
-    SessionSource,
-    check_fetch,
-    parse_sessions,
-    split_sessions,
-)
+from dataflows.replay import parse_sessions
+from dataflows.replay_report import ReplayReport
+from dataflows.session_checks import ChunkEnd, Fetch, check_fetch
 
 pytestmark = pytest.mark.unit
 DAY = dt.date(2025, 3, 4)
@@ -205,7 +200,7 @@ def test_the_replay_hands_its_counts_to_the_pipeline(
 
     from dataflows import replay
 
-    report = replay.ReplayReport(requested=3, rows=42, quarantined=1, files=2, db_rows=42)
+    report = ReplayReport(requested=3, rows=42, quarantined=1, files=2, db_rows=42)
     report.complete = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
     report.empty = [dt.date(2024, 1, 4)]
     monkeypatch.setenv("BATCH_COUNTS_FILE", str(tmp_path / "counts.json"))
