@@ -19,7 +19,6 @@ from core.schemas import BRONZE_DAILY, QUARANTINE
 from core.stores import ledger
 from core.stores.ledger import SessionOutcome
 from core.validation import check_daily, quarantine_payloads, quarantine_table
-from dataflows.connectors.polygon import grouped_table
 
 SOURCE: Final = "rest"
 
@@ -30,7 +29,8 @@ class Fetch:
 
     session: dt.date
     table: pa.Table
-    """The answer's rows as columns (:func:`grouped_table`), converted in the fetch thread."""
+    """The answer's rows as columns (:func:`dataflows.connectors.polygon.grouped_table`), converted
+    in the fetch thread."""
     junk: list[dict[str, Any]]
     """Entries that were not JSON objects at all."""
     attempts: int
@@ -42,21 +42,6 @@ class Fetch:
     def rows(self) -> int:
         """Entries in the answer."""
         return int(self.table.num_rows) + len(self.junk)
-
-    @classmethod
-    def of(
-        cls,
-        session: dt.date,
-        results: list[Any],
-        attempts: int,
-        fetched_at: dt.datetime,
-        error: str | None = None,
-        *,
-        part: str = "",
-    ) -> Fetch:
-        """A Fetch of raw result entries."""
-        table, junk = grouped_table(results)
-        return cls(session, table, junk, attempts, fetched_at, error, part)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from dataflows.connectors.polygon import PolygonError, PolygonGateway
+from dataflows.connectors.polygon import PolygonError, PolygonGateway, grouped_table
 from dataflows.session_checks import ChunkEnd, Emitted, Fetch
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,27 @@ def split_sessions(sessions: Sequence[dt.date], partitions: int) -> dict[str, li
     }
 
 
+def fetch_of(
+    session: dt.date,
+    results: list[Any],
+    attempts: int,
+    fetched_at: dt.datetime,
+    error: str | None = None,
+    *,
+    part: str = "",
+) -> Fetch:
+    """A Fetch of raw result entries."""
+    table, junk = grouped_table(results)
+    return Fetch(session, table, junk, attempts, fetched_at, error, part)
+
+
 def fetch_session(gateway: PolygonGateway, session: dt.date, part: str = "") -> Fetch:
     """One grouped-daily request; a final Polygon failure becomes a failed Fetch, not a crash."""
     try:
         table, junk, attempts = gateway.grouped_daily_table(session)
     except PolygonError as exc:
         now = dt.datetime.now(dt.UTC)
-        return Fetch.of(session, [], exc.attempts, now, str(exc), part=part)
+        return fetch_of(session, [], exc.attempts, now, str(exc), part=part)
     return Fetch(session, table, junk, attempts, dt.datetime.now(dt.UTC), part=part)
 
 
