@@ -9,7 +9,7 @@ earliest date each write changed, so resampling restarts there.
 Order of effects, so a kill at any point and a rerun give the same lake:
 1. data.parquet of each symbol is written atomically, carrying its manifest row in its Parquet
    metadata;
-2. the tails of the changed symbols (:mod:`batch.tails`, a cache for resampling), then the
+2. the tails of the changed symbols (:mod:`batch.engine.tails`, a cache for resampling), then the
    manifest are written (a rerun that finds a data.parquet ahead of the manifest adopts the
    file's row, so nothing is merged twice or forgotten);
 3. cleanup: fragments merged, older than the retention and verified row by row against the
@@ -38,10 +38,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import cleanup as cleaner
-from batch import common, minutes, parts, pool, screen, tails
-from batch import manifest as mf
-from batch.manifest import FragmentId, SymbolState
+from batch.engine import cleanup as cleaner
+from batch.engine import common, minutes, parts, pool, screen, tails
+from batch.engine import manifest as mf
+from batch.engine.manifest import FragmentId, SymbolState
 from core import arrays, layout, precedence
 from core.lake import Entry, Lake, reading
 from core.schemas import BRONZE_DAILY, conform

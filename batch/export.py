@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 from tqdm import tqdm
 
-from batch import common, retry
+from batch.engine import common, retry
 from core import layout, precedence, quarantine
 from core.lake import Lake, LakeError
 from core.schemas import BRONZE_DAILY, SOURCE_RANK, conform

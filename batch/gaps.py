@@ -48,9 +48,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import common, gap_alerts, pool
-from batch import manifest as mf
-from batch.manifest import FragmentId
+from batch.engine import common, gap_alerts, pool
+from batch.engine import manifest as mf
+from batch.engine.manifest import FragmentId
 from core import calendar, layout, notify
 from core.lake import Lake, reading
 from core.settings import BatchSettings

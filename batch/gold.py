@@ -2,12 +2,12 @@
 
 ``python -m batch.gold`` writes ``gold/indicators_{I}/year=/month=/data_{I}_{YYYYMM}.parquet``
 for I in 1d, 3d, 5d, 8d, 13d, 21d, 34d: one row per bar (the last, incomplete one included) with
-the indicators of :mod:`core.indicators`, on split-adjusted prices (:mod:`batch.gold_inputs`).
-1d bars are the consolidated daily rows; Fibonacci bars are silver's, from the same function
-and the anchor silver was built with.
+the indicators of :mod:`core.indicators`, on split-adjusted prices
+(:mod:`batch.engine.gold_inputs`). 1d bars are the consolidated daily rows; Fibonacci bars are
+silver's, from the same function and the anchor silver was built with.
 
-Incremental by default. Per interval a checkpoint (:mod:`batch.gold_state`) holds, per symbol,
-what it was built from and the indicator state where the next run resumes (before the last bar
+Incremental by default. Per interval a checkpoint (:mod:`batch.engine.gold_state`) holds, per
+symbol, what it was built from and the indicator state where the next run resumes (before the last bar
 while that bar may change). A daily run reads the consolidator's tails and recomputes only each
 symbol's last bars from its state; a change older than the resume point (a backfill) or a new
 split recomputes the symbol from its first bar. Month files are rewritten through patches that
@@ -39,9 +39,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from batch import checkpoint as ckpt
-from batch import (
+from batch.engine import checkpoint as ckpt
+from batch.engine import (
     common,
+    daily_rows,
     fib,
     forking,
     gold_files,
@@ -49,14 +50,13 @@ from batch import (
     gold_state,
     planning,
     pool,
-    resample,
 )
-from batch import manifest as mf
-from batch.checkpoint import SymbolMark
-from batch.fib import Anchor, Daily
-from batch.gold_state import GoldState
-from batch.months import month_index, month_of_day
-from batch.silver import MIN_DAY, Patch
+from batch.engine import manifest as mf
+from batch.engine.checkpoint import SymbolMark
+from batch.engine.fib import Anchor, Daily
+from batch.engine.gold_state import GoldState
+from batch.engine.months import month_index, month_of_day
+from batch.engine.silver import MIN_DAY, Patch
 from core import arrays, calendar, indicators, layout
 from core.lake import Entry, Lake
 from core.schemas import GOLD_INTERVALS, gold_schema
@@ -435,7 +435,7 @@ def commit(
 
 
 def _listed(lake: Lake, interval: str) -> set[int]:
-    from batch.silver import listed_months_in
+    from batch.engine.silver import listed_months_in
 
     return set(listed_months_in(lake, layout.gold_dir(interval)))
 
@@ -581,7 +581,8 @@ def run(
 ) -> GoldReport:
     """Bring gold up to date with the consolidated bronze; see the module docstring.
 
-    ``splits``: the split factors to adjust with (default: the lake's, :mod:`batch.gold_inputs`).
+    ``splits``: the split factors to adjust with (default: the lake's,
+    :mod:`batch.engine.gold_inputs`).
     """
     started = time.perf_counter()
     bad = [i for i in intervals if i not in GOLD_INTERVALS]
@@ -589,7 +590,7 @@ def run(
         msg = f"unsupported intervals {bad}; choose from {', '.join(GOLD_INTERVALS)}"
         raise ValueError(msg)
     labels = tuple(i for i in GOLD_INTERVALS if i in set(intervals))
-    entries = resample.data_entries(lake)
+    entries = daily_rows.data_entries(lake)
     states = mf.read(lake)
     wanted = set(symbols) if symbols is not None else None
     chosen = [s for s in shard.select(sorted(entries)) if wanted is None or s in wanted]
@@ -636,7 +637,7 @@ def run(
         if daily.offsets[k + 1] > daily.offsets[k]
     }
     readable = {s: e for s, e in entries.items() if s not in failed}
-    last_day = resample.lake_last_day(lake, readable, states, loaded, workers)
+    last_day = daily_rows.lake_last_day(lake, readable, states, loaded, workers)
     report = GoldReport(
         intervals=labels,
         symbols=len(chosen),
@@ -709,7 +710,7 @@ def culprits(lake: Lake, symbols: Sequence[str]) -> dict[str, str]:
     failed = {}
     for s in symbols:
         try:
-            resample.read_daily(lake, s)
+            daily_rows.read_daily(lake, s)
         except (OSError, ValueError, pa.ArrowException) as exc:
             failed[s] = f"{type(exc).__name__}: {exc}"
     return failed
@@ -756,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="read and compute on forked workers (Linux, local lake); default: when at least "
-        f"{resample.PROCESS_MIN_ROWS:,} rows are read",
+        f"{daily_rows.PROCESS_MIN_ROWS:,} rows are read",
     )
     args = common.parse(p, argv, reads_lake=True)
     with common.recorded("gold") as counts:

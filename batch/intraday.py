@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from batch import common, minutes
+from batch.engine import common, minutes
 from core import calendar, intraday, layout
 from core.cli import iso_date
 from core.lake import Lake, LakeError

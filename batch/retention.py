@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 from tqdm import tqdm
 
-from batch import common
+from batch.engine import common
 from core import calendar
 from core.settings import CACHE_WINDOW_DAYS, BatchSettings
 from core.sharding import Shard

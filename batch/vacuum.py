@@ -3,7 +3,7 @@
 ``python -m batch.vacuum`` removes a fragment only when the consolidation manifest records it
 as merged (same key, size and mtime), it is older than the retention (``--retention-days``,
 default ``FRAGMENT_RETENTION_DAYS`` or 7) and every one of its rows is in data.parquet or
-superseded there (see :mod:`batch.cleanup`). ``--dry-run`` lists the files and bytes it would
+superseded there (see :mod:`batch.engine.cleanup`). ``--dry-run`` lists the files and bytes it would
 remove. Removals are recorded in ``processing_metadata/cleanup_manifest.parquet`` before the
 files go, so a killed run is simply run again.
 """
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from batch import cleanup as cleaner
-from batch import common, pool, screen
-from batch import manifest as mf
 from batch.consolidate import listing, read_data, read_fragment
-from batch.manifest import FragmentId
+from batch.engine import cleanup as cleaner
+from batch.engine import common, pool, screen
+from batch.engine import manifest as mf
+from batch.engine.manifest import FragmentId
 from core import arrays, layout
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, conform

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from api import intraday as api_intraday
 from batch import intraday as job
-from batch import minutes
+from batch.engine import minutes
 from benchmarks.report import write_section
 from core import calendar, layout
 from core.intraday import INTERVALS

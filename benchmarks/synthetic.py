@@ -27,7 +27,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from batch.consolidate import write_data
-from batch.manifest import SymbolState
+from batch.engine.manifest import SymbolState
 from core import calendar, layout
 from core.bronze import FRAGMENT_COMPRESSION
 from core.lake import Lake

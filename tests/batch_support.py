@@ -2,7 +2,7 @@
 
 The reference here is written from the contract text (ARCHITECTURE.md, "Fibonacci bar
 semantics" and "Lake contract"), with plain Python loops and a bisect over the session list,
-sharing no code with ``batch.fib`` or ``core.precedence``.
+sharing no code with ``batch.engine.fib`` or ``core.precedence``.
 """
 
 from __future__ import annotations

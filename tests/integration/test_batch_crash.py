@@ -23,8 +23,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batch import cleanup, consolidate, resample, vacuum
-from batch import manifest as mf
+from batch import consolidate, resample, vacuum
+from batch.engine import cleanup
+from batch.engine import manifest as mf
 from core import calendar, layout
 from core.lake import Lake
 from tests.batch_support import Row, sessions, simple_rows, snapshot, write_fragment

@@ -7,7 +7,8 @@ import datetime as dt
 import pyarrow.parquet as pq
 import pytest
 
-from batch import cleanup, consolidate, resample, vacuum
+from batch import consolidate, resample, vacuum
+from batch.engine import cleanup
 from core import calendar, layout
 from core.lake import Lake
 from core.schemas import FIB_INTERVALS

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql
 
-from batch import consolidate, export, retry
+from batch import consolidate, export
+from batch.engine import retry
 from core import calendar, layout
 from core.lake import Lake
 from core.stores import postgres

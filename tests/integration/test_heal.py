@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 from bytewax.testing import TestingSink
 
-from batch import minutes
+from batch.engine import minutes
 from core import layout
 from core.lake import Lake
 from core.settings import PolygonSettings

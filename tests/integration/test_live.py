@@ -28,7 +28,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 from pydantic import SecretStr
 
-from batch.minutes import merge
+from batch.engine.minutes import merge
 from core.aws import client
 from core.lake import Lake
 from core.stores.redis import LiveStore, connect

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pytest
 from bytewax.testing import TestingSink, run_main
 
-from batch.minutes import merge
+from batch.engine.minutes import merge
 from core.lake import Lake
 from dataflows.connectors.kinesis import KinesisSink, KinesisSource
 from dataflows.live import build_live_flow

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 from pydantic import SecretStr
 
-from batch import minutes
+from batch.engine import minutes
 from core import calendar, layout
 from core.lake import Lake
 from core.settings import ReplaySettings

@@ -250,7 +250,7 @@ def test_unchanged_from_is_the_day_from_which_no_adjusted_price_moves() -> None:
 
 
 def test_checkpoint_marks_keep_their_splits() -> None:
-    from batch.checkpoint import SymbolMark, split_steps
+    from batch.engine.checkpoint import SymbolMark, split_steps
 
     splits = (Split(dt.date(2020, 3, 2), 1, 4), Split(dt.date(2021, 6, 1), 3, 1))
     mark = SymbolMark(3, 10, 20, 100, 200, adj.split_version(splits), split_steps(splits))

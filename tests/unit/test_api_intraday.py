@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from api.main import create_app
 from batch import intraday as job
-from batch import minutes
+from batch.engine import minutes
 from core import calendar, layout
 from core.lake import Lake
 from core.settings import ApiSettings

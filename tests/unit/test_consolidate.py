@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch import consolidate, resample, screen
-from batch import manifest as mf
+from batch import consolidate, resample
+from batch.engine import manifest as mf
+from batch.engine import screen
 from core import calendar, layout
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY

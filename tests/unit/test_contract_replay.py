@@ -13,7 +13,8 @@ from core import layout
 from core.bronze import BronzeWriter
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, QUARANTINE
-from dataflows.replay import Fetch, check_fetch
+from dataflows.connectors.grouped_daily import fetch_of
+from dataflows.session_checks import check_fetch
 
 pytestmark = pytest.mark.unit
 DAY = dt.date(2025, 3, 4)
@@ -44,7 +45,7 @@ def test_nullable_fields_flat_bars_and_zero_volume_are_kept() -> None:
         row("BRK.B"),
         row("BF-A", n=3.0),  # an integral float count is still an int64
     ]
-    valid, rejected, outcome = check_fetch(Fetch.of(DAY, results, 1, NOW))
+    valid, rejected, outcome = check_fetch(fetch_of(DAY, results, 1, NOW))
     assert valid.schema.equals(BRONZE_DAILY)
     assert rejected.num_rows == 0, rejected["reason"].to_pylist()
     got = {r["symbol"]: r for r in valid.to_pylist()}
@@ -62,7 +63,7 @@ def test_a_row_without_ticker_or_time_is_quarantined_with_a_reason() -> None:
     no_t = row("NOTIME")
     del no_t["t"]
     results = [row("AAPL"), row(None), no_t]
-    valid, rejected, _ = check_fetch(Fetch.of(DAY, results, 1, NOW))
+    valid, rejected, _ = check_fetch(fetch_of(DAY, results, 1, NOW))
     assert valid["symbol"].to_pylist() == ["AAPL"]
     assert rejected.schema.equals(QUARANTINE)
     reasons = rejected["reason"].to_pylist()
@@ -73,7 +74,7 @@ def test_a_row_without_ticker_or_time_is_quarantined_with_a_reason() -> None:
 
 def test_duplicates_of_a_symbol_keep_one_row_and_quarantine_the_rest() -> None:
     results = [row("DUP", c=10.5), row("DUP", c=10.7), row("DUP", c=10.5)]
-    valid, rejected, _ = check_fetch(Fetch.of(DAY, results, 1, NOW))
+    valid, rejected, _ = check_fetch(fetch_of(DAY, results, 1, NOW))
     assert valid["symbol"].to_pylist() == ["DUP"]
     assert rejected.num_rows == 2
     assert all("duplicate" in r for r in rejected["reason"].to_pylist())
@@ -85,7 +86,7 @@ def test_awkward_valid_rows_are_written_and_consolidated_as_the_contract_says(
     nulls = row("NULLS", vw=None)
     del nulls["n"]
     results = [nulls, row("ZERO", v=0), row("FLAT", o=5.0, h=5.0, l=5.0, c=5.0), row("BRK.B")]
-    valid, _, _ = check_fetch(Fetch.of(DAY, results, 1, NOW))
+    valid, _, _ = check_fetch(fetch_of(DAY, results, 1, NOW))
     with BronzeWriter(local_lake) as w:
         w.write(valid)
     assert {e.key for e in local_lake.list("bronze")} == {
@@ -104,7 +105,7 @@ def test_awkward_valid_rows_are_written_and_consolidated_as_the_contract_says(
 
 
 def test_polygon_preferred_tickers_are_kept() -> None:
-    valid, rejected, _ = check_fetch(Fetch.of(DAY, [row("BCpC"), row("BCPC")], 1, NOW))
+    valid, rejected, _ = check_fetch(fetch_of(DAY, [row("BCpC"), row("BCPC")], 1, NOW))
     assert rejected.num_rows == 0, rejected["reason"].to_pylist()
     assert sorted(valid["symbol"].to_pylist()) == ["BCPC", "BCpC"]
 

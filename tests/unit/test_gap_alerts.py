@@ -7,8 +7,8 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from batch import gap_alerts
-from batch.gap_alerts import sort_gaps
+from batch.engine import gap_alerts
+from batch.engine.gap_alerts import sort_gaps
 from core import calendar, layout
 from core.lake import Lake
 from core.schemas import QUARANTINE, SYMBOL_META

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from batch import consolidate, fib, gold, gold_inputs, gold_state, resample
+from batch import consolidate, gold, resample
+from batch.engine import fib, gold_inputs, gold_state
 from core import layout
 from core.lake import Lake
 from core.schemas import GOLD_INTERVALS, gold_schema

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from batch import intraday as job
-from batch import minutes
+from batch.engine import minutes
 from core import calendar, intraday, layout
 from core.lake import Lake
 from core.schemas import BRONZE_MINUTE, SILVER_INTRADAY

@@ -13,7 +13,7 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from batch import intraday as job
-from batch import minutes
+from batch.engine import minutes
 from core import calendar, intraday, layout
 from core.lake import Lake
 from dataflows.connectors.minute_sink import write_fragments

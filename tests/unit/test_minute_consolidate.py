@@ -8,7 +8,8 @@ import datetime as dt
 import pyarrow.parquet as pq
 import pytest
 
-from batch import consolidate, minutes
+from batch import consolidate
+from batch.engine import minutes
 from core.lake import Lake
 from core.layout import minute_consolidated
 from dataflows.connectors.minute_sink import write_fragments

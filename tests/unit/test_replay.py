@@ -12,16 +12,11 @@ from core.bronze import BronzeError, BronzeWriter, fragments
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY
 from core.stores.ledger import SessionOutcome
+from dataflows.connectors.grouped_daily import SessionSource, fetch_of, split_sessions
 from dataflows.connectors.polygon import PolygonError, PolygonGateway, grouped_table
-from dataflows.replay import (
-    ChunkEnd,
-    Fetch,
-    ReplayReport,
-    SessionSource,
-    check_fetch,
-    parse_sessions,
-    split_sessions,
-)
+from dataflows.replay import parse_sessions
+from dataflows.replay_report import ReplayReport
+from dataflows.session_checks import ChunkEnd, Fetch, check_fetch
 
 pytestmark = pytest.mark.unit
 DAY = dt.date(2025, 3, 4)
@@ -84,7 +79,7 @@ def test_check_fetch_keeps_good_rows_and_quarantines_each_defect() -> None:
         row("bad$"),
         42,
     ]
-    valid, rejected, outcome = check_fetch(Fetch.of(DAY, results, 2, NOW))
+    valid, rejected, outcome = check_fetch(fetch_of(DAY, results, 2, NOW))
     assert valid["symbol"].to_pylist() == ["AAPL"]
     assert valid.schema.equals(BRONZE_DAILY)
     assert valid["vwap"].to_pylist() == [10.2345]  # sub-penny survives as float64
@@ -103,11 +98,11 @@ def test_check_fetch_keeps_good_rows_and_quarantines_each_defect() -> None:
 
 
 def test_check_fetch_outcomes_for_failures_and_empty_answers() -> None:
-    _, _, failed = check_fetch(Fetch.of(DAY, [], 6, NOW, "GET ... failed after 6 attempts"))
+    _, _, failed = check_fetch(fetch_of(DAY, [], 6, NOW, "GET ... failed after 6 attempts"))
     assert failed.status == "failed" and failed.attempts == 6 and failed.error
-    _, _, empty = check_fetch(Fetch.of(DAY, [], 1, NOW))
+    _, _, empty = check_fetch(fetch_of(DAY, [], 1, NOW))
     assert empty.status == "empty"
-    _, rejected, all_bad = check_fetch(Fetch.of(DAY, [row(o=-1.0)], 1, NOW))
+    _, rejected, all_bad = check_fetch(fetch_of(DAY, [row(o=-1.0)], 1, NOW))
     assert all_bad.status == "empty" and rejected.num_rows == 1  # never complete
 
 
@@ -205,7 +200,7 @@ def test_the_replay_hands_its_counts_to_the_pipeline(
 
     from dataflows import replay
 
-    report = replay.ReplayReport(requested=3, rows=42, quarantined=1, files=2, db_rows=42)
+    report = ReplayReport(requested=3, rows=42, quarantined=1, files=2, db_rows=42)
     report.complete = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
     report.empty = [dt.date(2024, 1, 4)]
     monkeypatch.setenv("BATCH_COUNTS_FILE", str(tmp_path / "counts.json"))

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch import consolidate, fib, forking, resample
+from batch import consolidate, resample
+from batch.engine import fib, forking
 from batch.resample import AnchorMismatch
 from core import layout
 from core.lake import Lake

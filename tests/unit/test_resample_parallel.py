@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch import consolidate, fib, forking, kernels, resample, shared_load, silver
+from batch import consolidate, resample
+from batch.engine import daily_rows, fib, forking, kernels, shared_load, silver
 from core import calendar, jit, layout
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY, FIB_INTERVALS
@@ -149,7 +150,7 @@ def test_forked_full_rebuild_equals_the_threaded_one_and_the_reference(
     # once to warm it up in the parent, then once per interval in the workers
     assert calls[1] == 1 + len(FIB_INTERVALS), "the compiled loop did not run for every interval"
     monkeypatch.setattr(fib, "COMPILED_MIN_ROWS", 10**9)
-    monkeypatch.delitem(sys.modules, "batch.kernels")  # the numpy path for the threaded run
+    monkeypatch.delitem(sys.modules, "batch.engine.kernels")  # the numpy path for the threaded run
     assert resample.run(threaded, anchor=anchor, full=True, workers=2, processes=False).ok
     assert calls[1] == 1 + len(FIB_INTERVALS)
     assert snapshot(forked) == snapshot(threaded)
@@ -195,7 +196,7 @@ def test_a_row_count_other_than_the_manifests_makes_the_forked_read_give_way(
     counts = [pq.read_metadata(local_lake.path(layout.consolidated(s))).num_rows for s in symbols]
 
     def read(symbol: str) -> pa.Table:
-        return resample.read_daily(local_lake, symbol)
+        return daily_rows.read_daily(local_lake, symbol)
 
     daily = shared_load.load(symbols, counts, read, 2)
     assert daily is not None and daily.rows == sum(counts)
@@ -244,12 +245,12 @@ def test_workers_run_under_their_recorded_parent_and_stop_when_it_is_gone() -> N
 
 def test_processes_are_never_used_on_s3_or_a_single_worker() -> None:
     s3 = Lake("s3://bucket/prefix", endpoint_url="http://127.0.0.1:1")
-    assert not resample.use_processes(s3, True, 2, {"A": 10**9})
+    assert not daily_rows.use_processes(s3, True, 2, {"A": 10**9})
     local = Lake("/tmp/condvest-never-written")
-    assert not resample.use_processes(local, None, 1, {"A": 10**9})
-    assert not resample.use_processes(local, None, 2, {"A": 10})
-    assert resample.use_processes(local, None, 2, {"A": 10**9}) == forking.available()
-    assert not resample.use_processes(local, False, 2, {"A": 10**9})
+    assert not daily_rows.use_processes(local, None, 1, {"A": 10**9})
+    assert not daily_rows.use_processes(local, None, 2, {"A": 10})
+    assert daily_rows.use_processes(local, None, 2, {"A": 10**9}) == forking.available()
+    assert not daily_rows.use_processes(local, False, 2, {"A": 10**9})
 
 
 @needs_fork
@@ -257,7 +258,7 @@ def test_a_daily_run_from_tails_stays_on_threads_whatever_the_histories_weigh(
     local_lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = _lake_with_history(local_lake)
-    monkeypatch.setattr(resample, "PROCESS_MIN_ROWS", 1)  # any whole read forks
+    monkeypatch.setattr(daily_rows, "PROCESS_MIN_ROWS", 1)  # any whole read forks
     forks = []
     real = forking.map_forked
 

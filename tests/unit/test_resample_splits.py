@@ -13,7 +13,8 @@ from typing import Final
 import pyarrow as pa
 import pytest
 
-from batch import consolidate, forking, resample
+from batch import consolidate, resample
+from batch.engine import forking
 from core import adjustments as adj
 from core import calendar, layout
 from core.lake import Lake

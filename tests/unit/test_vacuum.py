@@ -14,7 +14,8 @@ import datetime as dt
 import pyarrow.parquet as pq
 import pytest
 
-from batch import cleanup, consolidate, vacuum
+from batch import consolidate, vacuum
+from batch.engine import cleanup
 from core import calendar, layout
 from core.lake import Lake
 from tests.batch_support import Row, sessions, simple_rows, table_of, write_fragment

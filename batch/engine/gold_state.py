@@ -1,7 +1,7 @@
 """Gold checkpoints: ``processing_metadata/gold_{I}_state.parquet``, one row per symbol.
 
 Each row holds what the symbol's indicators were built from (the consolidation version, size
-and mtime of data.parquet: :func:`batch.planning.change_of` reads them as resample does; the
+and mtime of data.parquet: :func:`batch.engine.planning.change_of` reads them as resample does; the
 split version) and where the next run resumes: ``resume`` (date32) and the indicator state
 (:mod:`core.indicators`) at that point. A change on or after ``resume`` is recomputed from the
 state; an older change (a backfill) or a new split recomputes the symbol from its first bar.
@@ -27,7 +27,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.checkpoint import SymbolMark
+from batch.engine.checkpoint import SymbolMark
 from core import arrays, indicators, layout
 from core.lake import Lake
 

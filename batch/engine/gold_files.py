@@ -2,8 +2,8 @@
 
 A month file holds every symbol's rows whose bar starts in that month (``date`` for 1d,
 ``start_date`` for Fibonacci bars), sorted by (symbol, that date). Incremental runs apply a
-:class:`batch.silver.Patch` as silver does: per symbol, the rows from its cut on are replaced.
-Files are written from sorted tables with fixed writer options, so equal content gives equal
+:class:`batch.engine.silver.Patch` as silver does: per symbol, the rows from its cut on are
+replaced. Files are written from sorted tables with fixed writer options, so equal content gives equal
 bytes and an incremental run equals a full rebuild byte for byte.
 """
 
@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import fib, silver
-from batch.months import year_month
-from batch.silver import Patch
+from batch.engine import fib, silver
+from batch.engine.months import year_month
+from batch.engine.silver import Patch
 from core import arrays, indicators, layout
 from core.schemas import gold_schema
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from batch.checkpoint import SymbolMark
-from batch.fib import Anchor
-from batch.planning import ShardResult
-from batch.silver import Patch
+from batch.engine.checkpoint import SymbolMark
+from batch.engine.fib import Anchor
+from batch.engine.planning import ShardResult
+from batch.engine.silver import Patch
 from core import layout
 from core.lake import Lake
 from core.schemas import SILVER

@@ -18,12 +18,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import fib
-from batch import manifest as mf
-from batch.checkpoint import Checkpoint, SymbolMark, mtime_seconds
-from batch.fib import Anchor, Daily
-from batch.months import month_index, month_of_day
-from batch.silver import MAX_DAY, MIN_DAY, Patch
+from batch.engine import fib
+from batch.engine import manifest as mf
+from batch.engine.checkpoint import Checkpoint, SymbolMark, mtime_seconds
+from batch.engine.fib import Anchor, Daily
+from batch.engine.months import month_index, month_of_day
+from batch.engine.silver import MAX_DAY, MIN_DAY, Patch
 from core import arrays, calendar
 from core.lake import Entry
 from core.sharding import Shard

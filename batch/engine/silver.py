@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch import fib
-from batch.months import MONTH_BASE, bar_months, year_month
+from batch.engine import fib
+from batch.engine.months import MONTH_BASE, bar_months, year_month
 from core import arrays, layout
 from core.lake import Lake
 from core.schemas import SILVER
@@ -101,7 +101,7 @@ def month_groups(bars: pa.Table) -> dict[int, npt.NDArray[np.int64]]:
 def month_slices(bars: pa.Table, key: str = "start_date") -> dict[int, tuple[int, int]] | None:
     """Row ranges of ``bars`` per start month when they are in month order, else None.
 
-    :func:`batch.fib.bars` returns bars in that order, so a month file's rows are a zero-copy
+    :func:`batch.engine.fib.bars` returns bars in that order, so a month file's rows are a zero-copy
     slice instead of a gather.
     """
     if bars.num_rows == 0:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import fib, parts
+from batch.engine import fib, parts
 from core import arrays, layout
 from core.lake import Lake
 from core.schemas import FIB_INTERVALS

@@ -1,10 +1,11 @@
 """What gold is computed from: split-adjusted daily rows of each symbol, through one door.
 
 Gold's 1d bars are the consolidated daily rows; its Fibonacci bars are silver's bars, built by
-the same function (:func:`batch.fib.bars_and_segments`) from the same rows, so both read the
-daily rows once. Prices are split-adjusted exactly as silver's (:func:`batch.fib.split_adjusted`,
-S(d) of :mod:`core.adjustments` from ``reference/splits/splits.parquet``), and each symbol's
-split version is recorded so a new, changed or withdrawn split recomputes the symbol.
+the same function (:func:`batch.engine.fib.bars_and_segments`) from the same rows, so both read
+the daily rows once. Prices are split-adjusted exactly as silver's
+(:func:`batch.engine.fib.split_adjusted`, S(d) of :mod:`core.adjustments` from
+``reference/splits/splits.parquet``), and each symbol's split version is recorded so a new,
+changed or withdrawn split recomputes the symbol.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from batch import fib, resample
-from batch import manifest as mf
-from batch.checkpoint import SymbolMark
+from batch.engine import daily_rows, fib
+from batch.engine import manifest as mf
+from batch.engine.checkpoint import SymbolMark
 from core import adjustments, indicators, layout
 from core.lake import Entry, Lake
 
@@ -75,17 +76,17 @@ def read(
 
     Rows come from the consolidator's tails where they reach back far enough, else from
     data.parquet; a large local read runs on forked workers into shared memory, while the
-    compiled loops load (the machinery of :mod:`batch.resample`).
+    compiled loops load (:mod:`batch.engine.daily_rows`, as resample reads them).
     """
     symbols = sorted(resume)
     redo = {1: dict(resume)}  # a 1-session cut: the rows must reach back to the resume date
-    sources = resample.tail_sources(lake, symbols, redo, dict(entries), dict(states))
-    counts = resample.row_counts([s for s in symbols if s not in sources], entries, states)
-    forked = resample.use_processes(lake, processes, workers, counts)
+    sources = daily_rows.tail_sources(lake, symbols, redo, dict(entries), dict(states))
+    counts = daily_rows.row_counts([s for s in symbols if s not in sources], entries, states)
+    forked = daily_rows.use_processes(lake, processes, workers, counts)
     warming = None
     if forked and sum(counts.values()) >= indicators.COMPILED_MIN_BARS:
         warming = threading.Thread(target=_warm, daemon=True)
-    daily, marks = resample.load(
+    daily, marks = daily_rows.load(
         lake, symbols, redo, dict(entries), dict(states), "calendar", workers, progress,
         counts=counts if forked else None,
         after_fork=warming.start if warming is not None else None, sources=sources,

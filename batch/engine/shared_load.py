@@ -3,7 +3,7 @@
 Why: a full resample reads every data.parquet (5,350 files, 22.6M rows on the US market). On
 threads the reads contend for the GIL and the allocator; in one process they take one core.
 Forked readers decode in parallel and copy each symbol's columns to its place in shared
-memory, so the parent gets the flat :class:`batch.fib.Daily` with no gather or concatenation.
+memory, so the parent gets the flat :class:`batch.engine.fib.Daily` with no gather or concatenation.
 The places come from the manifest's row counts; a file whose rows differ (the manifest is
 stale) makes the caller fall back to its ordinary read.
 """
@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import fib, forking
+from batch.engine import fib, forking
 from core import arrays
 
 Reader = Callable[[str], pa.Table]

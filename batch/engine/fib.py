@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import months
+from batch.engine import months
 from core import adjustments, arrays, calendar
 from core.schemas import SILVER
 
@@ -292,7 +292,7 @@ COMPILED_MIN_ROWS: Final = 1_000_000
 
 def warm_compiled() -> None:
     """Load the compiled loops now (a thread may do it while rows are read)."""
-    from batch import kernels
+    from batch.engine import kernels
 
     kernels.warm()
 
@@ -308,8 +308,8 @@ def bars(
     """Fibonacci bars of every symbol in ``daily`` as SILVER, in month-file order.
 
     Rows are sorted by (start month, segment, start_date), so each month file is a slice
-    (:func:`batch.silver.month_slices`). ``last_day`` is the lake's last date (date32), used by
-    the calendar anchor's ``complete``. Compiled (:mod:`batch.kernels`) unless a date lies
+    (:func:`batch.engine.silver.month_slices`). ``last_day`` is the lake's last date (date32),
+    used by the calendar anchor's ``complete``. Compiled (:mod:`batch.engine.kernels`) unless a date lies
     outside the month table, then :func:`bars_numpy` sorted the same way. ``compiled``: by
     default from :data:`COMPILED_MIN_ROWS` rows, or when the loops are loaded already.
     """
@@ -329,7 +329,7 @@ def bars_and_segments(
     if daily.rows == 0:
         return arrays.empty_table(SILVER), np.zeros(0, dtype=np.int32)
     if compiled is None:
-        compiled = daily.rows >= COMPILED_MIN_ROWS or "batch.kernels" in sys.modules
+        compiled = daily.rows >= COMPILED_MIN_ROWS or "batch.engine.kernels" in sys.modules
     outside = not months.in_table(daily.date) or (
         anchor == "calendar" and not _in_table(daily.date)
     )
@@ -337,7 +337,7 @@ def bars_and_segments(
         out, segments = _bars_numpy(daily, n, anchor, last_day)
         order = month_order(out)
         return out.take(arrays.from_numpy(order)), segments[order]
-    from batch import kernels  # numba loads only when bars are computed
+    from batch.engine import kernels  # numba loads only when bars are computed
 
     _, cols = kernels.bars_by_month(
         daily.offsets,

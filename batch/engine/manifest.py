@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import parts
+from batch.engine import parts
 from core import arrays, layout
 from core.lake import Entry, Lake
 from core.schemas import UTC_US

@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 
 from tqdm import tqdm
 
-from batch import forking
+from batch.engine import forking
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -1,6 +1,6 @@
 """Compiled loops (numba) for the Fibonacci bars: one pass over the daily rows per interval.
 
-The numpy formulation (:func:`batch.fib.bars_numpy`) makes a dozen passes over the market's
+The numpy formulation (:func:`batch.engine.fib.bars_numpy`) makes a dozen passes over the market's
 22M rows per interval, each allocating a full-size temporary, then gathers every bar again
 to split them into month files. Here one loop counts the bars per start month and a second
 writes each bar straight into its month-file position, so silver needs no reordering: a month
@@ -19,7 +19,7 @@ import numpy.typing as npt
 from core.jit import jit
 
 MONTHS: Final = 300 * 12
-"""Month indices 1900-01 .. 2199-12 (:func:`batch.months.by_day`)."""
+"""Month indices 1900-01 .. 2199-12 (:func:`batch.engine.months.by_day`)."""
 
 
 def _group(

@@ -10,7 +10,7 @@ A fragment is deleted only when all of these hold:
 
 What is removed is recorded in ``processing_metadata/cleanup_manifest.parquet`` *before* the
 files are deleted; rows are keyed by the fragment's identity, so a rerun after a crash records
-nothing twice. Sharded runs write shard parts of it (see :mod:`batch.parts`).
+nothing twice. Sharded runs write shard parts of it (see :mod:`batch.engine.parts`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import parts, screen
-from batch.manifest import FragmentId
+from batch.engine import parts, screen
+from batch.engine.manifest import FragmentId
 from core import arrays, layout, precedence
 from core.lake import Lake
 from core.schemas import UTC_US
@@ -92,7 +92,7 @@ def verified(
     Its accepted rows are in ``data`` (or superseded there) and its refused rows are in the
     quarantine.
 
-    ``screened``: the fragment after :func:`batch.screen.split` (accepted, reasons, refused).
+    ``screened``: the fragment after :func:`batch.engine.screen.split` (accepted, reasons, refused).
     """
     accepted, reasons, refused = screened
     return all_rows_present(data, accepted) and screen.in_quarantine(lake, symbol, refused, reasons)
