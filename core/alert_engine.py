@@ -17,14 +17,17 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from core import alerts, indicators
 from core.alerts import AlertEvent, Arm, BarView, Rule
 
 INF = math.inf
+Column = Sequence[Any] | npt.NDArray[Any]
+"""A list or a numpy column (the live flow's trade batches are numpy)."""
 
 
 class Bar(NamedTuple):
@@ -52,12 +55,12 @@ class BarSeries:
     def of_history(
         cls,
         timeframe: str,
-        starts: Sequence[int],
-        ends: Sequence[int],
-        high: Sequence[float],
-        low: Sequence[float],
-        close: Sequence[float],
-        volume: Sequence[float],
+        starts: Column,
+        ends: Column,
+        high: Column,
+        low: Column,
+        close: Column,
+        volume: Column,
     ) -> BarSeries:
         """A series seeded from its bars so far (oldest first)."""
         out = cls()
@@ -187,9 +190,13 @@ class Engine:
         return set(self.on_bars)
 
     def seed(self, symbol: str, timeframe: str, series: BarSeries) -> None:
-        """Install a series seeded from history, unless live bars already reached past it."""
+        """Install a series seeded from history, unless the series already has bars.
+
+        Bars already there came live or from a snapshot: replacing them would skip the bars a
+        replay after recovery brings again.
+        """
         have = self.series.get((symbol, timeframe))
-        if have is not None and have.last_start >= series.last_start:
+        if have is not None and have.last is not None:
             return
         self.series[(symbol, timeframe)] = series
         for rule in self.on_bars.get((symbol, timeframe), []):
@@ -299,8 +306,7 @@ class KeyOf:
     """Names trade i of a batch lazily (building every trade's key would cost per trade)."""
 
     def __init__(
-        self, times: Sequence[int], exchanges: Sequence[int], ids: Sequence[object],
-        sequences: Sequence[int],
+        self, times: Column, exchanges: Column, ids: Column, sequences: Column,
     ) -> None:  # fmt: skip
         self.times, self.exchanges, self.ids, self.sequences = times, exchanges, ids, sequences
 
