@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Path, Query, Security, status
 from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
-from api.auth import key_matches
+from api.auth import key_matches, owner_id
 from api.models import DailyInterval
 from api.resources import Resources
 from core.layout import LayoutError, normalise_symbol
@@ -41,6 +41,18 @@ def require_api_key(
             detail=f"missing or invalid API key (send it in {API_KEY_HEADER})",
             headers={"WWW-Authenticate": API_KEY_HEADER},
         )
+
+
+def current_owner(
+    res: Res, x_api_key: Annotated[str | None, Security(_api_key_header)] = None
+) -> str:
+    """The caller's owner id (401 without an accepted key): rules and events are per owner."""
+    require_api_key(res, x_api_key)
+    assert x_api_key is not None
+    return owner_id(x_api_key)
+
+
+Owner = Annotated[str, Depends(current_owner)]
 
 
 def valid_symbol(symbol: Annotated[str, Path(description="Ticker, e.g. AAPL")]) -> str:

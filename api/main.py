@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from api.auth import check_startup
 from api.deps import require_api_key
 from api.resources import Resources
-from api.routes import bars, docs, health, indicators, live
+from api.routes import alerts, bars, docs, health, indicators, live
 from core.lake import LakeError
 from core.secrets import register_secret
 from core.settings import ApiSettings
@@ -87,4 +87,5 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(indicators.router, dependencies=[Depends(require_api_key)])
     app.include_router(live.router, dependencies=[Depends(require_api_key)])
     app.include_router(live.stream_router)
+    app.include_router(alerts.router)  # its routes take the caller's owner id (key checked)
     return app

@@ -57,7 +57,8 @@ class RuleError(ValueError):
         self.message = message
 
 
-def _fail(field: str, message: str) -> NoReturn:
+def invalid(field: str, message: str) -> NoReturn:
+    """Raise :class:`RuleError` naming ``field``."""
     raise RuleError(field, message)
 
 
@@ -96,31 +97,31 @@ class Rule:
 def _number(params: Mapping[str, Any], name: str, default: float | None = None) -> float:
     value = params.get(name, default)
     if value is None:
-        _fail(f"params.{name}", "required")
+        invalid(f"params.{name}", "required")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        _fail(f"params.{name}", "must be a finite number")
+        invalid(f"params.{name}", "must be a finite number")
     return float(value)
 
 
 def _integer(params: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(f"params.{name}", "must be an integer")
+        invalid(f"params.{name}", "must be an integer")
     if not lo <= value <= hi:
-        _fail(f"params.{name}", f"must be between {lo} and {hi}")
+        invalid(f"params.{name}", f"must be between {lo} and {hi}")
     return int(value)
 
 
 def _choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
     value = params.get(name, default)
     if value not in choices:
-        _fail(f"params.{name}", f"must be one of {', '.join(choices)}")
+        invalid(f"params.{name}", f"must be one of {', '.join(choices)}")
     return str(value)
 
 
 def _positive(name: str, value: float) -> float:
     if value <= 0:
-        _fail(f"params.{name}", "must be positive")
+        invalid(f"params.{name}", "must be positive")
     return value
 
 
@@ -138,12 +139,12 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
 def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` with defaults filled in; :class:`RuleError` naming the first bad field."""
     if kind not in KINDS:
-        _fail("kind", f"must be one of {', '.join(KINDS)}")
+        invalid("kind", f"must be one of {', '.join(KINDS)}")
     if not isinstance(params, Mapping):
-        _fail("params", "must be an object")
+        invalid("params", "must be an object")
     unknown = sorted(set(params) - ALLOWED[kind] - {"hysteresis"})
     if unknown:
-        _fail(f"params.{unknown[0]}", f"is not a parameter of {kind}")
+        invalid(f"params.{unknown[0]}", f"is not a parameter of {kind}")
     out: dict[str, Any] = {}
     if kind == "price_cross":
         out["level"] = _positive("level", _number(params, "level"))
@@ -160,20 +161,20 @@ def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
         fast = int(_choice({k: str(v) for k, v in params.items()}, "fast", spans, "8"))
         slow = int(_choice({k: str(v) for k, v in params.items()}, "slow", spans, "21"))
         if fast >= slow:
-            _fail("params.fast", "must be a shorter span than params.slow")
+            invalid("params.fast", "must be a shorter span than params.slow")
         out.update(fast=fast, slow=slow)
         out["direction"] = _choice(params, "direction", ("above", "below"), "above")
     elif kind == "rsi_exit":
         lower, upper = _number(params, "lower", 30.0), _number(params, "upper", 70.0)
         if not 0 <= lower < upper <= 100:
-            _fail("params.lower", "must satisfy 0 <= lower < upper <= 100")
+            invalid("params.lower", "must satisfy 0 <= lower < upper <= 100")
         out.update(lower=lower, upper=upper)
         out["direction"] = _choice(params, "direction", ("up", "down", "any"), "any")
     else:  # vegas_cross
         out["direction"] = _choice(params, "direction", ("above", "below"), "above")
     h = _number(params, "hysteresis", 0.0)
     if h < 0:
-        _fail("params.hysteresis", "must not be negative")
+        invalid("params.hysteresis", "must not be negative")
     out["hysteresis"] = h
     return out
 
@@ -181,16 +182,16 @@ def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
 def check_timeframe(timeframe: str) -> str:
     """The timeframe, or :class:`RuleError`."""
     if timeframe not in TIMEFRAMES:
-        _fail("timeframe", f"must be one of {', '.join(TIMEFRAMES)}")
+        invalid("timeframe", f"must be one of {', '.join(TIMEFRAMES)}")
     return timeframe
 
 
 def check_cooldown(seconds: Any) -> int:
     """Cooldown seconds, or :class:`RuleError`."""
     if isinstance(seconds, bool) or not isinstance(seconds, int):
-        _fail("cooldown", "must be an integer number of seconds")
+        invalid("cooldown", "must be an integer number of seconds")
     if not 0 <= seconds <= MAX_COOLDOWN_S:
-        _fail("cooldown", f"must be between 0 and {MAX_COOLDOWN_S}")
+        invalid("cooldown", f"must be between 0 and {MAX_COOLDOWN_S}")
     return seconds
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect, status
 
-from api.auth import key_matches
+from api.auth import key_matches, owner_id
 from api.deps import API_KEY_HEADER, Res, Symbol
 from api.models import ErrorResponse, LatestResponse
 from api.resources import Resources
@@ -29,6 +29,7 @@ router = APIRouter(prefix="/v1", tags=["live"])
 stream_router = APIRouter(prefix="/v1", tags=["live"])
 """The WebSocket checks its key itself (header or ``api_key`` query), closing with 1008."""
 CHANNEL = "bars"
+ALERTS_CHANNEL = "alerts"
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 
@@ -85,11 +86,20 @@ def wanted(message: dict[str, Any], symbols: frozenset[str] | None) -> bool:
     return symbols is None or message.get("symbol") in symbols
 
 
-async def _relay(ws: WebSocket, res: Resources, symbols: frozenset[str] | None) -> None:
+def alert_for(message: Any, owner: str) -> dict[str, Any] | None:
+    """The WebSocket message for an alert-channel ``message`` when it is ``owner``'s."""
+    if not isinstance(message, dict) or message.get("owner") != owner:
+        return None
+    return {"type": message.get("type"), "data": message.get("data")}
+
+
+async def _relay(ws: WebSocket, res: Resources, symbols: frozenset[str] | None, owner: str) -> None:
     client = await asyncio.to_thread(res.async_redis)  # may start the embedded server
     pubsub = client.pubsub()
+    store = res.live_store()
+    alerts_channel = store.channel(ALERTS_CHANNEL)
     try:
-        await pubsub.subscribe(res.live_store().channel(CHANNEL))
+        await pubsub.subscribe(store.channel(CHANNEL), alerts_channel)
         await ws.send_json({"type": "subscribed", "symbols": sorted(symbols) if symbols else ["*"]})
         while True:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -98,9 +108,12 @@ async def _relay(ws: WebSocket, res: Resources, symbols: frozenset[str] | None) 
             try:
                 data = json.loads(msg["data"])
             except (TypeError, ValueError):
-                log.warning("skipping a message on %s that is not JSON", CHANNEL)
+                log.warning("skipping a message on %s that is not JSON", msg.get("channel"))
                 continue
-            if isinstance(data, dict) and wanted(data, symbols):
+            if msg.get("channel") == alerts_channel:
+                if (alert := alert_for(data, owner)) is not None:
+                    await ws.send_json(alert)  # the key's alerts, whatever symbols it follows
+            elif isinstance(data, dict) and wanted(data, symbols):
                 await ws.send_json({"type": "bar", "data": data})
     finally:
         with contextlib.suppress(Exception):
@@ -121,7 +134,11 @@ async def stream(
     symbols: Annotated[str | None, Query(description="comma-separated, or * for all")] = None,
     api_key: Annotated[str | None, Query(description="the key, when headers cannot be set")] = None,
 ) -> None:
-    """Relay live bars: ``{"type": "bar", "data": {...}}`` per update, after ``subscribed``."""
+    """Relay live bars and the key's alerts, after ``subscribed``.
+
+    ``{"type": "bar", "data": {...}}`` per bar update of the symbols asked for, and
+    ``{"type": "alert"}`` / ``{"type": "alert_summary"}`` for the key's alerts.
+    """
     key = ws.headers.get(API_KEY_HEADER) or api_key
     if not key_matches(key, res.settings.keys()):
         await ws.close(code=POLICY_VIOLATION, reason="missing or invalid API key")
@@ -132,7 +149,7 @@ async def stream(
         await ws.close(code=POLICY_VIOLATION, reason=str(exc)[:120])
         return
     await ws.accept()
-    relay = asyncio.create_task(_relay(ws, res, wanted_symbols))
+    relay = asyncio.create_task(_relay(ws, res, wanted_symbols, owner_id(key or "")))
     closed = asyncio.create_task(_until_closed(ws))
     done, pending = await asyncio.wait({relay, closed}, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
