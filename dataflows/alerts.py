@@ -24,6 +24,7 @@ import json
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -65,6 +66,16 @@ class FeedConfig:
     reload_s: float = 30.0
 
 
+RUNNING: weakref.WeakSet[RuleFeed] = weakref.WeakSet()
+"""Feeds following changes (a flow that failed before its end leaves its own running)."""
+
+
+def stop_all() -> None:
+    """Stop every feed of this process (after a flow that failed)."""
+    for feed in list(RUNNING):
+        feed.stop()
+
+
 class RuleFeed:
     """Active rules from Postgres, and their changes as they happen (a daemon thread)."""
 
@@ -80,6 +91,7 @@ class RuleFeed:
         migrate(self._conn)
         self._version = store.rules_version(self._conn)
         self._thread: threading.Thread | None = None
+        RUNNING.add(self)
 
     def initial(self, known: set[Pair]) -> tuple[list[Rule], dict[Pair, BarSeries]]:
         """Every active rule, and seeds of the series they watch that ``known`` lacks."""
@@ -109,9 +121,10 @@ class RuleFeed:
         self._pubsub.close()
         self._redis.close()
         self._conn.close()
+        RUNNING.discard(self)
 
     def _run(self) -> None:
-        waited = 0.0
+        waited, backoff = 0.0, 1.0
         while not self._stop.is_set():
             try:
                 msg = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
@@ -122,9 +135,12 @@ class RuleFeed:
                 if waited >= self.config.reload_s:
                     waited = 0.0
                     self._reload()
-            except Exception:  # keep following: the periodic reload repairs what was missed
-                log.exception("following alert rule changes failed; retrying")
-                self._stop.wait(1.0)
+                backoff = 1.0
+            except Exception as exc:  # keep following: the next reload repairs what was missed
+                log.warning("following alert rule changes failed (%s); retrying", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                waited = self.config.reload_s  # reload everything once it works again
 
     def _one(self, rule_id: str) -> None:
         found = store.active_rules(self._conn, ids=[rule_id])
