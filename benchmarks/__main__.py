@@ -16,6 +16,7 @@ HARNESSES: dict[str, str] = {
     "ingest": "benchmarks.bench_ingest",
     "live": "benchmarks.live_fold",
     "intraday": "benchmarks.bench_intraday",
+    "alerts": "benchmarks.bench_alerts",
 }
 
 

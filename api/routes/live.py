@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect, status
@@ -93,31 +94,60 @@ def alert_for(message: Any, owner: str) -> dict[str, Any] | None:
     return {"type": message.get("type"), "data": message.get("data")}
 
 
+async def _read(
+    ws: WebSocket, pubsub: Any, relay: Callable[[Any], dict[str, Any] | None], lock: asyncio.Lock,
+    maybe: Callable[[str], bool] | None = None,
+) -> None:  # fmt: skip
+    """Forward what ``relay`` makes of each message (None: not for this socket).
+
+    ``maybe`` is a cheap test on the raw text that skips messages which cannot be for it.
+    """
+    while True:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if msg is None or (maybe is not None and not maybe(str(msg["data"]))):
+            continue
+        try:
+            data = json.loads(msg["data"])
+        except (TypeError, ValueError):
+            log.warning("skipping a message on %s that is not JSON", msg.get("channel"))
+            continue
+        if (out := relay(data)) is not None:
+            async with lock:
+                await ws.send_json(out)
+
+
 async def _relay(ws: WebSocket, res: Resources, symbols: frozenset[str] | None, owner: str) -> None:
+    """Bars of the wanted symbols and the owner's alerts.
+
+    Each channel has its own connection and reader, so a burst of bar updates never queues an
+    alert behind it.
+    """
+
+    def bar(data: Any) -> dict[str, Any] | None:
+        ok = isinstance(data, dict) and wanted(data, symbols)
+        return {"type": "bar", "data": data} if ok else None
+
+    quoted = [f'"{s}"' for s in symbols] if symbols is not None and len(symbols) <= 64 else None
+
+    def maybe(raw: str) -> bool:  # no wanted symbol in the text: no need to parse it
+        return quoted is None or any(q in raw for q in quoted)
+
     client = await asyncio.to_thread(res.async_redis)  # may start the embedded server
-    pubsub = client.pubsub()
+    bars, alerts = client.pubsub(), client.pubsub()
     store = res.live_store()
-    alerts_channel = store.channel(ALERTS_CHANNEL)
     try:
-        await pubsub.subscribe(store.channel(CHANNEL), alerts_channel)
+        await bars.subscribe(store.channel(CHANNEL))
+        await alerts.subscribe(store.channel(ALERTS_CHANNEL))
         await ws.send_json({"type": "subscribed", "symbols": sorted(symbols) if symbols else ["*"]})
-        while True:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg is None:
-                continue
-            try:
-                data = json.loads(msg["data"])
-            except (TypeError, ValueError):
-                log.warning("skipping a message on %s that is not JSON", msg.get("channel"))
-                continue
-            if msg.get("channel") == alerts_channel:
-                if (alert := alert_for(data, owner)) is not None:
-                    await ws.send_json(alert)  # the key's alerts, whatever symbols it follows
-            elif isinstance(data, dict) and wanted(data, symbols):
-                await ws.send_json({"type": "bar", "data": data})
+        lock = asyncio.Lock()
+        await asyncio.gather(
+            _read(ws, bars, bar, lock, maybe),
+            _read(ws, alerts, lambda data: alert_for(data, owner), lock),
+        )
     finally:
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        for pubsub in (bars, alerts):
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.aclose()
 
 
