@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable
 from typing import Final
@@ -64,3 +65,12 @@ def check_startup(settings: ApiSettings) -> None:
             "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
         raise InsecureSettingsError(msg)
+
+
+def owner_id(key: str) -> str:
+    """The stable id of the holder of ``key``: who owns alert rules (never the key itself).
+
+    The same id the key store gives a bootstrap key (``env_`` and 12 hex digits of its
+    SHA-256), so rules keep their owner when keys move to a store with ids of their own.
+    """
+    return "env_" + hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -17,8 +17,9 @@ Phases, each waiting for the one before (steps inside a phase run in parallel):
 6. ``python -m batch.resample --intervals N`` for each of the six intervals, and beside them
    ``python -m batch.intraday`` (5m..4h bars of the sessions whose minutes changed);
 7. ``python -m batch.gold``: the indicators of the daily and Fibonacci bars;
-8. ``python -m batch.vacuum``;
-9. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
+8. ``python -m batch.alerts``: the daily and Fibonacci alert rules on the final bars;
+9. ``python -m batch.vacuum``;
+10. ``python -m batch.retention``: ``--retention weekly`` (default) runs it when batch_jobs holds
    no successful retention in the last week; it works on Postgres, so without ``DATABASE_URL``
    the weekly run leaves it out and says so, ``always`` runs it anyway.
 
@@ -198,6 +199,9 @@ def plan(
         )
     )
     out.phases.append(("gold", [Step("gold", "batch.gold", ("-m", "batch.gold", *lake_args))]))
+    out.phases.append(
+        ("alerts", [Step("alerts", "batch.alerts", ("-m", "batch.alerts", *lake_args))])
+    )
     out.phases.append(
         ("vacuum", [Step("vacuum", "batch.vacuum", ("-m", "batch.vacuum", *lake_args))])
     )

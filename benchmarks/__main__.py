@@ -17,6 +17,7 @@ HARNESSES: dict[str, str] = {
     "live": "benchmarks.live_fold",
     "intraday": "benchmarks.bench_intraday",
     "api": "benchmarks.bench_api",
+    "alerts": "benchmarks.bench_alerts",
 }
 
 

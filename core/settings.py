@@ -93,6 +93,23 @@ class PolygonSettings(_Base):
         return RATE_PRESETS.get(self.polygon_plan, self.polygon_rps)
 
 
+class AlertSettings(AwsSettings):
+    """Where alerts go, and how many an owner gets a minute."""
+
+    alerts_sns_topic_arn: str | None = Field(
+        None, description="SNS topic every alert is also published to (none: Redis only)"
+    )
+    alerts_max_per_minute: int = Field(
+        30, ge=1, description="Alerts delivered per owner per minute; the rest in one summary"
+    )
+    alerts_reload_s: float = Field(
+        30.0, gt=0, description="Full reload of the rules even without a change notification"
+    )
+    alerts_seed_bars: int = Field(
+        500, ge=0, description="Intraday bars of history the live flow seeds each series with"
+    )
+
+
 class ReplaySettings(LakeSettings, ServiceSettings, PolygonSettings):
     """The daily replay flow (and backfill, metadata)."""
 
@@ -126,7 +143,7 @@ class ReplaySettings(LakeSettings, ServiceSettings, PolygonSettings):
     )
 
 
-class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
+class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings, AlertSettings):
     """The live tick flow."""
 
     kinesis_stream: str | None = Field(
@@ -165,7 +182,7 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings):
     )
 
 
-class BatchSettings(LakeSettings, ServiceSettings, MetricsSettings):
+class BatchSettings(LakeSettings, ServiceSettings, MetricsSettings, AlertSettings):
     """Batch jobs: only the lake is required; Postgres records job runs when configured."""
 
     sns_topic_arn: str | None = Field(None, description="Where the pipeline publishes failures")

@@ -6,6 +6,7 @@
                                                                                   +-> bronze/trades/ (archive)
                                                                                   +-> 5m..4h bars (Redis)
                                                                                   +-> bronze daily (provisional)
+                                                                                  +-> alerts (Postgres, Redis, SNS)
                                                                                   +-> quarantine/live/
 
 Run it with ``python -m bytewax.run dataflows.live:flow``. ``flow`` is built on first access
@@ -19,6 +20,8 @@ at start (:mod:`dataflows.connectors.conditions`). Tests build their own flow wi
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import bytewax.operators as op
@@ -27,6 +30,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from core.alerts import AlertEvent
 from core.bronze import BronzeSink
 from core.conditions import ConditionRules, fallback
 from core.lake import Lake
@@ -34,6 +38,9 @@ from core.secrets import install_redaction
 from core.settings import LiveSettings
 from core.stores.postgres import database_url
 from core.stores.redis import redis_url
+from dataflows import alert_seed
+from dataflows.alerts import FeedConfig, RuleFeed, alert_stream, feed_factory
+from dataflows.connectors.alert_sink import AlertSink
 from dataflows.connectors.conditions import load_rules
 from dataflows.connectors.gap_sink import GapSink
 from dataflows.connectors.kinesis import KinesisSource
@@ -65,6 +72,8 @@ def build_live_flow(
     daily: Sink[pa.Table] | None = None,
     trades: Sink[tuple[str, TradeBatch]] | None = None,
     rollups: Sink[list[RollupBar]] | None = None,
+    alerts: Sink[list[AlertEvent]] | None = None,
+    alert_feed: Callable[[], RuleFeed | None] | None = None,
     rules: ConditionRules | None = None,
     lateness: dt.timedelta = DEFAULT_LATENESS,
     horizon: dt.timedelta = DEFAULT_HORIZON,
@@ -78,7 +87,8 @@ def build_live_flow(
     late to revise its minute, ``gaps`` the spans the flow knows it missed, ``daily`` each
     symbol's provisional daily bar once its session closed and ``settle`` passed (event time),
     ``trades`` the decoded trade batches (for an archive), ``rollups`` the live 5m..4h bar
-    events.
+    events, ``alerts`` the alert events of the rules ``alert_feed`` follows
+    (:mod:`dataflows.alerts`).
     """
     flow = Dataflow(flow_id)
     chunks = op.input("input", flow, source)
@@ -99,11 +109,20 @@ def build_live_flow(
         op.output("daily", streams.daily, daily)
     if trades is not None:
         op.output("trades", op.key_on("trades_key", streams.trades, archive_key), trades)
-    if rollups is not None:
-        op.output(
-            "rollups", rollup_stream("rollup", streams.folded, horizon_ms=_ms(horizon)), rollups
-        )
+    rolled = None
+    if rollups is not None or alerts is not None:
+        rolled = rollup_stream("rollup", streams.folded, horizon_ms=_ms(horizon))
+    if rollups is not None and rolled is not None:
+        op.output("rollups", rolled, rollups)
+    if alerts is not None:
+        feed = alert_feed or _no_feed
+        events = alert_stream("alerts", streams.trades, streams.final, rolled, feed)
+        op.output("alerts", events, alerts)
     return flow
+
+
+def _no_feed() -> None:
+    return None
 
 
 def _ms(d: dt.timedelta) -> int:
@@ -147,6 +166,19 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         trades=TradesArchiveSink(lake, flush_after=s.trades_flush_s) if s.trades_archive else None,
         rollups=RollupRedisSink(redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
         daily=BronzeSink(lake),
+        alerts=AlertSink(
+            database_url(s),
+            redis_url(s),
+            s.redis_prefix,
+            max_per_minute=s.alerts_max_per_minute,
+            sns_topic_arn=s.alerts_sns_topic_arn,
+            endpoint_url=s.aws_endpoint_url,
+            region=s.aws_default_region,
+        ),
+        alert_feed=feed_factory(
+            FeedConfig(database_url(s), redis_url(s), s.redis_prefix, s.alerts_reload_s),
+            functools.partial(alert_seed.load, lake, bars=s.alerts_seed_bars),
+        ),
         rules=_rules(s, lake),
         lateness=dt.timedelta(seconds=s.live_lateness_s),
         horizon=dt.timedelta(seconds=s.live_revision_horizon_s),

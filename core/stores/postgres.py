@@ -183,6 +183,46 @@ DDL = (
         PRIMARY KEY (session, symbol)
     )
     """,
+    # Alerts (core.stores.alerts): rules per owner (an API key's id), and every event fired,
+    # keyed by its deterministic id so a replay after a crash inserts nothing twice.
+    """
+    CREATE TABLE IF NOT EXISTS alert_rules (
+        id text PRIMARY KEY,
+        owner text NOT NULL,
+        symbol text NOT NULL,
+        timeframe text NOT NULL,
+        kind text NOT NULL,
+        params jsonb NOT NULL,
+        cooldown integer NOT NULL DEFAULT 0 CHECK (cooldown >= 0),
+        active boolean NOT NULL DEFAULT true,
+        expires_at timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS alert_rules_owner_idx ON alert_rules (owner, created_at)",
+    "CREATE INDEX IF NOT EXISTS alert_rules_updated_idx ON alert_rules (updated_at)",
+    """
+    CREATE TABLE IF NOT EXISTS alert_events (
+        id text PRIMARY KEY,
+        rule_id text NOT NULL REFERENCES alert_rules (id),
+        owner text NOT NULL,
+        symbol text NOT NULL,
+        timeframe text NOT NULL,
+        kind text NOT NULL,
+        fired_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        event_at timestamptz NOT NULL,
+        value double precision NOT NULL,
+        message text NOT NULL,
+        observation text NOT NULL,
+        delivered_at timestamptz
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS alert_events_owner_idx ON alert_events (owner, fired_at)",
+    """
+    CREATE INDEX IF NOT EXISTS alert_events_pending_idx ON alert_events (fired_at)
+        WHERE delivered_at IS NULL
+    """,
 )
 
 DAILY_COLUMNS = (

@@ -55,3 +55,8 @@ output "glue_database" {
   description = "Glue database of the lake's tables (Athena)."
   value       = module.catalog.database_name
 }
+
+output "alerts_topic_arn" {
+  description = "ALERTS_SNS_TOPIC_ARN: subscribe to it (with a filter policy on owner) to receive alerts."
+  value       = module.ecs.alerts_topic_arn
+}

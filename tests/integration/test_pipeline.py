@@ -83,6 +83,7 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
         "pipeline/consolidate",
         "pipeline/gaps",
         "pipeline/gold",
+        "pipeline/alerts",
         "pipeline/consolidate-minutes",
         "pipeline/intraday",
         "pipeline/vacuum",
@@ -94,3 +95,4 @@ def test_a_failed_step_is_recorded_and_published_and_a_green_run_is_all_succeede
     assert not receive(aws_endpoint, queue_url)
     assert local_lake.exists(layout.silver_checkpoint(34))
     assert steps["pipeline/gold"][1]["rows"] > 0 and local_lake.exists(layout.gold_state("34d"))
+    assert steps["pipeline/alerts"][1]["rules"] == 0  # no rules: evaluated nothing, sent nothing

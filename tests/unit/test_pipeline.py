@@ -24,11 +24,13 @@ def test_the_plan_runs_ingest_backfill_consolidate_gaps_resamples_gold_then_vacu
         "gaps",
         "resample",
         "gold",
+        "alerts",
         "vacuum",
         "retention",
     ]
     steps = {s.name: s.argv for _, phase in p.phases for s in phase}
     assert steps["gold"][:4] == ("-m", "batch.gold", "--lake", "s3://b/lake")
+    assert steps["alerts"][:4] == ("-m", "batch.alerts", "--lake", "s3://b/lake")
     assert {s.name for s in p.phases[0][1]} == {"replay", "metadata", "heal"}
     assert steps["heal"] == ("-m", "dataflows.heal", "--lake", "s3://b/lake", "--no-progress")
     assert steps["replay"] == ("-m", "bytewax.run", "dataflows.replay:flow")
@@ -59,7 +61,9 @@ def test_the_plan_runs_ingest_backfill_consolidate_gaps_resamples_gold_then_vacu
 
 def test_skip_ingest_and_retention_left_out_are_said_in_the_plan() -> None:
     p = pipeline.plan("/l", skip_ingest=True, retention="--retention never")
-    assert [name for name, _ in p.phases] == ["consolidate", "gaps", "resample", "gold", "vacuum"]
+    assert [name for name, _ in p.phases] == [
+        "consolidate", "gaps", "resample", "gold", "alerts", "vacuum",
+    ]  # fmt: skip
     assert "--sns-topic-arn" not in p.phases[1][1][0].argv  # gaps reads SNS_TOPIC_ARN itself
     assert dict(p.left_out) == {
         "replay": "--skip-ingest",

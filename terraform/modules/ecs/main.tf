@@ -33,6 +33,8 @@ locals {
       environment = concat(local.common_environment, local.db_environment, [
         { name = "KINESIS_STREAM", value = var.kinesis_stream_name },
         { name = "KINESIS_START", value = "TRIM_HORIZON" },
+        { name = "ALERTS_SNS_TOPIC_ARN", value = aws_sns_topic.alerts.arn },
+        { name = "ALERTS_MAX_PER_MINUTE", value = tostring(var.alerts_max_per_minute) },
       ])
       secrets = local.db_secrets
     }
@@ -305,7 +307,11 @@ data "aws_iam_policy_document" "api" {
 }
 
 data "aws_iam_policy_document" "live_with_recovery" {
-  source_policy_documents = [data.aws_iam_policy_document.live.json, data.aws_iam_policy_document.recovery.json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.live.json,
+    data.aws_iam_policy_document.recovery.json,
+    data.aws_iam_policy_document.alerts_publish.json,
+  ]
 }
 
 locals {

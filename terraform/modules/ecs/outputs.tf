@@ -57,3 +57,8 @@ output "recovery_file_system_id" {
   description = "EFS file system holding the live flow's recovery store."
   value       = aws_efs_file_system.recovery.id
 }
+
+output "alerts_topic_arn" {
+  description = "SNS topic the live flow publishes every alert to (ALERTS_SNS_TOPIC_ARN)."
+  value       = aws_sns_topic.alerts.arn
+}

@@ -188,3 +188,20 @@ variable "recovery_kms_key_arn" {
   type        = string
   default     = null
 }
+
+variable "alerts_kms_key_arn" {
+  description = "KMS key encrypting the alerts topic; null uses the AWS managed SNS key."
+  type        = string
+  default     = null
+}
+
+variable "alerts_max_per_minute" {
+  description = "ALERTS_MAX_PER_MINUTE of the live flow: alerts per owner per minute before the rest go out as one summary."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.alerts_max_per_minute >= 1 && floor(var.alerts_max_per_minute) == var.alerts_max_per_minute
+    error_message = "alerts_max_per_minute must be a whole number of at least 1."
+  }
+}

@@ -1,0 +1,77 @@
+"""Alert events to Postgres, then to Redis and SNS (:class:`core.alert_delivery.Delivery`).
+
+Stored first, delivered after: a crash between the two leaves events pending, delivered at the
+next start (and by any later batch that brings them again). Each batch also sends the rate
+limit's due summaries, at most once a second.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from core.alert_delivery import Delivery
+from core.alerts import AlertEvent
+from core.stores.postgres import migrate
+from core.stores.redis import connect
+
+
+class _AlertPartition(StatelessSinkPartition[list[AlertEvent]]):
+    def __init__(self, conn: psycopg.Connection[Any], delivery: Delivery) -> None:
+        self._conn = conn
+        self._delivery = delivery
+        self._summarised = 0.0
+        migrate(conn)
+        delivery.deliver_pending(conn)
+
+    def write_batch(self, items: list[list[AlertEvent]]) -> None:
+        events = [e for batch in items for e in batch]
+        if events:
+            self._delivery.deliver(self._conn, events)
+        now = time.monotonic()
+        if now - self._summarised >= 1.0:
+            self._summarised = now
+            self._delivery.summarise()
+
+    def close(self) -> None:
+        self._delivery.summarise()
+        self._conn.close()
+        self._delivery.redis.close()
+
+
+class AlertSink(DynamicSink[list[AlertEvent]]):
+    """Store and deliver alert events."""
+
+    def __init__(
+        self,
+        database_url: str,
+        redis_url: str,
+        prefix: str = "condvest:",
+        *,
+        max_per_minute: int = 30,
+        sns_topic_arn: str | None = None,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.max_per_minute = max_per_minute
+        self.sns_topic_arn = sns_topic_arn
+        self.endpoint_url = endpoint_url
+        self.region = region
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
+        """One connection and Redis client per worker."""
+        delivery = Delivery(
+            connect(self.redis_url),
+            self.prefix,
+            max_per_minute=self.max_per_minute,
+            sns_topic_arn=self.sns_topic_arn,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+        )
+        return _AlertPartition(psycopg.connect(self.database_url, autocommit=True), delivery)
