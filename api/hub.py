@@ -3,7 +3,8 @@
 The live flow publishes each bar update once on ``{REDIS_PREFIX}bars``. A :class:`LiveHub`
 holds the process's only subscription to it, parses each message once, and puts the text to
 send into the bounded queue of every subscriber that wants the symbol: a thousand sockets cost
-one Redis connection, not a thousand. A subscriber whose queue is full is closed as too slow
+one Redis connection, not a thousand. Alerts (``{REDIS_PREFIX}alerts``, on the same
+subscription) go to every socket of the key that owns them, whatever symbols it follows. A subscriber whose queue is full is closed as too slow
 rather than let grow without bound. When Redis drops, the hub resubscribes with backoff; the
 sockets stay open.
 
@@ -30,6 +31,7 @@ from api import metrics
 
 log = logging.getLogger(__name__)
 CHANNEL: Final = "bars"
+ALERTS_CHANNEL: Final = "alerts"
 CLOSE: Final = object()
 """Queued to make a subscriber's sender close its socket."""
 SOCKET_TTL_S: Final = 60
@@ -74,6 +76,19 @@ class Subscriber:
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queue.put_nowait(CLOSE)
+
+
+def alert_frame(payload: str | bytes) -> tuple[object, str] | None:
+    """(owner, text to send) for one message of the alerts channel; None when malformed."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("type") not in ("alert", "alert_summary"):
+        return None
+    return data.get("owner"), orjson.dumps(
+        {"type": data["type"], "data": data.get("data")}
+    ).decode()
 
 
 def frame(payload: str | bytes) -> tuple[object, str] | None:
@@ -126,9 +141,16 @@ class SocketCap:
 class LiveHub:
     """The process's subscription to the bars channel and its subscribers."""
 
-    def __init__(self, client: aioredis.Redis, channel: str, cap: SocketCap) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        channel: str,
+        cap: SocketCap,
+        alerts_channel: str | None = None,
+    ) -> None:
         self.client = client
         self.channel = channel
+        self.alerts_channel = alerts_channel
         self.cap = cap
         self.loop = asyncio.get_running_loop()
         self.subscribers: set[Subscriber] = set()
@@ -151,6 +173,17 @@ class LiveHub:
             self.subscribers.discard(sub)
             metrics.SOCKETS.dec()
 
+    def dispatch_alert(self, payload: str | bytes) -> None:
+        """Hand an alert (or a rate-limit summary) to every socket of the key that owns it."""
+        parsed = alert_frame(payload)
+        if parsed is None:
+            log.warning("skipping a message on %s that is not an alert", self.alerts_channel)
+            return
+        owner, text = parsed
+        for sub in list(self.subscribers):
+            if sub.key_id == owner:
+                sub.offer(text)
+
     def dispatch(self, payload: str | bytes) -> None:
         """Hand one published message to every subscriber that wants it."""
         parsed = frame(payload)
@@ -168,13 +201,16 @@ class LiveHub:
         while True:
             pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(*filter(None, (self.channel, self.alerts_channel)))
                 self.subscribed.set()
                 delay = 0.5
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
-                        self.dispatch(msg["data"])
+                        if msg.get("channel") == self.alerts_channel:
+                            self.dispatch_alert(msg["data"])
+                        else:
+                            self.dispatch(msg["data"])
                     if time.monotonic() - last_renew > SOCKET_TTL_S / 3:
                         last_renew = time.monotonic()
                         await self.cap.renew([(s.key_id, s.socket_id) for s in self.subscribers])

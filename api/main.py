@@ -29,13 +29,13 @@ from starlette.responses import Response
 
 from api import problems
 from api.auth import check_startup
-from api.deps import require_api_key
+from api.deps import require_api_key, require_scope
 from api.middleware import ObservabilityMiddleware
 from api.params import strict_query
 from api.problems import ProblemDetail, problem_response
 from api.requestids import HEADER as REQUEST_ID_HEADER
 from api.resources import Resources
-from api.routes import bars, chart, docs, health, indicators, live, ops, stream, symbols
+from api.routes import alerts, bars, chart, docs, health, indicators, live, ops, stream, symbols
 from core.lake import LakeError
 from core.secrets import install_redaction, register_secret
 from core.settings import ApiSettings
@@ -168,6 +168,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(symbols.router, dependencies=[Depends(require_api_key)])
     app.include_router(live.router, dependencies=[Depends(require_api_key)])
     app.include_router(stream.router)
+    app.include_router(alerts.router, dependencies=[Depends(require_scope("alerts"))])
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     app.add_middleware(
         GZipMiddleware,

@@ -5,7 +5,9 @@
     DELETE /v1/alerts/{id}            deactivate one (204; 404 when the key has no such rule)
     GET    /v1/alerts/events?since=T  the key's events fired after T (oldest first)
 
-A key sees only its own rules and events: the owner is the key's id (:func:`api.auth.owner_id`).
+Every route needs a key with the ``alerts`` scope. A key sees only its own rules and events: the
+owner of a rule is the key's stable id (``key_...`` for a stored key, ``env_...`` for one of
+``API_KEYS``), never the key itself.
 Each change is announced on ``{prefix}alert_rules`` after it is committed, so the live flow
 applies it within a second; events reach the key's WebSockets on ``/v1/stream`` as
 ``{"type": "alert"}`` (and ``{"type": "alert_summary"}`` past the rate limit).
@@ -19,11 +21,11 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Owner, Res
-from api.models import ErrorResponse
+from api.deps import CurrentKey, Res
+from api.problems import Problem, clip, problems
 from core import alerts
 from core.alert_delivery import announce_rules
 from core.layout import LayoutError, normalise_symbol
@@ -33,10 +35,7 @@ from core.stores.postgres import migrate
 router = APIRouter(prefix="/v1", tags=["alerts"])
 _MIGRATED: set[str] = set()
 MAX_EVENTS = 1000
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "an invalid field, named"},
-    401: {"model": ErrorResponse, "description": "missing or invalid API key"},
-}
+_ERRORS = problems(400, 401, 403, 429, 503, c400="an invalid field, named first in the detail")
 
 
 class RuleIn(BaseModel):
@@ -133,29 +132,29 @@ def check_rule(body: RuleIn, now: dt.datetime) -> store.NewRule:
 
 @router.post("/alerts", status_code=status.HTTP_201_CREATED, response_model=RuleOut,
              responses=_ERRORS)  # fmt: skip
-def create(res: Res, owner: Owner, body: RuleIn) -> RuleOut:
+def create(res: Res, key: CurrentKey, body: RuleIn) -> RuleOut:
     """Create a rule; the live flow evaluates it within a second."""
     try:
         rule = check_rule(body, dt.datetime.now(dt.UTC))
     except alerts.RuleError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
+        raise Problem(400, f"{exc.field}: {clip(exc.message, 200)}", kind="invalid-rule") from None
     with _db(res) as conn:
-        row = store.create_rule(conn, store.NewRule(**{**rule.__dict__, "owner": owner}))
+        row = store.create_rule(conn, store.NewRule(**{**rule.__dict__, "owner": key.id}))
     announce_rules(res.redis(), res.settings.redis_prefix, row["id"], "created")
     return _out(row)
 
 
 @router.get("/alerts", response_model=RulesResponse, responses=_ERRORS)
-def list_rules(res: Res, owner: Owner) -> RulesResponse:
+def list_rules(res: Res, key: CurrentKey) -> RulesResponse:
     """The key's active rules, oldest first."""
     with _db(res) as conn:
-        return RulesResponse(rules=[_out(r) for r in store.owner_rules(conn, owner)])
+        return RulesResponse(rules=[_out(r) for r in store.owner_rules(conn, key.id)])
 
 
 @router.get("/alerts/events", response_model=EventsResponse, responses=_ERRORS)
 def events(
     res: Res,
-    owner: Owner,
+    key: CurrentKey,
     since: Annotated[
         dt.datetime | None, Query(description="only events fired after this time (RFC 3339)")
     ] = None,
@@ -163,9 +162,9 @@ def events(
 ) -> EventsResponse:
     """The key's events fired after ``since``."""
     if since is not None and since.tzinfo is None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="since: needs a time zone")
+        raise Problem(400, "since: needs a time zone (e.g. Z)", kind="invalid-parameter")
     with _db(res) as conn:
-        rows = store.owner_events(conn, owner, since, limit)
+        rows = store.owner_events(conn, key.id, since, limit)
     out = [EventOut(**{k: r[k] for k in EventOut.model_fields}) for r in rows]
     return EventsResponse(events=out, next=out[-1].fired_at if out else since)
 
@@ -173,13 +172,13 @@ def events(
 @router.delete(
     "/alerts/{rule_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "no such rule"}},
+    responses={**_ERRORS, **problems(404, c404="the key has no such active rule")},
 )
-def delete(res: Res, owner: Owner, rule_id: Annotated[str, Path(max_length=64)]) -> Response:
+def delete(res: Res, key: CurrentKey, rule_id: Annotated[str, Path(max_length=64)]) -> Response:
     """Deactivate one of the key's rules (its events stay readable)."""
     with _db(res) as conn:
-        found = store.deactivate(conn, owner, rule_id)
+        found = store.deactivate(conn, key.id, rule_id)
     if not found:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no active rule {rule_id}")
+        raise Problem(404, f"no active rule {clip(rule_id)}", kind="not-found")
     announce_rules(res.redis(), res.settings.redis_prefix, rule_id, "deleted")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,6 +4,8 @@
                                              cannot be set; the key needs the stream scope)
     <- {"type": "subscribed", "symbols": ["AAPL", "MSFT"]}
     <- {"type": "bar", "data": {"symbol": "AAPL", ...}}          per update
+    <- {"type": "alert", "data": {...}}                         each of the key's alerts
+    <- {"type": "alert_summary", "data": {...}}                 alerts over its rate limit
     -> {"action": "subscribe", "symbols": ["NVDA"]}              (or "NVDA,TSLA", or "*")
     <- {"type": "subscribed", "symbols": ["AAPL", "MSFT", "NVDA"]}
     -> {"action": "unsubscribe", "symbols": ["AAPL"]}            ("*" clears all)
@@ -27,7 +29,7 @@ import redis
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from api.deps import API_KEY_HEADER, Res, resolve_key
-from api.hub import CHANNEL, CLOSE, LiveHub, SocketCap, Subscriber
+from api.hub import ALERTS_CHANNEL, CHANNEL, CLOSE, LiveHub, SocketCap, Subscriber
 from api.params import MAX_SYMBOLS, parse_symbols
 from api.problems import Problem, clip
 from api.resources import Resources
@@ -106,7 +108,10 @@ async def hub_of(res: Resources) -> LiveHub:
         client = await res.async_redis()
         prefix = res.settings.redis_prefix
         res.hub = LiveHub(
-            client, prefix + CHANNEL, SocketCap(client, prefix, res.settings.api_ws_per_key)
+            client,
+            prefix + CHANNEL,
+            SocketCap(client, prefix, res.settings.api_ws_per_key),
+            alerts_channel=prefix + ALERTS_CHANNEL,
         )
         res.hub.start()
     hub: LiveHub = res.hub

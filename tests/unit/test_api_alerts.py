@@ -13,8 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api.auth import owner_id
+from api import principals
 from api.main import create_app
+from api.principals import digest
 from core import alerts
 from core.alert_delivery import Delivery
 from core.settings import ApiSettings
@@ -89,7 +90,7 @@ def test_create_list_delete_per_key(client: TestClient, settings: ApiSettings) -
         ({"params": {"level": 200, "hysteresis": -1}}, "params.hysteresis"),
         ({"cooldown": -5}, "cooldown"),
         ({"expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
-        ({"colour": "red"}, "body.colour"),  # unknown fields, by the request validation
+        ({"colour": "red"}, "colour"),  # unknown fields, by the request validation
     ],
 )
 def test_invalid_rules_are_a_400_naming_the_field(
@@ -106,7 +107,7 @@ def test_events_since_and_the_websocket(
     made = client.post("/v1/alerts", json=RULE, headers=A).json()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         rule = store.active_rules(conn, ids=[made["id"]])[0]
-    assert rule.owner == owner_id(KEY_A)
+    assert rule.owner == "env_" + digest(KEY_A).hex()[:12]  # the key's id, never the key
     fired = [alerts.fire(rule, f"trade:{i}:1:x", 1_733_000_000_000 + i, 201.0) for i in range(3)]
     r = connect(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
     delivery = Delivery(r, settings.redis_prefix)
@@ -131,3 +132,19 @@ def test_events_since_and_the_websocket(
     assert bad.status_code == 400 and bad.json()["detail"].startswith("since")
     assert dt.datetime.fromisoformat(page["events"][0]["event_at"]).year == 2024
     r.close()
+
+
+def test_stored_keys_own_rules_by_id_and_need_the_alerts_scope(
+    client: TestClient, pg_url: str
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        principals.migrate(conn)
+        reader_id, reader = principals.create(conn, "reader", ("read",), 0)
+        trader_id, trader = principals.create(conn, "trader", ("read", "alerts"), 0)
+    denied = client.post("/v1/alerts", json=RULE, headers={"X-API-Key": reader})
+    assert denied.status_code == 403 and "alerts" in denied.json()["detail"]
+    made = client.post("/v1/alerts", json=RULE, headers={"X-API-Key": trader})
+    assert made.status_code == 201
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert store.active_rules(conn, ids=[made.json()["id"]])[0].owner == trader_id
+    assert reader_id != trader_id
