@@ -3,8 +3,9 @@
 The live flow publishes each bar update once on ``{REDIS_PREFIX}bars``. A :class:`LiveHub`
 holds the process's only subscription to it, parses each message once, and puts the text to
 send into the bounded queue of every subscriber that wants the symbol: a thousand sockets cost
-one Redis connection, not a thousand. Alerts (``{REDIS_PREFIX}alerts``, on the same
-subscription) go to every socket of the key that owns them, whatever symbols it follows. A subscriber whose queue is full is closed as too slow
+one Redis connection, not a thousand. Alerts (``{REDIS_PREFIX}alerts``) go to every socket of
+the key that owns them, whatever symbols it follows; they have a subscription of their own, so
+an alert never waits behind a backlog of bar updates. A subscriber whose queue is full is closed as too slow
 rather than let grow without bound. When Redis drops, the hub resubscribes with backoff; the
 sockets stay open.
 
@@ -155,12 +156,16 @@ class LiveHub:
         self.loop = asyncio.get_running_loop()
         self.subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
+        self._alerts_task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self.alerts_subscribed = asyncio.Event()
 
     def start(self) -> None:
         """Start reading the channel (once)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="live-hub")
+        if self._alerts_task is None and self.alerts_channel is not None:
+            self._alerts_task = asyncio.create_task(self._run_alerts(), name="alert-hub")
 
     def add(self, sub: Subscriber) -> None:
         """Deliver to ``sub`` from now on."""
@@ -201,16 +206,13 @@ class LiveHub:
         while True:
             pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(*filter(None, (self.channel, self.alerts_channel)))
+                await pubsub.subscribe(self.channel)
                 self.subscribed.set()
                 delay = 0.5
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
-                        if msg.get("channel") == self.alerts_channel:
-                            self.dispatch_alert(msg["data"])
-                        else:
-                            self.dispatch(msg["data"])
+                        self.dispatch(msg["data"])
                     if time.monotonic() - last_renew > SOCKET_TTL_S / 3:
                         last_renew = time.monotonic()
                         await self.cap.renew([(s.key_id, s.socket_id) for s in self.subscribers])
@@ -223,12 +225,44 @@ class LiveHub:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def ready(self, timeout: float = 2.0) -> None:
+        """Wait (at most ``timeout`` seconds) until both subscriptions are in place."""
+        waits = [self.subscribed.wait()]
+        if self.alerts_channel is not None:
+            waits.append(self.alerts_subscribed.wait())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+
+    async def _run_alerts(self) -> None:
+        delay = 0.5
+        channel = self.alerts_channel
+        assert channel is not None
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                self.alerts_subscribed.set()
+                delay = 0.5
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        self.dispatch_alert(msg["data"])
+            except (redis.RedisError, OSError) as exc:
+                self.alerts_subscribed.clear()
+                log.warning("alert hub lost redis (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
     async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close every socket with ``code`` and stop reading."""
         for sub in list(self.subscribers):
             sub.close(code, reason)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        for task in (self._task, self._alerts_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._alerts_task = None

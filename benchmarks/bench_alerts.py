@@ -298,8 +298,8 @@ def main() -> None:
     bars_note = (
         "Bar updates are not published (`--no-bars`): the alert path alone."
         if args.no_bars
-        else "Bar updates are published as in production, and every WebSocket of the API reads "
-        "the whole bar channel on its own Redis connection (one subscription per socket)."
+        else "Bar updates (minute and 5m..4h, forming and final) are published as in production; "
+        "the API process reads every one of them on its one bar subscription, beside the alerts."
     )
     body = f"""## Alerts (`python -m benchmarks.bench_alerts{mode}`)
 

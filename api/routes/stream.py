@@ -177,6 +177,7 @@ async def stream(
         return
     hub.add(sub)
     try:
+        await hub.ready()  # what is published after "subscribed" reaches the socket
         await ws.send_json(subscribed(sub.symbols))
         tasks = {asyncio.create_task(_send(ws, sub)), asyncio.create_task(_receive(ws, sub))}
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
