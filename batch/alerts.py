@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from batch import common
+from batch.engine import common
 from core import adjustments, alerts, calendar, layout
 from core.alert_delivery import Delivery
 from core.alert_engine import Bar, BarSeries, Engine
