@@ -55,7 +55,7 @@ from batch.engine import manifest as mf
 from batch.engine.checkpoint import SymbolMark
 from batch.engine.fib import Anchor, Daily
 from batch.engine.gold_state import GoldState
-from batch.engine.months import month_index, month_of_day
+from batch.engine.months import month_index
 from batch.engine.silver import MIN_DAY, Patch
 from core import arrays, calendar, indicators, layout
 from core.lake import Entry, Lake
@@ -132,6 +132,21 @@ def interval_length(interval: str) -> int:
     return int(interval.removesuffix("d"))
 
 
+@dataclass
+class Plan:
+    """One interval's symbols to recompute.
+
+    ``resume[s]``: the date to resume from, or None for the whole history. ``changed[s]``, for
+    resumed symbols: the earliest changed date. Bars before it are recomputed from the same
+    state and rows, so they come out with the same bits: they advance the state but need not
+    be rewritten (a daily run would otherwise rewrite the month of every delisted symbol's
+    last row).
+    """
+
+    resume: dict[str, int | None] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+
+
 def resume_points(
     chosen: Sequence[str],
     base: GoldState | None,
@@ -139,16 +154,16 @@ def resume_points(
     entries: dict[str, Entry],
     states: dict[str, mf.SymbolState],
     versions: dict[str, str],
-) -> dict[str, int | None]:
-    """Per symbol to recompute: the date to resume from, or None for its whole history.
+) -> Plan:
+    """Per symbol to recompute, where to resume (see :class:`Plan`).
 
     Unchanged symbols are left out. A change on or after the checkpoint's resume date resumes
     from its state; an older change, an unknown history or a new split version starts over.
     """
-    todo: dict[str, int | None] = {}
+    plan = Plan()
     for s in chosen:
         if full or base is None or s not in base.resume:
-            todo[s] = None
+            plan.resume[s] = None
             continue
         change = planning.change_of(entries[s], states.get(s), base.marks[s])
         if base.splits.get(s) != versions[s]:
@@ -156,10 +171,11 @@ def resume_points(
         if change is False:
             continue
         if change is planning.WHOLE or int(change) < base.resume[s]:
-            todo[s] = None
+            plan.resume[s] = None
         else:
-            todo[s] = base.resume[s]
-    return todo
+            plan.resume[s] = base.resume[s]
+            plan.changed[s] = int(change)
+    return plan
 
 
 def next_resume(
@@ -205,7 +221,7 @@ def compute_interval(
     interval: str,
     anchor: Anchor,
     daily: Daily,
-    todo: dict[str, int | None],
+    plan: Plan,
     base: GoldState | None,
     marks: dict[str, SymbolMark],
     versions: dict[str, str],
@@ -216,7 +232,8 @@ def compute_interval(
     subset: bool,
     deleted: Sequence[str] = (),
 ) -> Result:
-    """The patch of one interval: the rows of every symbol in ``todo`` from its resume date."""
+    """The patch of one interval: the rows of every symbol in ``plan`` from its resume date."""
+    todo = plan.resume
     names = sorted(todo)
     index = {s: i for i, s in enumerate(daily.symbols)}
     segments = np.array([index[s] for s in names], dtype=np.int64)
@@ -235,7 +252,13 @@ def compute_interval(
     for i, s in enumerate(names):
         if todo[s] is not None and base is not None:
             init[i] = base.states[s]
-    table, last_rows = _indicator_table(interval, anchor, rows, init, last_day)
+    # 1d: the rows before the earliest change come out as they are stored (see Plan)
+    cut_days = resume.copy()
+    if interval == "1d" and plan.changed:
+        later = np.array([plan.changed.get(s, MIN_DAY) for s in names], dtype=np.int64)
+        cut_days = np.maximum(cut_days, later)
+    emit_from = cut_days if bool(np.any(cut_days > resume)) else None
+    table, last_rows = _indicator_table(interval, anchor, rows, init, last_day, emit_from)
     state = GoldState(interval, anchor, last_day)
     for i, s in enumerate(names):
         info = last_rows[i]
@@ -251,21 +274,15 @@ def compute_interval(
         state.splits[s] = versions[s]
         state.resume[s] = day
         state.states[s] = tuple(float(x) for x in (after if past else before))
+    cuts = dict(zip(names, cut_days.tolist(), strict=True))
+    cuts.update(dict.fromkeys(deleted, MIN_DAY))
     months: set[int] = set()
     if base is not None and not full:
-        held = [(base.marks.get(s), todo[s]) for s in names if s in base.marks]
-        for mark, cut in held:
-            if mark is None:
-                continue
-            lo = max(mark.first_day, cut if cut is not None else MIN_DAY)
-            if lo <= mark.last_day:
-                months.update(range(month_of_day(lo), month_of_day(mark.last_day) + 1))
-        for s in deleted:
-            mark = base.marks.get(s)
-            if mark is not None:
-                months.update(range(month_of_day(mark.first_day), month_of_day(mark.last_day) + 1))
-    cuts = {s: MIN_DAY if todo[s] is None else int(todo[s]) for s in names}  # type: ignore[arg-type]
-    cuts.update(dict.fromkeys(deleted, MIN_DAY))
+        # the months where replaced rows may sit: each held symbol's [cut, last day]
+        held = [(base.marks[s], cuts[s]) for s in (*names, *deleted) if s in base.marks]
+        lo = np.array([max(m.first_day, c) for m, c in held], dtype=np.int64)
+        hi = np.array([m.last_day for m, _ in held], dtype=np.int64)
+        months = planning.month_ranges(lo[lo <= hi], hi[lo <= hi])
     patch = Patch(cuts=cuts, rows=table, months=months)
     if full and not subset:
         patch.cuts = {}
@@ -280,14 +297,34 @@ LastBar = tuple[tuple[int, int], int, bool, npt.NDArray[np.float64], npt.NDArray
 
 
 def _indicator_table(
-    interval: str, anchor: Anchor, rows: Daily, init: npt.NDArray[np.float64], last_day: int | None
+    interval: str,
+    anchor: Anchor,
+    rows: Daily,
+    init: npt.NDArray[np.float64],
+    last_day: int | None,
+    emit_from: I64 | None = None,
 ) -> tuple[pa.Table, list[LastBar | None]]:
-    """Gold rows of ``rows`` in month-file order, and per segment its last bar's facts."""
+    """Gold rows of ``rows`` in month-file order, and per segment its last bar's facts.
+
+    ``emit_from`` (1d only): per segment, the first date whose rows go into the table; the
+    rows before it only advance the state.
+    """
     n_seg = len(rows.symbols)
     names = arrays.strings(rows.symbols)
     if interval == "1d":
         seg: npt.NDArray[np.integer[Any]] = rows.segment_ids()
-        perm = np.argsort(month_index(rows.date), kind="stable")
+        if emit_from is None:
+            perm = np.argsort(month_index(rows.date), kind="stable")
+        else:  # the rows left out go last, past the table's end
+            kept = rows.date >= emit_from[seg]
+            emitted = np.flatnonzero(kept)
+            perm = np.concatenate(
+                [
+                    emitted[np.argsort(month_index(rows.date[emitted]), kind="stable")],
+                    np.flatnonzero(~kept),
+                ]
+            )
+            perm_out = perm[: len(emitted)]
         dest = np.empty_like(perm)
         dest[perm] = np.arange(len(perm))
         offsets = rows.offsets
@@ -295,12 +332,16 @@ def _indicator_table(
         keys = rows.date
         ends = rows.date
         complete = np.zeros(len(keys), dtype=bool)
+        values = series.values
+        if emit_from is not None:
+            perm = perm_out
+            values = {k: v[: len(perm)] for k, v in values.items()}
         table = pa.table(
             [
                 _symbols(seg[perm], names),
                 arrays.from_numpy(np.ascontiguousarray(keys[perm]), pa.date32()),
                 arrays.from_numpy(np.ascontiguousarray(rows.close[perm])),
-                *gold_files.indicator_columns(series.values),
+                *gold_files.indicator_columns(values),
             ],
             schema=gold_schema(interval),
         )
@@ -610,7 +651,7 @@ def run(
     todo = {i: resume_points(chosen, bases[i], fulls[i], entries, states, versions) for i in labels}
     needed: dict[str, int | None] = {}
     for plan in todo.values():
-        for s, day in plan.items():
+        for s, day in plan.resume.items():
             held = needed.get(s, day) if s in needed else day
             needed[s] = None if held is None or day is None else min(held, day)
     failed: dict[str, str] = {}
@@ -624,9 +665,11 @@ def run(
         if not failed:
             raise
         log.warning("%d symbols cannot be read (%s); computing the others", len(failed), exc)
-        for plan in (needed, *todo.values()):
-            for s in failed:
-                plan.pop(s, None)
+        for s in failed:
+            needed.pop(s, None)
+            for plan in todo.values():
+                plan.resume.pop(s, None)
+                plan.changed.pop(s, None)
         inputs = gold_inputs.read(
             lake, book, needed, entries, states, workers, progress=progress, processes=processes
         )
