@@ -154,18 +154,24 @@ def resume_points(
     entries: dict[str, Entry],
     states: dict[str, mf.SymbolState],
     versions: dict[str, str],
+    seen: dict[tuple[str, SymbolMark], int | bool | None] | None = None,
 ) -> Plan:
     """Per symbol to recompute, where to resume (see :class:`Plan`).
 
     Unchanged symbols are left out. A change on or after the checkpoint's resume date resumes
     from its state; an older change, an unknown history or a new split version starts over.
+    ``seen``: changes already worked out (by mark), shared by the intervals of one run.
     """
     plan = Plan()
+    seen = {} if seen is None else seen
     for s in chosen:
         if full or base is None or s not in base.resume:
             plan.resume[s] = None
             continue
-        change = planning.change_of(entries[s], states.get(s), base.marks[s])
+        mark = base.marks[s]
+        change = seen.get((s, mark), True)  # True: not worked out yet (never a change)
+        if change is True:
+            change = seen[s, mark] = planning.change_of(entries[s], states.get(s), mark)
         if base.splits.get(s) != versions[s]:
             change = planning.WHOLE
         if change is False:
@@ -178,27 +184,29 @@ def resume_points(
     return plan
 
 
-def next_resume(
-    interval: str, anchor: Anchor, start: int, end: int, complete: bool
-) -> tuple[int, bool]:
-    """(resume date, after the bar) of a symbol whose last bar spans [start, end].
+def next_resumes(
+    interval: str, anchor: Anchor, start: I64, end: I64, complete: npt.NDArray[np.bool_]
+) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """(resume date, after the bar) of symbols whose last bars span [start, end].
 
     A bar that can still change (every last daily row, an incomplete Fibonacci bar) is
     recomputed next time: resume at its start, from the state before it. After a complete
     Fibonacci bar nothing can change it but a backfill, so resume at the first day the next
     bar can hold, from the state after it.
     """
-    if interval == "1d" or not complete:
-        return start, False
-    n = interval_length(interval)
+    start = np.asarray(start, dtype=np.int64)
+    if interval == "1d":
+        return start, np.zeros(len(start), dtype=bool)
+    past = np.asarray(complete, dtype=bool).copy()
     if anchor == "symbol":
-        return end + 1, True
-    g = int(fib.calendar_group(np.array([start], dtype=np.int32), n)[0])
+        return np.where(past, np.asarray(end, np.int64) + 1, start), past
+    n = interval_length(interval)
     sessions = calendar.session_days()
+    g = np.asarray(fib.calendar_group(start.astype(np.int32), n), dtype=np.int64)
     last = (g + 1) * n - 1
-    if last >= len(sessions):
-        return start, False
-    return int(sessions[last]) + 1, True
+    past &= last < len(sessions)
+    after = sessions[np.clip(last, 0, len(sessions) - 1)].astype(np.int64) + 1
+    return np.where(past, after, start), past
 
 
 # -- computing one interval ---------------------------------------------------------------------
@@ -258,22 +266,24 @@ def compute_interval(
         later = np.array([plan.changed.get(s, MIN_DAY) for s in names], dtype=np.int64)
         cut_days = np.maximum(cut_days, later)
     emit_from = cut_days if bool(np.any(cut_days > resume)) else None
-    table, last_rows = _indicator_table(interval, anchor, rows, init, last_day, emit_from)
+    table, last = _indicator_table(interval, anchor, rows, init, last_day, emit_from)
+    early = last.present & (last.first_key < resume)
+    if early.any():  # rows before the resume point were read
+        i = int(np.flatnonzero(early)[0])
+        msg = (
+            f"{names[i]}: recomputed {interval} bars start at {int(last.first_key[i])}, "
+            "before the resume date"
+        )
+        raise ValueError(msg)
+    day, past = next_resumes(interval, anchor, last.key, last.end, last.complete)
+    resumed = np.where(past[:, None], last.after, last.before)
     state = GoldState(interval, anchor, last_day)
-    for i, s in enumerate(names):
-        info = last_rows[i]
-        if info is None:  # no rows at all: nothing to resume from
-            continue
-        key, end, complete, before, after = info
-        at = todo[s]
-        if at is not None and key[0] < at:  # rows before the resume point were read
-            msg = f"{s}: recomputed {interval} bars start at {key[0]}, before the resume date"
-            raise ValueError(msg)
-        day, past = next_resume(interval, anchor, key[1], end, complete)
-        state.marks[s] = marks[s]
-        state.splits[s] = versions[s]
-        state.resume[s] = day
-        state.states[s] = tuple(float(x) for x in (after if past else before))
+    present = np.flatnonzero(last.present)  # a symbol without rows has nothing to resume from
+    kept = [names[i] for i in present.tolist()]
+    state.marks = {s: marks[s] for s in kept}
+    state.splits = {s: versions[s] for s in kept}
+    state.resume = dict(zip(kept, day[present].tolist(), strict=True))
+    state.states = dict(zip(kept, map(tuple, resumed[present].tolist()), strict=True))
     cuts = dict(zip(names, cut_days.tolist(), strict=True))
     cuts.update(dict.fromkeys(deleted, MIN_DAY))
     months: set[int] = set()
@@ -292,8 +302,21 @@ def compute_interval(
     )
 
 
-LastBar = tuple[tuple[int, int], int, bool, npt.NDArray[np.float64], npt.NDArray[np.float64]]
-"""((first bar's key, last bar's key), last bar's end, complete, state before it, state after)."""
+@dataclass(frozen=True)
+class LastBars:
+    """What an interval's run leaves per segment, where the next one resumes.
+
+    Its first bar's key, its last bar's key, end and ``complete``, and the indicator states
+    before and after that last bar; ``present`` is False for a segment without bars.
+    """
+
+    present: npt.NDArray[np.bool_]
+    first_key: I64
+    key: I64
+    end: I64
+    complete: npt.NDArray[np.bool_]
+    before: npt.NDArray[np.float64]
+    after: npt.NDArray[np.float64]
 
 
 def _indicator_table(
@@ -303,7 +326,7 @@ def _indicator_table(
     init: npt.NDArray[np.float64],
     last_day: int | None,
     emit_from: I64 | None = None,
-) -> tuple[pa.Table, list[LastBar | None]]:
+) -> tuple[pa.Table, LastBars]:
     """Gold rows of ``rows`` in month-file order, and per segment its last bar's facts.
 
     ``emit_from`` (1d only): per segment, the first date whose rows go into the table; the
@@ -373,21 +396,25 @@ def _indicator_table(
             schema=gold_schema(interval),
         )
         by_seg_key, by_seg_end, by_seg_complete = start[perm], end[perm], done[perm]
-    last: list[LastBar | None] = []
-    for i in range(n_seg):
-        lo, hi = int(offsets[i]), int(offsets[i + 1])
-        if hi == lo:
-            last.append(None)
-            continue
-        last.append(
-            (
-                (int(by_seg_key[lo]), int(by_seg_key[hi - 1])),
-                int(by_seg_end[hi - 1]),
-                bool(by_seg_complete[hi - 1]),
-                series.before_last[i],
-                series.last[i],
-            )
+    lo, hi = offsets[:-1], offsets[1:]
+    present = hi > lo
+    first = np.where(present, lo, 0)
+    final = np.where(present, hi - 1, 0)
+
+    def at(values: npt.NDArray[Any], where: I64) -> I64:
+        return (
+            np.asarray(values[where], dtype=np.int64) if len(values) else np.zeros(n_seg, np.int64)
         )
+
+    last = LastBars(
+        present=present,
+        first_key=at(by_seg_key, first),
+        key=at(by_seg_key, final),
+        end=at(by_seg_end, final),
+        complete=np.asarray(by_seg_complete[final] if len(by_seg_complete) else present & False),
+        before=series.before_last,
+        after=series.last,
+    )
     return table, last
 
 
@@ -603,8 +630,14 @@ def silver_anchor(lake: Lake, interval: str) -> Anchor:
     """The anchor silver of ``interval`` was built with (calendar before any resample)."""
     if interval == "1d":
         return "calendar"
-    held = ckpt.read(lake, interval_length(interval))
-    return _anchor(held.anchor) if held is not None else "calendar"
+    # the anchor only: parsing the checkpoint's thousands of marks costs more than the read
+    held = lake.read_json(layout.silver_checkpoint(interval_length(interval)))
+    if held is None or not isinstance(held.get("format"), int) or held["format"] < ckpt.FORMAT:
+        return "calendar"  # none yet, or silver of an older release (resample rebuilds it)
+    if held["format"] != ckpt.FORMAT:
+        msg = f"unsupported checkpoint format {held['format']!r} of silver_{interval}"
+        raise ValueError(msg)
+    return _anchor(str(held["anchor"]))
 
 
 def run(
@@ -648,7 +681,11 @@ def run(
             msg = f"silver_{i} is now built with --anchor {anchors[i]}: rebuild gold without --symbols"
             raise AnchorMismatch(msg)
         fulls[i] = full or base is None or moved or not lake.list_dirs(layout.gold_dir(i))
-    todo = {i: resume_points(chosen, bases[i], fulls[i], entries, states, versions) for i in labels}
+    seen: dict[tuple[str, SymbolMark], int | bool | None] = {}
+    todo = {
+        i: resume_points(chosen, bases[i], fulls[i], entries, states, versions, seen)
+        for i in labels
+    }
     needed: dict[str, int | None] = {}
     for plan in todo.values():
         for s, day in plan.resume.items():
