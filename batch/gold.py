@@ -50,6 +50,7 @@ from batch.engine import (
     gold_state,
     planning,
     pool,
+    silver,
 )
 from batch.engine import manifest as mf
 from batch.engine.checkpoint import SymbolMark
@@ -249,9 +250,10 @@ def compute_interval(
     if len(names) and bool(np.any((resume == MIN_DAY) & (daily.first_row[segments] > 0))):
         msg = "rows read for a whole recomputation do not start at the first row"
         raise ValueError(msg)
-    starts = (
-        np.where(resume == MIN_DAY, 0, daily.search(segments, resume)) if len(names) else resume
-    )
+    whole = resume == MIN_DAY
+    starts = np.zeros(len(names), dtype=np.int64)
+    if not whole.all():  # a full rebuild searches nothing
+        starts[~whole] = daily.search(segments[~whole], resume[~whole])
     if len(names) == len(daily.symbols) and not starts.any():
         rows = daily
     else:
@@ -454,8 +456,9 @@ def commit(
     patch = Patch.combine(r.patch for r in results)
     key = gold_files.key_column(interval)
     listed = _listed(lake, interval)
-    slices = _slices(patch.rows, key)
-    months = set(patch.months) | set(slices)
+    ranges = silver.month_slices(patch.rows, key)
+    slices = _slices(patch.rows, key) if ranges is None else {}
+    months = set(patch.months) | set(slices) | set(ranges or {})
     if patch.replace_shards:
         months |= set(listed)
     if interval != "1d" and anchor == "calendar" and base is not None and base.anchor == anchor:
@@ -472,8 +475,12 @@ def commit(
         if month in listed and not fresh:
             old = lake.read_bytes(target)
             existing = pq.ParquetFile(pa.BufferReader(old)).read(use_threads=False)
-        rows = patch.rows.take(arrays.from_numpy(slices[month])) if month in slices else None
-        if rows is None:
+        if ranges is not None and month in ranges:  # rows in month order: a zero-copy slice
+            lo, hi = ranges[month]
+            rows = patch.rows.slice(lo, hi - lo)
+        elif month in slices:
+            rows = patch.rows.take(arrays.from_numpy(slices[month]))
+        else:
             rows = arrays.empty_table(gold_schema(interval))
         table = (
             rows if as_is else gold_files.apply(existing, rows, patch, interval, anchor, last_day)
@@ -659,6 +666,7 @@ def run(
     :mod:`batch.engine.gold_inputs`).
     """
     started = time.perf_counter()
+    pool.tune_memory()
     bad = [i for i in intervals if i not in GOLD_INTERVALS]
     if bad:
         msg = f"unsupported intervals {bad}; choose from {', '.join(GOLD_INTERVALS)}"
