@@ -735,6 +735,17 @@ def run(
         failed=failed,
     )
 
+    # a daily run's intervals are small but seven: side by side on the cores too (a fork costs
+    # milliseconds; the workers write their own month files and checkpoint)
+    fork_intervals = len(labels) > 1 and (
+        inputs.forked
+        or (
+            processes is not False
+            and daily_rows.use_processes(lake, True, workers, {})
+            and pool.worker_count(workers) > 1
+        )
+    )
+
     def one(interval: str) -> IntervalReport:
         base = bases[interval]
         deleted = []
@@ -751,7 +762,7 @@ def run(
         rep = IntervalReport(interval, full=fulls[interval], symbols_changed=result.changed)
         rep.bars = result.patch.rows.num_rows
         if shard.count == 1:
-            threads = 1 if inputs.forked else None
+            threads = 1 if fork_intervals else None
             stats = commit(
                 lake, interval, [result], base, workers, dry_run=dry_run, threads=threads
             )
@@ -777,7 +788,7 @@ def run(
         def done(_: IntervalReport) -> None:
             bar.update(1)
 
-        if inputs.forked and len(labels) > 1:  # intervals on forked workers, as resample does
+        if fork_intervals:  # intervals on forked workers, as resample does
             reports = forking.map_forked(one, labels, pool.worker_count(workers), done)
         else:
             reports = []
