@@ -50,12 +50,13 @@ from batch.engine import (
     gold_state,
     planning,
     pool,
+    silver,
 )
 from batch.engine import manifest as mf
 from batch.engine.checkpoint import SymbolMark
 from batch.engine.fib import Anchor, Daily
 from batch.engine.gold_state import GoldState
-from batch.engine.months import month_index, month_of_day
+from batch.engine.months import month_index
 from batch.engine.silver import MIN_DAY, Patch
 from core import arrays, calendar, indicators, layout
 from core.lake import Entry, Lake
@@ -132,6 +133,21 @@ def interval_length(interval: str) -> int:
     return int(interval.removesuffix("d"))
 
 
+@dataclass
+class Plan:
+    """One interval's symbols to recompute.
+
+    ``resume[s]``: the date to resume from, or None for the whole history. ``changed[s]``, for
+    resumed symbols: the earliest changed date. Bars before it are recomputed from the same
+    state and rows, so they come out with the same bits: they advance the state but need not
+    be rewritten (a daily run would otherwise rewrite the month of every delisted symbol's
+    last row).
+    """
+
+    resume: dict[str, int | None] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+
+
 def resume_points(
     chosen: Sequence[str],
     base: GoldState | None,
@@ -139,50 +155,59 @@ def resume_points(
     entries: dict[str, Entry],
     states: dict[str, mf.SymbolState],
     versions: dict[str, str],
-) -> dict[str, int | None]:
-    """Per symbol to recompute: the date to resume from, or None for its whole history.
+    seen: dict[tuple[str, SymbolMark], int | bool | None] | None = None,
+) -> Plan:
+    """Per symbol to recompute, where to resume (see :class:`Plan`).
 
     Unchanged symbols are left out. A change on or after the checkpoint's resume date resumes
     from its state; an older change, an unknown history or a new split version starts over.
+    ``seen``: changes already worked out (by mark), shared by the intervals of one run.
     """
-    todo: dict[str, int | None] = {}
+    plan = Plan()
+    seen = {} if seen is None else seen
     for s in chosen:
         if full or base is None or s not in base.resume:
-            todo[s] = None
+            plan.resume[s] = None
             continue
-        change = planning.change_of(entries[s], states.get(s), base.marks[s])
+        mark = base.marks[s]
+        change = seen.get((s, mark), True)  # True: not worked out yet (never a change)
+        if change is True:
+            change = seen[s, mark] = planning.change_of(entries[s], states.get(s), mark)
         if base.splits.get(s) != versions[s]:
             change = planning.WHOLE
         if change is False:
             continue
         if change is planning.WHOLE or int(change) < base.resume[s]:
-            todo[s] = None
+            plan.resume[s] = None
         else:
-            todo[s] = base.resume[s]
-    return todo
+            plan.resume[s] = base.resume[s]
+            plan.changed[s] = int(change)
+    return plan
 
 
-def next_resume(
-    interval: str, anchor: Anchor, start: int, end: int, complete: bool
-) -> tuple[int, bool]:
-    """(resume date, after the bar) of a symbol whose last bar spans [start, end].
+def next_resumes(
+    interval: str, anchor: Anchor, start: I64, end: I64, complete: npt.NDArray[np.bool_]
+) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """(resume date, after the bar) of symbols whose last bars span [start, end].
 
     A bar that can still change (every last daily row, an incomplete Fibonacci bar) is
     recomputed next time: resume at its start, from the state before it. After a complete
     Fibonacci bar nothing can change it but a backfill, so resume at the first day the next
     bar can hold, from the state after it.
     """
-    if interval == "1d" or not complete:
-        return start, False
-    n = interval_length(interval)
+    start = np.asarray(start, dtype=np.int64)
+    if interval == "1d":
+        return start, np.zeros(len(start), dtype=bool)
+    past = np.asarray(complete, dtype=bool).copy()
     if anchor == "symbol":
-        return end + 1, True
-    g = int(fib.calendar_group(np.array([start], dtype=np.int32), n)[0])
+        return np.where(past, np.asarray(end, np.int64) + 1, start), past
+    n = interval_length(interval)
     sessions = calendar.session_days()
+    g = np.asarray(fib.calendar_group(start.astype(np.int32), n), dtype=np.int64)
     last = (g + 1) * n - 1
-    if last >= len(sessions):
-        return start, False
-    return int(sessions[last]) + 1, True
+    past &= last < len(sessions)
+    after = sessions[np.clip(last, 0, len(sessions) - 1)].astype(np.int64) + 1
+    return np.where(past, after, start), past
 
 
 # -- computing one interval ---------------------------------------------------------------------
@@ -205,7 +230,7 @@ def compute_interval(
     interval: str,
     anchor: Anchor,
     daily: Daily,
-    todo: dict[str, int | None],
+    plan: Plan,
     base: GoldState | None,
     marks: dict[str, SymbolMark],
     versions: dict[str, str],
@@ -216,7 +241,8 @@ def compute_interval(
     subset: bool,
     deleted: Sequence[str] = (),
 ) -> Result:
-    """The patch of one interval: the rows of every symbol in ``todo`` from its resume date."""
+    """The patch of one interval: the rows of every symbol in ``plan`` from its resume date."""
+    todo = plan.resume
     names = sorted(todo)
     index = {s: i for i, s in enumerate(daily.symbols)}
     segments = np.array([index[s] for s in names], dtype=np.int64)
@@ -224,9 +250,10 @@ def compute_interval(
     if len(names) and bool(np.any((resume == MIN_DAY) & (daily.first_row[segments] > 0))):
         msg = "rows read for a whole recomputation do not start at the first row"
         raise ValueError(msg)
-    starts = (
-        np.where(resume == MIN_DAY, 0, daily.search(segments, resume)) if len(names) else resume
-    )
+    whole = resume == MIN_DAY
+    starts = np.zeros(len(names), dtype=np.int64)
+    if not whole.all():  # a full rebuild searches nothing
+        starts[~whole] = daily.search(segments[~whole], resume[~whole])
     if len(names) == len(daily.symbols) and not starts.any():
         rows = daily
     else:
@@ -235,37 +262,39 @@ def compute_interval(
     for i, s in enumerate(names):
         if todo[s] is not None and base is not None:
             init[i] = base.states[s]
-    table, last_rows = _indicator_table(interval, anchor, rows, init, last_day)
+    # 1d: the rows before the earliest change come out as they are stored (see Plan)
+    cut_days = resume.copy()
+    if interval == "1d" and plan.changed:
+        later = np.array([plan.changed.get(s, MIN_DAY) for s in names], dtype=np.int64)
+        cut_days = np.maximum(cut_days, later)
+    emit_from = cut_days if bool(np.any(cut_days > resume)) else None
+    table, last = _indicator_table(interval, anchor, rows, init, last_day, emit_from)
+    early = last.present & (last.first_key < resume)
+    if early.any():  # rows before the resume point were read
+        i = int(np.flatnonzero(early)[0])
+        msg = (
+            f"{names[i]}: recomputed {interval} bars start at {int(last.first_key[i])}, "
+            "before the resume date"
+        )
+        raise ValueError(msg)
+    day, past = next_resumes(interval, anchor, last.key, last.end, last.complete)
+    resumed = np.where(past[:, None], last.after, last.before)
     state = GoldState(interval, anchor, last_day)
-    for i, s in enumerate(names):
-        info = last_rows[i]
-        if info is None:  # no rows at all: nothing to resume from
-            continue
-        key, end, complete, before, after = info
-        at = todo[s]
-        if at is not None and key[0] < at:  # rows before the resume point were read
-            msg = f"{s}: recomputed {interval} bars start at {key[0]}, before the resume date"
-            raise ValueError(msg)
-        day, past = next_resume(interval, anchor, key[1], end, complete)
-        state.marks[s] = marks[s]
-        state.splits[s] = versions[s]
-        state.resume[s] = day
-        state.states[s] = tuple(float(x) for x in (after if past else before))
+    present = np.flatnonzero(last.present)  # a symbol without rows has nothing to resume from
+    kept = [names[i] for i in present.tolist()]
+    state.marks = {s: marks[s] for s in kept}
+    state.splits = {s: versions[s] for s in kept}
+    state.resume = dict(zip(kept, day[present].tolist(), strict=True))
+    state.states = dict(zip(kept, map(tuple, resumed[present].tolist()), strict=True))
+    cuts = dict(zip(names, cut_days.tolist(), strict=True))
+    cuts.update(dict.fromkeys(deleted, MIN_DAY))
     months: set[int] = set()
     if base is not None and not full:
-        held = [(base.marks.get(s), todo[s]) for s in names if s in base.marks]
-        for mark, cut in held:
-            if mark is None:
-                continue
-            lo = max(mark.first_day, cut if cut is not None else MIN_DAY)
-            if lo <= mark.last_day:
-                months.update(range(month_of_day(lo), month_of_day(mark.last_day) + 1))
-        for s in deleted:
-            mark = base.marks.get(s)
-            if mark is not None:
-                months.update(range(month_of_day(mark.first_day), month_of_day(mark.last_day) + 1))
-    cuts = {s: MIN_DAY if todo[s] is None else int(todo[s]) for s in names}  # type: ignore[arg-type]
-    cuts.update(dict.fromkeys(deleted, MIN_DAY))
+        # the months where replaced rows may sit: each held symbol's [cut, last day]
+        held = [(base.marks[s], cuts[s]) for s in (*names, *deleted) if s in base.marks]
+        lo = np.array([max(m.first_day, c) for m, c in held], dtype=np.int64)
+        hi = np.array([m.last_day for m, _ in held], dtype=np.int64)
+        months = planning.month_ranges(lo[lo <= hi], hi[lo <= hi])
     patch = Patch(cuts=cuts, rows=table, months=months)
     if full and not subset:
         patch.cuts = {}
@@ -275,19 +304,52 @@ def compute_interval(
     )
 
 
-LastBar = tuple[tuple[int, int], int, bool, npt.NDArray[np.float64], npt.NDArray[np.float64]]
-"""((first bar's key, last bar's key), last bar's end, complete, state before it, state after)."""
+@dataclass(frozen=True)
+class LastBars:
+    """What an interval's run leaves per segment, where the next one resumes.
+
+    Its first bar's key, its last bar's key, end and ``complete``, and the indicator states
+    before and after that last bar; ``present`` is False for a segment without bars.
+    """
+
+    present: npt.NDArray[np.bool_]
+    first_key: I64
+    key: I64
+    end: I64
+    complete: npt.NDArray[np.bool_]
+    before: npt.NDArray[np.float64]
+    after: npt.NDArray[np.float64]
 
 
 def _indicator_table(
-    interval: str, anchor: Anchor, rows: Daily, init: npt.NDArray[np.float64], last_day: int | None
-) -> tuple[pa.Table, list[LastBar | None]]:
-    """Gold rows of ``rows`` in month-file order, and per segment its last bar's facts."""
+    interval: str,
+    anchor: Anchor,
+    rows: Daily,
+    init: npt.NDArray[np.float64],
+    last_day: int | None,
+    emit_from: I64 | None = None,
+) -> tuple[pa.Table, LastBars]:
+    """Gold rows of ``rows`` in month-file order, and per segment its last bar's facts.
+
+    ``emit_from`` (1d only): per segment, the first date whose rows go into the table; the
+    rows before it only advance the state.
+    """
     n_seg = len(rows.symbols)
     names = arrays.strings(rows.symbols)
     if interval == "1d":
         seg: npt.NDArray[np.integer[Any]] = rows.segment_ids()
-        perm = np.argsort(month_index(rows.date), kind="stable")
+        if emit_from is None:
+            perm = np.argsort(month_index(rows.date), kind="stable")
+        else:  # the rows left out go last, past the table's end
+            kept = rows.date >= emit_from[seg]
+            emitted = np.flatnonzero(kept)
+            perm = np.concatenate(
+                [
+                    emitted[np.argsort(month_index(rows.date[emitted]), kind="stable")],
+                    np.flatnonzero(~kept),
+                ]
+            )
+            perm_out = perm[: len(emitted)]
         dest = np.empty_like(perm)
         dest[perm] = np.arange(len(perm))
         offsets = rows.offsets
@@ -295,12 +357,16 @@ def _indicator_table(
         keys = rows.date
         ends = rows.date
         complete = np.zeros(len(keys), dtype=bool)
+        values = series.values
+        if emit_from is not None:
+            perm = perm_out
+            values = {k: v[: len(perm)] for k, v in values.items()}
         table = pa.table(
             [
                 _symbols(seg[perm], names),
                 arrays.from_numpy(np.ascontiguousarray(keys[perm]), pa.date32()),
                 arrays.from_numpy(np.ascontiguousarray(rows.close[perm])),
-                *gold_files.indicator_columns(series.values),
+                *gold_files.indicator_columns(values),
             ],
             schema=gold_schema(interval),
         )
@@ -332,21 +398,25 @@ def _indicator_table(
             schema=gold_schema(interval),
         )
         by_seg_key, by_seg_end, by_seg_complete = start[perm], end[perm], done[perm]
-    last: list[LastBar | None] = []
-    for i in range(n_seg):
-        lo, hi = int(offsets[i]), int(offsets[i + 1])
-        if hi == lo:
-            last.append(None)
-            continue
-        last.append(
-            (
-                (int(by_seg_key[lo]), int(by_seg_key[hi - 1])),
-                int(by_seg_end[hi - 1]),
-                bool(by_seg_complete[hi - 1]),
-                series.before_last[i],
-                series.last[i],
-            )
+    lo, hi = offsets[:-1], offsets[1:]
+    present = hi > lo
+    first = np.where(present, lo, 0)
+    final = np.where(present, hi - 1, 0)
+
+    def at(values: npt.NDArray[Any], where: I64) -> I64:
+        return (
+            np.asarray(values[where], dtype=np.int64) if len(values) else np.zeros(n_seg, np.int64)
         )
+
+    last = LastBars(
+        present=present,
+        first_key=at(by_seg_key, first),
+        key=at(by_seg_key, final),
+        end=at(by_seg_end, final),
+        complete=np.asarray(by_seg_complete[final] if len(by_seg_complete) else present & False),
+        before=series.before_last,
+        after=series.last,
+    )
     return table, last
 
 
@@ -386,8 +456,9 @@ def commit(
     patch = Patch.combine(r.patch for r in results)
     key = gold_files.key_column(interval)
     listed = _listed(lake, interval)
-    slices = _slices(patch.rows, key)
-    months = set(patch.months) | set(slices)
+    ranges = silver.month_slices(patch.rows, key)
+    slices = _slices(patch.rows, key) if ranges is None else {}
+    months = set(patch.months) | set(slices) | set(ranges or {})
     if patch.replace_shards:
         months |= set(listed)
     if interval != "1d" and anchor == "calendar" and base is not None and base.anchor == anchor:
@@ -404,8 +475,12 @@ def commit(
         if month in listed and not fresh:
             old = lake.read_bytes(target)
             existing = pq.ParquetFile(pa.BufferReader(old)).read(use_threads=False)
-        rows = patch.rows.take(arrays.from_numpy(slices[month])) if month in slices else None
-        if rows is None:
+        if ranges is not None and month in ranges:  # rows in month order: a zero-copy slice
+            lo, hi = ranges[month]
+            rows = patch.rows.slice(lo, hi - lo)
+        elif month in slices:
+            rows = patch.rows.take(arrays.from_numpy(slices[month]))
+        else:
             rows = arrays.empty_table(gold_schema(interval))
         table = (
             rows if as_is else gold_files.apply(existing, rows, patch, interval, anchor, last_day)
@@ -562,8 +637,14 @@ def silver_anchor(lake: Lake, interval: str) -> Anchor:
     """The anchor silver of ``interval`` was built with (calendar before any resample)."""
     if interval == "1d":
         return "calendar"
-    held = ckpt.read(lake, interval_length(interval))
-    return _anchor(held.anchor) if held is not None else "calendar"
+    # the anchor only: parsing the checkpoint's thousands of marks costs more than the read
+    held = lake.read_json(layout.silver_checkpoint(interval_length(interval)))
+    if held is None or not isinstance(held.get("format"), int) or held["format"] < ckpt.FORMAT:
+        return "calendar"  # none yet, or silver of an older release (resample rebuilds it)
+    if held["format"] != ckpt.FORMAT:
+        msg = f"unsupported checkpoint format {held['format']!r} of silver_{interval}"
+        raise ValueError(msg)
+    return _anchor(str(held["anchor"]))
 
 
 def run(
@@ -585,6 +666,7 @@ def run(
     :mod:`batch.engine.gold_inputs`).
     """
     started = time.perf_counter()
+    pool.tune_memory()
     bad = [i for i in intervals if i not in GOLD_INTERVALS]
     if bad:
         msg = f"unsupported intervals {bad}; choose from {', '.join(GOLD_INTERVALS)}"
@@ -607,10 +689,14 @@ def run(
             msg = f"silver_{i} is now built with --anchor {anchors[i]}: rebuild gold without --symbols"
             raise AnchorMismatch(msg)
         fulls[i] = full or base is None or moved or not lake.list_dirs(layout.gold_dir(i))
-    todo = {i: resume_points(chosen, bases[i], fulls[i], entries, states, versions) for i in labels}
+    seen: dict[tuple[str, SymbolMark], int | bool | None] = {}
+    todo = {
+        i: resume_points(chosen, bases[i], fulls[i], entries, states, versions, seen)
+        for i in labels
+    }
     needed: dict[str, int | None] = {}
     for plan in todo.values():
-        for s, day in plan.items():
+        for s, day in plan.resume.items():
             held = needed.get(s, day) if s in needed else day
             needed[s] = None if held is None or day is None else min(held, day)
     failed: dict[str, str] = {}
@@ -624,9 +710,11 @@ def run(
         if not failed:
             raise
         log.warning("%d symbols cannot be read (%s); computing the others", len(failed), exc)
-        for plan in (needed, *todo.values()):
-            for s in failed:
-                plan.pop(s, None)
+        for s in failed:
+            needed.pop(s, None)
+            for plan in todo.values():
+                plan.resume.pop(s, None)
+                plan.changed.pop(s, None)
         inputs = gold_inputs.read(
             lake, book, needed, entries, states, workers, progress=progress, processes=processes
         )
@@ -647,6 +735,17 @@ def run(
         failed=failed,
     )
 
+    # a daily run's intervals are small but seven: side by side on the cores too (a fork costs
+    # milliseconds; the workers write their own month files and checkpoint)
+    fork_intervals = len(labels) > 1 and (
+        inputs.forked
+        or (
+            processes is not False
+            and daily_rows.use_processes(lake, True, workers, {})
+            and pool.worker_count(workers) > 1
+        )
+    )
+
     def one(interval: str) -> IntervalReport:
         base = bases[interval]
         deleted = []
@@ -663,7 +762,7 @@ def run(
         rep = IntervalReport(interval, full=fulls[interval], symbols_changed=result.changed)
         rep.bars = result.patch.rows.num_rows
         if shard.count == 1:
-            threads = 1 if inputs.forked else None
+            threads = 1 if fork_intervals else None
             stats = commit(
                 lake, interval, [result], base, workers, dry_run=dry_run, threads=threads
             )
@@ -689,7 +788,7 @@ def run(
         def done(_: IntervalReport) -> None:
             bar.update(1)
 
-        if inputs.forked and len(labels) > 1:  # intervals on forked workers, as resample does
+        if fork_intervals:  # intervals on forked workers, as resample does
             reports = forking.map_forked(one, labels, pool.worker_count(workers), done)
         else:
             reports = []

@@ -106,9 +106,9 @@ one-minute load average {min(LOADS):.1f} .. {max(LOADS):.1f} (other jobs shared 
 | daily run: one new session for every symbol, seven intervals | {t_daily:.2f} s ({CPU["daily"]:.1f} s) | | < 3 s | {ok(t_daily < 3)} |
 | indicators of the 1d bars, every symbol | (within the full gold above) | pandas `ewm` per symbol {t_pandas:.1f} s, scaled from {len(sample)} symbols ({CPU["pandas"]:.1f} CPU s for them) | | |
 
-Details: {full.bars:,} gold rows in {full.files_written:,} month files. The daily run recomputed
-{sum(r.bars for r in daily.per_interval):,} rows (each symbol's last bar and the new one) and
-rewrote {daily.files_written} month files.
+Details: {full.bars:,} gold rows in {full.files_written:,} month files. The daily run wrote
+{sum(r.bars for r in daily.per_interval):,} rows (the new bars, and the Fibonacci bars the new
+session extends) and rewrote {daily.files_written} month files.
 """
     print(body)
     if not ns.no_write:

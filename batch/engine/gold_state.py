@@ -141,17 +141,16 @@ class GoldState:
                 for n in indicators.STATE_NAMES
             ]
         ) if names else np.zeros((0, indicators.STATE_WIDTH))  # fmt: skip
-        for i, s in enumerate(names):
-            out.marks[s] = SymbolMark(
-                versions[i],
-                int(ints["size"][i]),
-                int(ints["mtime_s"][i]),
-                int(ints["first_day"][i]),
-                int(ints["last_day"][i]),
-            )
-            out.splits[s] = str(split_versions[i])
-            out.resume[s] = int(ints["resume"][i])
-            out.states[s] = tuple(float(x) for x in states[i])
+        # whole columns to Python at once: a market's checkpoint is thousands of rows a run
+        fields = zip(
+            versions,
+            *(ints[c].tolist() for c in ("size", "mtime_s", "first_day", "last_day")),
+            strict=True,
+        )
+        out.marks = {s: SymbolMark(*f) for s, f in zip(names, fields, strict=True)}
+        out.splits = dict(zip(names, map(str, split_versions), strict=True))
+        out.resume = dict(zip(names, ints["resume"].tolist(), strict=True))
+        out.states = dict(zip(names, map(tuple, states.tolist()), strict=True))
         return out
 
 

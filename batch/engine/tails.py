@@ -94,14 +94,17 @@ def _from_tables(tables: list[pa.Table]) -> dict[str, Tail]:
         if table.num_rows == 0:
             continue
         table = table.cast(SCHEMA)
-        symbols = arrays.to_numpy(table["symbol"])
-        edges = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
-        bounds = [0, *edges.tolist(), len(symbols)]
+        # runs of equal symbols from dictionary codes: strings as objects would load pandas
+        encoded = table["symbol"].combine_chunks().dictionary_encode()
+        names = encoded.dictionary.to_pylist()
+        codes = np.asarray(arrays.to_numpy(encoded.indices), dtype=np.int64)
+        edges = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        bounds = [0, *edges.tolist(), len(codes)]
         versions = arrays.to_numpy(table["version"])
         firsts = arrays.to_numpy(table["first_row"])
         rows = table.select(list(ROWS.names))
         for lo, hi in itertools.pairwise(bounds):
-            symbol = str(symbols[lo])
+            symbol = str(names[codes[lo]])
             tail = Tail(int(versions[lo]), int(firsts[lo]), rows.slice(lo, hi - lo))
             held = out.get(symbol)
             if held is None or tail.version >= held.version:

@@ -261,14 +261,22 @@ def test_a_daily_run_resumes_each_symbol_at_its_last_bar(local_lake: Lake) -> No
         write_fragment(local_lake, [r for r in rows if r.symbol == s])
     first = build(local_lake)
     assert first.full and first.symbols == 3
+    # GONE trades again after months: its last row's month file stays as it is
+    gone_month = local_lake.path(layout.gold_file("1d", days[39].year, days[39].month))
+    before = Path(gone_month).stat()
     new = [Row(s, days[250], 30.0, 31.0, 29.0, 30.5, 10.0, ingested=1) for s in ("AAA", "BBB")]
+    new.append(Row("GONE", days[250], 20.0, 21.0, 19.0, 20.5, 10.0, ingested=1))
     for r in new:
         write_fragment(local_lake, [r])
     daily = build(local_lake)
     one_day = {r.interval: r for r in daily.per_interval}
     assert not daily.full
-    assert one_day["1d"].symbols_changed == 2 and one_day["1d"].bars == 4  # last bar + new one
-    assert all(r.symbols_changed == 2 and r.bars <= 4 for r in daily.per_interval)
+    # each symbol resumes before its last bar, but only the new rows are written
+    assert one_day["1d"].symbols_changed == 3 and one_day["1d"].bars == 3
+    assert one_day["1d"].files_written == 1
+    assert all(r.symbols_changed == 3 and r.bars <= 6 for r in daily.per_interval)
+    after = Path(gone_month).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert_gold_matches_pandas(local_lake, history_of(rows + new))
     assert gold.run(local_lake, workers=1).per_interval[0].symbols_changed == 0  # nothing new
 
