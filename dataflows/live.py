@@ -69,6 +69,8 @@ def build_live_flow(
     lateness: dt.timedelta = DEFAULT_LATENESS,
     horizon: dt.timedelta = DEFAULT_HORIZON,
     settle: dt.timedelta = DEFAULT_SETTLE,
+    publish_every: dt.timedelta = dt.timedelta(0),
+    rollup_every: dt.timedelta = dt.timedelta(0),
     flow_id: str = "live",
 ) -> Dataflow:
     """The live dataflow from source chunks to its sinks.
@@ -78,7 +80,9 @@ def build_live_flow(
     late to revise its minute, ``gaps`` the spans the flow knows it missed, ``daily`` each
     symbol's provisional daily bar once its session closed and ``settle`` passed (event time),
     ``trades`` the decoded trade batches (for an archive), ``rollups`` the live 5m..4h bar
-    events.
+    events. Forming bars and latest trades go to ``live`` at most once per ``publish_every``
+    per partition, forming 5m..4h bars at most once per ``rollup_every`` (zero: with every
+    batch); final bars never wait.
     """
     flow = Dataflow(flow_id)
     chunks = op.input("input", flow, source)
@@ -89,6 +93,7 @@ def build_live_flow(
         lateness_ms=int(lateness / dt.timedelta(milliseconds=1)),
         horizon_ms=int(horizon / dt.timedelta(milliseconds=1)),
         settle_ms=_ms(settle) if daily is not None else None,
+        publish_s=publish_every.total_seconds(),
     )
     op.output("redis", streams.folded, live)
     op.output("lake", streams.final, bars)
@@ -101,7 +106,14 @@ def build_live_flow(
         op.output("trades", op.key_on("trades_key", streams.trades, archive_key), trades)
     if rollups is not None:
         op.output(
-            "rollups", rollup_stream("rollup", streams.folded, horizon_ms=_ms(horizon)), rollups
+            "rollups",
+            rollup_stream(
+                "rollup",
+                streams.folded,
+                horizon_ms=_ms(horizon),
+                publish_s=rollup_every.total_seconds(),
+            ),
+            rollups,
         )
     return flow
 
@@ -151,6 +163,8 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         lateness=dt.timedelta(seconds=s.live_lateness_s),
         horizon=dt.timedelta(seconds=s.live_revision_horizon_s),
         settle=dt.timedelta(minutes=s.settle_minutes),
+        publish_every=dt.timedelta(milliseconds=s.live_publish_ms),
+        rollup_every=dt.timedelta(milliseconds=s.live_rollup_publish_ms),
     )
 
 
