@@ -47,7 +47,7 @@ from dataflows.connectors.quarantine_sink import QuarantineSink
 from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.connectors.trades_sink import TradesArchiveSink
-from dataflows.live import build_live_flow
+from dataflows.live import build_live_flow, tune_gc
 from dataflows.minute_fold import FoldOut
 from dataflows.trades import Chunk, now_ms
 
@@ -222,6 +222,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         warm = frames(events(20_000, args.symbols, 3000.0, seed=3))
         flow_rate(warm, 20_000, url, Lake((Path(tmp) / "warm").as_uri()))  # imports, scripts
+        tune_gc()  # as flow_from_settings does (the baseline runs under it too)
         flow = flow_rate(fr, args.trades, url, lake)
         base = baseline_rate(fr, args.trades, url)
         paced = frames(events(int(args.rate * args.paced_seconds), args.symbols, args.rate, seed=2))
