@@ -13,6 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
+
+Flags = npt.NDArray[np.bool_]
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -86,6 +91,9 @@ class ConditionRules:
     """Where the table came from: ``polygon`` (fetched), ``cache`` or ``fallback``."""
     _memo: dict[tuple[int, ...], Rule] = field(default_factory=dict, compare=False, repr=False)
     unknown: set[int] = field(default_factory=set, compare=False, repr=False)
+    _arrays: dict[str, npt.NDArray[np.bool_]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def combined(self, conditions: Sequence[int] | None) -> Rule:
         """The rule of a trade: each field allowed only if every condition allows it."""
@@ -104,6 +112,41 @@ class ConditionRules:
             hl, oc, vol = hl and r.high_low, oc and r.open_close, vol and r.volume
         hit = Rule(hl, oc, vol)
         self._memo[key] = hit
+        return hit
+
+    def flags(
+        self, lengths: npt.NDArray[np.int64], ids: npt.NDArray[np.int64]
+    ) -> tuple[Flags, Flags, Flags]:
+        """Vectorised :meth:`combined`: (high_low, open_close, volume) per trade.
+
+        ``lengths`` holds each trade's number of conditions, ``ids`` all of them in trade order.
+        """
+        table = self._table()
+        n = len(lengths)
+        out = np.ones((n, 3), dtype=np.bool_)
+        if not len(ids):
+            return out[:, 0], out[:, 1], out[:, 2]
+        inside = (ids >= 0) & (ids < len(table))
+        per_id = table[np.where(inside, ids, 0)]
+        known = inside & per_id[:, 3]
+        if not known.all():
+            self.unknown.update(int(c) for c in np.unique(ids[~known]))
+        per_id[~known] = True
+        has = lengths > 0
+        starts = (np.cumsum(lengths) - lengths)[has]
+        out[has] = np.logical_and.reduceat(per_id[:, :3], starts, axis=0)
+        return out[:, 0], out[:, 1], out[:, 2]
+
+    def _table(self) -> npt.NDArray[np.bool_]:
+        """Rules by id: (high_low, open_close, volume, defined) rows for ids 0..max."""
+        hit = self._arrays.get("table")
+        if hit is None:
+            size = max(self.rules, default=-1) + 1
+            hit = np.zeros((size, 4), dtype=np.bool_)
+            for cid, r in self.rules.items():
+                if cid >= 0:
+                    hit[cid] = (r.high_low, r.open_close, r.volume, True)
+            self._arrays["table"] = hit
         return hit
 
     def to_polygon(self) -> list[dict[str, Any]]:

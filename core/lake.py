@@ -220,9 +220,20 @@ class Lake:
                 os.unlink(tmp)
             raise
 
-    def write_table(self, key: str, table: pa.Table, *, row_group_size: int | None = None) -> int:
-        """Write ``table`` to ``key`` atomically (zstd); returns bytes written."""
-        return self.write_parquet(key, table, row_group_size=row_group_size)
+    def write_table(
+        self,
+        key: str,
+        table: pa.Table,
+        *,
+        row_group_size: int | None = None,
+        statistics: Sequence[str] | None = None,
+    ) -> int:
+        """Write ``table`` to ``key`` atomically (zstd); returns bytes written.
+
+        ``statistics``: the columns whose row-group statistics are kept (default all); fewer
+        make a smaller footer, which a reader of many small row groups parses on every open.
+        """
+        return self.write_parquet(key, table, row_group_size=row_group_size, statistics=statistics)
 
     def write_parquet(
         self,
@@ -231,6 +242,7 @@ class Lake:
         *,
         row_group_size: int | None = None,
         compression: str = PARQUET_COMPRESSION,
+        statistics: Sequence[str] | None = None,
     ) -> int:
         """:meth:`write_table` with a choice of compression; returns bytes written.
 
@@ -238,7 +250,13 @@ class Lake:
         2 ms, which dominates a one-row fragment.
         """
         with self._sink(key) as sink:
-            pq.write_table(table, sink, compression=compression, row_group_size=row_group_size)
+            pq.write_table(
+                table,
+                sink,
+                compression=compression,
+                row_group_size=row_group_size,
+                write_statistics=True if statistics is None else list(statistics),
+            )
             size = sink.tell()  # the stream's position: no stat (or HEAD) afterwards
         return int(size)
 

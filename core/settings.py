@@ -171,6 +171,18 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings, AlertSettings
     live_flush_s: float = Field(
         1.0, gt=0, description="Longest wait before final minute bars are written to the lake"
     )
+    live_publish_ms: int = Field(
+        50,
+        ge=0,
+        description="Shortest interval between two publications of forming bars and latest"
+        " trades to Redis, per source partition (0: with every read); final bars never wait",
+    )
+    live_rollup_publish_ms: int = Field(
+        1000,
+        ge=0,
+        description="Shortest interval between two publications of forming 5m..4h bars"
+        " (0: with every read); final bars never wait",
+    )
     trades_archive: bool = Field(
         True, description="Archive every accepted trade under bronze/trades/ (false: do not)"
     )

@@ -27,6 +27,7 @@ the first trade after it are ``partial``, and the span between is recorded as a 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -158,11 +159,29 @@ class FoldOut:
     watermark: int = _MIN_T
     daily: list[DayBar] = field(default_factory=list)
     """Provisional daily bars of sessions settled by this batch's watermark."""
+    since: int = 0
+    """Read time (Unix ms) of the oldest trade whose forming bar or latest trade this result
+    publishes (0: it publishes none): what a tick waited before it reached Redis."""
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ISO: dict[int, str] = {}
 
 
 def ms_iso(ms: int) -> str:
-    """Unix ms as an ISO UTC timestamp."""
-    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)).isoformat()
+    """Unix ms as an ISO UTC timestamp (``datetime.isoformat``'s text, the minute memoised)."""
+    within = ms % MINUTE_MS
+    minute = ms - within
+    hit = _ISO.get(minute)
+    if hit is None:
+        if len(_ISO) > 100_000:
+            _ISO.clear()
+        hit = _ISO[minute] = (_EPOCH + dt.timedelta(milliseconds=minute)).isoformat()
+    if not within:
+        return hit
+    sec, milli = divmod(within, 1000)
+    frac = f"{sec:02d}.{milli:03d}000" if milli else f"{sec:02d}"
+    return f"{hit[:17]}{frac}{hit[19:]}"
 
 
 _DAYS: dict[int, tuple[dt.date, bool]] = {}
@@ -245,6 +264,12 @@ def bar_of(symbol: str, start: int, acc: list[Any], final: bool) -> MinuteBar | 
 
 
 Key = tuple[str, int]
+_KEY: Final = "{}\x1f{}\x1f{}"
+_DIGEST: Final = "S16"
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
 
 
 @dataclass
@@ -261,6 +286,9 @@ class MinuteFold:
     """Open minutes by start, then symbol."""
     closed: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
     seen: dict[int, set[str]] = field(default_factory=dict)
+    """Trade keys (symbol, exchange, id) of open minutes."""
+    sealed: dict[int, npt.NDArray[np.bytes_]] = field(default_factory=dict)
+    """Trade keys of closed minutes, as sorted digests (see :meth:`_seal`)."""
     forgotten_before: int = _MIN_T
     """Minutes starting before this are no longer held (beyond the horizon)."""
     partial_before: int = _MIN_T
@@ -271,6 +299,13 @@ class MinuteFold:
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     days: DayFold | None = None
     """Provisional daily bars from the final minute bars (None: not built)."""
+    part: str = ""
+    dirty: set[Key] = field(default_factory=set)
+    """Open minutes changed since forming bars were last published."""
+    pending: dict[str, LastTrade] = field(default_factory=dict)
+    """Latest trades not yet published."""
+    pending_since: int = 0
+    """Read time of the oldest batch not yet published (0: nothing waits)."""
 
     def watermark(self) -> int:
         """Minutes ending at or before this are closed."""
@@ -278,24 +313,31 @@ class MinuteFold:
         return max(event, self.idle_wm)
 
     # -- one batch ------------------------------------------------------------------------
-    def step(self, batch: TradeBatch) -> FoldOut:
-        """Fold one batch; return the bars it changed or closed, gaps and rejects."""
+    def step(self, batch: TradeBatch, *, publish: bool = True) -> FoldOut:
+        """Fold one batch; return the bars it closed or revised, gaps and rejects.
+
+        With ``publish`` the result also carries the forming bars and latest trades changed
+        since the last publication; without, they wait for the next one (:meth:`flush`), so
+        a caller can bound how often forming bars are published however fast batches come.
+        """
         out = FoldOut(batch.part, batch.read_at, rejects=list(batch.rejects))
+        self.part = batch.part
         self.counters["rejected"] += len(batch.rejects)
         if batch.connected:
             self._connected()
         n = len(batch)
         if n:
             self.idle_anchor = None
+            if not self.pending_since:
+                self.pending_since = batch.read_at or 1
             if self.connect_pending:
                 self._first_after_connect(int(batch.t[0]), out)
             keep, late = self._classify(batch)
-            touched = self._fold(batch, keep)
+            self.dirty.update(self._fold(batch, keep))
             self._close(self.watermark(), out)
-            for i in late:
+            for i in late.tolist():
                 self._late(batch, i, out)
-            self._forming(touched, out)
-            self._latest(batch, out)
+            self._latest(batch)
         elif batch.caught_up:
             self._idle(batch.read_at)
             self._close(self.watermark(), out)
@@ -306,15 +348,40 @@ class MinuteFold:
         if self.days is not None:
             out.daily = self.days.due(out.watermark)
             self.counters["days"] += len(out.daily)
+        if publish:
+            self._publish(out)
+        out.counters = dict(self.counters)
+        return out
+
+    def waiting(self) -> bool:
+        """Whether forming bars or latest trades wait to be published."""
+        return bool(self.pending_since)
+
+    def flush(self, read_at: int) -> FoldOut:
+        """Publish what waits: the forming bars and latest trades changed since the last time."""
+        out = FoldOut(self.part, read_at, watermark=self.watermark())
+        self._publish(out)
         out.counters = dict(self.counters)
         return out
 
     def finish(self) -> FoldOut:
-        """End of input: close every open minute."""
+        """End of input: close every open minute (and publish the latest trades)."""
         out = FoldOut("", 0)
         self._close(_MAX_T, out)
+        self._publish(out)
         out.counters = dict(self.counters)
         return out
+
+    def _publish(self, out: FoldOut) -> None:
+        out.since = self.pending_since
+        for name, st in sorted(self.dirty):
+            acc = self.open.get(st, {}).get(name)
+            if acc is not None and (bar := bar_of(name, st, acc, final=False)) is not None:
+                out.forming.append(bar)
+        out.latest = list(self.pending.values())
+        self.dirty.clear()
+        self.pending = {}
+        self.pending_since = 0
 
     # -- steps ----------------------------------------------------------------------------
     def _connected(self) -> None:
@@ -352,53 +419,86 @@ class MinuteFold:
         self.counters["gaps"] += 1
         self.connect_pending = False
 
-    def _classify(self, b: TradeBatch) -> tuple[list[int], list[int]]:
-        """Indices of new on-time trades and of late ones (duplicates dropped), in order."""
-        keep: list[int] = []
-        late: list[int] = []
-        seen = self.seen
-        lat = self.lateness_ms
-        top = self.max_t
-        idle = self.idle_wm
-        dups = 0
-        for i, (sym, x, ident, t) in enumerate(
-            zip(b.symbol.tolist(), b.exchange.tolist(), b.id.tolist(), b.t.tolist(), strict=True)
-        ):
-            start = t - t % MINUTE_MS
-            if ident is not None:
-                ids = seen.get(start)
-                if ids is None:
-                    ids = seen[start] = set()
-                key = f"{sym}\x1f{x}\x1f{ident}"  # strings pickle faster than tuples
-                if key in ids:
-                    dups += 1
-                    continue
-                ids.add(key)
-            wm = max(top - lat, idle) if top > _MIN_T else idle
-            if start + MINUTE_MS <= wm:
-                late.append(i)
-            else:
-                keep.append(i)
-            if t > top:
-                top = t
-        self.max_t = top
-        self.counters["duplicates"] += dups
-        self.counters["trades"] += len(keep) + len(late)
-        return keep, late
+    def _classify(self, b: TradeBatch) -> tuple[Ints, Ints]:
+        """Indices of new on-time trades and of late ones (duplicates dropped), in order.
 
-    def _fold(self, b: TradeBatch, keep: list[int]) -> list[Key]:
+        As if one at a time: a trade is late when the watermark after the trades before it
+        (duplicates aside) has passed its minute's end.
+        """
+        start = b.t - b.t % MINUTE_MS
+        fresh = ~self._duplicates(b, start)
+        top = np.maximum.accumulate(np.concatenate(([self.max_t], np.where(fresh, b.t, _MIN_T))))
+        before = top[:-1]
+        wm = np.maximum(np.where(before > _MIN_T, before - self.lateness_ms, _MIN_T), self.idle_wm)
+        is_late = fresh & (start + MINUTE_MS <= wm)
+        self.max_t = int(top[-1])
+        self.counters["duplicates"] += len(b) - int(fresh.sum())
+        self.counters["trades"] += int(fresh.sum())
+        return np.flatnonzero(fresh & ~is_late), np.flatnonzero(is_late)
+
+    def _duplicates(self, b: TradeBatch, start: Ints) -> Flags:
+        """Trades whose (symbol, exchange, id) was already seen in their minute."""
+        dup = np.zeros(len(b), dtype=np.bool_)
+        has = np.flatnonzero(b.id != None)  # noqa: E711  # elementwise
+        if not len(has):
+            return dup
+        keys = list(  # strings pickle faster than tuples
+            map(_KEY.format, b.symbol[has].tolist(), b.exchange[has].tolist(), b.id[has].tolist())
+        )
+        starts = start[has]
+        minutes = np.unique(starts).tolist()
+        for st in minutes:
+            sel = None if len(minutes) == 1 else np.flatnonzero(starts == st)
+            mine = keys if sel is None else [keys[k] for k in sel.tolist()]
+            where = has if sel is None else has[sel]
+            if st in self.sealed:  # a closed minute: late trades, rare
+                for i, key in zip(where.tolist(), mine, strict=True):
+                    dup[i] = not self._add_sealed(st, key)
+                continue
+            ids = self.seen.get(st)
+            if ids is None:
+                ids = self.seen[st] = set()
+            new = set(mine)
+            if len(new) == len(mine) and ids.isdisjoint(new):
+                ids |= new
+                continue
+            for i, key in zip(where.tolist(), mine, strict=True):
+                if key in ids:
+                    dup[i] = True
+                else:
+                    ids.add(key)
+        return dup
+
+    def _add_sealed(self, start: int, key: str) -> bool:
+        """Record ``key`` in a closed minute's digests; False when it was there."""
+        digests = self.sealed[start]
+        d = np.array([_digest(key)], dtype=_DIGEST)
+        at = int(np.searchsorted(digests, d[0]))
+        if at < len(digests) and digests[at] == d[0]:
+            return False
+        self.sealed[start] = np.insert(digests, at, d)
+        return True
+
+    def _seal(self, start: int) -> None:
+        """Keep a closed minute's trade keys as sorted 128-bit digests, not strings.
+
+        A sixth of the memory, and pickled as one buffer: the snapshot no longer walks them.
+        """
+        keys = self.seen.pop(start, set())
+        self.sealed[start] = np.sort(np.array([_digest(k) for k in keys], dtype=_DIGEST))
+
+    def _fold(self, b: TradeBatch, idx: Ints) -> list[Key]:
         """Fold on-time trades into their open minutes, vectorised per (symbol, minute)."""
-        if not keep:
+        if not len(idx):
             return []
-        idx = np.asarray(keep, dtype=np.int64)
-        sym = b.symbol[idx]
+        names, every = b.groups()
+        code = every[idx]
         t = b.t[idx]
         q = b.sequence[idx]
         p = b.price[idx]
         s = b.size[idx]
         hl, oc, vl = b.high_low[idx], b.open_close[idx], b.volume[idx]
         start = t - t % MINUTE_MS
-        names, code = np.unique(sym, return_inverse=True)
         order = np.lexsort((q, t, start, code))
         code, start, t, q, p, s = code[order], start[order], t[order], q[order], p[order], s[order]
         hl, oc, vl = hl[order], oc[order], vl[order]
@@ -447,6 +547,7 @@ class MinuteFold:
     def _close(self, wm: int, out: FoldOut) -> None:
         for st in sorted(s for s in self.open if s + MINUTE_MS <= wm):
             group = self.open.pop(st)
+            self._seal(st)
             kept = self.closed.setdefault(st, {})
             for name, acc in group.items():
                 kept[name] = acc
@@ -492,35 +593,23 @@ class MinuteFold:
             acc[_REV] += 1
         self._emit_final(name, start, acc, out)
 
-    def _forming(self, touched: list[Key], out: FoldOut) -> None:
-        for name, st in touched:
-            acc = self.open.get(st, {}).get(name)
-            if acc is not None and (bar := bar_of(name, st, acc, final=False)) is not None:
-                out.forming.append(bar)
-
-    def _latest(self, b: TradeBatch, out: FoldOut) -> None:
-        best: dict[str, int] = {}
+    def _latest(self, b: TradeBatch) -> None:
+        """The newest trade per symbol, by (SIP time, sequence), the later arrival on a tie."""
+        names, code = b.groups()
+        order = np.lexsort((b.sequence, b.t, code))
+        ends = np.flatnonzero(np.diff(code[order], append=len(names)))
+        pick = order[ends]
         latest = self.latest
-        for i, (sym, t, q) in enumerate(
-            zip(b.symbol.tolist(), b.t.tolist(), b.sequence.tolist(), strict=True)
-        ):
+        rows = zip(
+            names.tolist(), b.t[pick].tolist(), b.sequence[pick].tolist(),
+            b.price[pick].tolist(), b.size[pick].tolist(), b.exchange[pick].tolist(),
+            b.id[pick].tolist(), b.conditions[pick].tolist(), strict=True,
+        )  # fmt: skip
+        for sym, t, q, p, s, x, ident, conds in rows:
             cur = latest.get(sym)
             if cur is None or (t, q) >= cur:
                 latest[sym] = (t, q)
-                best[sym] = i
-        for sym, i in best.items():
-            out.latest.append(
-                LastTrade(
-                    sym,
-                    float(b.price[i]),
-                    float(b.size[i]),
-                    int(b.t[i]),
-                    int(b.exchange[i]),
-                    int(b.sequence[i]),
-                    b.id[i],
-                    tuple(b.conditions[i]),
-                )
-            )
+                self.pending[sym] = LastTrade(sym, p, s, t, x, q, ident, tuple(conds))
 
     def _idle(self, read_at: int) -> None:
         if self.idle_anchor is None:
@@ -539,6 +628,8 @@ class MinuteFold:
             del self.closed[st]
         for st in [s for s in self.seen if s < edge]:
             del self.seen[st]
+        for st in [s for s in self.sealed if s < edge]:
+            del self.sealed[st]
         self.forgotten_before = edge
 
 
@@ -553,3 +644,4 @@ def _last(acc: list[Any], slot: int, p: float, t: int, q: int) -> None:
 
 
 Flags = npt.NDArray[np.bool_]
+Ints = npt.NDArray[np.int64]

@@ -8,6 +8,7 @@ its state is snapshotted whole (pickled once per epoch) for recovery.
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,18 +22,36 @@ from bytewax.operators import StatefulLogic
 from core.conditions import ConditionRules
 from dataflows.day_fold import DayFold, daily_table
 from dataflows.minute_fold import FoldOut, Gap, MinuteBar, MinuteFold
-from dataflows.trades import Chunk, Decoder, Reject, TradeBatch
+from dataflows.pacing import Pace
+from dataflows.trades import Chunk, Decoder, Reject, TradeBatch, now_ms
 
 BARS_KEY: Final = "minutes"
 """Key of the final bars' items: the minute sink has one partition."""
 
 
 class _FoldLogic(StatefulLogic[TradeBatch, FoldOut, bytes]):
-    def __init__(self, fold: MinuteFold) -> None:
+    """The fold, publishing forming bars and latest trades at most every ``publish_s``.
+
+    Final bars, revisions, gaps and rejects go out with the batch that caused them; forming
+    bars and latest trades wait until ``publish_s`` has passed since the last publication
+    (a notification publishes them when no batch comes), so Redis sees a bounded rate of
+    writes whatever the trade rate.
+    """
+
+    def __init__(self, fold: MinuteFold, publish_s: float) -> None:
         self.fold = fold
+        self.pace = Pace(publish_s)
 
     def on_item(self, value: TradeBatch) -> tuple[Iterable[FoldOut], bool]:
-        return [self.fold.step(value)], StatefulLogic.RETAIN
+        return [self.fold.step(value, publish=self.pace.ready())], StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[FoldOut], bool]:
+        if not self.fold.waiting() or not self.pace.ready():
+            return [], StatefulLogic.RETAIN
+        return [self.fold.flush(now_ms())], StatefulLogic.RETAIN
+
+    def notify_at(self) -> dt.datetime | None:
+        return self.pace.wake_at(self.fold.waiting())
 
     def on_eof(self) -> tuple[Iterable[FoldOut], bool]:
         return [self.fold.finish()], StatefulLogic.RETAIN
@@ -87,8 +106,13 @@ def minute_streams(
     lateness_ms: int,
     horizon_ms: int,
     settle_ms: int | None = None,
+    publish_s: float = 0.0,
 ) -> LiveStreams:
-    """Chunks to bar events on event time, one fold per source partition."""
+    """Chunks to bar events on event time, one fold per source partition.
+
+    Forming bars and latest trades are published at most every ``publish_s`` per partition
+    (0: with every batch).
+    """
     decoder = Decoder(rules)
     trades = op.map(f"{step_id}_decode", chunks, decoder.decode)
     keyed = op.key_on(f"{step_id}_by_part", trades, _part)
@@ -96,10 +120,10 @@ def minute_streams(
     def build(resume: bytes | None) -> _FoldLogic:
         if resume is None:
             days = None if settle_ms is None else DayFold(settle_ms, horizon_ms)
-            return _FoldLogic(MinuteFold(lateness_ms, horizon_ms, days=days))
+            return _FoldLogic(MinuteFold(lateness_ms, horizon_ms, days=days), publish_s)
         fold = pickle.loads(resume)  # noqa: S301  # our own snapshot from the recovery store
         fold.lateness_ms, fold.horizon_ms = lateness_ms, horizon_ms
-        return _FoldLogic(fold)
+        return _FoldLogic(fold, publish_s)
 
     folded = op.map(f"{step_id}_values", op.stateful(f"{step_id}_fold", keyed, build), _value)
     return LiveStreams(

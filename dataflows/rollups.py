@@ -3,7 +3,8 @@
 One stateful step over the fold's results (:class:`dataflows.minute_fold.FoldOut`). It keeps
 the final minute bars of every window still open (and of windows closed less than the revision
 horizon ago), and emits :class:`RollupBar` events like minute bars: ``final`` false while a
-window forms (its final minutes plus the forming one), true once the watermark of the symbol's
+window forms (its final minutes plus the forming one, at most once per publication interval),
+true once the watermark of the symbol's
 source partition passes the window's end (``revision`` 0), and again with ``revision`` n+1 when
 a late trade revises one of its minutes. Every bar is computed by :func:`core.intraday.rollup`,
 the function batch silver uses, over the same minute values, so a final live bar equals the
@@ -13,6 +14,7 @@ batch bar of the same window bit for bit.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from bytewax.operators import StatefulLogic
 from core import calendar, intraday
 from core.schemas import BRONZE_MINUTE
 from dataflows.minute_fold import MINUTE_MS, FoldOut, MinuteBar, ms_iso, session_date
+from dataflows.pacing import Pace
 
 KEY: Final = "rollups"
 _END: Final = 2**62
@@ -94,14 +97,24 @@ def _hours(day: dt.date) -> tuple[int, int] | None:
     return hit
 
 
+_WINDOWS: dict[tuple[int, str], tuple[int, int] | None] = {}
+
+
 def window_of(start: int, interval: str) -> tuple[int, int] | None:
     """(window start, end) in ms of the regular-session minute at ``start``, else None."""
+    key = (start, interval)
+    if key in _WINDOWS:
+        return _WINDOWS[key]
     hours = _hours(session_date(start))
-    if hours is None or not hours[0] <= start < hours[1]:
-        return None
-    width = intraday.INTERVALS[interval] * MINUTE_MS
-    begin = hours[0] + (start - hours[0]) // width * width
-    return begin, min(begin + width, hours[1])
+    hit = None
+    if hours is not None and hours[0] <= start < hours[1]:
+        width = intraday.INTERVALS[interval] * MINUTE_MS
+        begin = hours[0] + (start - hours[0]) // width * width
+        hit = begin, min(begin + width, hours[1])
+    if len(_WINDOWS) > 100_000:
+        _WINDOWS.clear()
+    _WINDOWS[key] = hit
+    return hit
 
 
 def _values(b: MinuteBar) -> Minute:
@@ -121,29 +134,39 @@ class RollupState:
     """Per source partition, open windows by end."""
     part_of: dict[str, str] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, MinuteBar] = field(default_factory=dict)
+    """Per symbol, the newest forming minute not yet rolled up."""
+    sums: dict[WindowKey, list[Any]] = field(default_factory=dict)
+    """Per forming window, the summary of its final minutes (dropped when one changes)."""
 
-    def step(self, out: FoldOut) -> list[RollupBar]:
-        """Fold one result of the minute fold; the rollup events it causes."""
+    def step(self, out: FoldOut, *, publish: bool = True) -> list[RollupBar]:
+        """Fold one result of the minute fold; the rollup events it causes.
+
+        Final bars and revisions go out at once; forming bars only with ``publish`` (those
+        changed since the last publication), computed from the window's summary, not per
+        minute.
+        """
         eof = not out.part
         part = out.part
         finals: set[WindowKey] = set()
         revised: set[WindowKey] = set()
-        forming: dict[WindowKey, MinuteBar] = {}
         for b in out.final:
             if not eof:
                 self.part_of[b.symbol] = part
             self.minutes.setdefault(b.symbol, {})[b.start] = _values(b)
             for name in self.intervals:
                 key = self._window(name, b.symbol, b.start)
-                if key is not None and self.windows[key][2]:
+                if key is None:
+                    continue
+                self.sums.pop(key, None)
+                if self.windows[key][2]:
                     revised.add(key)
         for b in out.forming:
             if not eof:
                 self.part_of[b.symbol] = part
-            for name in self.intervals:
-                key = self._window(name, b.symbol, b.start)
-                if key is not None and not self.windows[key][2]:
-                    forming[key] = b
+            cur = self.waiting.get(b.symbol)
+            if cur is None or b.start >= cur.start:
+                self.waiting[b.symbol] = b
         if eof:
             for ends in self.ends.values():
                 for keys in ends.values():
@@ -156,10 +179,43 @@ class RollupState:
                 finals |= ends.pop(end)
         for key in finals:
             self.windows[key][2] = 1
-            forming.pop(key, None)
-        bars = self._emit(finals | revised, final=True) + self._emit(set(forming), forming=forming)
+            self.sums.pop(key, None)
+        bars = self._emit(finals | revised)
+        if publish:
+            bars += self.flush()
         self._forget()
         return bars
+
+    def flush(self) -> list[RollupBar]:
+        """The forming bars of the windows whose forming minute changed since the last time."""
+        bars = []
+        for symbol, b in sorted(self.waiting.items()):
+            if b.start in self.minutes.get(symbol, {}):
+                continue  # final since: its windows' bars come with the next forming minute
+            for name in self.intervals:
+                key = self._window(name, symbol, b.start)
+                if key is not None and not self.windows[key][2]:
+                    bars.append(self._forming(key, b))
+        self.waiting.clear()
+        return bars
+
+    def _forming(self, key: WindowKey, b: MinuteBar) -> RollupBar:
+        """A forming bar: the window's final minutes (summarised once) and its forming one."""
+        name, symbol, begin = key
+        end = self.windows[key][0]
+        s = self.sums.get(key)
+        if s is None:
+            held = self.minutes.get(symbol, {})
+            s = self.sums[key] = _summary(v for st, v in sorted(held.items()) if begin <= st < end)
+        o, hi, lo, vol, den, num, n, count = s
+        has = b.vwap is not None
+        den, num = den + (b.volume if has else 0.0), num + ((b.vwap or 0.0) * b.volume)
+        return RollupBar(
+            interval=name, symbol=symbol, start=begin, end=end,
+            open=b.open if o is None else o, high=max(hi, b.high), low=min(lo, b.low),
+            close=b.close, volume=vol + b.volume, vwap=num / den if den > 0 else None,
+            trades=n + b.trades, minutes=count + 1, complete=False, final=False, revision=0,
+        )  # fmt: skip
 
     def _window(self, name: str, symbol: str, start: int) -> WindowKey | None:
         w = window_of(start, name)
@@ -172,10 +228,8 @@ class RollupState:
             self.ends.setdefault(part, {}).setdefault(w[1], set()).add(key)
         return key
 
-    def _emit(
-        self, keys: set[WindowKey], *, final: bool = False,
-        forming: dict[WindowKey, MinuteBar] | None = None,
-    ) -> list[RollupBar]:  # fmt: skip
+    def _emit(self, keys: set[WindowKey]) -> list[RollupBar]:
+        """Final bars (and revisions) by the batch rule, :func:`core.intraday.rollup`."""
         by_interval: dict[str, list[WindowKey]] = defaultdict(list)
         for key in keys:
             by_interval[key[0]].append(key)
@@ -187,17 +241,11 @@ class RollupState:
                 end = self.windows[key][0]
                 held = self.minutes.get(symbol, {})
                 rows += [(symbol, s, v) for s, v in held.items() if begin <= s < end]
-                if forming is not None and (b := forming.get(key)) is not None:
-                    rows.append((symbol, b.start, _values(b)))
             for r in _rows(intraday.rollup(minute_table(rows), name)):
-                key = (name, r["symbol"], r["start"])
-                state = self.windows[key]
-                revision = 0
-                if final:
-                    state[1] += 1
-                    revision = state[1]
-                out.append(RollupBar(interval=name, complete=final, final=final,
-                                     revision=revision, **r))  # fmt: skip
+                state = self.windows[(name, r["symbol"], r["start"])]
+                state[1] += 1
+                out.append(RollupBar(interval=name, complete=True, final=True,
+                                     revision=state[1], **r))  # fmt: skip
         return out
 
     def _forget(self) -> None:
@@ -207,10 +255,23 @@ class RollupState:
         old = [k for k, w in self.windows.items() if w[2] and w[0] < edge]
         for k in old:
             del self.windows[k]
+            self.sums.pop(k, None)
         cutoff = edge - max(intraday.INTERVALS[i] for i in self.intervals) * MINUTE_MS
         for held in self.minutes.values():
             for s in [s for s in held if s < cutoff]:
                 del held[s]
+
+
+def _summary(minutes: Iterable[Minute]) -> list[Any]:
+    """[open, high, low, volume, vwap weight, vwap numerator, trades, count] of minutes in order."""
+    o: float | None = None
+    hi, lo, vol, den, num, n, count = -math.inf, math.inf, 0.0, 0.0, 0.0, 0, 0
+    for mo, mh, ml, _, mv, mw, mt in minutes:
+        o = mo if o is None else o
+        hi, lo, vol, n, count = max(hi, mh), min(lo, ml), vol + mv, n + mt, count + 1
+        if mw is not None:
+            den, num = den + mv, num + mw * mv
+    return [o, hi, lo, vol, den, num, n, count]
 
 
 def minute_table(rows: Sequence[tuple[str, int, Minute]]) -> pa.Table:
@@ -244,12 +305,21 @@ def _rows(table: pa.Table) -> Iterable[dict[str, Any]]:
 
 
 class _RollupLogic(StatefulLogic[FoldOut, list[RollupBar], RollupState]):
-    def __init__(self, state: RollupState) -> None:
+    def __init__(self, state: RollupState, publish_s: float) -> None:
         self.state = state
+        self.pace = Pace(publish_s)
 
     def on_item(self, value: FoldOut) -> tuple[Iterable[list[RollupBar]], bool]:
-        bars = self.state.step(value)
+        bars = self.state.step(value, publish=self.pace.ready())
         return ([bars] if bars else []), StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[list[RollupBar]], bool]:
+        if not self.state.waiting or not self.pace.ready():
+            return [], StatefulLogic.RETAIN
+        return [self.state.flush()], StatefulLogic.RETAIN
+
+    def notify_at(self) -> dt.datetime | None:
+        return self.pace.wake_at(bool(self.state.waiting))
 
     def snapshot(self) -> RollupState:
         return self.state
@@ -269,12 +339,16 @@ def rollup_stream(
     intervals: Sequence[str] = tuple(intraday.INTERVALS),
     *,
     horizon_ms: int = 15 * MINUTE_MS,
+    publish_s: float = 0.0,
 ) -> Stream[list[RollupBar]]:
-    """The fold's results to rollup events (one list per fold result that caused any)."""
+    """The fold's results to rollup events (one list per fold result that caused any).
+
+    Forming bars are published at most every ``publish_s`` (0: with every result).
+    """
     names = tuple(intraday.parse_intervals(",".join(intervals)))
     keyed = op.key_on(f"{step_id}_key", folded, _key)
 
     def build(resume: RollupState | None) -> _RollupLogic:
-        return _RollupLogic(resume or RollupState(names, horizon_ms))
+        return _RollupLogic(resume or RollupState(names, horizon_ms), publish_s)
 
     return op.map(f"{step_id}_values", op.stateful(f"{step_id}_fold", keyed, build), _value)

@@ -2,9 +2,10 @@
 
 Bytewax pays a fixed cost per item, and a WebSocket frame or a Kinesis record holds hundreds of
 trades, so the flow's items are *chunks* (one source read: many frames) and *trade batches*
-(their trades as numpy columns), never single trades. Decoding is the one per-trade Python loop;
-it checks each event cheaply and sends anything odd through the slow, exact validation of
-:func:`dataflows.operators.parse_trade` only to get its reason. Pure: no I/O.
+(their trades as numpy columns), never single trades. Decoding checks a chunk a column at a
+time (orjson parses, sets check types, numpy checks ranges and looks up condition rules); only a
+chunk with something odd in it goes through the exact per-event validation, to give each bad
+event its reason. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain, count
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from core.conditions import ConditionRules
 from core.layout import SYMBOL_RE
@@ -88,6 +94,20 @@ class TradeBatch:
     volume: Bools
     rejects: list[Reject] = field(default_factory=list)
     closing: bool = False
+    codes: I64 | None = None
+    """A number per symbol (the decoder's): grouping by it is cheaper than by strings."""
+
+    grouped: tuple[Obj, I64] | None = field(default=None, repr=False, compare=False)
+
+    def groups(self) -> tuple[Obj, I64]:
+        """(symbols, the index of each trade's symbol among them), computed once."""
+        if self.grouped is None:
+            if self.codes is None:
+                self.grouped = np.unique(self.symbol, return_inverse=True)
+            else:
+                _, first, inverse = np.unique(self.codes, return_index=True, return_inverse=True)
+                self.grouped = self.symbol[first], inverse
+        return self.grouped
 
     def __len__(self) -> int:
         return len(self.t)
@@ -120,60 +140,102 @@ def _bad_trade(ev: dict[str, Any]) -> str | None:
 
 
 class Decoder:
-    """Chunks to trade batches under one condition table (it memoises symbols and rules)."""
+    """Chunks to trade batches under one condition table (it memoises symbols).
+
+    A chunk is checked a column at a time (types by set, ranges with numpy); only a chunk with
+    something odd in it goes event by event, to find each bad event's reason.
+    """
 
     def __init__(self, rules: ConditionRules) -> None:
         self.rules = rules
         self._symbols: set[str] = set()
+        self._codes: defaultdict[str, int] = defaultdict(count().__next__)
+        """A number per symbol, so steps group trades by integers, not strings."""
 
     def decode(self, chunk: Chunk) -> TradeBatch:
         """Every trade of the chunk's frames; everything else as a reject with its reason."""
         rejects: list[Reject] = []
-        good: list[dict[str, Any]] = []
+        events: list[Any] = []
         at = chunk.read_at
         for raw in chunk.frames:
             try:
-                doc = json.loads(raw)
+                doc = _loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
                 rejects.append(Reject({"raw": text}, f"malformed JSON: {exc}", at))
                 continue
-            for ev in doc if isinstance(doc, list) else [doc]:
-                if type(ev) is not dict:
-                    rejects.append(Reject({"raw": ev}, "event is not an object", at))
-                    continue
-                kind = ev.get("ev")
-                if kind == "T":
-                    good.append(ev)
-                elif kind != "status":
-                    rejects.append(Reject(ev, f"unsupported event type {kind!r}", at))
-        good = self._screen(good, rejects, at)
-        return self._columns(chunk, good, rejects)
+            if type(doc) is list:
+                events.extend(doc)
+            else:
+                events.append(doc)
+        if not self._plain(events):
+            events = self._screen(self._trades(events, rejects, at), rejects, at)
+        return self._columns(chunk, events, rejects)
+
+    def _plain(self, events: list[Any]) -> bool:
+        """Whether every event is a well-formed trade (checked column by column)."""
+        if not events:
+            return True
+        try:
+            kinds, sym, p, s, t = zip(*map(_CORE, events), strict=True)
+            if set(kinds) != _T:
+                return False
+            if not self._symbols.issuperset(sym) and not self._learn(set(sym)):
+                return False
+            c = [e.get("c") for e in events]
+        except (KeyError, TypeError, AttributeError):
+            return False
+        if not (
+            set(map(type, t)) == _INT
+            and _NUM_TYPES.issuperset(map(type, p))
+            and _NUM_TYPES.issuperset(map(type, s))
+            and _COND_TYPES.issuperset(map(type, c))
+            and _INT.issuperset(map(type, chain.from_iterable(x for x in c if x)))
+        ):
+            return False
+        try:
+            ts = np.array(t, dtype=np.int64)
+        except OverflowError:
+            return False
+        ps = np.array(p, dtype=np.float64)
+        ss = np.array(s, dtype=np.float64)
+        return bool(
+            ((ts >= MIN_MS) & (ts < MAX_MS)).all()
+            and ((ps > 0) & (ps < math.inf)).all()
+            and ((ss >= 0) & (ss < math.inf)).all()
+        )
+
+    def _learn(self, symbols: set[Any]) -> bool:
+        """Remember new tickers; False when one is not a ticker."""
+        for sym in symbols - self._symbols:
+            if not isinstance(sym, str) or not SYMBOL_RE.match(sym):
+                return False
+            self._symbols.add(sym)
+        return True
+
+    @staticmethod
+    def _trades(events: list[Any], rejects: list[Reject], at: int) -> list[dict[str, Any]]:
+        """The ``T`` events; anything else but status messages rejected with its reason."""
+        good: list[dict[str, Any]] = []
+        for ev in events:
+            if type(ev) is not dict:
+                rejects.append(Reject({"raw": ev}, "event is not an object", at))
+                continue
+            kind = ev.get("ev")
+            if kind == "T":
+                good.append(ev)
+            elif kind != "status":
+                rejects.append(Reject(ev, f"unsupported event type {kind!r}", at))
+        return good
 
     def _screen(
         self, events: list[dict[str, Any]], rejects: list[Reject], at: int
     ) -> list[dict[str, Any]]:
-        known = self._symbols
         ok: list[dict[str, Any]] = []
         for ev in events:
-            p: Any = ev.get("p")
-            s: Any = ev.get("s")
-            t: Any = ev.get("t")
-            if (
-                ev.get("sym") in known
-                and type(t) is int
-                and MIN_MS <= t < MAX_MS
-                and type(p) in _NUM
-                and 0 < p < math.inf
-                and type(s) in _NUM
-                and 0 <= s < math.inf
-                and (ev.get("c") is None or type(ev["c"]) is list)
-            ):
-                ok.append(ev)
-                continue
             reason = _bad_trade(ev)
             if reason is None:
-                known.add(ev["sym"])
+                self._symbols.add(ev["sym"])
                 ok.append(ev)
             else:
                 rejects.append(Reject(ev, reason, at))
@@ -183,43 +245,72 @@ class Decoder:
         self, chunk: Chunk, evs: list[dict[str, Any]], rejects: list[Reject]
     ) -> TradeBatch:
         n = len(evs)
-        conds = [tuple(c) if (c := e.get("c")) else _EMPTY for e in evs]
-        combined = self.rules.combined
-        rules = [combined(c) for c in conds]
-        sym = np.empty(n, dtype=object)
-        sym[:] = [e["sym"] for e in evs]
-        ids = np.empty(n, dtype=object)
-        ids[:] = [e.get("i") for e in evs]
-        cond_col = np.empty(n, dtype=object)
-        cond_col[:] = conds
+        if n:
+            _, sym, p, s, t = zip(*map(_CORE, evs), strict=True)
+        else:
+            sym = p = s = t = ()
+        conds = [e.get("c") or _EMPTY for e in evs]
+        lengths = np.fromiter(map(len, conds), np.int64, n)
+        ids = np.fromiter(chain.from_iterable(conds), np.int64, int(lengths.sum()))
+        high_low, open_close, volume = self.rules.flags(lengths, ids)
+        try:
+            x, i, q, z = zip(*map(_OPTIONAL, evs), strict=True) if n else ((), (), (), ())
+        except KeyError:  # some trade lacks one: absent as -1 (None for the id)
+            x, q, z = (tuple(e.get(k, -1) for e in evs) for k in ("x", "q", "z"))
+            i = tuple(e.get("i") for e in evs)
         return TradeBatch(
             part=chunk.part,
             read_at=chunk.read_at,
             caught_up=chunk.caught_up,
             connected=chunk.connected,
-            symbol=sym,
-            t=np.fromiter((e["t"] for e in evs), np.int64, n),
-            price=np.fromiter((e["p"] for e in evs), np.float64, n),
-            size=np.fromiter((e["s"] for e in evs), np.float64, n),
-            exchange=_ints([e.get("x", -1) for e in evs]),
-            id=ids,
-            sequence=_ints([e.get("q", -1) for e in evs]),
-            tape=_ints([e.get("z", -1) for e in evs]),
-            conditions=cond_col,
-            high_low=np.fromiter((r.high_low for r in rules), np.bool_, n),
-            open_close=np.fromiter((r.open_close for r in rules), np.bool_, n),
-            volume=np.fromiter((r.volume for r in rules), np.bool_, n),
+            symbol=np.fromiter(sym, object, n),
+            t=np.array(t, dtype=np.int64),
+            price=np.array(p, dtype=np.float64),
+            size=np.array(s, dtype=np.float64),
+            exchange=_ints(x),
+            id=np.fromiter(i, object, n),
+            sequence=_ints(q),
+            tape=_ints(z),
+            conditions=np.fromiter(conds, object, n),
+            codes=np.fromiter(map(self._codes.__getitem__, sym), np.int64, n),
+            high_low=high_low,
+            open_close=open_close,
+            volume=volume,
             rejects=rejects,
             closing=chunk.closing,
         )
 
 
-def _ints(values: list[Any]) -> I64:
-    """Optional integer fields as int64, -1 where absent or not an integer."""
-    if all(type(v) is int for v in values):
-        return np.array(values, dtype=np.int64)
+_CORE: Final = itemgetter("ev", "sym", "p", "s", "t")
+_OPTIONAL: Final = itemgetter("x", "i", "q", "z")
+_T: Final = {"T"}
+_INT: Final = {int}
+_NUM_TYPES: Final = {int, float}
+_COND_TYPES: Final = {list, type(None)}
+
+
+def _loads(raw: str | bytes) -> Any:
+    """Orjson first (several times faster); the standard parser for what it refuses.
+
+    orjson refuses ``NaN`` and integers beyond 64 bits, which the standard parser reads: such
+    a frame's events then get their own reasons instead of the whole frame being rejected.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def _ints(values: Sequence[Any]) -> I64:
+    """Optional integer fields as int64, -1 where absent or not an int64 integer."""
+    if set(map(type, values)) <= _INT:
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:
+            pass
     return np.array([_int(v) for v in values], dtype=np.int64)
 
 
 def _int(v: object) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else -1
+    ok = isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+    return v if ok else -1  # type: ignore[return-value]

@@ -12,9 +12,31 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import redis
+from redis.commands.core import AsyncScript, Script
 
 from core.settings import ServiceSettings
+
+_WRITE_LIVE = """
+local ttl, channel = ARGV[1], ARGV[2]
+local ns, ne = tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, ns do redis.call('SET', KEYS[i], ARGV[4 + i], 'EX', ttl) end
+for i = 1, ne do redis.call('PUBLISH', channel, ARGV[4 + ns + i]) end
+for i = ns + 1, #KEYS do
+  for field, value in pairs(cjson.decode(ARGV[4 + ne + i])) do
+    redis.call('HSET', KEYS[i], field, value)
+  end
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+return ns
+"""
+"""SET with expiry of each document (keys first), PUBLISH of each event, then each metrics hash
+(its fields as a JSON object) with its expiry."""
+
+
+def _dumps(doc: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(doc, default=str)
 
 
 def redis_url(settings: ServiceSettings | None = None) -> str:
@@ -38,6 +60,7 @@ class LiveStore:
     def __init__(self, client: redis.Redis, prefix: str = "condvest:"):
         self.r = client
         self.prefix = prefix
+        self._write: AsyncScript | Script | None = None
 
     def _k(self, kind: str, symbol: str) -> str:
         return f"{self.prefix}{kind}:{symbol}"
@@ -109,19 +132,26 @@ class LiveStore:
         metrics: Mapping[str, Mapping[str, Any]],
         ttl_s: int,
     ) -> None:
-        """One pipelined round trip of the live flow's writes; every key expires after ``ttl_s``."""
-        pipe = self.r.pipeline(transaction=False)
-        for kind, docs in (("latest", latest), ("bar", forming), ("final", final)):
-            for symbol, doc in docs.items():
-                pipe.set(self._k(kind, symbol), json.dumps(doc, default=str), ex=ttl_s)
-        channel = self.channel("bars")
-        for doc in events:
-            pipe.publish(channel, json.dumps(doc, default=str))
-        for part, counters in metrics.items():
-            key = self._k("metrics:live", part)
-            pipe.hset(key, mapping={k: str(v) for k, v in counters.items()})
-            pipe.expire(key, ttl_s)
-        pipe.execute()
+        """The live flow's writes in one server-side script; every key expires after ``ttl_s``.
+
+        One command instead of one per key: a pipelined command costs the client about ten
+        times more than an argument does, and a publication carries hundreds of documents.
+        """
+        keys: list[str] = []
+        docs: list[bytes] = []
+        for kind, group in (("latest", latest), ("bar", forming), ("final", final)):
+            for symbol, doc in group.items():
+                keys.append(self._k(kind, symbol))
+                docs.append(_dumps(doc))
+        published = [_dumps(doc) for doc in events]
+        keys += [self._k("metrics:live", part) for part in metrics]
+        hashes = [_dumps({k: str(v) for k, v in m.items()}) for m in metrics.values()]
+        if not keys and not published:
+            return
+        if self._write is None:
+            self._write = self.r.register_script(_WRITE_LIVE)
+        args: list[bytes | str | int] = [ttl_s, self.channel("bars"), len(docs), len(published)]
+        self._write(keys=keys, args=[*args, *docs, *published, *hashes])
 
     def live_metrics(self) -> dict[str, dict[str, str]]:
         """The live flow's counters per source partition."""

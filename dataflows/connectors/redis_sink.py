@@ -5,12 +5,15 @@ forming bar of each minute that changed, the last final bar of each symbol, ever
 published on ``{prefix}bars`` (``final`` false while forming, true at close, with its
 ``revision``), and the partition's counters and watermark under ``{prefix}metrics:live:{part}``.
 Keys expire after ``ttl_s`` so a symbol that stopped trading does not look live forever. Writes
-are plain SETs of whole documents, so a replay after recovery rewrites the same values.
+are plain SETs of whole documents, so a replay after recovery rewrites the same values. The
+fold bounds how often forming bars come (``LIVE_PUBLISH_MS``); a result with only counters
+writes them at most once a second.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -24,6 +27,7 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
         self._publish = publish
         self._ttl_s = ttl_s
         self._final_start: dict[str, int] = {}
+        self._metrics_at: dict[str, float] = {}
 
     def write_batch(self, items: list[FoldOut]) -> None:
         latest: dict[str, LastTrade] = {}
@@ -49,14 +53,23 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
                     **out.counters,
                     "watermark": ms_iso(out.watermark) if out.watermark > 0 else "",
                 }
-        if not (latest or forming or final or metrics):
-            return
+        clock = time.monotonic()
+        if not (latest or forming or final or events):
+            # counters alone: at most once a second per partition
+            metrics = {
+                p: m for p, m in metrics.items() if clock - self._metrics_at.get(p, -1e9) >= 1
+            }
+            if not metrics:
+                return
+        for part in metrics:
+            self._metrics_at[part] = clock
         now = dt.datetime.now(dt.UTC).isoformat()
+        docs = {id(b): {**b.to_json(), "updated_at": now} for b in events}
         self._store.write_live(
             latest={s: {**t.to_json(), "updated_at": now} for s, t in latest.items()},
-            forming={s: {**b.to_json(), "updated_at": now} for s, b in forming.items()},
-            final={s: {**b.to_json(), "updated_at": now} for s, b in final.items()},
-            events=[{**b.to_json(), "updated_at": now} for b in events] if self._publish else [],
+            forming={s: docs[id(b)] for s, b in forming.items()},
+            final={s: docs[id(b)] for s, b in final.items()},
+            events=list(docs.values()) if self._publish else [],
             metrics={p: {**m, "updated_at": now} for p, m in metrics.items()},
             ttl_s=self._ttl_s,
         )

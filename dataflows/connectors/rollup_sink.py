@@ -37,11 +37,12 @@ class _RollupPartition(StatelessSinkPartition[list[RollupBar]]):
         if not events:
             return
         now = dt.datetime.now(dt.UTC).isoformat()
+        docs = {id(b): {**b.to_json(), "updated_at": now} for b in events}
         self._store.write_live(
             latest={},
-            forming={k: {**b.to_json(), "updated_at": now} for k, b in forming.items()},
-            final={k: {**b.to_json(), "updated_at": now} for k, b in final.items()},
-            events=[{**b.to_json(), "updated_at": now} for b in events],
+            forming={k: docs[id(b)] for k, b in forming.items()},
+            final={k: docs[id(b)] for k, b in final.items()},
+            events=list(docs.values()),
             metrics={},
             ttl_s=self._ttl_s,
         )

@@ -20,6 +20,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain
 from typing import Final
 
 import numpy as np
@@ -57,7 +58,11 @@ def trades_table(batches: Sequence[TradeBatch]) -> pa.Table:
     sym = np.concatenate([b.symbol for b in batches])
     t = np.concatenate([b.t for b in batches])
     received = np.concatenate([np.full(len(b), b.read_at, np.int64) for b in batches])
-    conds = [list(c) for b in batches for c in b.conditions.tolist()]
+    lists = [c for b in batches for c in b.conditions.tolist()]
+    lengths = np.fromiter(map(len, lists), np.int32, len(lists))
+    offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int32)))
+    values = np.fromiter(chain.from_iterable(lists), np.int32, int(offsets[-1]))
+    conds = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
     table = pa.table(
         {
             "symbol": pa.array(sym.tolist(), pa.string()),
@@ -67,7 +72,7 @@ def trades_table(batches: Sequence[TradeBatch]) -> pa.Table:
             "price": pa.array(np.concatenate([b.price for b in batches])),
             "size": pa.array(np.concatenate([b.size for b in batches])),
             "exchange": _optional(np.concatenate([b.exchange for b in batches]), pa.int32()),
-            "conditions": pa.array(conds, pa.list_(pa.int32())),
+            "conditions": conds,
             "id": pa.array(np.concatenate([b.id for b in batches]).tolist(), pa.string()),
             "sequence": _optional(np.concatenate([b.sequence for b in batches]), pa.int64()),
             "tape": _optional(np.concatenate([b.tape for b in batches]), pa.int32()),

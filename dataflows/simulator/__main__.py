@@ -76,6 +76,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"inject malformed rows on DATE (kinds: {', '.join(KINDS)}; default all)",
     )
     p.add_argument(
+        "--tape-daily",
+        action="store_true",
+        help="daily bars of the window's sessions take vwap and transactions from the simulated"
+        " trades (as a real tape does; costs generating each day's trades)",
+    )
+    p.add_argument(
         "--faults",
         type=json.loads,
         default={},
@@ -98,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         history_start=args.history_start,
         bad_rows=dict(args.bad_rows),
         trades_per_minute=args.trades_per_minute,
+        tape_daily=args.tape_daily,
     )
     server = SimulatorServer(
         market,

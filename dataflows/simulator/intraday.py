@@ -371,6 +371,25 @@ class Intraday:
             transactions=np.add.reduceat(vl.astype(np.int64), starts),
         )
 
+    def day_totals(self, dp: DayPath, drawn_vwap: F64) -> tuple[F64, I64]:
+        """(vwap, transactions) of each column of ``dp`` from its trades under the update rules.
+
+        Aggregated as the minute bars are, so a daily bar so made agrees with the minute bars
+        and the trades in every field (``drawn_vwap`` stays where nothing counted).
+        """
+        cols = np.arange(len(dp.sym), dtype=np.int64)
+        minutes = np.arange(dp.minutes, dtype=np.int64)
+        tr = self.cell_trades(dp, np.repeat(minutes, len(cols)), np.tile(cols, dp.minutes))
+        where = np.searchsorted(dp.sym, tr.sym)  # columns are in symbol order
+        vl = UPDATES_VOL[tr.cond]
+        size = np.where(vl, tr.size, 0).astype(np.float64)
+        vol = np.bincount(where, size, minlength=len(cols))
+        notional = np.bincount(where, tr.price * size, minlength=len(cols))
+        safe = np.where(vol > 0, vol, 1.0)
+        vwap = np.where(vol > 0, np.round(notional / safe, 4), drawn_vwap)
+        count = np.bincount(where, vl.astype(np.int64), minlength=len(cols)).astype(np.int64)
+        return vwap, count
+
     def _minutes_between(self, dp: DayPath, start_ms: int, end_ms: int) -> I64:
         lo = max(0, (start_ms - dp.open_ms) // MINUTE_MS)
         hi = min(dp.minutes, -(-(end_ms - dp.open_ms) // MINUTE_MS))

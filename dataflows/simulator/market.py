@@ -71,6 +71,9 @@ class Market:
     ``start``/``end`` bound the replay window (listings and delistings happen inside it);
     ``history_start`` (default ``start``, as early as 1962-01-02) is where bars begin.
     ``bad_rows`` maps dates to malformation kinds (see :mod:`dataflows.simulator.badrows`).
+    ``tape_daily``: the daily bars of sessions in the window take their vwap and transactions
+    from the simulated trades (under the update rules), as a real tape's daily bar does; else
+    they are drawn apart from the trades (cheap: no trades are generated for a daily bar).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class Market:
         history_start: dt.date | None = None,
         bad_rows: Mapping[dt.date, Iterable[str] | str] | Iterable[dt.date] | None = None,
         trades_per_minute: int = 12,
+        tape_daily: bool = False,
     ) -> None:
         history_start = history_start or start
         if not calendar.EPOCH <= history_start <= start <= end <= calendar.HORIZON:
@@ -103,6 +107,7 @@ class Market:
         self.end = end
         self.history_start = history_start
         self.trades_per_minute = trades_per_minute
+        self.tape_daily = tape_daily
         self.bad_rows: dict[dt.date, tuple[str, ...]] = badrows.normalise(bad_rows)
         self.days: npt.NDArray[np.int32] = all_days[lo:hi]
         self.n_sessions = hi - lo
@@ -352,6 +357,10 @@ class Market:
         if i is None:
             return empty()
         sym, bars = self.session_bars(i)
+        if self.tape_daily and i >= self.window_first:
+            bars.vwap[:], bars.transactions[:] = self.intraday.day_totals(
+                self.intraday.day(i), bars.vwap
+            )
         bars.t[:] = self.grouped_t(day)
         if adjusted:
             bars = adjust(bars, np.exp(self._log_f_at(i) - self.log_f_end)[sym])
@@ -398,6 +407,8 @@ class Market:
         log_f, log_f_end = self._log_f_rows(s, rows)
         bars, keep = self._cells(np.full(len(rows), s), rows, prev, col, log_f)
         bars = bars.take(keep)
+        if self.tape_daily:
+            self._tape_fields(s, rows[keep], bars)
         bars.t[:] = self._midnights[rows[keep]]
         if adjusted:
             bars = adjust(bars, np.exp(log_f[keep] - log_f_end))
@@ -405,6 +416,15 @@ class Market:
         if inject and bad:
             bars = badrows.ranged(bars, bad, first, last, ny_midnight_ms)
         return bars
+
+    def _tape_fields(self, s: int, rows: I64, bars: Bars) -> None:
+        """Replace vwap and transactions of the window's sessions by the tape's, in place."""
+        for r, i in enumerate(rows.tolist()):
+            if i >= self.window_first:
+                one = bars.take([r])
+                dp = self.intraday.path(i, np.array([s]), one)
+                vwap, count = self.intraday.day_totals(dp, one.vwap)
+                bars.vwap[r], bars.transactions[r] = vwap[0], count[0]
 
     def shares_outstanding(self, ticker: str, day: dt.date) -> float:
         """Shares outstanding on ``day``, after the splits executed by then."""

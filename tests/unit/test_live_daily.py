@@ -1,7 +1,6 @@
 """Provisional daily bars: a simulated session's trades through the live flow give, once the
-close (an early one here) plus the settle time has passed in event time, each symbol's daily bar:
-open, high, low, close and volume equal to the simulator's grouped daily, vwap and transactions
-equal to the tape's own (the simulator draws its daily vwap and count apart from its trades).
+close (an early one here) plus the settle time has passed in event time, each symbol's daily bar
+equal to the simulator's grouped daily (its tape's, ``tape_daily``) in every field.
 """
 
 from __future__ import annotations
@@ -67,7 +66,9 @@ def _ms_of(delta: dt.timedelta) -> int:
 
 
 def test_provisional_daily_bars_equal_the_grouped_daily_and_the_tape() -> None:
-    market = Market(seed=5, n_symbols=12, start=dt.date(2024, 11, 25), end=dt.date(2024, 12, 3))
+    market = Market(
+        seed=5, n_symbols=12, start=dt.date(2024, 11, 25), end=dt.date(2024, 12, 3), tape_daily=True
+    )
     daily, when = run_day(market)
     assert when == 0, "emitted before the close plus the settle time, or not at all"
     table = pa.concat_tables(daily)
@@ -78,16 +79,19 @@ def test_provisional_daily_bars_equal_the_grouped_daily_and_the_tape() -> None:
     tape = truth_bars(market.trades(DAY, opens, close).to_events())
     for i, sym in enumerate(grouped.symbol.tolist()):
         r = rows[sym]
-        got = (r["open"], r["high"], r["low"], r["close"], r["volume"])
+        got = (r["open"], r["high"], r["low"], r["close"], r["volume"], r["transactions"])
         want = (grouped.open[i], grouped.high[i], grouped.low[i], grouped.close[i],
-                grouped.volume[i])  # fmt: skip
+                grouped.volume[i], grouped.transactions[i])  # fmt: skip
         assert got == want, sym
+        assert r["vwap"] == pytest.approx(grouped.vwap[i], abs=5e-5), sym  # REST: 4 decimals
         mine = [b for (s, _), b in tape.items() if s == sym]
         assert r["transactions"] == sum(b["trades"] for b in mine)
         notional = sum(b["vwap"] * b["volume"] for b in mine if b["vwap"] is not None)
         assert r["vwap"] == pytest.approx(notional / r["volume"], rel=1e-12)
         assert (r["date"], r["source"]) == (DAY, "live")
         assert r["ingested_at"] == close + SETTLE
+    one = market.daily(sym, DAY, DAY, inject=False)  # the per-symbol route agrees
+    assert (one.vwap[0], one.transactions[0]) == (grouped.vwap[-1], grouped.transactions[-1])
     # one fragment per symbol at the contract's path, and the REST bar wins over it
     assert {f.key for f in fragments(table)} == {
         f"bronze/raw_ohlcv/symbol={s}/date={DAY}.parquet" for s in rows

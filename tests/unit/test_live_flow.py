@@ -127,13 +127,14 @@ def test_a_late_trade_revises_its_minute_and_is_counted() -> None:
         chunk(trade(70, 12.0, q=3, i="3")),  # watermark 65 s: minute 0 closes
         chunk(trade(30, 9.0, 50, q=4, i="4")),  # late for minute 0
         chunk(trade(30, 9.0, 50, q=4, i="4")),  # the same trade again: counted once
+        chunk(trade(1, 10.0, q=1, i="1")),  # an on-time trade of the closed minute, again
     ])  # fmt: skip
     revisions = [b for b in got.bars if b.start == MS]
     assert [(b.revision, b.final) for b in revisions] == [(0, True), (1, True)]
     assert ohlcvt(revisions[0]) == (10.0, 11.0, 10.0, 11.0, 200.0, 2)
     assert ohlcvt(revisions[1]) == (10.0, 11.0, 9.0, 9.0, 250.0, 3)  # 30 s is its last trade
     assert got.counters["late"] == 1 and got.counters["revisions"] == 1
-    assert got.counters["duplicates"] == 1
+    assert got.counters["duplicates"] == 2
 
 
 def test_after_a_quiet_spell_a_late_trade_revises_the_whole_minute() -> None:

@@ -58,7 +58,7 @@ def test_precedence_per_minute(local_lake: Lake) -> None:
 
 
 def test_one_symbols_day_is_read_by_pruning(local_lake: Lake) -> None:
-    bars = [bar(m, 10 + m / 100, sym=f"S{k:03d}") for k in range(60) for m in range(390)]
+    bars = [bar(m, 10 + m / 100, sym=f"S{k:03d}") for k in range(130) for m in range(390)]
     write_fragments(local_lake, bars)
     minutes.run(local_lake)
     meta = pq.ParquetFile(local_lake.path(minute_consolidated(DAY))).metadata
