@@ -77,6 +77,8 @@ class Handles:
 
     def release(self, pid: int) -> bool:
         """Drop ``pid`` (and dead holders); True when nobody holds the server any more."""
+        if not self.path.parent.is_dir():
+            return True  # its data directory was removed (a temporary one): nobody can hold it
         with _locked(self._lock):
             pids = [p for p in _live_pids(self.path) if p != pid]
             self.path.write_text(json.dumps(pids))
