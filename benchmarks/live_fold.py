@@ -198,11 +198,14 @@ class TimedRedisSink(DynamicSink[FoldOut]):
 
 
 def latency(fr: list[str | bytes], url: str, lake: Lake, rate: float) -> tuple[float, ...]:
-    """(p50, p99, max) ms from a chunk's read to its Redis write at ``rate`` trades/s."""
+    """(p50, p99, max) ms from a chunk's read to its Redis write at ``rate`` trades/s, and the
+    late trades the flow itself counted (its ``metrics:live`` hashes in Redis)."""
     sink = TimedRedisSink(RedisLiveSink(url, "bench:lat:"))
     run_main(whole_flow(PacedSource(fr, rate), sink, url, lake, "bench:lat:"))  # type: ignore[no-untyped-call]
     lags = sorted(sink.lags)
-    return lags[len(lags) // 2], lags[int(len(lags) * 0.99)], lags[-1]
+    counters = LiveStore(connect(url), "bench:lat:").live_metrics().values()
+    late = sum(int(m.get("late", "0") or 0) for m in counters)
+    return lags[len(lags) // 2], lags[int(len(lags) * 0.99)], lags[-1], late
 
 
 def main() -> None:
@@ -226,7 +229,7 @@ def main() -> None:
         flow = flow_rate(fr, args.trades, url, lake)
         base = baseline_rate(fr, args.trades, url)
         paced = frames(events(int(args.rate * args.paced_seconds), args.symbols, args.rate, seed=2))
-        p50, p99, worst = latency(paced, url, Lake((Path(tmp) / "lake2").as_uri()), args.rate)
+        p50, p99, worst, late = latency(paced, url, Lake((Path(tmp) / "lake2").as_uri()), args.rate)
         load = max(load, os.getloadavg()[0])
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = f"""## Live flow (`python -m benchmarks.live_fold`)
@@ -245,8 +248,8 @@ threads, not the Redis server's). Target: at least 5x the old flow's 8-11k trade
 (>= 50,000 trades/s): {"met" if flow[0] >= 50_000 else "**not met**"}.
 
 Paced at {args.rate:,.0f} trades/s for {args.paced_seconds:.0f} s: read to Redis p50
-{p50:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms (target p99 < 150 ms:
-{"met" if p99 < 150 else "**not met**"}).
+{p50:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms; late trades counted by the flow: {late:,.0f}
+(target p99 < 150 ms with 0 late: {"met" if p99 < 150 and late == 0 else "**not met**"}).
 """
     print(body)
     if not args.no_write:
