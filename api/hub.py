@@ -1,9 +1,14 @@
 """One Redis subscription per process, fanned out to every WebSocket of that process.
 
-The live flow publishes each bar update once on ``{REDIS_PREFIX}bars``. A :class:`LiveHub`
-holds the process's only subscription to it, parses each message once, and puts the text to
-send into the bounded queue of every subscriber that wants the symbol: a thousand sockets cost
-one Redis connection, not a thousand. Alerts (``{REDIS_PREFIX}alerts``) go to every socket of
+The live flow publishes each bar update once, on its symbol's channel
+``{REDIS_PREFIX}bars:{SYMBOL}``. A :class:`LiveHub` holds the process's only subscription to
+bars: to the channels of the symbols its sockets follow (reference-counted, changed as sockets
+subscribe and leave), and to the pattern ``bars:*`` only while a socket follows every symbol. A
+process whose sockets follow a few symbols thus reads only those, not the market's thousands of
+updates a second. It parses each message once and puts the text to send into the bounded queue
+of every subscriber that wants it: a thousand sockets cost one Redis connection, not a
+thousand. A pattern message goes only to the sockets that follow everything and a channel
+message only to the others, so no socket gets an update twice. Alerts (``{REDIS_PREFIX}alerts``) go to every socket of
 the key that owns them, whatever symbols it follows; they have a subscription of their own, so
 an alert never waits behind a backlog of bar updates. A subscriber whose queue is full is closed as too slow
 rather than let grow without bound. When Redis drops, the hub resubscribes with backoff; the
@@ -29,6 +34,7 @@ import redis
 import redis.asyncio as aioredis
 
 from api import metrics
+from core.stores.redis import bar_channel
 
 log = logging.getLogger(__name__)
 CHANNEL: Final = "bars"
@@ -58,6 +64,10 @@ class Subscriber:
     def wants(self, symbol: object) -> bool:
         """True when a message about ``symbol`` is for this socket."""
         return self.symbols is None or symbol in self.symbols
+
+    def wants_some(self, symbol: object) -> bool:
+        """True when this socket follows ``symbol`` by name (not through ``*``)."""
+        return self.symbols is not None and symbol in self.symbols
 
     def offer(self, text: str) -> None:
         """Queue ``text``; a full queue closes the socket as too slow."""
@@ -145,12 +155,13 @@ class LiveHub:
     def __init__(
         self,
         client: aioredis.Redis,
-        channel: str,
+        prefix: str,
         cap: SocketCap,
         alerts_channel: str | None = None,
     ) -> None:
         self.client = client
-        self.channel = channel
+        self.prefix = prefix
+        self.channel = bar_channel(prefix, "*")
         self.alerts_channel = alerts_channel
         self.cap = cap
         self.loop = asyncio.get_running_loop()
@@ -159,6 +170,12 @@ class LiveHub:
         self._alerts_task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
         self.alerts_subscribed = asyncio.Event()
+        self._pubsub: Any = None
+        self._following: set[str] = set()  # symbols whose channel is subscribed
+        self._pattern = False  # subscribed to every symbol's channel
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._sync_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start reading the channel (once)."""
@@ -168,15 +185,61 @@ class LiveHub:
             self._alerts_task = asyncio.create_task(self._run_alerts(), name="alert-hub")
 
     def add(self, sub: Subscriber) -> None:
-        """Deliver to ``sub`` from now on."""
+        """Deliver to ``sub`` from now on (its symbols' channels: see :meth:`sync`)."""
         self.subscribers.add(sub)
         metrics.SOCKETS.inc()
 
     def remove(self, sub: Subscriber) -> None:
-        """Stop delivering to ``sub``."""
+        """Stop delivering to ``sub``; channels nobody follows any more are dropped soon after."""
         if sub in self.subscribers:
             self.subscribers.discard(sub)
             metrics.SOCKETS.dec()
+            task = self.loop.create_task(self._sync_quietly())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _sync_quietly(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            await self.sync(wait=False)
+
+    def wanted(self) -> tuple[bool, set[str]]:
+        """(some socket follows every symbol, the symbols followed by name)."""
+        every = any(s.symbols is None for s in self.subscribers)
+        named: set[str] = set()
+        for s in self.subscribers:
+            if s.symbols is not None:
+                named |= s.symbols
+        return every, named
+
+    async def sync(self, *, wait: bool = True, timeout: float = 2.0) -> None:
+        """Subscribe to what the sockets follow and drop the rest.
+
+        With ``wait``, return once Redis confirmed the new subscriptions (at most ``timeout``
+        seconds), so an update published after a socket is told "subscribed" reaches it.
+        """
+        async with self._sync_lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            every, named = self.wanted()
+            added = [bar_channel(self.prefix, s) for s in sorted(named - self._following)]
+            dropped = [bar_channel(self.prefix, s) for s in sorted(self._following - named)]
+            news = list(added)
+            if every and not self._pattern:
+                news.append(self.channel)
+            events = [self._confirmed.setdefault(c, asyncio.Event()) for c in news]
+            if added:
+                await pubsub.subscribe(*added)
+            if every and not self._pattern:
+                await pubsub.psubscribe(self.channel)
+            if dropped:
+                await pubsub.unsubscribe(*dropped)
+            if self._pattern and not every:
+                await pubsub.punsubscribe(self.channel)
+            self._following, self._pattern = set(named), every
+        if wait and events:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout)
 
     def dispatch_alert(self, payload: str | bytes) -> None:
         """Hand an alert (or a rate-limit summary) to every socket of the key that owns it."""
@@ -189,16 +252,32 @@ class LiveHub:
             if sub.key_id == owner:
                 sub.offer(text)
 
-    def dispatch(self, payload: str | bytes) -> None:
-        """Hand one published message to every subscriber that wants it."""
+    def dispatch(self, payload: str | bytes, *, pattern: bool = False) -> None:
+        """Hand one published message to every subscriber that wants it.
+
+        A pattern message (``bars:*``) goes to those following every symbol, a channel message
+        to the others.
+        """
         parsed = frame(payload)
         if parsed is None:
             log.warning("skipping a message on %s that is not a JSON object", self.channel)
             return
         symbol, text = parsed
         for sub in list(self.subscribers):
-            if sub.wants(symbol):
+            if (sub.symbols is None) if pattern else sub.wants_some(symbol):
                 sub.offer(text)
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "message":
+            self.dispatch(msg["data"])
+        elif kind == "pmessage":
+            self.dispatch(msg["data"], pattern=True)
+        elif kind in ("subscribe", "psubscribe"):
+            name = msg.get("channel")
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if (event := self._confirmed.pop(name, None)) is not None:
+                event.set()
 
     async def _run(self) -> None:
         delay = 0.5
@@ -206,18 +285,25 @@ class LiveHub:
         while True:
             pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                # an anchor nobody publishes on: the connection stays subscribed (and read)
+                # while no socket follows anything
+                await pubsub.subscribe(self.prefix + CHANNEL)
+                async with self._sync_lock:
+                    self._pubsub, self._following, self._pattern = pubsub, set(), False
+                await self.sync(wait=False)
                 self.subscribed.set()
                 delay = 0.5
                 while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        self.dispatch(msg["data"])
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is not None:
+                        self._on_message(msg)
                     if time.monotonic() - last_renew > SOCKET_TTL_S / 3:
                         last_renew = time.monotonic()
                         await self.cap.renew([(s.key_id, s.socket_id) for s in self.subscribers])
             except (redis.RedisError, OSError) as exc:
                 self.subscribed.clear()
+                async with self._sync_lock:
+                    self._pubsub = None
                 log.warning("live hub lost redis (%s); resubscribing", type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

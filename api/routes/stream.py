@@ -29,7 +29,7 @@ import redis
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from api.deps import API_KEY_HEADER, Res, resolve_key
-from api.hub import ALERTS_CHANNEL, CHANNEL, CLOSE, LiveHub, SocketCap, Subscriber
+from api.hub import ALERTS_CHANNEL, CLOSE, LiveHub, SocketCap, Subscriber
 from api.params import MAX_SYMBOLS, parse_symbols
 from api.problems import Problem, clip
 from api.resources import Resources
@@ -109,7 +109,7 @@ async def hub_of(res: Resources) -> LiveHub:
         prefix = res.settings.redis_prefix
         res.hub = LiveHub(
             client,
-            prefix + CHANNEL,
+            prefix,
             SocketCap(client, prefix, res.settings.api_ws_per_key),
             alerts_channel=prefix + ALERTS_CHANNEL,
         )
@@ -128,7 +128,7 @@ async def _send(ws: WebSocket, sub: Subscriber) -> None:
         await ws.send_text(item)
 
 
-async def _receive(ws: WebSocket, sub: Subscriber) -> None:
+async def _receive(ws: WebSocket, sub: Subscriber, hub: LiveHub) -> None:
     while True:
         text = await ws.receive_text()
         try:
@@ -136,6 +136,7 @@ async def _receive(ws: WebSocket, sub: Subscriber) -> None:
         except Refused as exc:
             sub.close(POLICY_VIOLATION, str(exc)[:120])
             return
+        await hub.sync()  # the new symbols' channels, before the socket is told
         await ws.send_text(orjson.dumps(reply).decode())
 
 
@@ -178,8 +179,9 @@ async def stream(
     hub.add(sub)
     try:
         await hub.ready()  # what is published after "subscribed" reaches the socket
+        await hub.sync()
         await ws.send_json(subscribed(sub.symbols))
-        tasks = {asyncio.create_task(_send(ws, sub)), asyncio.create_task(_receive(ws, sub))}
+        tasks = {asyncio.create_task(_send(ws, sub)), asyncio.create_task(_receive(ws, sub, hub))}
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if any(t.exception() is None for t in done) and sub.close_with is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import redis
@@ -22,17 +22,27 @@ _WRITE_LIVE = """
 local ttl, channel = ARGV[1], ARGV[2]
 local ns, ne = tonumber(ARGV[3]), tonumber(ARGV[4])
 for i = 1, ns do redis.call('SET', KEYS[i], ARGV[4 + i], 'EX', ttl) end
-for i = 1, ne do redis.call('PUBLISH', channel, ARGV[4 + ns + i]) end
+for i = 1, ne do
+  redis.call('PUBLISH', channel .. ARGV[3 + ns + 2 * i], ARGV[4 + ns + 2 * i])
+end
 for i = ns + 1, #KEYS do
-  for field, value in pairs(cjson.decode(ARGV[4 + ne + i])) do
+  for field, value in pairs(cjson.decode(ARGV[4 + 2 * ne + i])) do
     redis.call('HSET', KEYS[i], field, value)
   end
   redis.call('EXPIRE', KEYS[i], ttl)
 end
 return ns
 """
-"""SET with expiry of each document (keys first), PUBLISH of each event, then each metrics hash
-(its fields as a JSON object) with its expiry."""
+"""SET with expiry of each document (keys first), PUBLISH of each event on its symbol's channel
+(symbol and document in turn), then each metrics hash (its fields as a JSON object) with its
+expiry."""
+BARS: Final = "bars"
+"""Bar events of ``SYMBOL`` are published on ``{prefix}bars:{SYMBOL}`` (all: ``{prefix}bars:*``)."""
+
+
+def bar_channel(prefix: str, symbol: str) -> str:
+    """``{prefix}bars:{symbol}``; with ``symbol`` ``*``, the pattern of every symbol's channel."""
+    return f"{prefix}{BARS}:{symbol}"
 
 
 def _dumps(doc: Mapping[str, Any]) -> bytes:
@@ -69,6 +79,10 @@ class LiveStore:
         """A pub/sub channel name under the prefix."""
         return f"{self.prefix}{name}"
 
+    def bar_channel(self, symbol: str) -> str:
+        """The channel of ``symbol``'s bar events: a reader of a few symbols reads only them."""
+        return bar_channel(self.prefix, symbol)
+
     def set_latest(self, symbol: str, trade: dict[str, Any]) -> None:
         """Store the latest trade (price, size, ts ISO) of ``symbol``."""
         self.r.set(self._k("latest", symbol), json.dumps(trade, default=str))
@@ -84,7 +98,7 @@ class LiveStore:
         pipe = self.r.pipeline()
         pipe.set(self._k("bar", symbol), payload)
         if publish:
-            pipe.publish(self.channel("bars"), payload)
+            pipe.publish(self.bar_channel(symbol), payload)
         pipe.execute()
 
     def set_live(
@@ -102,7 +116,7 @@ class LiveStore:
             payload = json.dumps({"symbol": symbol, **bar}, default=str)
             pipe.set(self._k("bar", symbol), payload)
             if publish:
-                pipe.publish(self.channel("bars"), payload)
+                pipe.publish(self.bar_channel(symbol), payload)
         pipe.execute()
 
     def get_bar(self, symbol: str) -> dict[str, Any] | None:
@@ -143,14 +157,14 @@ class LiveStore:
             for symbol, doc in group.items():
                 keys.append(self._k(kind, symbol))
                 docs.append(_dumps(doc))
-        published = [_dumps(doc) for doc in events]
+        published = [x for doc in events for x in (str(doc["symbol"]), _dumps(doc))]
         keys += [self._k("metrics:live", part) for part in metrics]
         hashes = [_dumps({k: str(v) for k, v in m.items()}) for m in metrics.values()]
         if not keys and not published:
             return
         if self._write is None:
             self._write = self.r.register_script(_WRITE_LIVE)
-        args: list[bytes | str | int] = [ttl_s, self.channel("bars"), len(docs), len(published)]
+        args: list[bytes | str | int] = [ttl_s, self.bar_channel(""), len(docs), len(events)]
         self._write(keys=keys, args=[*args, *docs, *published, *hashes])
 
     def live_metrics(self) -> dict[str, dict[str, str]]:

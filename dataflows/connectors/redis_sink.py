@@ -2,7 +2,7 @@
 
 Per fold result, in one pipelined round trip: the latest trade of each symbol that traded, the
 forming bar of each minute that changed, the last final bar of each symbol, every bar event
-published on ``{prefix}bars`` (``final`` false while forming, true at close, with its
+published on ``{prefix}bars:{SYMBOL}`` (``final`` false while forming, true at close, with its
 ``revision``), and the partition's counters and watermark under ``{prefix}metrics:live:{part}``.
 Keys expire after ``ttl_s`` so a symbol that stopped trading does not look live forever. Writes
 are plain SETs of whole documents, so a replay after recovery rewrites the same values. The

@@ -2,7 +2,7 @@
 
 Per batch, in one pipelined round trip through :meth:`core.stores.redis.LiveStore.write_live`:
 ``{prefix}bar:{I}:{SYMBOL}`` (the forming bar), ``{prefix}final:{I}:{SYMBOL}`` (the last final
-bar, latest revision) and every event published on ``{prefix}bars`` (so the API's WebSocket
+bar, latest revision) and every event published on ``{prefix}bars:{SYMBOL}`` (so the API's WebSocket
 relays it), each document carrying its ``interval``, ``final`` and ``revision``. Keys expire
 after ``ttl_s``.
 """

@@ -135,7 +135,7 @@ def test_websocket_to_redis_and_lake(
 ) -> None:
     store = LiveStore(connect(redis_server_url), redis_prefix)
     pubsub = store.r.pubsub()  # type: ignore[no-untyped-call]
-    pubsub.subscribe(store.channel("bars"))
+    pubsub.psubscribe(store.bar_channel("*"))
     stop = threading.Event()
     flow = build_live_flow(
         ws_source(sim, stop),
@@ -159,8 +159,9 @@ def test_websocket_to_redis_and_lake(
         assert final["final"] is True and final["revision"] == last["revision"]
     published = []
     while (msg := pubsub.get_message(timeout=0.5)) is not None:
-        if msg["type"] == "message":
+        if msg["type"] == "pmessage":
             published.append(json.loads(msg["data"]))
+            assert msg["channel"] == store.bar_channel(published[-1]["symbol"])
     assert {"symbol", "open", "close", "start", "final", "revision"} <= set(published[-1])
     assert {m["final"] for m in published} == {True, False}  # forming updates and closes
     pubsub.close()

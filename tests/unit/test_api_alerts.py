@@ -20,7 +20,7 @@ from core import alerts
 from core.alert_delivery import Delivery
 from core.settings import ApiSettings
 from core.stores import alerts as store
-from core.stores.redis import connect
+from core.stores.redis import bar_channel, connect
 
 pytestmark = pytest.mark.unit
 KEY_A, KEY_B = "key-a-" + "x" * 10, "key-b-" + "y" * 10
@@ -121,7 +121,9 @@ def test_events_since_and_the_websocket(
         for e in fired[:2]:
             got = ws_a.receive_json()
             assert got == {"type": "alert", "data": e.to_json()}
-        r.publish(settings.redis_prefix + "bars", json.dumps({"symbol": "MSFT", "close": 1.0}))
+        r.publish(
+            bar_channel(settings.redis_prefix, "MSFT"), json.dumps({"symbol": "MSFT", "close": 1.0})
+        )
         assert ws_b.receive_json()["type"] == "bar"  # B's socket: bars, and none of A's alerts
     page = client.get("/v1/alerts/events", headers=A, params={"limit": 1}).json()
     assert [e["id"] for e in page["events"]] == [fired[0].id]

@@ -357,14 +357,16 @@ def test_stream_subscribes_by_message_on_one_shared_subscription(
     client: TestClient, settings: ApiSettings
 ) -> None:
     store = LiveStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)  # type: ignore[union-attr]
-    channel = store.channel("bars")
+    aapl, msft = store.bar_channel("AAPL"), store.bar_channel("MSFT")
     with (
         client.websocket_connect(f"/v1/stream?symbols=AAPL&api_key={KEY}") as a,
         client.websocket_connect("/v1/stream?symbols=MSFT", headers=HEADERS) as b,
     ):
         assert a.receive_json() == {"type": "subscribed", "symbols": ["AAPL"]}
         assert b.receive_json() == {"type": "subscribed", "symbols": ["MSFT"]}
-        assert store.r.pubsub_numsub(channel) == [(channel, 1)]  # one per process, not per socket
+        # one subscription per process, not per socket, and only to the symbols followed
+        assert store.r.pubsub_numsub(aapl, msft) == [(aapl, 1), (msft, 1)]
+        assert store.r.pubsub_numpat() == 0
         a.send_json({"action": "subscribe", "symbols": "msft"})
         assert a.receive_json() == {"type": "subscribed", "symbols": ["AAPL", "MSFT"]}
         a.send_json({"action": "unsubscribe", "symbols": ["AAPL"]})
@@ -379,6 +381,28 @@ def test_stream_subscribes_by_message_on_one_shared_subscription(
         with pytest.raises(WebSocketDisconnect) as info:
             a.receive_json()
         assert info.value.code == 1008 and "JSON" in info.value.reason
+    store.r.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_socket_on_every_symbol_and_one_on_a_few_each_get_an_update_once(
+    client: TestClient, settings: ApiSettings
+) -> None:
+    store = LiveStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)  # type: ignore[union-attr]
+    with (
+        client.websocket_connect("/v1/stream?symbols=*", headers=HEADERS) as every,
+        client.websocket_connect("/v1/stream?symbols=MSFT", headers=HEADERS) as few,
+    ):
+        assert every.receive_json()["symbols"] == ["*"]
+        assert few.receive_json()["symbols"] == ["MSFT"]
+        assert store.r.pubsub_numpat() == 1
+        store.set_bar("MSFT", {"close": 2.0})
+        store.set_bar("IBM", {"close": 3.0})
+        assert every.receive_json()["data"]["symbol"] == "MSFT"
+        assert every.receive_json()["data"]["symbol"] == "IBM"  # not MSFT a second time
+        assert few.receive_json()["data"]["symbol"] == "MSFT"
+        few.send_json({"action": "ping"})
+        assert few.receive_json() == {"type": "pong"}  # IBM never reached it, nor MSFT twice
     store.r.close()
 
 
