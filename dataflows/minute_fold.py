@@ -265,11 +265,16 @@ def bar_of(symbol: str, start: int, acc: list[Any], final: bool) -> MinuteBar | 
 
 Key = tuple[str, int]
 _KEY: Final = "{}\x1f{}\x1f{}"
-_DIGEST: Final = "S16"
+_DIGEST: Final = np.dtype("<u8")
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+def _digest(symbol: str, exchange: int, ident: str) -> bytes:
+    """A trade's key (symbol, exchange, id) as 8 bytes.
+
+    A new trade matches another's digest by chance with odds of about one in 10^13 even
+    in a minute of a million trades (a million of 2^64 values).
+    """
+    return hashlib.blake2b(_KEY.format(symbol, exchange, ident).encode(), digest_size=8).digest()
 
 
 @dataclass
@@ -285,10 +290,10 @@ class MinuteFold:
     open: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
     """Open minutes by start, then symbol."""
     closed: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
-    seen: dict[int, set[str]] = field(default_factory=dict)
-    """Trade keys (symbol, exchange, id) of open minutes."""
-    sealed: dict[int, npt.NDArray[np.bytes_]] = field(default_factory=dict)
-    """Trade keys of closed minutes, as sorted digests (see :meth:`_seal`)."""
+    keys: dict[int, list[Digests]] = field(default_factory=dict)
+    """Digests of the trade keys (symbol, exchange, id) of each minute held, as sorted runs
+    (see :func:`_add_run`): no Python object per trade, so closing a minute costs nothing,
+    and a snapshot pickles a few buffers."""
     forgotten_before: int = _MIN_T
     """Minutes starting before this are no longer held (beyond the horizon)."""
     partial_before: int = _MIN_T
@@ -437,55 +442,31 @@ class MinuteFold:
         return np.flatnonzero(fresh & ~is_late), np.flatnonzero(is_late)
 
     def _duplicates(self, b: TradeBatch, start: Ints) -> Flags:
-        """Trades whose (symbol, exchange, id) was already seen in their minute."""
+        """Trades whose (symbol, exchange, id) their minute already had, or the batch before."""
         dup = np.zeros(len(b), dtype=np.bool_)
         has = np.flatnonzero(b.id != None)  # noqa: E711  # elementwise
         if not len(has):
             return dup
-        keys = list(  # strings pickle faster than tuples
-            map(_KEY.format, b.symbol[has].tolist(), b.exchange[has].tolist(), b.id[has].tolist())
+        keys = np.frombuffer(
+            b"".join(
+                map(_digest, b.symbol[has].tolist(), b.exchange[has].tolist(), b.id[has].tolist())
+            ),
+            dtype=_DIGEST,
         )
         starts = start[has]
         minutes = np.unique(starts).tolist()
         for st in minutes:
             sel = None if len(minutes) == 1 else np.flatnonzero(starts == st)
-            mine = keys if sel is None else [keys[k] for k in sel.tolist()]
-            where = has if sel is None else has[sel]
-            if st in self.sealed:  # a closed minute: late trades, rare
-                for i, key in zip(where.tolist(), mine, strict=True):
-                    dup[i] = not self._add_sealed(st, key)
-                continue
-            ids = self.seen.get(st)
-            if ids is None:
-                ids = self.seen[st] = set()
-            new = set(mine)
-            if len(new) == len(mine) and ids.isdisjoint(new):
-                ids |= new
-                continue
-            for i, key in zip(where.tolist(), mine, strict=True):
-                if key in ids:
-                    dup[i] = True
-                else:
-                    ids.add(key)
+            mine = keys if sel is None else keys[sel]
+            uniq, first = np.unique(mine, return_index=True)
+            runs = self.keys.setdefault(st, [])
+            fresh = ~_member(uniq, runs)
+            again = np.ones(len(mine), dtype=np.bool_)
+            again[first[fresh]] = False
+            dup[has if sel is None else has[sel]] = again
+            if fresh.any():
+                _add_run(runs, uniq[fresh])
         return dup
-
-    def _add_sealed(self, start: int, key: str) -> bool:
-        """Record ``key`` in a closed minute's digests; False when it was there."""
-        digests = self.sealed[start]
-        d = np.array([_digest(key)], dtype=_DIGEST)
-        at = int(np.searchsorted(digests, d[0]))
-        if at < len(digests) and digests[at] == d[0]:
-            return False
-        self.sealed[start] = np.insert(digests, at, d)
-        return True
-
-    def _seal(self, start: int) -> None:
-        """Keep a closed minute's trade keys as sorted 128-bit digests, not strings.
-
-        A sixth of the memory, and pickled as one buffer: the snapshot no longer walks them.
-        """
-        keys = self.seen.pop(start, set())
-        self.sealed[start] = np.sort(np.array([_digest(k) for k in keys], dtype=_DIGEST))
 
     def _fold(self, b: TradeBatch, idx: Ints) -> list[Key]:
         """Fold on-time trades into their open minutes, vectorised per (symbol, minute)."""
@@ -547,7 +528,6 @@ class MinuteFold:
     def _close(self, wm: int, out: FoldOut) -> None:
         for st in sorted(s for s in self.open if s + MINUTE_MS <= wm):
             group = self.open.pop(st)
-            self._seal(st)
             kept = self.closed.setdefault(st, {})
             for name, acc in group.items():
                 kept[name] = acc
@@ -626,10 +606,8 @@ class MinuteFold:
         edge -= edge % MINUTE_MS
         for st in [s for s in self.closed if s < edge]:
             del self.closed[st]
-        for st in [s for s in self.seen if s < edge]:
-            del self.seen[st]
-        for st in [s for s in self.sealed if s < edge]:
-            del self.sealed[st]
+        for st in [s for s in self.keys if s < edge]:
+            del self.keys[st]
         self.forgotten_before = edge
 
 
@@ -643,5 +621,28 @@ def _last(acc: list[Any], slot: int, p: float, t: int, q: int) -> None:
         acc[slot], acc[slot + 1], acc[slot + 2] = p, t, q
 
 
+def _member(values: Digests, runs: list[Digests]) -> Flags:
+    """Which of ``values`` one of the sorted ``runs`` holds."""
+    found = np.zeros(len(values), dtype=np.bool_)
+    for run in runs:
+        at = np.minimum(np.searchsorted(run, values), len(run) - 1)
+        found |= run[at] == values
+    return found
+
+
+def _add_run(runs: list[Digests], new: Digests) -> None:
+    """Append the sorted ``new`` digests, merging runs so each is at least twice the next.
+
+    A log-structured set: a minute of a million trades in batches of thousands is held in
+    about ten runs, each digest is merged about ten times (linear merges of sorted runs), and
+    no single step sorts more than the minute holds.
+    """
+    runs.append(new)
+    while len(runs) > 1 and len(runs[-2]) < 2 * len(runs[-1]):
+        tail = runs.pop()
+        runs[-1] = np.sort(np.concatenate((runs[-1], tail)), kind="stable")
+
+
 Flags = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
+Digests = npt.NDArray[np.uint64]

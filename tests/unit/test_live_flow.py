@@ -137,6 +137,25 @@ def test_a_late_trade_revises_its_minute_and_is_counted() -> None:
     assert got.counters["duplicates"] == 2
 
 
+def test_a_trade_resent_long_after_is_counted_once() -> None:
+    """A minute's trade keys are held in merged runs: a resend of the minute's first batch, after
+    hundreds of batches, is found in whichever run holds it, open or closed."""
+    batches = [
+        [trade(k / 10, 10.0 + k / 1000, q=k * 4 + j, i=f"{k}-{j}", x=j) for j in range(4)]
+        for k in range(500)
+    ]
+    chunks = [chunk(*b) for b in batches]
+    chunks.append(chunk(*batches[0], *batches[0][:2]))  # twice in the batch: still once each
+    chunks.append(chunk(*batches[300]))
+    chunks.append(chunk(trade(70, 12.0, q=9_999, i="close")))  # minute 0 closes
+    chunks.append(chunk(*batches[7], trade(30, 9.0, q=9_998, i="late")))  # one late, new
+    got = run(chunks)
+    assert got.counters["duplicates"] == 6 + 4 + 4
+    assert got.counters["late"] == 1
+    bar = got.bar(0)
+    assert (bar.trades, bar.revision, bar.low) == (2001, 1, 9.0)
+
+
 def test_after_a_quiet_spell_a_late_trade_revises_the_whole_minute() -> None:
     """All of AAPL's minutes closed while MSFT kept trading; a late AAPL trade revises, never
     replaces, its full bar."""
