@@ -100,6 +100,8 @@ def chunks(fr: list[str | bytes]) -> list[Chunk]:
 
 _DEFAULTS = LiveSettings.model_fields
 PUBLISH = dt.timedelta(milliseconds=_DEFAULTS["live_publish_ms"].default)
+SNAPSHOT = dt.timedelta(seconds=5)
+"""Production's snapshot interval (``-s 5``): every snapshot waits for the trades archive."""
 ROLLUP_PUBLISH = dt.timedelta(milliseconds=_DEFAULTS["live_rollup_publish_ms"].default)
 
 
@@ -242,7 +244,8 @@ class Latency:
 def latency(fr: list[str | bytes], url: str, lake: Lake, rate: float) -> Latency:
     """Milliseconds from a chunk's arrival to the Redis write that carries it, at ``rate``."""
     sink = TimedRedisSink(RedisLiveSink(url, "bench:lat:"))
-    run_main(whole_flow(PacedSource(fr, rate), sink, url, lake, "bench:lat:"))  # type: ignore[no-untyped-call]
+    flow = whole_flow(PacedSource(fr, rate), sink, url, lake, "bench:lat:")
+    run_main(flow, epoch_interval=SNAPSHOT)  # type: ignore[no-untyped-call]
     lags = sorted(sink.lags)
     counters = LiveStore(connect(url), "bench:lat:").live_metrics().values()
     late = sum(int(m.get("late", "0") or 0) for m in counters)

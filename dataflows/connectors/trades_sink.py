@@ -6,8 +6,9 @@ market-wide, one file per session per flush, zstd, sorted by (symbol, sip_timest
 when its last trade was received and a digest of its rows (so keys sort in arrival order and
 the same rows land on the same key). Like the minute sink, writes run on a background thread, a flush
 happens when the oldest buffered trade has waited ``flush_after`` or the buffer holds
-``max_trades``, at every recovery snapshot (which waits for the writes: a snapshot commits only
-once its trades are in the lake) and at the end.
+``max_trades``, at every recovery snapshot and at the end. A snapshot does not wait for the lake:
+it carries the rows of the writes still under way, and a resume writes them again (same rows,
+same key), so a committed snapshot never leaves a trade out of the archive.
 
 The archive is what was received, at least once: duplicates the feed resent, and the trades a
 recovery replays, may appear twice; readers (``dataflows.replay_trades``) count a trade once
@@ -16,10 +17,12 @@ by (symbol, exchange, id), as the live fold does.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import chain
 from typing import Final
 
@@ -27,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from core import calendar
@@ -35,6 +39,8 @@ from core.layout import trades_part
 from core.schemas import TRADES
 from dataflows.minute_fold import session_date
 from dataflows.trades import TradeBatch
+
+_DICTIONARY: Final = ["symbol", "exchange", "conditions", "tape"]
 
 ARCHIVE_KEY: Final = "trades"
 """Key of the archive's items: one market-wide partition."""
@@ -51,7 +57,7 @@ def _optional(values: npt.NDArray[np.int64], kind: pa.DataType) -> pa.Array:
 
 
 def trades_table(batches: Sequence[TradeBatch]) -> pa.Table:
-    """TRADES rows of ``batches`` (every trade as received), sorted by (symbol, sip_timestamp)."""
+    """TRADES rows of ``batches`` (every trade as received), in arrival order."""
     batches = [b for b in batches if len(b)]
     if not batches:
         return TRADES.empty_table()
@@ -63,9 +69,9 @@ def trades_table(batches: Sequence[TradeBatch]) -> pa.Table:
     offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int32)))
     values = np.fromiter(chain.from_iterable(lists), np.int32, int(offsets[-1]))
     conds = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
-    table = pa.table(
+    return pa.table(
         {
-            "symbol": pa.array(sym.tolist(), pa.string()),
+            "symbol": pa.array(sym, pa.string()),
             "sip_timestamp": pa.array(t * 1_000_000, pa.int64()).cast(
                 TRADES.field("sip_timestamp").type
             ),
@@ -73,7 +79,7 @@ def trades_table(batches: Sequence[TradeBatch]) -> pa.Table:
             "size": pa.array(np.concatenate([b.size for b in batches])),
             "exchange": _optional(np.concatenate([b.exchange for b in batches]), pa.int32()),
             "conditions": conds,
-            "id": pa.array(np.concatenate([b.id for b in batches]).tolist(), pa.string()),
+            "id": pa.array(np.concatenate([b.id for b in batches]), pa.string()),
             "sequence": _optional(np.concatenate([b.sequence for b in batches]), pa.int64()),
             "tape": _optional(np.concatenate([b.tape for b in batches]), pa.int32()),
             "received_at": pa.array(received * 1000, pa.int64()).cast(
@@ -82,6 +88,11 @@ def trades_table(batches: Sequence[TradeBatch]) -> pa.Table:
         },
         schema=TRADES,
     )
+
+
+def sorted_trades(tables: Sequence[pa.Table]) -> pa.Table:
+    """One table of ``tables``' rows sorted by (symbol, sip_timestamp), ties in arrival order."""
+    table = pa.concat_tables([TRADES.empty_table(), *tables]).combine_chunks()
     return table.sort_by([("symbol", "ascending"), ("sip_timestamp", "ascending")])
 
 
@@ -93,86 +104,146 @@ def session_days(table: pa.Table) -> npt.NDArray[np.int32]:
     return np.asarray(days, np.int32)[inverse]
 
 
-def part_id(table: pa.Table) -> str:
-    """When the flush's last trade was received, and a digest of its rows.
+def encode(table: pa.Table) -> pa.Buffer:
+    """A sorted archive table as Parquet: zstd, dictionaries only where values repeat.
+
+    Ids and timestamps are nearly all distinct: trying a dictionary on them costs time at the
+    snapshot, which the flow waits for, and saves nothing.
+    """
+    out = pa.BufferOutputStream()
+    pq.write_table(table, out, compression="zstd", use_dictionary=_DICTIONARY)
+    return out.getvalue()
+
+
+def part_id(data: pa.Buffer, newest: dt.datetime) -> str:
+    """When the flush's last trade was received, and a digest of the file.
 
     Keys sort in the order the flow received the trades (the wall clock of each read), which
-    is the order a replay reads them in.
+    is the order a replay reads them in; the same rows written by the same version land on
+    the same key.
     """
-    h = hashlib.blake2b(digest_size=8)
-    for batch in table.to_batches():
-        for col in batch.columns:
-            for buf in col.buffers():
-                if buf is not None:
-                    h.update(buf)
-    newest = pc.max(table["received_at"]).as_py()
-    return f"{newest:%Y%m%dT%H%M%S%f}-{h.hexdigest()}"
+    return f"{newest:%Y%m%dT%H%M%S%f}-{hashlib.blake2b(data, digest_size=8).hexdigest()}"
 
 
-def write_archive(lake: Lake, batches: Sequence[TradeBatch]) -> list[str]:
-    """Write ``batches`` as one file per session; their keys."""
-    table = trades_table(batches)
+def write_tables(lake: Lake, tables: Sequence[pa.Table]) -> list[str]:
+    """Write ``tables``' rows as one sorted file per session; their keys."""
+    table = sorted_trades(tables)
     if table.num_rows == 0:
         return []
     days = session_days(table)
     keys = []
     for d in np.unique(days):
-        part = table.filter(pa.array(days == d))
-        key = trades_part(calendar.from_days(int(d)), part_id(part))
-        lake.write_parquet(key, part, compression="zstd")
+        part = table.filter(pa.array(days == d)) if days[0] != days[-1] else table
+        data = encode(part)
+        key = trades_part(
+            calendar.from_days(int(d)), part_id(data, pc.max(part["received_at"]).as_py())
+        )
+        lake.write_bytes(key, data)
         keys.append(key)
     return keys
 
 
-class _ArchivePartition(StatefulSinkPartition[TradeBatch, None]):
-    def __init__(self, lake: Lake, flush_after: float, max_trades: int) -> None:
+def write_archive(lake: Lake, batches: Sequence[TradeBatch]) -> list[str]:
+    """Write ``batches`` as one file per session; their keys."""
+    return write_tables(lake, [trades_table(batches)])
+
+
+def freeze(tables: Sequence[pa.Table]) -> bytes:
+    """Tables as one compressed Arrow IPC stream: what a snapshot carries."""
+    table = pa.concat_tables([TRADES.empty_table(), *tables])
+    out = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_stream(out, TRADES, options=options) as writer:
+        writer.write_table(table)
+    return bytes(out.getvalue())
+
+
+def thaw(data: bytes) -> pa.Table:
+    """The table a snapshot carried."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A flush on its way to the lake, and the rows it carries (converted on their thread)."""
+
+    done: Future[list[str]]
+    tables: list[Future[pa.Table]]
+
+
+class _ArchivePartition(StatefulSinkPartition[TradeBatch, list[bytes] | None]):
+    """Buffers the archive, converting batches to Arrow as they come.
+
+    A snapshot flushes without waiting for the lake: the rows of every write still under way
+    go into the snapshot itself (compressed Arrow), and a resume from it writes them again
+    under the same keys (one flush, one file, as before). So the flow never stalls on a sort, an encode or an S3 PUT, and a
+    snapshot still commits only trades that are in the lake or in the snapshot.
+    """
+
+    def __init__(
+        self, lake: Lake, flush_after: float, max_trades: int, resume: list[bytes] | None
+    ) -> None:
         self._lake = lake
         self._flush_after = flush_after
         self._max = max_trades
-        self._buffer: list[TradeBatch] = []
+        self._tables: list[Future[pa.Table]] = []
         self._held = 0
         self._since = 0.0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trades-archive")
-        self._pending: list[Future[list[str]]] = []
+        self._convert = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trades-arrow")
+        self._write = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trades-archive")
+        self._pending: list[_Write] = []
+        for data in resume or []:
+            self._tables.append(self._convert.submit(thaw, data))
+            self._flush()
 
     def write_batch(self, values: list[TradeBatch]) -> None:
-        for b in values:
-            if not len(b):
-                continue
-            if not self._buffer:
+        batches = [b for b in values if len(b)]
+        if batches:
+            if not self._tables:
                 self._since = time.monotonic()
-            self._buffer.append(b)
-            self._held += len(b)
+            self._tables.append(self._convert.submit(trades_table, batches))
+            self._held += sum(map(len, batches))
         self._reap()
-        if self._buffer and (
+        if self._tables and (
             self._held >= self._max or time.monotonic() - self._since >= self._flush_after
         ):
             self._flush()
 
     def _flush(self) -> None:
-        if self._buffer:
-            batches, self._buffer, self._held = self._buffer, [], 0
-            self._pending.append(self._pool.submit(write_archive, self._lake, batches))
+        if self._tables:
+            tables, self._tables, self._held = self._tables, [], 0
+            done = self._write.submit(_write_converted, self._lake, tables)
+            self._pending.append(_Write(done, tables))
 
     def _reap(self) -> None:
         """Raise a failed write here: the flow stops rather than lose trades."""
-        done = [f for f in self._pending if f.done()]
-        self._pending = [f for f in self._pending if not f.done()]
-        for f in done:
-            f.result()
+        done = [w for w in self._pending if w.done.done()]
+        self._pending = [w for w in self._pending if not w.done.done()]
+        for w in done:
+            w.done.result()
 
-    def snapshot(self) -> None:
+    def snapshot(self) -> list[bytes] | None:
         self._flush()
-        for f in self._pending:
-            f.result()
-        self._pending = []
+        self._reap()
+        if not self._pending:
+            return None
+        return [freeze([t.result() for t in w.tables]) for w in self._pending]
 
     def close(self) -> None:
-        self.snapshot()
-        self._pool.shutdown(wait=True)
+        self._flush()
+        for w in self._pending:
+            w.done.result()
+        self._pending = []
+        self._convert.shutdown(wait=True)
+        self._write.shutdown(wait=True)
 
 
-class TradesArchiveSink(FixedPartitionedSink[TradeBatch, None]):
+def _write_converted(lake: Lake, tables: Sequence[Future[pa.Table]]) -> list[str]:
+    """On the writer thread, once the flush's conversions are done."""
+    return write_tables(lake, [f.result() for f in tables])
+
+
+class TradesArchiveSink(FixedPartitionedSink[TradeBatch, list[bytes] | None]):
     """Archive the live flow's trade batches (items ``("trades", TradeBatch)``) in bronze."""
 
     def __init__(
@@ -187,7 +258,7 @@ class TradesArchiveSink(FixedPartitionedSink[TradeBatch, None]):
         return [ARCHIVE_KEY]
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: None
-    ) -> StatefulSinkPartition[TradeBatch, None]:
-        """A buffering writer."""
-        return _ArchivePartition(self.lake, self.flush_after, self.max_trades)
+        self, step_id: str, for_part: str, resume_state: list[bytes] | None
+    ) -> StatefulSinkPartition[TradeBatch, list[bytes] | None]:
+        """A buffering writer; on resume, it first writes the rows the snapshot carried."""
+        return _ArchivePartition(self.lake, self.flush_after, self.max_trades, resume_state)

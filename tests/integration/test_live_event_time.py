@@ -124,6 +124,15 @@ def _command(recovery: Path) -> list[str]:
     return cmd
 
 
+def archived(lake: Lake) -> set[tuple[str, str]]:
+    """(symbol, id) of every trade in the lake's trades archive."""
+    out: set[tuple[str, str]] = set()
+    for entry in lake.list("bronze/trades/"):
+        t = lake.read_table(entry.key, columns=["symbol", "id"])
+        out.update(zip(t["symbol"].to_pylist(), t["id"].to_pylist(), strict=True))
+    return out
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGINT)
     try:
@@ -199,6 +208,7 @@ def test_sigkill_and_restart_gives_bars_byte_equal_to_an_uninterrupted_run(
     put.write_batch(batched_records(events[:half], 100))
     want = truth([{**e, "t": e["t"] // 1000 * 1000} for e in events])  # keys on the minute
     runs: dict[str, Lake] = {}
+    sent = {(e["sym"], e["i"]) for e in events}
     seen_at_kill = 0
     for name in ("killed", "clean"):
         lake = runs[name] = Lake((tmp_path / name / "lake").as_uri())
@@ -216,6 +226,8 @@ def test_sigkill_and_restart_gives_bars_byte_equal_to_an_uninterrupted_run(
                 put.write_batch(batched_records(events[half:], 100))
                 proc = start(cmd, env, log)
             wait_for(lambda: set(want) <= set(lake_minutes(lake)), proc, log, 90)  # noqa: B023
+            # every trade reaches the archive too (the kill came after a snapshot flushed it)
+            wait_for(lambda: archived(lake) == sent, proc, log, 30)  # noqa: B023
         finally:
             _stop(proc)
     assert 0 < seen_at_kill < len(want)

@@ -5,23 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import threading
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from core import calendar, layout
+from core.conditions import fallback
 from core.lake import Lake
 from core.schemas import TRADES
-from dataflows.connectors.trades_sink import TradesArchiveSink
+from dataflows.connectors.trades_sink import ARCHIVE_KEY, TradesArchiveSink
 from dataflows.live import build_live_flow
 from dataflows.minute_fold import FoldOut, MinuteBar
 from dataflows.replay_trades import TradesArchiveSource, build_replay_trades_flow
 from dataflows.simulator import Market
 from dataflows.simulator.ws import resent
-from dataflows.trades import Chunk, Reject
+from dataflows.trades import Chunk, Decoder, Reject
 
 pytestmark = pytest.mark.unit
 DAY = dt.date(2025, 1, 3)
@@ -104,3 +107,49 @@ def test_archive_holds_every_trade_and_its_replay_gives_the_live_bars(tmp_path: 
         return {(r.payload["sym"], r.payload["t"], r.payload["i"]) for r in rs}
 
     assert late(quarantined) == late(rejects)  # too late live, too late replayed
+
+
+class _StuckLake(Lake):
+    """A lake whose writes wait until released: a write still under way at a snapshot."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.release = threading.Event()
+
+    def write_bytes(self, key: str, data: bytes | pa.Buffer) -> None:
+        self.release.wait(30)
+        super().write_bytes(key, data)
+
+
+def _archive_files(lake: Lake) -> dict[str, pa.Table]:
+    return {e.key: lake.read_table(e.key) for e in lake.list("bronze/trades/")}
+
+
+def test_a_snapshot_carries_the_writes_under_way_and_a_resume_writes_them(tmp_path: Path) -> None:
+    """The flow does not wait for the lake at a snapshot; a crash right after it loses nothing."""
+    market = Market(seed=11, n_symbols=6, start=dt.date(2025, 1, 2), end=dt.date(2025, 1, 6))
+    events = live_events(market)[:3000]
+    decoder = Decoder(fallback())
+    batches = [
+        decoder.decode(Chunk("p0", [json.dumps(events[i : i + 500])], 1_700_000_000_000 + i))
+        for i in range(0, len(events), 500)
+    ]
+    stuck = _StuckLake((tmp_path / "stuck").as_uri())
+    sink = TradesArchiveSink(stuck)
+    part = sink.build_part("archive", ARCHIVE_KEY, None)
+    part.write_batch(batches[:2])
+    carried = part.snapshot()  # returns at once: the write is stuck
+    assert carried is not None and len(carried) == 1
+    part.write_batch(batches[2:])
+    again = part.snapshot()  # both flushes still under way, one entry each
+    assert again is not None and len(again) == 2 and again[0] == carried[0]
+    # the process dies here; a new one resumes from the last snapshot
+    resumed = Lake((tmp_path / "resumed").as_uri())
+    TradesArchiveSink(resumed).build_part("archive", ARCHIVE_KEY, again).close()
+    stuck.release.set()
+    part.close()
+    want, got = _archive_files(stuck), _archive_files(resumed)
+    assert sorted(want) == sorted(got) and len(want) == 2  # same files, same keys
+    assert all(got[k].equals(want[k]) for k in want)
+    assert sum(t.num_rows for t in got.values()) == len(events)
+    assert TradesArchiveSink(resumed).build_part("archive", ARCHIVE_KEY, None).snapshot() is None
