@@ -153,11 +153,15 @@ class LiveStore:
         """
         keys: list[str] = []
         docs: list[bytes] = []
+        encoded: dict[int, bytes] = {}  # a bar stored and published is encoded once
         for kind, group in (("latest", latest), ("bar", forming), ("final", final)):
             for symbol, doc in group.items():
                 keys.append(self._k(kind, symbol))
-                docs.append(_dumps(doc))
-        published = [x for doc in events for x in (str(doc["symbol"]), _dumps(doc))]
+                docs.append(data := _dumps(doc))
+                encoded[id(doc)] = data
+        published = [
+            x for doc in events for x in (str(doc["symbol"]), encoded.get(id(doc)) or _dumps(doc))
+        ]
         keys += [self._k("metrics:live", part) for part in metrics]
         hashes = [_dumps({k: str(v) for k, v in m.items()}) for m in metrics.values()]
         if not keys and not published:

@@ -5,24 +5,41 @@ Per batch, in one pipelined round trip through :meth:`core.stores.redis.LiveStor
 bar, latest revision) and every event published on ``{prefix}bars:{SYMBOL}`` (so the API's WebSocket
 relays it), each document carrying its ``interval``, ``final`` and ``revision``. Keys expire
 after ``ttl_s``.
+
+Writes run on a thread of their own, in order: a second's forming bars for the market (six
+intervals for every symbol that traded) take tens of milliseconds to encode and send, and
+the minute bars behind them on the worker must not wait for that. A failed write stops the flow
+at the next batch; at most ``_QUEUED`` writes wait, beyond that the worker waits for the oldest.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Final
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core.stores.redis import LiveStore, connect
 from dataflows.rollups import RollupBar
 
+_QUEUED: Final = 8
+
 
 class _RollupPartition(StatelessSinkPartition[list[RollupBar]]):
     def __init__(self, store: LiveStore, ttl_s: int) -> None:
         self._store = store
         self._ttl_s = ttl_s
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollup-sink")
+        self._pending: list[Future[None]] = []
 
     def write_batch(self, items: list[list[RollupBar]]) -> None:
+        while self._pending and (self._pending[0].done() or len(self._pending) >= _QUEUED):
+            self._pending.pop(0).result()  # raises a failed write
+        if any(items):
+            self._pending.append(self._pool.submit(self._write, items))
+
+    def _write(self, items: list[list[RollupBar]]) -> None:
         forming: dict[str, RollupBar] = {}
         final: dict[str, RollupBar] = {}
         events: list[RollupBar] = []
@@ -48,7 +65,12 @@ class _RollupPartition(StatelessSinkPartition[list[RollupBar]]):
         )
 
     def close(self) -> None:
-        self._store.r.close()
+        try:
+            for f in self._pending:
+                f.result()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._store.r.close()
 
 
 class RollupRedisSink(DynamicSink[list[RollupBar]]):
