@@ -102,18 +102,16 @@ def subscribed(symbols: set[str] | None) -> dict[str, Any]:
 
 
 async def hub_of(res: Resources) -> LiveHub:
-    """The running loop's hub, started on first use."""
+    """The running loop's hub, started on first use (once, however many sockets connect)."""
     loop = asyncio.get_running_loop()
     if res.hub is None or res.hub.loop is not loop:
         client = await res.async_redis()
-        prefix = res.settings.redis_prefix
-        res.hub = LiveHub(
-            client,
-            prefix,
-            SocketCap(client, prefix, res.settings.api_ws_per_key),
-            alerts_channel=prefix + ALERTS_CHANNEL,
-        )
-        res.hub.start()
+        # sockets connecting together all waited above: the first to get here starts the hub
+        if res.hub is None or res.hub.loop is not loop:
+            prefix = res.settings.redis_prefix
+            cap = SocketCap(client, prefix, res.settings.api_ws_per_key)
+            res.hub = LiveHub(client, prefix, cap, alerts_channel=prefix + ALERTS_CHANNEL)
+            res.hub.start()
     hub: LiveHub = res.hub
     return hub
 

@@ -4,6 +4,7 @@ formats, caching, pagination, merged sources, new routes, keys, limits, sockets 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import subprocess
@@ -20,9 +21,12 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from api.formats import Format, from_accept
+from api.hub import ALERTS_CHANNEL
 from api.main import create_app
 from api.params import unknown_parameters
 from api.problems import ECHO_LIMIT
+from api.resources import Resources
+from api.routes.stream import hub_of
 from core import layout
 from core.lake import Lake
 from core.schemas import SPLITS
@@ -431,6 +435,26 @@ def test_stream_caps_sockets_per_key(settings: ApiSettings) -> None:
         ):
             ws.receive_json()
         assert info.value.code == 1008 and info.value.reason
+
+
+@pytest.mark.timeout(60)
+def test_sockets_that_connect_together_share_the_one_hub(settings: ApiSettings) -> None:
+    """Each would otherwise read every alert and bar update on a subscription of its own."""
+
+    async def connect_together() -> None:
+        res = Resources(settings)
+        try:
+            hubs = await asyncio.gather(*(hub_of(res) for _ in range(8)))
+            assert all(h is hubs[0] for h in hubs)
+            await hubs[0].ready()
+            r = await res.async_redis()
+            channel = settings.redis_prefix + ALERTS_CHANNEL
+            assert await r.pubsub_numsub(channel) == [(channel, 1)]
+        finally:
+            await res.aclose()
+            res.close()
+
+    asyncio.run(connect_together())
 
 
 # -- operations ------------------------------------------------------------------------------------
