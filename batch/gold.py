@@ -466,6 +466,8 @@ def commit(
         months |= flips & set(listed)
     fresh = patch.replaces_everything()
     as_is = fresh and len(results) == 1
+    # the files were written against this last day already: their complete flags stand
+    current = base is not None and base.anchor == anchor and base.last_day == last_day
     stats = CommitStats()
 
     def one(month: int) -> str:
@@ -483,7 +485,11 @@ def commit(
         else:
             rows = arrays.empty_table(gold_schema(interval))
         table = (
-            rows if as_is else gold_files.apply(existing, rows, patch, interval, anchor, last_day)
+            rows
+            if as_is
+            else gold_files.apply(
+                existing, rows, patch, interval, anchor, last_day, complete_current=current
+            )
         )
         if table.num_rows == 0:
             if month in listed:

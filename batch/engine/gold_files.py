@@ -98,24 +98,33 @@ def apply(
     interval: str,
     anchor: fib.Anchor,
     last_day: int | None,
+    *,
+    complete_current: bool = False,
 ) -> pa.Table:
     """The month's new content: ``existing`` minus what ``patch`` replaces, plus ``rows``.
 
-    ``complete`` of calendar-anchored Fibonacci bars is recomputed for every row (a function of
-    the start date and the lake's last date), which also flips bars the last date overtook.
+    A patch of a few symbols (a new split, a backfill) is spliced into the sorted file, as in
+    silver: a few slices instead of a filter and a sort of the whole month. ``complete`` of
+    calendar-anchored Fibonacci bars is recomputed for every row (a function of the start date
+    and the lake's last date), which also flips bars the last date overtook, unless
+    ``complete_current``: ``existing`` was written against ``last_day`` already.
     """
     schema = gold_schema(interval)
     key = key_column(interval)
-    tables = []
+    table = None
     if existing is not None and existing.num_rows:
         existing = existing.cast(schema)
-        keep = ~silver.replaced(existing, patch, key)
-        tables.append(existing.filter(arrays.from_numpy(keep)))
-    if rows.num_rows:
-        tables.append(rows.cast(schema))
-    if not tables:
-        return arrays.empty_table(schema)
-    table = silver.sort_bars(tables[0] if len(tables) == 1 else pa.concat_tables(tables), key)
+        table = silver.splice(existing, rows.cast(schema), patch, key)
+        if table is None:
+            keep = ~silver.replaced(existing, patch, key)
+            existing = existing.filter(arrays.from_numpy(keep))
+        elif complete_current:
+            return table
+    if table is None:
+        tables = [t for t in (existing, rows.cast(schema)) if t is not None and t.num_rows]
+        if not tables:
+            return arrays.empty_table(schema)
+        table = silver.sort_bars(tables[0] if len(tables) == 1 else pa.concat_tables(tables), key)
     if interval != "1d" and anchor == "calendar" and table.num_rows:
         starts = np.asarray(arrays.to_numpy(pc.cast(table["start_date"], pa.int32())), np.int32)
         n = int(interval.removesuffix("d"))

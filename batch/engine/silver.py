@@ -207,19 +207,22 @@ def _int_days(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64]:
     return np.asarray(arrays.to_numpy(pc.cast(column, pa.int32())), dtype=np.int64)
 
 
-def splice(existing: pa.Table, patch_rows: pa.Table, patch: Patch) -> pa.Table | None:
+def splice(
+    existing: pa.Table, patch_rows: pa.Table, patch: Patch, key: str = "start_date"
+) -> pa.Table | None:
     """``existing`` (sorted) with each patched symbol's replaced bars swapped for its new rows.
 
     The file order holds by construction (a symbol's bars are one run, sorted by start date, and
     the replaced ones a run inside it), so nothing is re-sorted: a patch of a few symbols costs
     a few slices instead of a sort of the whole month. None when the patch is not of that kind
-    (shards replaced, many symbols, rows outside their symbol's replaced range).
+    (shards replaced, many symbols, rows outside their symbol's replaced range). ``key``: the
+    date the rows are sorted and cut by (gold's 1d files use ``date``).
     """
     if patch.replace_shards or len(patch.cuts) > SPLICE_MAX:
         return None
     symbols = existing["symbol"]
     new_symbols = patch_rows["symbol"]
-    starts = _int_days(existing["start_date"])
+    starts = _int_days(existing[key])
     pieces: list[pa.Table] = []
     taken = 0
     at = 0
@@ -232,7 +235,7 @@ def splice(existing: pa.Table, patch_rows: pa.Table, patch: Patch) -> pa.Table |
         a = lo + int(np.searchsorted(run, cut, "left"))
         b = lo + int(np.searchsorted(run, upto, "left"))
         mine = patch_rows.filter(pc.equal(new_symbols, value))
-        new_starts = _int_days(mine["start_date"])
+        new_starts = _int_days(mine[key])
         if len(new_starts) and not (
             new_starts[0] >= cut and new_starts[-1] < upto and bool(np.all(np.diff(new_starts) > 0))
         ):
