@@ -476,9 +476,9 @@ def record_adjustments(lake: Lake, written: Mapping[int, Checkpoint] | None = No
             versions[s] = seen.pop()
         elif s in previous:
             versions[s] = previous[s][0]
-    table = adjustments.record_table(versions, previous, dt.datetime.now(dt.UTC))
-    if {r["symbol"]: (r["split_version"], r["applied_at"]) for r in table.to_pylist()} != previous:
-        adjustments.write_recorded(lake, table)
+    now = dt.datetime.now(dt.UTC)
+    if adjustments.recorded_rows(versions, previous, now) != previous:
+        adjustments.write_recorded(lake, adjustments.record_table(versions, previous, now))
 
 
 class SilverLost(RuntimeError):

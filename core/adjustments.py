@@ -645,13 +645,26 @@ def pg_actions(conn: Any, symbol: str) -> Actions | None:
 
 
 # -- what silver was built with ----------------------------------------------------------------
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def read_recorded(lake: Lake) -> dict[str, tuple[str, dt.datetime]]:
     """``processing_metadata/adjustments.parquet``: symbol -> (split version, applied at)."""
     key = layout.adjustments()
     if not lake.exists(key):
         return {}
     table = conform(lake.read_table(key), ADJUSTMENTS)
-    return {r["symbol"]: (r["split_version"], r["applied_at"]) for r in table.to_pylist()}
+    # instants from their microseconds: to_pylist of a zoned timestamp loads pandas (about 1 s
+    # of a fresh process's start, which every resample pays)
+    micros = table["applied_at"].cast(pa.int64()).to_pylist()
+    applied = [_EPOCH + dt.timedelta(microseconds=m) for m in micros]
+    return dict(
+        zip(
+            table["symbol"].to_pylist(),
+            zip(table["split_version"].to_pylist(), applied, strict=True),
+            strict=True,
+        )
+    )
 
 
 def changed_symbols(current: Mapping[str, str], recorded: Mapping[str, str]) -> set[str]:
@@ -659,18 +672,37 @@ def changed_symbols(current: Mapping[str, str], recorded: Mapping[str, str]) -> 
     return {s for s, v in current.items() if recorded.get(s) != v}
 
 
+def recorded_rows(
+    versions: Mapping[str, str],
+    previous: Mapping[str, tuple[str, dt.datetime]],
+    now: dt.datetime,
+) -> dict[str, tuple[str, dt.datetime]]:
+    """Per symbol of ``versions``: (split version, applied at), sorted by symbol.
+
+    An unchanged version keeps its ``applied_at``.
+    """
+    return {
+        s: (v, previous[s][1] if s in previous and previous[s][0] == v else now)
+        for s, v in sorted(versions.items())
+    }
+
+
 def record_table(
     versions: Mapping[str, str],
     previous: Mapping[str, tuple[str, dt.datetime]],
     now: dt.datetime,
 ) -> pa.Table:
-    """ADJUSTMENTS rows for ``versions``; an unchanged version keeps its ``applied_at``."""
-    names = sorted(versions)
-    applied = [
-        previous[s][1] if s in previous and previous[s][0] == versions[s] else now for s in names
-    ]
+    """ADJUSTMENTS rows of :func:`recorded_rows` (built without pandas, as read_recorded)."""
+    rows = recorded_rows(versions, previous, now)
+    micros = [(at - _EPOCH) // dt.timedelta(microseconds=1) for _, at in rows.values()]
     return pa.table(
-        {"symbol": names, "split_version": [versions[s] for s in names], "applied_at": applied},
+        [
+            arrays.strings(list(rows)),
+            arrays.strings([v for v, _ in rows.values()]),
+            arrays.from_numpy(
+                np.array(micros, dtype=np.int64), ADJUSTMENTS.field("applied_at").type
+            ),
+        ],
         schema=ADJUSTMENTS,
     )
 

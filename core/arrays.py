@@ -89,6 +89,19 @@ def strings(values: list[str]) -> pa.Array:
     )
 
 
+def index_in(
+    values: pa.Array | pa.ChunkedArray, names: list[str], missing: int = -1
+) -> npt.NDArray[np.int64]:
+    """Position of each string among ``names``, ``missing`` where absent (``pc.index_in``).
+
+    The fill is an Arrow scalar made from a buffer: ``pa.scalar`` of a Python value, as
+    ``pc.fill_null`` makes one, loads pandas.
+    """
+    idx = pc.index_in(values, value_set=strings(names))
+    fill = from_numpy(np.array([missing], dtype=np.int32))[0]
+    return np.asarray(to_numpy(pc.fill_null(idx, fill)), dtype=np.int64)
+
+
 def empty_table(schema: pa.Schema) -> pa.Table:
     """``schema.empty_table()`` without loading pandas."""
     return pa.table([pa.nulls(0, f.type) for f in schema], schema=schema)

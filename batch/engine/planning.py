@@ -135,8 +135,7 @@ def _before_bounds(rows: pa.Table, bound: Mapping[str, int]) -> pa.Array:
     """Mask of the bars that start before their symbol's bound (all bars of other symbols)."""
     names = list(bound)
     limits = np.array([*(bound[s] for s in names), MAX_DAY], dtype=np.int64)
-    idx = pc.fill_null(pc.index_in(rows["symbol"], value_set=pa.array(names, pa.string())), -1)
-    limit = limits[np.asarray(arrays.to_numpy(idx), dtype=np.int64)]
+    limit = limits[arrays.index_in(rows["symbol"], names)]
     starts = np.asarray(arrays.to_numpy(pc.cast(rows["start_date"], pa.int32())), np.int64)
     return arrays.from_numpy(starts < limit)
 

@@ -191,9 +191,9 @@ def replaced(existing: pa.Table, patch: Patch, key: str = "start_date") -> npt.N
         names = list(patch.cuts)
         cut_values = np.array([patch.cuts[s] for s in names], dtype=np.int64)
         upto_values = np.array([patch.upto.get(s, MAX_DAY) for s in names], dtype=np.int64)
-        idx = pc.index_in(symbols, value_set=arrays.strings(names))
-        has = np.asarray(arrays.to_numpy(pc.is_valid(idx)), dtype=bool)
-        pos = np.asarray(arrays.to_numpy(pc.fill_null(idx, 0)), dtype=np.int64)
+        pos = arrays.index_in(symbols, names)
+        has = pos >= 0
+        pos = np.maximum(pos, 0)
         starts = np.asarray(arrays.to_numpy(pc.cast(existing[key], pa.int32())), np.int64)
         drop |= has & (starts >= cut_values[pos]) & (starts < upto_values[pos])
     return drop
@@ -227,7 +227,7 @@ def splice(
     taken = 0
     at = 0
     for s in sorted(patch.cuts):
-        value = pa.scalar(s, pa.string())
+        value = arrays.strings([s])[0]  # pa.scalar(s) would load pandas in a fresh worker
         lo = int(pc.sum(pc.less(symbols, value)).as_py() or 0)
         hi = lo + int(pc.sum(pc.equal(symbols, value)).as_py() or 0)
         run = starts[lo:hi]
