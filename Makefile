@@ -11,7 +11,9 @@ TOOLS ?= .tools
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check uv
-	@$(UV) pip sync -q --python $(PY) requirements.lock
+	@# bytecode compiled once here: a batch step is a fresh process, and without .pyc files each
+	@# one compiles numpy, pyarrow and pydantic again (PYTHONDONTWRITEBYTECODE keeps it from caching)
+	@$(UV) pip sync -q --compile-bytecode --python $(PY) requirements.lock
 	@$(UV) pip install -q --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
