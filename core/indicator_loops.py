@@ -62,22 +62,10 @@ def _loop(
                 e = _smooth_jit(st[2 + j], c, alphas[j], 1.0 - alphas[j]) if started else c
                 st[2 + j] = e
                 emas[j, at] = e if seen >= spans[j] else np.nan
-            g = np.nan
-            lavg = np.nan
-            if started:
-                d = c - prev
-                gain = d if d > 0.0 else 0.0
-                loss = -d if d < 0.0 else 0.0
-                if count == 1.0:
-                    g, lavg = gain, loss
-                else:
-                    g = _smooth_jit(st[g_at], gain, wilder_alpha, wilder_keep)
-                    lavg = _smooth_jit(st[l_at], loss, wilder_alpha, wilder_keep)
-                top = h if h > prev else prev
-                bottom = lo if lo < prev else prev
-                atr = _smooth_jit(st[atr_at], top - bottom, wilder_alpha, wilder_keep)
-            else:
-                atr = h - lo
+            g, lavg, atr = _wilder_jit(
+                started, count == 1.0, c, prev, h, lo, st[g_at], st[l_at], st[atr_at],
+                wilder_alpha, wilder_keep,
+            )  # fmt: skip
             st[g_at], st[l_at], st[atr_at] = g, lavg, atr
             st[1] = c
             st[0] = seen
@@ -102,6 +90,7 @@ def _loop(
 
 
 _smooth_jit: Any = jit(_smooth, inline="always")
+_wilder_jit: Any = jit(ind.wilder_step, inline="always")
 _loop_jit: Any = jit(_loop)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -104,9 +104,32 @@ class Series:
 
 
 COMPILED_MIN_BARS: Final = 1_000_000
-"""Bars from which :func:`compute` runs the compiled loop (numba's start costs about 2 s)."""
+"""Bars from which :func:`compute` runs the compiled loop (numba's start costs about a second)."""
 COMPILED_MIN_LENGTH: Final = 4096
 """Longest series from which it does too: numpy's lockstep pays about 0.1 ms per step."""
+PYTHON_MAX_BARS: Final = 200_000
+"""Bars up to which a few series run in plain Python floats (about 2 us a bar) rather than
+loading numba: a split recomputes one symbol's whole history, seven intervals of it."""
+PYTHON_BARS_PER_STEP: Final = 20
+"""Plain Python while the bars are at most this many times the longest series: numpy's
+lockstep costs per step what Python costs for about fifty bars."""
+
+Loop = Literal["numpy", "compiled", "python"]
+
+
+def choose_loop(total: int, longest: int) -> Loop:
+    """The loop :func:`compute` runs by default for ``total`` bars, the longest series given.
+
+    The compiled loop once numba is loaded or for a large input; plain Python for a few long
+    series (one symbol's history); numpy's lockstep for many short ones (a daily run).
+    """
+    if "core.indicator_loops" in sys.modules:
+        return "compiled"
+    if total <= PYTHON_MAX_BARS and total <= PYTHON_BARS_PER_STEP * longest:
+        return "python"
+    if total >= COMPILED_MIN_BARS or longest >= COMPILED_MIN_LENGTH:
+        return "compiled"
+    return "numpy"
 
 
 def compute(
@@ -117,15 +140,15 @@ def compute(
     states: F64 | None = None,
     *,
     dest: I64 | None = None,
-    compiled: bool | None = None,
+    loop: Loop | None = None,
 ) -> Series:
     """Indicators of every series: series ``i`` is bars ``offsets[i]:offsets[i + 1]``.
 
     ``states[i]`` is where series ``i`` starts (:func:`fresh` when None). ``dest``: the values
     of bar ``j`` go to position ``dest[j]`` of the outputs (a permutation), so a caller
-    wanting another order (gold's month files) needs no gather afterwards. ``compiled``: the
-    numba loop (:mod:`core.indicator_loops`), by default from :data:`COMPILED_MIN_BARS` bars,
-    a series of :data:`COMPILED_MIN_LENGTH` or once it is loaded; else the series advance in numpy, in lockstep. Both give the same bits.
+    wanting another order (gold's month files) needs no gather afterwards. ``loop``: numba's
+    (:mod:`core.indicator_loops`), numpy's lockstep or plain Python, by default
+    :func:`choose_loop`'s. All give the same bits.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n_series = len(offsets) - 1
@@ -134,21 +157,17 @@ def compute(
         msg = f"states must have shape ({n_series}, {STATE_WIDTH}), not {init.shape}"
         raise ValueError(msg)
     total = int(offsets[-1]) if n_series else 0
-    if compiled is None:
-        longest = int(np.diff(offsets).max()) if n_series else 0
-        compiled = (
-            total >= COMPILED_MIN_BARS
-            or longest >= COMPILED_MIN_LENGTH
-            or "core.indicator_loops" in sys.modules
-        )
+    if loop is None:
+        loop = choose_loop(total, int(np.diff(offsets).max()) if n_series else 0)
     high, low, close = (np.ascontiguousarray(x, dtype=np.float64) for x in (high, low, close))
     where = np.arange(total, dtype=np.int64) if dest is None else np.asarray(dest, np.int64)
-    if compiled:
+    if loop == "compiled":
         from core import indicator_loops  # numba loads only for large inputs
 
         out, before, last = indicator_loops.run(high, low, close, offsets, init, where)
         return Series(out, before, last)
-    out, before, last = _lockstep(high, low, close, offsets, init, where)
+    step = _lockstep if loop == "numpy" else _in_python
+    out, before, last = step(high, low, close, offsets, init, where)
     if dest is not None:
         placed = np.empty_like(close)
         placed[where] = close
@@ -224,6 +243,97 @@ def _lockstep(
     back = np.empty_like(order)
     back[order] = np.arange(n_series)
     return out, np.ascontiguousarray(saved.T[back]), np.ascontiguousarray(st.T[back])
+
+
+def _in_python(
+    high: F64, low: F64, close: F64, offsets: I64, init: F64, dest: I64
+) -> tuple[dict[str, F64], F64, F64]:
+    """Each series in its turn, in Python floats: the numpy path's operations, bar by bar."""
+    n_series = len(offsets) - 1
+    total = int(offsets[-1]) if n_series else 0
+    out = {name: np.full(total, np.nan, dtype=np.float64) for name in COLUMNS}
+    before = np.array(init, dtype=np.float64, copy=True)
+    after = np.array(init, dtype=np.float64, copy=True)
+    for s in range(n_series):
+        a, b = int(offsets[s]), int(offsets[s + 1])
+        if a == b:
+            continue
+        emas, rsi, atr, before[s], after[s] = _series(
+            high[a:b].tolist(), low[a:b].tolist(), close[a:b].tolist(), init[s].tolist()
+        )
+        at = dest[a:b]
+        for j, n in enumerate(EMA_SPANS):
+            out[f"ema_{n}"][at] = emas[j]
+        out["rsi_14"][at], out["atr_14"][at] = rsi, atr
+    return out, before, after
+
+
+def wilder_step(
+    started: bool,
+    first: bool,
+    c: float,
+    prev: float,
+    h: float,
+    lo: float,
+    g: float,
+    lavg: float,
+    atr: float,
+    alpha: float,
+    keep: float,
+) -> tuple[float, float, float]:
+    """One bar of Wilder's average gain, average loss and ATR, in floats.
+
+    The plain-Python loop runs it as is and the compiled loop (:mod:`core.indicator_loops`)
+    compiles it: one text for both. ``first``: the bar of the first difference.
+    """
+    if not started:
+        return math.nan, math.nan, h - lo
+    d = c - prev
+    gain = d if d > 0.0 else 0.0
+    loss = -d if d < 0.0 else 0.0
+    if first:
+        g, lavg = gain, loss
+    else:
+        g = (keep * g + alpha * gain) / (keep + alpha) if g != gain else g
+        lavg = (keep * lavg + alpha * loss) / (keep + alpha) if lavg != loss else lavg
+    tr = (h if h > prev else prev) - (lo if lo < prev else prev)
+    return g, lavg, (keep * atr + alpha * tr) / (keep + alpha) if atr != tr else atr
+
+
+def _series(
+    high: list[float], low: list[float], close: list[float], init: list[float]
+) -> tuple[list[list[float]], list[float], list[float], list[float], list[float]]:
+    """One series: (EMA columns, rsi, atr, state before its last bar, state after)."""
+    nan = math.nan
+    steps = [(a, 1.0 - a) for a in EMA_ALPHAS]
+    spans = [float(n) for n in EMA_SPANS]
+    wa, wk, wilder = WILDER_ALPHA, 1.0 - WILDER_ALPHA, float(WILDER)
+    count, prev = init[COUNT], init[PREV_CLOSE]
+    ema = init[EMA0:GAIN]
+    g, lavg, atr = init[GAIN], init[LOSS], init[ATR]
+    n = len(close)
+    emas = [[nan] * n for _ in ema]
+    rsi_out, atr_out = [nan] * n, [nan] * n
+    before = init
+    for i, (h, lo, c) in enumerate(zip(high, low, close, strict=True)):
+        if i == n - 1:
+            before = [count, prev, *ema, g, lavg, atr]
+        started = count > 0
+        seen = count + 1.0
+        for j, (a, k) in enumerate(steps):
+            w = ema[j]
+            e = ((k * w + a * c) / (k + a) if w != c else w) if started else c
+            ema[j] = e
+            if seen >= spans[j]:
+                emas[j][i] = e
+        g, lavg, atr = wilder_step(started, count == 1.0, c, prev, h, lo, g, lavg, atr, wa, wk)
+        prev, count = c, seen
+        if seen - 1.0 >= wilder:
+            both = g + lavg
+            rsi_out[i] = 50.0 if both == 0.0 else 100.0 * g / both
+        if seen >= wilder:
+            atr_out[i] = atr
+    return emas, rsi_out, atr_out, before, [count, prev, *ema, g, lavg, atr]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -120,14 +122,36 @@ def test_resuming_from_a_state_gives_the_same_bits(
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories())
-def test_the_compiled_loop_gives_the_numpy_bits(series: list[tuple[F64, F64, F64]]) -> None:
+def test_the_compiled_and_python_loops_give_the_numpy_bits(
+    series: list[tuple[F64, F64, F64]],
+) -> None:
     high, low, close, offsets = _flat(series)
-    a = ind.compute(high, low, close, offsets, compiled=False)
-    b = ind.compute(high, low, close, offsets, compiled=True)
-    for name in ind.COLUMNS:
-        assert a.values[name].tobytes() == b.values[name].tobytes(), name
-    assert a.before_last.tobytes() == b.before_last.tobytes()
-    assert a.last.tobytes() == b.last.tobytes()
+    a = ind.compute(high, low, close, offsets, loop="numpy")
+    # resumed mid-way too, and written through a permutation, as gold computes them
+    head = ind.compute(high, low, close, offsets, loop="numpy").before_last
+    dest = np.random.default_rng(len(close)).permutation(len(close))
+    for loop in ("compiled", "python"):
+        b = ind.compute(high, low, close, offsets, loop=loop)
+        for name in ind.COLUMNS:
+            assert a.values[name].tobytes() == b.values[name].tobytes(), (loop, name)
+        assert a.before_last.tobytes() == b.before_last.tobytes(), loop
+        assert a.last.tobytes() == b.last.tobytes(), loop
+        want = ind.compute(high, low, close, offsets, head, dest=dest, loop="numpy")
+        got = ind.compute(high, low, close, offsets, head, dest=dest, loop=loop)
+        for name in ind.COLUMNS:
+            assert want.values[name].tobytes() == got.values[name].tobytes(), (loop, name)
+        assert want.last.tobytes() == got.last.tobytes(), loop
+
+
+def test_one_long_history_runs_in_python_and_a_daily_run_in_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(sys.modules, "core.indicator_loops", raising=False)
+    assert ind.choose_loop(16_000 * 2, 16_000) == "python"  # a split: one symbol's history
+    assert ind.choose_loop(5_350 * 2, 2) == "numpy"  # a daily run: two bars a symbol
+    assert ind.choose_loop(22_000_000, 16_000) == "compiled"  # a full rebuild
+    monkeypatch.setitem(sys.modules, "core.indicator_loops", sys)
+    assert ind.choose_loop(16_000, 16_000) == "compiled"  # loaded already: no reason not to
 
 
 def test_state_before_the_last_bar_resumes_a_revised_last_bar() -> None:
