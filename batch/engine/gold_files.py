@@ -113,15 +113,17 @@ def apply(
     key = key_column(interval)
     table = None
     if existing is not None and existing.num_rows:
-        existing = existing.cast(schema)
-        table = silver.splice(existing, rows.cast(schema), patch, key)
+        existing = silver.conformed(existing, schema)
+        rows = silver.conformed(rows, schema)
+        table = silver.splice(existing, rows, patch, key)
         if table is None:
             keep = ~silver.replaced(existing, patch, key)
             existing = existing.filter(arrays.from_numpy(keep))
         elif complete_current:
             return table
     if table is None:
-        tables = [t for t in (existing, rows.cast(schema)) if t is not None and t.num_rows]
+        rows = silver.conformed(rows, schema)
+        tables = [t for t in (existing, rows) if t is not None and t.num_rows]
         if not tables:
             return arrays.empty_table(schema)
         table = silver.sort_bars(tables[0] if len(tables) == 1 else pa.concat_tables(tables), key)
