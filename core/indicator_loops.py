@@ -13,7 +13,7 @@ sequential where a scatter misses the cache on every column of every bar.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,89 +31,20 @@ Outputs = tuple[F64, F64, F64, F64, F64]
 
 def _smooth(w: float, x: float, alpha: float, keep: float) -> float:
     if w != x:
-        return (keep * w + alpha * x) / (keep + alpha)
+        mixed = keep * w + alpha * x
+        total = keep + alpha
+        # the denominator is exactly 1.0 for every period used: x / 1.0 is x, bit for bit,
+        # and skipping the division (tens of cycles, on the critical path) halves the loop
+        return mixed if total == 1.0 else mixed / total
     return w
 
 
-def _bar(st: F64, h: float, lo: float, c: float, at: int, consts: Consts, outs: Outputs) -> None:
-    """Advance one series' state ``st`` by one bar and write its indicators at ``at``."""
-    alphas, spans, wilder_alpha, wilder = consts
-    emas, rsi_out, atr_out, macd, vegas = outs
-    n_ema = len(alphas)
-    g_at, l_at, atr_at = 2 + n_ema, 3 + n_ema, 4 + n_ema
-    wilder_keep = 1.0 - wilder_alpha
-    count = st[0]
-    started = count > 0
-    prev = st[1]
-    seen = count + 1.0
-    for j in range(n_ema):
-        e = _smooth_jit(st[2 + j], c, alphas[j], 1.0 - alphas[j]) if started else c
-        st[2 + j] = e
-        emas[j, at] = e if seen >= spans[j] else np.nan
-    g = np.nan
-    lavg = np.nan
-    if started:
-        d = c - prev
-        gain = d if d > 0.0 else 0.0
-        loss = -d if d < 0.0 else 0.0
-        if count == 1.0:
-            g, lavg = gain, loss
-        else:
-            g = _smooth_jit(st[g_at], gain, wilder_alpha, wilder_keep)
-            lavg = _smooth_jit(st[l_at], loss, wilder_alpha, wilder_keep)
-        top = h if h > prev else prev
-        bottom = lo if lo < prev else prev
-        atr = _smooth_jit(st[atr_at], top - bottom, wilder_alpha, wilder_keep)
-    else:
-        atr = h - lo
-    st[g_at], st[l_at], st[atr_at] = g, lavg, atr
-    st[1] = c
-    st[0] = seen
-    if seen - 1.0 >= wilder:
-        both = g + lavg
-        rsi_out[at] = 50.0 if both == 0.0 else 100.0 * g / both
-    else:
-        rsi_out[at] = np.nan
-    atr_out[at] = atr if seen >= wilder else np.nan
-    # derived columns as core.indicators computes them from the outputs
-    macd[0, at] = emas[1, at] - emas[2, at]
-    macd[1, at] = emas[3, at] - emas[4, at]
-    slow, slower = emas[5, at], emas[6, at]
-    if slow != slow or slower != slower:
-        vegas[at] = np.nan
-    elif c > max(slow, slower):
-        vegas[at] = 1.0
-    elif c < min(slow, slower):
-        vegas[at] = -1.0
-    else:
-        vegas[at] = 0.0
-
-
-def _loop(
-    high: F64,
-    low: F64,
-    close: F64,
-    offsets: I64,
-    state: F64,
-    saved: F64,
-    consts: Consts,
-    outs: Outputs,
-    dest: I64,
-) -> None:
-    for s in range(len(offsets) - 1):
-        a, b = offsets[s], offsets[s + 1]
-        st = state[s]
-        for i in range(a, b):
-            if i == b - 1:
-                saved[s, :] = st
-            _bar_jit(st, high[i], low[i], close[i], dest[i], consts, outs)
-
-
-def _interleaved(
+def _kernel(
     high: F64,
     low: F64,
     close: F64,
     take: I64,
+    put: I64,
     series: I64,
     state: F64,
     saved: F64,
@@ -122,8 +53,18 @@ def _interleaved(
     consts: Consts,
     outs: Outputs,
 ) -> None:
+    """Bar ``i`` is the next bar of ``series[i]``: prices at ``take[i]``, values to ``put[i]``.
+
+    Empty ``take`` or ``put`` mean ``i``. One flat loop body: split into an inlined per-bar
+    function, numba compiled it several times slower.
+    """
+    alphas, spans, wilder_alpha, wilder = consts
+    emas, rsi_out, atr_out, macd, vegas = outs
+    n_ema = len(alphas)
+    g_at, l_at, atr_at = 2 + n_ema, 3 + n_ema, 4 + n_ema
+    wilder_keep = 1.0 - wilder_alpha
+    gather, scatter = len(take) > 0, len(put) > 0
     n = len(series)
-    gather = len(take) > 0
     for i in range(n):  # where each series' bars begin and end
         s = series[i]
         if first_at[s] < 0:
@@ -131,17 +72,64 @@ def _interleaved(
         last_at[s] = i
     for i in range(n):
         s = series[i]
-        st = state[s]
         if i == last_at[s]:
-            saved[s, :] = st
+            saved[s, :] = state[s, :]
         r = take[i] if gather else i
-        _bar_jit(st, high[r], low[r], close[r], i, consts, outs)
+        at = put[i] if scatter else i
+        c, h, lo = close[r], high[r], low[r]
+        count = state[s, 0]
+        started = count > 0
+        prev = state[s, 1]
+        seen = count + 1.0
+        for j in range(n_ema):
+            e = _smooth_jit(state[s, 2 + j], c, alphas[j], 1.0 - alphas[j]) if started else c
+            state[s, 2 + j] = e
+            emas[j, at] = e if seen >= spans[j] else np.nan
+        g = np.nan
+        lavg = np.nan
+        if started:
+            d = c - prev
+            gain = d if d > 0.0 else 0.0
+            loss = -d if d < 0.0 else 0.0
+            if count == 1.0:
+                g = gain
+                lavg = loss
+            else:
+                g = _smooth_jit(state[s, g_at], gain, wilder_alpha, wilder_keep)
+                lavg = _smooth_jit(state[s, l_at], loss, wilder_alpha, wilder_keep)
+            top = h if h > prev else prev
+            bottom = lo if lo < prev else prev
+            atr = _smooth_jit(state[s, atr_at], top - bottom, wilder_alpha, wilder_keep)
+        else:
+            atr = h - lo
+        state[s, g_at] = g
+        state[s, l_at] = lavg
+        state[s, atr_at] = atr
+        state[s, 1] = c
+        state[s, 0] = seen
+        if seen - 1.0 >= wilder:
+            both = g + lavg
+            rsi_out[at] = 50.0 if both == 0.0 else 100.0 * g / both
+        else:
+            rsi_out[at] = np.nan
+        atr_out[at] = atr if seen >= wilder else np.nan
+        # derived columns as core.indicators computes them from the outputs
+        macd[0, at] = emas[1, at] - emas[2, at]
+        macd[1, at] = emas[3, at] - emas[4, at]
+        slow, slower = emas[5, at], emas[6, at]
+        if slow != slow or slower != slower:
+            vegas[at] = np.nan
+        elif c > max(slow, slower):
+            vegas[at] = 1.0
+        elif c < min(slow, slower):
+            vegas[at] = -1.0
+        else:
+            vegas[at] = 0.0
 
 
 _smooth_jit: Any = jit(_smooth, inline="always")
-_bar_jit: Any = jit(_bar, inline="always")
-_loop_jit: Any = jit(_loop)
-_interleaved_jit: Any = jit(_interleaved)
+_kernel_jit: Any = jit(_kernel)
+_NONE: Final = np.zeros(0, dtype=np.int64)
 
 
 def _outputs(total: int) -> Outputs:
@@ -173,16 +161,11 @@ def _constants() -> Consts:
 def run(
     high: F64, low: F64, close: F64, offsets: I64, init: F64, dest: I64
 ) -> tuple[dict[str, F64], F64, F64]:
-    """(indicator columns, states before each last bar, states after)."""
-    total = int(offsets[-1]) if len(offsets) > 1 else 0
-    state = np.ascontiguousarray(init, dtype=np.float64).copy()
-    saved = state.copy()
-    outs = _outputs(total)
-    _loop_jit(
-        high, low, close, np.ascontiguousarray(offsets, dtype=np.int64), state, saved,
-        _constants(), outs, np.ascontiguousarray(dest, np.int64),
-    )  # fmt: skip
-    return _columns(*outs), saved, state
+    """(indicator columns, states before each last bar, states after), series after series."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    series = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    out, saved, state, _, _ = _run(high, low, close, series, init, None, dest)
+    return out, saved, state
 
 
 def run_interleaved(
@@ -192,16 +175,24 @@ def run_interleaved(
 
     A series without bars has -1 for both.
     """
-    total = len(series)
+    return _run(high, low, close, series, init, take, None)
+
+
+def _run(
+    high: F64, low: F64, close: F64, series: I64, init: F64, take: I64 | None, put: I64 | None
+) -> tuple[dict[str, F64], F64, F64, I64, I64]:
     state = np.ascontiguousarray(init, dtype=np.float64).copy()
     saved = state.copy()
     first_at = np.full(len(state), -1, dtype=np.int64)
     last_at = first_at.copy()
-    outs = _outputs(total)
-    gather = np.zeros(0, np.int64) if take is None else np.ascontiguousarray(take, np.int64)
-    _interleaved_jit(
-        high, low, close, gather, np.ascontiguousarray(series, np.int64), state, saved,
-        first_at, last_at, _constants(), outs,
+    outs = _outputs(len(series))
+
+    def index(x: I64 | None) -> I64:
+        return _NONE if x is None else np.ascontiguousarray(x, np.int64)
+
+    _kernel_jit(
+        high, low, close, index(take), index(put), np.ascontiguousarray(series, np.int64),
+        state, saved, first_at, last_at, _constants(), outs,
     )  # fmt: skip
     return _columns(*outs), saved, state, first_at, last_at
 
