@@ -331,61 +331,46 @@ def _indicator_table(
 ) -> tuple[pa.Table, LastBars]:
     """Gold rows of ``rows`` in month-file order, and per segment its last bar's facts.
 
-    ``emit_from`` (1d only): per segment, the first date whose rows go into the table; the
-    rows before it only advance the state.
+    The bars are computed in month-file order, every symbol's state carried along
+    (:func:`core.indicators.compute_interleaved`), so each output column is written once,
+    front to back. ``emit_from`` (1d only): per segment, the first date whose rows go into the
+    table; the rows before it only advance the state.
     """
     n_seg = len(rows.symbols)
     names = arrays.strings(rows.symbols)
     if interval == "1d":
         seg: npt.NDArray[np.integer[Any]] = rows.segment_ids()
-        if emit_from is None:
-            perm = np.argsort(month_index(rows.date), kind="stable")
-        else:  # the rows left out go last, past the table's end
-            kept = rows.date >= emit_from[seg]
-            emitted = np.flatnonzero(kept)
-            perm = np.concatenate(
-                [
-                    emitted[np.argsort(month_index(rows.date[emitted]), kind="stable")],
-                    np.flatnonzero(~kept),
-                ]
-            )
-            perm_out = perm[: len(emitted)]
-        dest = np.empty_like(perm)
-        dest[perm] = np.arange(len(perm))
-        offsets = rows.offsets
-        series = indicators.compute(rows.high, rows.low, rows.close, offsets, init, dest=dest)
-        keys = rows.date
-        ends = rows.date
-        complete = np.zeros(len(keys), dtype=bool)
-        values = series.values
         if emit_from is not None:
-            perm = perm_out
-            values = {k: v[: len(perm)] for k, v in values.items()}
+            return _daily_from(rows, init, emit_from, names)
+        perm = np.argsort(month_index(rows.date), kind="stable").astype(np.int64)
+        order = seg[perm]
+        series = indicators.compute_interleaved(
+            rows.high, rows.low, rows.close, order, init, take=perm
+        )
+        keys = rows.date[perm]
         table = pa.table(
             [
-                _symbols(seg[perm], names),
-                arrays.from_numpy(np.ascontiguousarray(keys[perm]), pa.date32()),
-                arrays.from_numpy(np.ascontiguousarray(rows.close[perm])),
-                *gold_files.indicator_columns(values),
+                _symbols(order, names),
+                arrays.from_numpy(keys, pa.date32()),
+                arrays.from_numpy(rows.close[perm]),
+                *gold_files.indicator_columns(series.values),
             ],
             schema=gold_schema(interval),
         )
-        by_seg_key, by_seg_end, by_seg_complete = keys, ends, complete
+        ends, complete = keys, np.zeros(len(keys), dtype=bool)
     else:
-        bars, seg = fib.bars_and_segments(rows, interval_length(interval), anchor, last_day)
-        perm = np.argsort(seg, kind="stable")  # month order -> symbol order
-        counts = np.bincount(seg, minlength=n_seg) if len(seg) else np.zeros(n_seg, np.int64)
-        offsets = np.zeros(n_seg + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        bars, bar_seg = fib.bars_and_segments(rows, interval_length(interval), anchor, last_day)
 
         def column(name: str) -> npt.NDArray[np.float64]:
             return np.asarray(arrays.to_numpy(bars[name]), dtype=np.float64)
 
-        high, low, close = column("high"), column("low"), column("close")
-        series = indicators.compute(high[perm], low[perm], close[perm], offsets, init, dest=perm)
-        start = np.asarray(arrays.to_numpy(bars["start_date"].cast(pa.int32())), np.int32)
-        end = np.asarray(arrays.to_numpy(bars["end_date"].cast(pa.int32())), np.int32)
-        done = np.asarray(arrays.to_numpy(bars["complete"]), dtype=bool)
+        # bars come in month-file order, each symbol's in time order: computed as they lie
+        series = indicators.compute_interleaved(
+            column("high"), column("low"), column("close"), bar_seg, init
+        )
+        keys = np.asarray(arrays.to_numpy(bars["start_date"].cast(pa.int32())), np.int32)
+        ends = np.asarray(arrays.to_numpy(bars["end_date"].cast(pa.int32())), np.int32)
+        complete = np.asarray(arrays.to_numpy(bars["complete"]), dtype=bool)
         table = pa.table(
             [
                 bars["symbol"],
@@ -397,27 +382,78 @@ def _indicator_table(
             ],
             schema=gold_schema(interval),
         )
-        by_seg_key, by_seg_end, by_seg_complete = start[perm], end[perm], done[perm]
-    lo, hi = offsets[:-1], offsets[1:]
-    present = hi > lo
-    first = np.where(present, lo, 0)
-    final = np.where(present, hi - 1, 0)
+    return table, _last_bars(series, keys, ends, complete, n_seg)
+
+
+def _last_bars(
+    series: indicators.Interleaved,
+    keys: npt.NDArray[np.integer[Any]],
+    ends: npt.NDArray[np.integer[Any]],
+    complete: npt.NDArray[np.bool_],
+    n_seg: int,
+) -> LastBars:
+    """Each segment's first and last bar's facts, from where its bars lie in the output."""
+    present = series.last_at >= 0
+    first = np.where(present, series.first_at, 0)
+    final = np.where(present, series.last_at, 0)
 
     def at(values: npt.NDArray[Any], where: I64) -> I64:
-        return (
-            np.asarray(values[where], dtype=np.int64) if len(values) else np.zeros(n_seg, np.int64)
-        )
+        if not len(values):
+            return np.zeros(n_seg, np.int64)
+        return np.where(present, np.asarray(values[where], dtype=np.int64), 0)
 
-    last = LastBars(
+    return LastBars(
         present=present,
-        first_key=at(by_seg_key, first),
-        key=at(by_seg_key, final),
-        end=at(by_seg_end, final),
-        complete=np.asarray(by_seg_complete[final] if len(by_seg_complete) else present & False),
+        first_key=at(keys, first),
+        key=at(keys, final),
+        end=at(ends, final),
+        complete=np.asarray(complete[final] if len(complete) else present & False) & present,
         before=series.before_last,
         after=series.last,
     )
-    return table, last
+
+
+def _daily_from(
+    rows: Daily, init: npt.NDArray[np.float64], emit_from: I64, names: pa.Array
+) -> tuple[pa.Table, LastBars]:
+    """1d rows of a resumed run, in month-file order.
+
+    Every row advances the state; those from ``emit_from`` on (per segment) go into the table.
+    """
+    seg = rows.segment_ids()
+    kept = rows.date >= emit_from[seg]
+    emitted = np.flatnonzero(kept)
+    perm = np.concatenate(  # the rows left out go last, past the table's end
+        [
+            emitted[np.argsort(month_index(rows.date[emitted]), kind="stable")],
+            np.flatnonzero(~kept),
+        ]
+    )
+    dest = np.empty_like(perm)
+    dest[perm] = np.arange(len(perm))
+    series = indicators.compute(rows.high, rows.low, rows.close, rows.offsets, init, dest=dest)
+    shown = perm[: len(emitted)]
+    values = {k: v[: len(shown)] for k, v in series.values.items()}
+    table = pa.table(
+        [
+            _symbols(seg[shown], names),
+            arrays.from_numpy(np.ascontiguousarray(rows.date[shown]), pa.date32()),
+            arrays.from_numpy(np.ascontiguousarray(rows.close[shown])),
+            *gold_files.indicator_columns(values),
+        ],
+        schema=gold_schema("1d"),
+    )
+    lo, hi = rows.offsets[:-1], rows.offsets[1:]
+    present = hi > lo
+    # positions in the processing order (symbol order), where first and last bars lie
+    where = indicators.Interleaved(
+        series.values,
+        series.before_last,
+        series.last,
+        np.where(present, lo, -1),
+        np.where(present, hi - 1, -1),
+    )
+    return table, _last_bars(where, rows.date, rows.date, np.zeros(rows.rows, bool), len(names))
 
 
 def _symbols(codes: npt.NDArray[np.integer[Any]], names: pa.Array) -> pa.Array:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -183,6 +183,70 @@ def compute(
     return Series(out, before, last)
 
 
+@dataclass(frozen=True)
+class Interleaved(Series):
+    """:class:`Series` of bars given in the caller's order, and where each series lies in it.
+
+    ``first_at[i]`` and ``last_at[i]``: the positions of series ``i``'s first and last bars in
+    that order, -1 for a series without bars.
+    """
+
+    first_at: I64
+    last_at: I64
+
+
+def compute_interleaved(
+    high: F64,
+    low: F64,
+    close: F64,
+    series: npt.NDArray[np.integer[Any]],
+    states: F64,
+    *,
+    take: I64 | None = None,
+    loop: Loop | None = None,
+) -> Interleaved:
+    """Indicators of bars in the order the caller files them, many series interleaved.
+
+    Bar ``j`` is the next bar of series ``series[j]`` (each series' bars in time order), its
+    prices at position ``take[j]`` of the inputs (``j`` when None); its values go to position
+    ``j`` of the outputs. ``states[i]`` is where series ``i`` starts. Gold files every symbol's
+    bars of a month together: computed in that order, the outputs are written sequentially,
+    where :func:`compute`'s ``dest`` scatters them. Same bits as :func:`compute`.
+    """
+    init = np.array(states, dtype=np.float64, copy=True)
+    if init.ndim != 2 or init.shape[1] != STATE_WIDTH:
+        msg = f"states must have shape (series, {STATE_WIDTH}), not {init.shape}"
+        raise ValueError(msg)
+    n_series = len(init)
+    series = np.asarray(series)
+    if len(series) and (int(series.min()) < 0 or int(series.max()) >= n_series):
+        msg = f"series ids must lie in [0, {n_series})"
+        raise ValueError(msg)
+    counts = np.bincount(series, minlength=n_series).astype(np.int64)
+    if loop is None:
+        loop = choose_loop(len(series), int(counts.max()) if n_series else 0)
+    high, low, close = (np.ascontiguousarray(x, dtype=np.float64) for x in (high, low, close))
+    if loop == "compiled":
+        from core import indicator_loops
+
+        out, before, last, first_at, last_at = indicator_loops.run_interleaved(
+            high, low, close, np.asarray(series, np.int64), init, take
+        )
+        return Interleaved(out, before, last, first_at, last_at)
+    # numpy or Python: the series one after another (a stable sort keeps each in order)
+    order = np.argsort(series, kind="stable").astype(np.int64)
+    offsets = np.zeros(n_series + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    where = order if take is None else np.asarray(take, np.int64)[order]
+    grouped = compute(high[where], low[where], close[where], offsets, init, dest=order, loop=loop)
+    first_at = np.full(n_series, -1, dtype=np.int64)
+    last_at = first_at.copy()
+    present = counts > 0
+    first_at[present] = order[offsets[:-1][present]]
+    last_at[present] = order[offsets[1:][present] - 1]
+    return Interleaved(grouped.values, grouped.before_last, grouped.last, first_at, last_at)
+
+
 def _lockstep(
     high: F64, low: F64, close: F64, offsets: I64, init: F64, dest: I64
 ) -> tuple[dict[str, F64], F64, F64]:
@@ -291,13 +355,21 @@ def wilder_step(
     d = c - prev
     gain = d if d > 0.0 else 0.0
     loss = -d if d < 0.0 else 0.0
+    # the denominator is exactly 1.0 for every period used (x / 1.0 is x): skipped then, as
+    # the compiled loop's EMA step skips it
+    total = keep + alpha
+    one = total == 1.0
     if first:
         g, lavg = gain, loss
     else:
-        g = (keep * g + alpha * gain) / (keep + alpha) if g != gain else g
-        lavg = (keep * lavg + alpha * loss) / (keep + alpha) if lavg != loss else lavg
+        if g != gain:
+            g = keep * g + alpha * gain if one else (keep * g + alpha * gain) / total
+        if lavg != loss:
+            lavg = keep * lavg + alpha * loss if one else (keep * lavg + alpha * loss) / total
     tr = (h if h > prev else prev) - (lo if lo < prev else prev)
-    return g, lavg, (keep * atr + alpha * tr) / (keep + alpha) if atr != tr else atr
+    if atr != tr:
+        atr = keep * atr + alpha * tr if one else (keep * atr + alpha * tr) / total
+    return g, lavg, atr
 
 
 def _series(

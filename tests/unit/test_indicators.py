@@ -191,3 +191,54 @@ def test_smoothing_factors_are_pandas_own() -> None:
     assert ind.WILDER_ALPHA == 1.0 / (1.0 + (1.0 - 1.0 / 14) / (1.0 / 14))
     with pytest.raises(ValueError, match="shape"):
         ind.compute(np.ones(2), np.ones(2), np.ones(2), np.array([0, 2]), ind.fresh(2))
+
+
+@given(histories(), st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_interleaved_bars_give_the_bits_of_each_series_alone(
+    series: list[tuple[F64, F64, F64]], seed: int
+) -> None:
+    """Bars shuffled across series (each one's in time order), as gold files a month's bars.
+
+    Empty, one-bar and shorter-than-a-period series, constant prices and halts (flat runs)
+    included; both the compiled and the numpy path, prices gathered or given in bar order;
+    values equal pandas, states and first/last positions equal the series-by-series run.
+    """
+    high, low, close, offsets = _flat(series)
+    n_series = len(series)
+    ids = np.repeat(np.arange(n_series, dtype=np.int64), np.diff(offsets))
+    rng = np.random.default_rng(seed)
+    # a random interleaving that keeps each series' bars in order
+    order = np.argsort(rng.random(len(ids)), kind="stable")
+    slots = np.sort(order)
+    perm = np.empty_like(order)
+    for s in range(n_series):
+        mine = np.flatnonzero(ids[order] == s)
+        perm[slots[mine]] = np.arange(offsets[s], offsets[s + 1])
+    whole = ind.compute(high, low, close, offsets, loop="numpy")
+    loops: tuple[ind.Loop, ...] = ("numpy", "python", "compiled")
+    for loop in loops:
+        got = ind.compute_interleaved(
+            high, low, close, ids[perm], ind.fresh(n_series), take=perm, loop=loop
+        )
+        given_order = ind.compute_interleaved(
+            high[perm], low[perm], close[perm], ids[perm], ind.fresh(n_series), loop=loop
+        )
+        back = np.empty_like(perm)
+        back[perm] = np.arange(len(perm))
+        for s, (h, lo, c) in enumerate(series):
+            rows = back[offsets[s] : offsets[s + 1]]
+            assert got.first_at[s] == (rows[0] if len(rows) else -1)
+            assert got.last_at[s] == (rows[-1] if len(rows) else -1)
+            if not len(rows):
+                continue
+            want = pandas_reference(h, lo, c)
+            for name in ind.COLUMNS:
+                assert_close(got.values[name][rows], want[name], f"{name} of series {s}")
+                assert np.array_equal(got.values[name], given_order.values[name], equal_nan=True), (
+                    name
+                )
+            assert got.first_at[s] == (rows[0] if len(rows) else -1)
+            assert got.last_at[s] == (rows[-1] if len(rows) else -1)
+        assert np.array_equal(got.before_last, whole.before_last, equal_nan=True)
+        assert np.array_equal(got.last, whole.last, equal_nan=True)
