@@ -1,7 +1,8 @@
 """Intraday bars for ``GET /v1/bars/{symbol}?interval=1m|5m|15m|30m|1h|2h|4h``.
 
-Consolidated sessions are read from the lake with one symbol's row groups only (1m: found by
-bisecting each session file's cached footer, files read on a few threads; 5m..4h: statistics
+Consolidated sessions are read from the lake with one symbol's rows only (1m: from the
+symbol's month files kept beside the sessions, twelve reads a year, and from the session files,
+through their cached footers, for any session a month file cannot vouch for; 5m..4h: statistics
 pruning over many session files at once); the most recent sessions, whose fragments the live
 flow is still writing, are merged on read under the minute precedence rule (rest beats live, the
 higher revision, a partial bar never wins), and their 5m..4h bars are rolled up on read with the
@@ -20,7 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from pydantic import BaseModel
 
-from core import calendar, intraday, layout, precedence, symbol_groups
+from core import calendar, intraday, layout, minutes_by_symbol, precedence, symbol_groups
 from core.lake import Lake
 from core.schemas import BRONZE_MINUTE, SILVER_INTRADAY, conform
 
@@ -121,10 +122,14 @@ def read_table(
     if interval == "1m":
         cols = ["start", "open", "high", "low", "close", "volume", "vwap", "trades",
                 "source", "revision", "partial"]  # fmt: skip
-        read = symbol_groups.read_symbol_many(lake.fs, [files[d] for d in old], symbol, cols)
-        by_day = dict(zip(old, read, strict=True))
-        by_day |= {d: _recent_minutes(lake, d, symbol).select(cols) for d in recent}
-        parts = [BRONZE_MINUTE.empty_table().select(cols), *(by_day[d] for d in days)]
+        pieces, elsewhere = minutes_by_symbol.read_symbol(
+            lake, symbol, {d: files[d] for d in old}, cols
+        )
+        read = symbol_groups.read_symbol_many(lake.fs, [files[d] for d in elsewhere], symbol, cols)
+        pieces += zip(elsewhere, read, strict=True)
+        pieces += [(d, _recent_minutes(lake, d, symbol).select(cols)) for d in recent]
+        pieces.sort(key=lambda p: p[0])
+        parts = [BRONZE_MINUTE.empty_table().select(cols), *(t for _, t in pieces)]
     else:
         cols = [n for n in SILVER_INTRADAY.names if n != "symbol"]
         keys = [k for d in old if lake.exists(k := layout.intraday_file(interval, d))]

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch.engine import cleanup as cleaner
-from batch.engine import common, minutes, parts, pool, screen, tails
+from batch.engine import common, minutes, minutes_by_symbol, parts, pool, screen, tails
 from batch.engine import manifest as mf
 from batch.engine.manifest import FragmentId, SymbolState
 from core import arrays, layout, precedence
@@ -576,7 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--minutes",
         action="store_true",
         help="merge minute fragments instead: bronze/raw_ohlcv_1m/date=D/part-*.parquet into "
-        "date=D/data.parquet per session (rest beats live, higher revision, partial never wins)",
+        "date=D/data.parquet per session (rest beats live, higher revision, partial never wins), "
+        "then rebuild the per-symbol month files of the months that changed "
+        "(bronze/raw_ohlcv_1m_by_symbol/month=YYYY-MM/symbol=S.parquet)",
     )
     p.add_argument(
         "--sessions",
@@ -622,12 +624,18 @@ def _minutes(p: argparse.ArgumentParser, args: common.JobArgs) -> int:
             p.error(f"--sessions: {exc}")
     with common.recorded("consolidate_minutes") as counts:
         report = minutes.run(args.lake, days, dry_run=args.dry_run)
+        by_symbol = minutes_by_symbol.run(args.lake, days, dry_run=args.dry_run)
         counts.update(
             sessions=report.sessions, merged=report.merged, fragments=report.fragments,
-            rows=report.rows, failed=len(report.failed),
+            rows=report.rows, failed=len(report.failed) + len(by_symbol.failed),
+            months_rebuilt=by_symbol.built, month_files=by_symbol.files,
         )  # fmt: skip
         print(report.summary())
-        common.fail_on_symbols(report.failed, "sessions failed")
+        print(by_symbol.summary())
+        common.fail_on_symbols(
+            {**report.failed, **{f"month {m}": e for m, e in by_symbol.failed.items()}},
+            "sessions or months failed",
+        )
     return 0
 
 

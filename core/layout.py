@@ -93,6 +93,32 @@ def minute_session(path: str) -> dt.date | None:
     return dt.date.fromisoformat(m[1]) if m else None
 
 
+MINUTE_BY_SYMBOL: Final = "bronze/raw_ohlcv_1m_by_symbol"
+"""A derived copy of the consolidated minute sessions, one file per symbol and month, so one
+symbol's year is twelve reads; the session files stay the truth."""
+
+
+def minute_month_dir(year: int, month: int) -> str:
+    """Folder of one month of the per-symbol minute files."""
+    return f"{MINUTE_BY_SYMBOL}/month={int(year):04d}-{int(month):02d}"
+
+
+def minute_month_file(symbol: str, year: int, month: int) -> str:
+    """One symbol's consolidated minute bars of one month."""
+    return f"{minute_month_dir(year, month)}/symbol={check_symbol(symbol)}.parquet"
+
+
+def minute_month_record(year: int, month: int) -> str:
+    """What a month of per-symbol files was built from, and the symbols it holds."""
+    return f"{minute_month_dir(year, month)}/_built.json"
+
+
+def minute_month(path: str) -> tuple[int, int] | None:
+    """(year, month) of a per-symbol minute folder or file path (``.../month=YYYY-MM/...``)."""
+    m = re.search(r"month=(\d{4})-(\d{2})", path)
+    return (int(m[1]), int(m[2])) if m else None
+
+
 TRADES: Final = "bronze/trades"
 
 

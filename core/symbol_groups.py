@@ -13,13 +13,14 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -28,6 +29,8 @@ CACHED_FOOTERS: Final = 4096
 READ_THREADS: Final = 4
 """Threads for a many-file read: enough to overlap I/O with decoding on a small machine."""
 SYMBOL: Final = "symbol"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +43,14 @@ class Footer:
 
     def groups_of(self, symbol: str) -> list[int]:
         """Row groups whose symbol range holds ``symbol`` (every group without statistics)."""
+        return self.groups_between(symbol, symbol)
+
+    def groups_between(self, low: str, high: str) -> list[int]:
+        """Row groups that may hold a symbol in [``low``, ``high``] (all without statistics)."""
         if self.lows is None or self.highs is None:
             return list(range(self.metadata.num_row_groups))
-        first = bisect.bisect_left(self.highs, symbol)  # highs ascend: the file is sorted
-        last = bisect.bisect_right(self.lows, symbol)
+        first = bisect.bisect_left(self.highs, low)  # highs ascend: the file is sorted
+        last = bisect.bisect_right(self.lows, high)
         return list(range(first, last))
 
 
@@ -148,6 +155,31 @@ def _rows_of(symbols: pa.ChunkedArray, symbol: str) -> np.ndarray:
     return np.concatenate(found) if found else np.empty(0, np.int64)
 
 
+def read_between(
+    fs: pafs.FileSystem,
+    info: pafs.FileInfo,
+    low: str,
+    high: str,
+    *,
+    cache: FooterCache = FOOTERS,
+) -> pa.Table:
+    """The rows of one file whose symbol is in [``low``, ``high``], reading only their groups."""
+    footer = cache.get(fs, info)
+    with fs.open_input_file(info.path) as fh:
+        pf = pq.ParquetFile(fh, metadata=footer.metadata)
+        table = pf.read_row_groups(footer.groups_between(low, high), use_threads=False)
+    symbols = table[SYMBOL]
+    keep = pc.and_(pc.greater_equal(symbols, low), pc.less_equal(symbols, high))
+    return table.filter(keep)
+
+
+def map_threads(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``fn`` over ``items`` in order, on the shared reader threads (inline for one item)."""
+    if len(items) < 2:
+        return [fn(i) for i in items]
+    return list(_pool().map(fn, items))
+
+
 def read_symbol_many(
     fs: pafs.FileSystem,
     infos: Sequence[pafs.FileInfo],
@@ -157,6 +189,4 @@ def read_symbol_many(
     cache: FooterCache = FOOTERS,
 ) -> list[pa.Table]:
     """:func:`read_symbol` over many files, in their order, on a few threads."""
-    if len(infos) < 2:
-        return [read_symbol(fs, i, symbol, columns, cache=cache) for i in infos]
-    return list(_pool().map(lambda i: read_symbol(fs, i, symbol, columns, cache=cache), infos))
+    return map_threads(lambda i: read_symbol(fs, i, symbol, columns, cache=cache), infos)
