@@ -11,7 +11,8 @@ Phases, each waiting for the one before (steps inside a phase run in parallel):
 3. corporate actions (``python -m dataflows.corporate_actions``): splits and dividends, before
    consolidation so the resample adjusts with today's splits; the summary names every symbol
    whose vendor adjustment factor differs from ours; left out with ``--skip-ingest``;
-4. ``python -m batch.consolidate``, and ``--minutes`` beside it (minute fragments per session);
+4. ``python -m batch.consolidate``, and ``--minutes`` beside it (minute fragments per session,
+   then the per-symbol month files of the months that changed);
 5. ``python -m batch.gaps --alert``: missing sessions, the unexplained ones (not halts, not
    delistings) published to the SNS topic with their counts;
 6. ``python -m batch.resample --intervals N`` for each of the six intervals, and beside them

@@ -174,7 +174,7 @@ def main() -> None:
         progress(f"per-symbol month files: {built.files:,} in {build_s:.1f} s")
         month_bytes = sum(e.size for e in lake.list(layout.MINUTE_BY_SYMBOL, suffix=".parquet"))
         stats = by_symbol.consolidated(lake)
-        newest = month_of(max(stats))
+        newest = month_of(days[-1])
         in_newest = {d: i for d, i in stats.items() if month_of(d) == newest}
         rebuild_s = timed(lambda: by_symbol.build_month(lake, newest, in_newest), 1)
         symbol_groups.FOOTERS.clear()
@@ -223,7 +223,7 @@ memory {peak_gb:.1f} GB.
 | the same, first read in the process | {year_cold * 1000:.1f} ms | session files only, footers not cached: {sessions_cold * 1000:.0f} ms |
 | the year as one file per symbol instead (the other granularity): read, warm | {year_file_s * 1000:.1f} ms | {year_file_mb:.2f} MB rewritten for every symbol each session, against one month's file |
 | per-symbol month files: build all ({built.files:,} files, {month_bytes / 2**20:.0f} MB) | {build_s:.1f} s | |
-| per-symbol month files: rebuild the newest month ({a.year_symbols:,} files) | {rebuild_s:.2f} s | |
+| per-symbol month files: rebuild one month ({len(in_newest)} sessions, {a.year_symbols:,} files) | {rebuild_s:.2f} s | |
 """
     print(body)
     if not a.no_write:

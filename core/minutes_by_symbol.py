@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core import layout, symbol_groups
-from core.lake import Lake, reading
+from core.lake import Lake, LakeError, reading
 
+log = logging.getLogger("core.minutes_by_symbol")
 Version = tuple[int, int]
 """A session file's (size in bytes, modification time in ns): a rewrite changes it."""
 Month = tuple[int, int]
@@ -127,17 +129,22 @@ def _read_month(
         if record is None or symbol in record.symbols:
             return MonthRead(min(current), None, sorted(current))  # not built yet, or its file lost
         return MonthRead(min(current), None, sorted(set(current) - held(record.sources, current)))
-    with (
-        reading(layout.minute_month_file(symbol, *month)),
-        lake.fs.open_input_file(info.path) as fh,
-    ):
-        pf = pq.ParquetFile(fh)
-        recorded = decode_sources((pf.schema_arrow.metadata or {}).get(SOURCES_KEY))
-        good = held(recorded, current)
-        if not good:
-            return MonthRead(min(current), None, sorted(current))
-        cols = list(dict.fromkeys([*columns, "date"]))
-        table = pf.read(columns=cols, use_threads=False)
+    try:
+        with (
+            reading(layout.minute_month_file(symbol, *month)),
+            lake.fs.open_input_file(info.path) as fh,
+        ):
+            pf = pq.ParquetFile(fh)
+            recorded = decode_sources((pf.schema_arrow.metadata or {}).get(SOURCES_KEY))
+            good = held(recorded, current)
+            if not good:
+                return MonthRead(min(current), None, sorted(current))
+            cols = list(dict.fromkeys([*columns, "date"]))
+            table = pf.read(columns=cols, use_threads=False)
+    except (LakeError, json.JSONDecodeError, KeyError, IndexError) as exc:
+        # a copy, not the truth: a bad or replaced file costs speed, never an answer
+        log.warning("%s; reading its sessions from their own files", exc)
+        return MonthRead(min(current), None, sorted(current))
     if good != set(recorded):  # part of the month asked, or a session changed since
         wanted = pa.array(sorted(good), pa.date32())
         table = table.filter(pc.is_in(table["date"], value_set=wanted))

@@ -75,6 +75,11 @@ class ByMonthReport:
         )
 
 
+def label(month: Month) -> str:
+    """``YYYY-MM``."""
+    return f"{month[0]:04d}-{month[1]:02d}"
+
+
 def consolidated(lake: Lake) -> dict[dt.date, pafs.FileInfo]:
     """Every session with a consolidated file, with its version (one stat each)."""
     days = minutes.sessions(lake)
@@ -166,19 +171,25 @@ def build_month(
     record = MonthRecord({d: version_of(sessions[d]) for d in days}, frozenset())
     sources = encode_sources(record.sources)  # stamped before any read: never newer than read
     counts = _counts(lake, infos)
+    named = {s: n for s, n in counts.items() if layout.SYMBOL_RE.match(s)}
+    if len(named) < len(counts):  # readers never ask for them: the session files serve them
+        log.warning("%s: %d symbols not valid as file names left out, e.g. %s", label(month),
+                    len(counts) - len(named), sorted(set(counts) - set(named))[:3])  # fmt: skip
     files = rows = 0
-    for low, high in symbol_chunks(counts):
+    for low, high in symbol_chunks(named):
         between = functools.partial(_between, lake, low, high)
         parts = symbol_groups.map_threads(between, infos)
         table = pa.concat_tables([conform(p, BRONZE_MINUTE).replace_schema_metadata(None)
                                   for p in parts])  # fmt: skip
         table = table.sort_by([("symbol", "ascending"), ("start", "ascending")])
         for symbol, offset, n in _runs(table["symbol"]):
+            if symbol not in named:
+                continue
             if not dry_run:
                 write_file(lake, symbol, month, table.slice(offset, n), sources)
             files += 1
             rows += n
-    kept = frozenset(counts)
+    kept = frozenset(named)
     removed = 0
     for e in lake.list(layout.minute_month_dir(*month) + "/", suffix=".parquet"):
         name = e.key.rsplit("/", 1)[-1].removeprefix("symbol=").removesuffix(".parquet")
@@ -211,7 +222,7 @@ def run(lake: Lake, days: list[dt.date] | None = None, *, dry_run: bool = False)
         if not in_month:
             continue
         report.months += 1
-        label = f"{month[0]:04d}-{month[1]:02d}"
+        name = label(month)
         try:
             record = read_record(lake, month)
             if record is not None and record.sources == {
@@ -221,12 +232,12 @@ def run(lake: Lake, days: list[dt.date] | None = None, *, dry_run: bool = False)
                 continue
             files, removed, rows = build_month(lake, month, in_month, dry_run=dry_run)
         except (LakeError, OSError, pa.ArrowException) as exc:
-            report.failed[label] = str(exc)
-            log.error("minutes by symbol %s failed: %s", label, exc)
+            report.failed[name] = str(exc)
+            log.error("minutes by symbol %s failed: %s", name, exc)
             continue
         report.built += 1
         report.files += files
         report.removed += removed
         report.rows += rows
-        log.info("minutes by symbol %s: %d files, %d rows", label, files, rows)
+        log.info("minutes by symbol %s: %d files, %d rows", name, files, rows)
     return report

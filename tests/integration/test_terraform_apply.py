@@ -196,6 +196,7 @@ def test_apply_run_pipeline_destroy(
         "quarantine",
         "noncurrent-and-multipart",
         "trades-archive",
+        "minutes-by-symbol",
     }
     trades = next(r for r in rules if r["ID"] == "trades-archive")
     assert trades["Filter"]["Prefix"].endswith("bronze/trades/")

@@ -229,3 +229,14 @@ def test_sources_round_trip_and_hold_only_unchanged_sessions() -> None:
     record = minutes_by_symbol.MonthRecord(sources, frozenset({"B", "A"}))
     assert minutes_by_symbol.MonthRecord.from_json(record.to_json()) == record
     assert dataclasses.asdict(record)["symbols"] == frozenset({"A", "B"})
+
+
+def test_a_damaged_month_file_costs_speed_not_answers(local_lake: Lake) -> None:
+    market(local_lake)
+    frag(local_lake, DEC[0], "odd", rows("lower", DEC[0], range(3)))  # not a lake file name
+    minutes.run(local_lake)
+    report = by_symbol.run(local_lake)
+    assert report.failed == {} and report.files == 5
+    local_lake.write_bytes(layout.minute_month_file("AAPL", 2024, 12), b"PAR1 not parquet")
+    assert elsewhere(local_lake, "AAPL") == DEC
+    check(local_lake)

@@ -107,6 +107,22 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
     }
   }
 
+  # Per-symbol month files of minute bars are a derived read path that batch.consolidate
+  # --minutes rewrites each day (the current month) and can rebuild at any time from the
+  # consolidated sessions: superseded versions are no undo worth keeping.
+  rule {
+    id     = "minutes-by-symbol"
+    status = "Enabled"
+
+    filter {
+      prefix = var.minutes_by_symbol_prefix
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
   rule {
     id     = "noncurrent-and-multipart"
     status = "Enabled"

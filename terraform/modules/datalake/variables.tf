@@ -81,6 +81,17 @@ variable "trades_prefix" {
   }
 }
 
+variable "minutes_by_symbol_prefix" {
+  description = "Prefix of the per-symbol month files of minute bars (a derived read path)."
+  type        = string
+  default     = "bronze/raw_ohlcv_1m_by_symbol/"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_=./-]+/$", var.minutes_by_symbol_prefix))
+    error_message = "minutes_by_symbol_prefix must be a key prefix ending in a slash."
+  }
+}
+
 variable "trades_retention_days" {
   description = "Days archived raw trades are kept before they expire (TRADES_RETENTION_DAYS)."
   type        = number
