@@ -163,7 +163,7 @@ def write_file(lake: Lake, symbol: str, month: Month, table: pa.Table, sources: 
 
 
 def build_month(
-    lake: Lake, month: Month, sessions: dict[dt.date, pafs.FileInfo], *, dry_run: bool = False
+    lake: Lake, month: Month, sessions: dict[dt.date, pafs.FileInfo]
 ) -> tuple[int, int, int]:
     """Rebuild one month from its session files; (files written, files removed, rows)."""
     days = sorted(sessions)
@@ -185,8 +185,7 @@ def build_month(
         for symbol, offset, n in _runs(table["symbol"]):
             if symbol not in named:
                 continue
-            if not dry_run:
-                write_file(lake, symbol, month, table.slice(offset, n), sources)
+            write_file(lake, symbol, month, table.slice(offset, n), sources)
             files += 1
             rows += n
     kept = frozenset(named)
@@ -195,11 +194,9 @@ def build_month(
         name = e.key.rsplit("/", 1)[-1].removeprefix("symbol=").removesuffix(".parquet")
         if name not in kept:
             removed += 1
-            if not dry_run:
-                lake.delete(e.key)
-    if not dry_run:
-        done = MonthRecord(record.sources, kept)
-        lake.write_json(layout.minute_month_record(*month), done.to_json())
+            lake.delete(e.key)
+    done = MonthRecord(record.sources, kept)
+    lake.write_json(layout.minute_month_record(*month), done.to_json())
     return files, removed, rows
 
 
@@ -230,7 +227,10 @@ def run(lake: Lake, days: list[dt.date] | None = None, *, dry_run: bool = False)
             }:
                 report.unchanged += 1
                 continue
-            files, removed, rows = build_month(lake, month, in_month, dry_run=dry_run)
+            if dry_run:  # what would be rebuilt, without reading a month of the market
+                report.built += 1
+                continue
+            files, removed, rows = build_month(lake, month, in_month)
         except (LakeError, OSError, pa.ArrowException) as exc:
             report.failed[name] = str(exc)
             log.error("minutes by symbol %s failed: %s", name, exc)

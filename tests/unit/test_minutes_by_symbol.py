@@ -211,7 +211,11 @@ def test_consolidate_minutes_keeps_them(
     assert consolidate.main(["--minutes", "--lake", local_lake.url, "--no-progress"]) == 0
     assert "minutes by symbol: 2 months (2 rebuilt" in capsys.readouterr().out
     assert local_lake.exists(layout.minute_month_record(2024, 11))
+    local_lake.delete(layout.minute_month_record(2024, 11))
+    before = derived(local_lake)
     assert consolidate.main(["--minutes", "--dry-run", "--lake", local_lake.url]) == 0
+    assert "2 months (1 rebuilt, 1 unchanged" in capsys.readouterr().out
+    assert derived(local_lake) == before  # a dry run writes nothing
     check(local_lake)
 
 
