@@ -155,10 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="worker processes of this design")
     p.add_argument("--quick", action="store_true", help="50 symbols, 50 req/s, 5 s: a smoke run")
     p.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    p.add_argument(
+        "--designs",
+        default="baseline,this",
+        help="which servers to run: baseline (the old design), this, or both (default)",
+    )
     ns = p.parse_args(argv)
     if ns.quick:
         ns.symbols, ns.rows, ns.rates, ns.duration = 50, 150_000, "50", 5.0
     rates = [float(r) for r in ns.rates.split(",") if r]
+    designs = {d.strip() for d in ns.designs.split(",") if d.strip()}
+    if not designs or designs - {"baseline", "this"}:
+        p.error("--designs takes baseline, this, or both (comma-separated)")
     work = synthetic.WORK / "api-bench"
     work.mkdir(parents=True, exist_ok=True)
     spec = synthetic.Spec(symbols=ns.symbols, target_rows=ns.rows)
@@ -174,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     loads = []
     measured = dt.datetime.now(dt.UTC)
-    for design, cwd in (("baseline", baseline_tree(work)), ("this design", ROOT)):
+    chosen = [("baseline", baseline_tree(work))] if "baseline" in designs else []
+    chosen += [("this design", ROOT)] if "this" in designs else []
+    for design, cwd in chosen:
         port = 18_700 + len(results)
         proc = serve(cwd, env, port, ns.workers, work / f"{design.replace(' ', '-')}.log")
         try:

@@ -64,6 +64,10 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True)
 
 
+LIVE_KINDS: Final = ("latest", "bar", "final")
+"""What the live flow keeps per symbol: the last trade, the forming bar, the last final bar."""
+
+
 class LiveStore:
     """Latest prices and live bars, keyed ``{prefix}latest:{SYMBOL}`` and ``{prefix}bar:{SYMBOL}``."""
 
@@ -129,11 +133,15 @@ class LiveStore:
         raw = self.r.get(self._k("final", symbol))
         return None if raw is None else dict(json.loads(str(raw)))
 
+    def live_keys(self, symbol: str) -> list[str]:
+        """The keys of (latest trade, forming bar, last final bar) of ``symbol``, in that order."""
+        return [self._k(k, symbol) for k in LIVE_KINDS]
+
     def get_live(self, symbol: str) -> tuple[dict[str, Any] | None, ...]:
         """(latest trade, forming bar, last final bar) of ``symbol`` in one round trip."""
-        keys = [self._k(k, symbol) for k in ("latest", "bar", "final")]
         return tuple(
-            None if raw is None else dict(json.loads(str(raw))) for raw in self.r.mget(keys)
+            None if raw is None else dict(json.loads(str(raw)))
+            for raw in self.r.mget(self.live_keys(symbol))
         )
 
     def write_live(
