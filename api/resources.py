@@ -12,6 +12,7 @@ metadata cache stays warm between requests, and Redis through one pooled client 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
@@ -28,15 +29,16 @@ import redis
 import redis.asyncio as aioredis
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api import metrics
+from api import metrics, shared
 from api.principals import KeyCache, Principal, digest, env_principals, lookup
-from api.responses import ResponseCache
+from api.responses import ResponseCache, Stored
 from core.lake import Lake
 from core.settings import ApiSettings
 from core.stores import postgres
 from core.stores import redis as redis_store
 from core.stores.redis import LiveStore
 
+log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5
 GENERATION_TTL_S = 2.0
 MEMO_SIZE = 20_000
@@ -114,9 +116,12 @@ class Resources:
         self._redis_url: str | None = None
         self._redis: redis.Redis | None = None
         self._aredis: tuple[asyncio.AbstractEventLoop, aioredis.Redis] | None = None
+        self._redis_bytes: redis.Redis | None = None
+        self._aredis_bytes: tuple[asyncio.AbstractEventLoop, aioredis.Redis] | None = None
         self.env_keys = env_principals(settings.keys(), settings.api_rate_limit)
         self.key_cache = KeyCache(settings.api_key_cache_s)
-        self.responses = ResponseCache(settings.api_response_cache_mb << 20)
+        share = self.share_answer if settings.api_shared_answers else None
+        self.responses = ResponseCache(settings.api_response_cache_mb << 20, share)
         self._generations: dict[str, tuple[float, str | None]] = {}
         self._memo: OrderedDict[tuple[Any, ...], tuple[float, Any]] = OrderedDict()
         self.hub: Any = None
@@ -195,21 +200,69 @@ class Resources:
                 )
             return self._redis
 
-    async def async_redis(self) -> aioredis.Redis:
-        """The shared asyncio client of the running event loop (it pools its connections)."""
+    async def async_redis(self, *, binary: bool = False) -> aioredis.Redis:
+        """The shared asyncio client of the running event loop (it pools its connections).
+
+        ``binary`` gives the one that returns bytes (for packed answers), else ``str``.
+        """
         loop = asyncio.get_running_loop()
-        current = self._aredis
+        current = self._aredis_bytes if binary else self._aredis
         if current is not None and current[0] is loop:
             return current[1]
         url = await asyncio.to_thread(self.redis_url)  # may start the embedded server
         client = aioredis.Redis.from_url(
             url,
-            decode_responses=True,
+            decode_responses=not binary,
             socket_timeout=CONNECT_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
         )
-        self._aredis = (loop, client)
+        if binary:
+            self._aredis_bytes = (loop, client)
+        else:
+            self._aredis = (loop, client)
         return client
+
+    def share_answer(self, key: tuple[Any, ...], stored: Stored, ttl: float) -> None:
+        """Store an answer for every worker (see :mod:`api.shared`); a Redis error only logs.
+
+        Called from the thread that rendered the answer.
+        """
+        if ttl <= 0:
+            return
+        url = self.redis_url()
+        with self._lock:
+            if self._redis_bytes is None:
+                self._redis_bytes = redis.Redis.from_url(
+                    url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
+                )
+            client = self._redis_bytes
+        name = shared.redis_key(self.settings.redis_prefix, key)
+        try:
+            client.set(name, shared.pack(stored, ttl), px=max(1, int(ttl * 1000)))
+        except (redis.RedisError, OSError) as exc:
+            log.warning("answer not shared: redis %s", type(exc).__name__)
+
+    async def answer(self, key: tuple[Any, ...]) -> Stored | None:
+        """The cached answer under ``key``: this worker's, else the one shared in Redis."""
+        stored = self.responses.get(key)
+        return stored if stored is not None else await self.shared_answer(key)
+
+    async def shared_answer(self, key: tuple[Any, ...]) -> Stored | None:
+        """The answer another worker stored under ``key``, kept here too; None when none."""
+        if not self.settings.api_shared_answers:
+            return None
+        name = shared.redis_key(self.settings.redis_prefix, key)
+        try:
+            client = await self.async_redis(binary=True)
+            raw = await client.get(name)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("shared answers not read: redis %s", type(exc).__name__)
+            return None
+        stored = shared.unpack(raw) if isinstance(raw, bytes) else None
+        metrics.cache_lookup("shared", hit=stored is not None)
+        if stored is not None:
+            self.responses.put(key, stored, share=False)
+        return stored
 
     def known_generation(self, key: str) -> tuple[bool, str | None]:
         """(True, token) when :meth:`generation` of ``key`` is fresh in memory (no I/O)."""
@@ -279,18 +332,18 @@ class Resources:
         if self.hub is not None:
             await self.hub.stop()
             self.hub = None
-        if self._aredis is not None:
-            loop, client = self._aredis
-            self._aredis = None
-            if loop is asyncio.get_running_loop():
-                await client.aclose()
+        for current in (self._aredis, self._aredis_bytes):
+            if current is not None and current[0] is asyncio.get_running_loop():
+                await current[1].aclose()
+        self._aredis = self._aredis_bytes = None
 
     def close(self) -> None:
         """Close what was opened."""
         with self._lock:
-            if self._redis is not None:
-                self._redis.close()
-                self._redis = None
+            for client in (self._redis, self._redis_bytes):
+                if client is not None:
+                    client.close()
+            self._redis = self._redis_bytes = None
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None

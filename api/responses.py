@@ -20,9 +20,9 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import pyarrow as pa
 from starlette.requests import Request
@@ -123,11 +123,23 @@ def send_stored(request: Request, stored: Stored) -> Response:
     return Response(body, headers=headers, media_type=stored.media_type)
 
 
+class Answers(Protocol):
+    """Where cached answers are found (:class:`api.resources.Resources`)."""
+
+    async def answer(self, key: tuple[Any, ...]) -> Stored | None:
+        """The answer under ``key``, if any."""
+
+
+Share = Callable[[tuple[Any, ...], Stored, float], None]
+"""Called with (key, answer, seconds it stays true) for each answer kept (see api.shared)."""
+
+
 class ResponseCache:
     """Whole answers by request (path, query, format), least recently used out first."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, share: Share | None = None) -> None:
         self.max_bytes = max_bytes
+        self.share = share
         self._items: OrderedDict[tuple[Any, ...], Stored] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -154,10 +166,16 @@ class ResponseCache:
         metrics.cache_lookup("responses", hit=stored is not None)
         return stored
 
-    def put(self, key: tuple[Any, ...], stored: Stored) -> None:
-        """Keep ``stored`` (when it fits), evicting the least recently used."""
+    def put(self, key: tuple[Any, ...], stored: Stored, *, share: bool = True) -> None:
+        """Keep ``stored`` (when it fits), evicting the least recently used.
+
+        With ``share`` (an answer made here, not one taken from the shared store) it is also
+        handed to the cache's ``share`` callback.
+        """
         if self.max_bytes <= 0 or stored.size() > self.max_bytes // 4:
             return
+        if share and self.share is not None:
+            self.share(key, stored, stored.expires - time.monotonic())
         with self._lock:
             if key in self._items:
                 self._drop(key)
@@ -177,13 +195,11 @@ class ResponseCache:
             self._bytes = 0
 
 
-def cached(
-    request: Request, cache: ResponseCache | None, fmt: Format, tag: str | None = None
+async def cached(
+    request: Request, res: Answers, fmt: Format, tag: str | None = None
 ) -> Response | None:
     """The cached answer to this request (read from data in state ``tag``), if any."""
-    if cache is None:
-        return None
-    stored = cache.get(ResponseCache.key(request, fmt, tag))
+    stored = await res.answer(ResponseCache.key(request, fmt, tag))
     return None if stored is None else send_stored(request, stored)
 
 

@@ -253,6 +253,9 @@ class ApiSettings(LakeSettings, ServiceSettings):
         30.0, ge=0, description="Seconds an answer reaching the present is reused by this worker"
     )
     api_response_cache_mb: int = Field(64, ge=0, description="Response cache per worker, MiB")
+    api_shared_answers: bool = Field(
+        True, description="Also keep cached answers in Redis, for every worker and task"
+    )
     api_shutdown_timeout_s: float = Field(
         10.0, ge=0, description="Grace for open requests and sockets when stopping"
     )

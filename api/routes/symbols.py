@@ -80,7 +80,7 @@ async def list_symbols(
     ] = None,
 ) -> Response:
     """Tickers by symbol, a page at a time (reference data from the vendor's tickers list)."""
-    if (hit := cached(request, res.responses, fmt)) is not None:
+    if (hit := await cached(request, res, fmt)) is not None:
         return hit
     filters = data.Filters(active=active, type=type, exchange=exchange, q=q)
     return await run_in_threadpool(_list, request, res, fmt, page, filters)

@@ -20,12 +20,14 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from api import shared
 from api.formats import Format, from_accept
 from api.hub import ALERTS_CHANNEL
 from api.main import create_app
 from api.params import unknown_parameters
 from api.problems import ECHO_LIMIT
 from api.resources import Resources
+from api.responses import Stored
 from api.routes.stream import hub_of
 from core import layout
 from core.lake import Lake
@@ -150,6 +152,35 @@ def test_etag_304_cache_control_and_gzip(client: TestClient) -> None:
     assert big.headers["X-Request-ID"]
     metrics = client.get("/metrics").text
     assert 'condvest_api_cache_lookups_total{cache="responses",result="hit"}' in metrics
+
+
+def test_answers_are_shared_by_workers_through_redis(settings: ApiSettings) -> None:
+    old = {"start": OLD[0].isoformat(), "end": OLD[-1].isoformat()}
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        made = one.get("/v1/bars/AAPL", params=old, headers=HEADERS)
+        assert made.status_code == 200
+        # another worker (its own empty cache) answers from the shared copy, headers and all
+        got = two.get("/v1/bars/AAPL", params=old, headers=HEADERS)
+        assert got.content == made.content and got.headers["ETag"] == made.headers["ETag"]
+        assert got.headers["Cache-Control"] == made.headers["Cache-Control"]
+        assert got.headers["X-Served-By"] == made.headers["X-Served-By"]
+        metrics = two.get("/metrics").text
+    assert 'condvest_api_cache_lookups_total{cache="shared",result="hit"}' in metrics
+    alone = settings.model_copy(update={"api_shared_answers": False})
+    with TestClient(create_app(alone)) as three:
+        assert three.get("/v1/bars/AAPL", params=old, headers=HEADERS).content == made.content
+
+
+def test_shared_answers_expire_on_the_wall_clock() -> None:
+    stored = Stored(b"body", 'W/"x"', "application/json", {"Cache-Control": "no-cache"}, 0.0)
+    raw = shared.pack(stored, ttl=30.0, now=1000.0)
+    back = shared.unpack(raw, now=1010.0)
+    assert back is not None and (back.body, back.etag, back.headers) == (
+        b"body", 'W/"x"', {"Cache-Control": "no-cache"},
+    )  # fmt: skip
+    assert shared.unpack(raw, now=1031.0) is None
+    assert shared.unpack(b"\x00\x00\x00\x09not json") is None
+    assert shared.redis_key("p:", ("/a", (), "json", None)).startswith("p:answer:")
 
 
 def test_silver_answers_are_kept_until_silver_changes(
