@@ -6,7 +6,7 @@ and the same object serves uvicorn and tests.
 
 What every route gets without asking: unknown query parameters refused (:mod:`api.params`),
 errors as problem+json (:mod:`api.problems`), a request id and metrics (:mod:`api.middleware`),
-gzip, CORS for the origins in ``API_CORS_ORIGINS``, and an OpenAPI document that lists the
+cached answers to repeated requests served before routing (:mod:`api.fastpath`), gzip, CORS for the origins in ``API_CORS_ORIGINS``, and an OpenAPI document that lists the
 statuses the machinery sends (400, 401, 403, 429, 503) on every route that can send them.
 To add a resource: write ``api/routes/<name>.py`` with an ``APIRouter`` and include it below
 with ``dependencies=[Depends(require_api_key)]`` (or ``require_scope(...)``).
@@ -30,6 +30,7 @@ from starlette.responses import Response
 from api import problems
 from api.auth import check_startup
 from api.deps import require_api_key, require_scope
+from api.fastpath import FastAnswers
 from api.middleware import ObservabilityMiddleware
 from api.params import strict_query
 from api.problems import ProblemDetail, problem_response
@@ -176,6 +177,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         compresslevel=5,
         exclude_content_types=("text/event-stream", "application/vnd.apache.parquet"),
     )
+    app.add_middleware(FastAnswers, resources=resources)  # inside CORS, ids and metrics
     if origins := settings.cors_origins():
         app.add_middleware(
             CORSMiddleware,

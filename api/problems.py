@@ -124,16 +124,21 @@ def validation_detail(errors: Iterable[Mapping[str, Any]]) -> str:
     return "; ".join(parts[:10]) or "invalid request"
 
 
-async def _on_problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
+def answer(exc: Problem, instance: str) -> Response:
+    """The response to a raised :class:`Problem` about ``instance`` (the request's path)."""
     return problem_response(
         exc.status,
         exc.detail,
-        instance=request.url.path,
+        instance=instance,
         kind=exc.kind,
         headers=exc.headers,
         extra=exc.extra,
     )
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return answer(exc, request.url.path)
 
 
 async def _on_validation(request: Request, exc: Exception) -> Response:

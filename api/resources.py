@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
@@ -43,6 +43,11 @@ CONNECT_TIMEOUT_S = 5
 GENERATION_TTL_S = 2.0
 MEMO_SIZE = 20_000
 T = TypeVar("T")
+
+
+def tag_of(tokens: Sequence[str | None]) -> str | None:
+    """One tag for the generations of several files (None when none of them exists)."""
+    return None if not any(tokens) else "|".join(t or "-" for t in tokens)
 
 
 class PostgresUnavailable(psycopg.OperationalError):
@@ -270,6 +275,16 @@ class Resources:
         if hit is not None and hit[0] > time.monotonic():
             return True, hit[1]
         return False, None
+
+    def known_tag(self, keys: Sequence[str]) -> tuple[bool, str | None]:
+        """(True, :func:`tag_of` their generations) when all of ``keys`` are known (no I/O)."""
+        tokens = []
+        for key in keys:
+            known, token = self.known_generation(key)
+            if not known:
+                return False, None
+            tokens.append(token)
+        return True, tag_of(tokens)
 
     def generation(self, key: str) -> str | None:
         """A token that changes whenever the lake file ``key`` is rewritten (None: no file).

@@ -20,13 +20,14 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Scope
 
 from api import metrics
 from api.formats import Format, encode
@@ -134,12 +135,45 @@ Share = Callable[[tuple[Any, ...], Stored, float], None]
 """Called with (key, answer, seconds it stays true) for each answer kept (see api.shared)."""
 
 
+Signature = tuple[str, bytes, bytes]
+"""(path, raw query string, Accept) of a request: what fixes its route, parameters and format."""
+MAX_SIGNATURES: Final = 50_000
+
+
+def header_of(scope: Scope, name: bytes) -> bytes:
+    """The first value of header ``name`` (lower case) in an ASGI scope, or empty."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return b""
+
+
+def signature(scope: Scope) -> Signature:
+    """The signature of an HTTP request (see :meth:`ResponseCache.remember`)."""
+    return (scope["path"], scope.get("query_string", b""), header_of(scope, b"accept"))
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """Where a request's answer is: its cache key but the data's tag, the tag's lake files."""
+
+    key: tuple[Any, ...]
+    tag_keys: tuple[str, ...]
+    route: Any
+    """The route that made it (the metrics label it)."""
+
+
 class ResponseCache:
-    """Whole answers by request (path, query, format), least recently used out first."""
+    """Whole answers by request (path, query, format), least recently used out first.
+
+    It also remembers which requests led to which answer (:meth:`remember`), so that an
+    identical request can be answered before routing (:mod:`api.fastpath`).
+    """
 
     def __init__(self, max_bytes: int, share: Share | None = None) -> None:
         self.max_bytes = max_bytes
         self.share = share
+        self._requests: OrderedDict[Signature, Remembered] = OrderedDict()
         self._items: OrderedDict[tuple[Any, ...], Stored] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -152,6 +186,26 @@ class ResponseCache:
         """
         query = tuple(sorted(request.query_params.multi_items()))
         return (request.url.path, query, str(fmt), tag)
+
+    def remember(self, scope: Scope, key: tuple[Any, ...], tag_keys: Sequence[str]) -> None:
+        """Note that the GET request of ``scope`` is answered by the entry under ``key``.
+
+        ``key``'s last item is the data's tag, computed from the lake files ``tag_keys``.
+        """
+        route = scope.get("route")
+        if scope.get("method") != "GET" or route is None:
+            return
+        entry = Remembered(key[:-1], tuple(tag_keys), route)
+        sig = signature(scope)
+        with self._lock:
+            self._requests[sig] = entry
+            self._requests.move_to_end(sig)
+            while len(self._requests) > MAX_SIGNATURES:
+                self._requests.popitem(last=False)
+
+    def recall(self, scope: Scope) -> Remembered | None:
+        """Where the answer to a request identical to ``scope``'s was kept, if anywhere."""
+        return self._requests.get(signature(scope))
 
     def get(self, key: tuple[Any, ...]) -> Stored | None:
         """The live entry under ``key``, if any (counted as a hit or a miss)."""
@@ -192,6 +246,7 @@ class ResponseCache:
         """Forget everything."""
         with self._lock:
             self._items.clear()
+            self._requests.clear()
             self._bytes = 0
 
 
@@ -214,8 +269,12 @@ def render(
     cache: ResponseCache | None = None,
     headers: Mapping[str, str] | None = None,
     tag: str | None = None,
+    tag_keys: Sequence[str] = (),
 ) -> Response:
-    """The answer: whole (ETag, 304, gzip, cached under ``policy``) or streamed when large."""
+    """The answer: whole (ETag, 304, gzip, cached under ``policy``) or streamed when large.
+
+    ``tag`` is the state of the lake files ``tag_keys`` the answer was read under.
+    """
     out_headers = {"Cache-Control": policy.cache_control if policy else NO_STORE, **(headers or {})}
     chunks = encode(fmt, table, envelope, rows_key)
     head: list[bytes] = []
@@ -234,7 +293,9 @@ def render(
         expires=time.monotonic() + (policy.ttl if policy else 0.0),
     )
     if cache is not None and policy is not None and policy.ttl > 0:
-        cache.put(ResponseCache.key(request, fmt, tag), stored)
+        key = ResponseCache.key(request, fmt, tag)
+        cache.put(key, stored)
+        cache.remember(request.scope, key, tag_keys)
     return send_stored(request, stored)
 
 

@@ -25,7 +25,7 @@ from api.models import Adjusted, BarsResponse, CrossSectionResponse, DailyInterv
 from api.pagination import DatePaging, PageRequest, SymbolPaging, cut, link_header, next_link
 from api.params import Instant, IsoDate, SymbolsQuery, parse_symbols
 from api.problems import Problem, problems
-from api.resources import Resources
+from api.resources import Resources, tag_of
 from api.responses import CachePolicy, cached, render
 from core import adjustments as adj
 from core import layout
@@ -61,11 +61,8 @@ def _tag_keys(interval: str) -> list[str]:
 
 async def current_tag(res: Resources, interval: str) -> str | None:
     """:func:`data_tag`, without leaving the event loop while the states are known."""
-    known = [res.known_generation(k) for k in _tag_keys(interval)]
-    if all(ok for ok, _ in known):
-        tokens = [t for _, t in known]
-        return None if not any(tokens) else "|".join(t or "-" for t in tokens)
-    return await run_in_threadpool(data_tag, res, interval)
+    known, tag = res.known_tag(_tag_keys(interval))
+    return tag if known else await run_in_threadpool(data_tag, res, interval)
 
 
 def data_tag(res: Resources, interval: str) -> str | None:
@@ -74,8 +71,7 @@ def data_tag(res: Resources, interval: str) -> str | None:
     Those are the interval's silver (its checkpoint) and the corporate actions that adjust
     prices; None when none of them exists.
     """
-    tokens = [res.generation(k) for k in _tag_keys(interval)]
-    return None if not any(tokens) else "|".join(t or "-" for t in tokens)
+    return tag_of([res.generation(k) for k in _tag_keys(interval)])
 
 
 def policy(
@@ -136,6 +132,7 @@ def _send(
         cache=res.responses,
         headers={**link_header(nxt), "X-Served-By": ", ".join(sorted(served)) or "none"},
         tag=tag,
+        tag_keys=_tag_keys(interval),
     )
 
 

@@ -171,6 +171,32 @@ def test_answers_are_shared_by_workers_through_redis(settings: ApiSettings) -> N
         assert three.get("/v1/bars/AAPL", params=old, headers=HEADERS).content == made.content
 
 
+def test_repeated_requests_skip_routing_but_not_keys_limits_or_etags(
+    settings: ApiSettings,
+) -> None:
+    limited = settings.model_copy(update={"api_rate_limit": 3, "api_shared_answers": False})
+    old = {"start": OLD[0].isoformat(), "end": OLD[-1].isoformat()}
+    with TestClient(create_app(limited)) as c:
+        first = c.get("/v1/bars/AAPL", params=old, headers=HEADERS)
+        again = c.get("/v1/bars/AAPL", params=old, headers={**HEADERS, "Accept-Encoding": "gzip"})
+        assert again.content == first.content and again.headers["ETag"] == first.headers["ETag"]
+        assert again.headers["Cache-Control"] == first.headers["Cache-Control"]
+        assert again.headers["RateLimit-Remaining"] == "1" and again.headers["X-Request-ID"]
+        assert again.headers["Content-Encoding"] == "gzip"
+        problem(c.get("/v1/bars/AAPL", params=old, headers={"X-API-Key": "nope"}), 401)
+        problem(c.get("/v1/bars/AAPL", params=old), 401)
+        etag = first.headers["ETag"]
+        cond = c.get("/v1/bars/AAPL", params=old, headers={**HEADERS, "If-None-Match": etag})
+        assert cond.status_code == 304 and cond.headers["RateLimit-Remaining"] == "0"
+        over = problem(c.get("/v1/bars/AAPL", params=old, headers=HEADERS), 429)
+        assert over["instance"] == "/v1/bars/AAPL" and over["request_id"]
+        assert "3 requests per minute" in over["detail"]
+        metrics = c.get("/metrics").text
+    assert 'condvest_api_cache_lookups_total{cache="fastpath",result="hit"}' in metrics
+    route = 'route="/v1/bars/{symbol}",status="429"'
+    assert route in metrics  # labelled by its route, as on the full path
+
+
 def test_shared_answers_expire_on_the_wall_clock() -> None:
     stored = Stored(b"body", 'W/"x"', "application/json", {"Cache-Control": "no-cache"}, 0.0)
     raw = shared.pack(stored, ttl=30.0, now=1000.0)
