@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from api import daily
@@ -146,27 +147,28 @@ def describe(
 def adjust_daily(
     res: Resources,
     symbol: str,
-    rows: list[dict[str, Any]],
+    rows: pa.Table,
     source: str,
     mode: adj.Mode,
     *,
     whole: bool = False,
-) -> dict[str, Any]:
-    """Adjust daily ``rows`` (from ``source``) in place; the response's ``adjustment``.
+) -> tuple[pa.Table, dict[str, Any]]:
+    """Daily ``rows`` (from ``source``, ascending) adjusted; and the response's ``adjustment``.
 
-    ``whole``: the rows are the symbol's whole history, so a dividend on or before its first
-    row is reported as not applicable (in a window, it moves none of the rows).
+    Column by column on Arrow (no Python row objects). ``whole``: the rows are the symbol's
+    whole history, so a dividend on or before its first row is reported as not applicable (in
+    a window, it moves none of the rows).
     """
     actions = load_actions(res, symbol, source)
-    if actions is None or not rows:
-        return describe(mode, actions, None, None)
-    first: dt.date = rows[0]["date"]
+    if actions is None or not rows.num_rows:
+        return rows, describe(mode, actions, None, None)
+    first: dt.date = rows["date"][0].as_py()
     lookup = None
     if mode == "total":
         ex = [d.ex_dividend_date for d in actions.dividends if whole or d.ex_dividend_date > first]
         lookup = close_before(res, symbol, source, ex)
-    f = adj.adjust_records(rows, actions, mode, lookup, only_after=None if whole else first)
-    return describe(mode, actions, first, f)
+    adjusted, f = adj.adjust_table(rows, actions, mode, lookup, only_after=None if whole else first)
+    return adjusted, describe(mode, actions, first, f)
 
 
 def _checkpoint(lake: Lake, interval: int) -> tuple[fibonacci.Anchor, int | None]:

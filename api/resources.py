@@ -40,6 +40,9 @@ from core.stores.redis import LiveStore
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5
+REDIS_CONNECTIONS = 64
+"""Connections of each asyncio Redis client; a burst past it waits for one (up to the timeout)
+rather than failing, as the default pool (100, then an error) would make a burst a 503."""
 GENERATION_TTL_S = 2.0
 MEMO_SIZE = 20_000
 T = TypeVar("T")
@@ -215,12 +218,15 @@ class Resources:
         if current is not None and current[0] is loop:
             return current[1]
         url = await asyncio.to_thread(self.redis_url)  # may start the embedded server
-        client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=CONNECT_TIMEOUT_S,
             decode_responses=not binary,
             socket_timeout=CONNECT_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
         )
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
         if binary:
             self._aredis_bytes = (loop, client)
         else:

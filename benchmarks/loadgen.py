@@ -5,6 +5,10 @@ and its latency is measured from that due time, so a server that falls behind is
 the queue it builds (no coordinated omission). Keep-alive HTTP/1.1 connections are reused and
 more are opened when all are busy, up to ``--connections``. Paths are read from a file, one per
 line, and taken in turn. Prints one JSON object: counts, achieved rate, latency percentiles.
+
+The generator shares the machine's cores with the server, so it keeps its own cost low: it
+runs on uvloop (as the server does) and parses no more of an answer than it must. What it
+adds is charged to the server, so a cheaper generator only removes noise, never hides a delay.
 """
 
 from __future__ import annotations
@@ -196,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("need paths, a positive rate and a positive duration")
     headers = dict(h.split(":", 1) for h in ns.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
-    summary = asyncio.run(
+    import uvloop
+
+    summary = uvloop.run(
         run(ns.url, paths, ns.rate, ns.duration, headers, ns.connections, ns.grace)
     )
     print(json.dumps(summary))

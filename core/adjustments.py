@@ -359,16 +359,18 @@ def adjust_table(
     actions: Actions,
     mode: Mode = DEFAULT_MODE,
     close_before: CloseBefore | None = None,
+    *,
+    only_after: dt.date | None = None,
 ) -> tuple[pa.Table, Factors]:
     """One symbol's raw rows (a ``date`` column, any of open/high/low/close/vwap/volume) adjusted.
 
     For ``total`` without ``close_before`` the table itself must be the symbol's whole history
-    (sorted by date): C is taken from its rows.
+    (sorted by date): C is taken from its rows. ``only_after`` as for :func:`factors`.
     """
     days = arrays.date_days(table)
     if mode == "total" and close_before is None:
         close_before = close_before_from(days, arrays.to_numpy(table["close"]))
-    f = factors(days, actions, mode, close_before)
+    f = factors(days, actions, mode, close_before, only_after=only_after)
     if mode == "none":
         return table, f
     for name in (*PRICE_COLUMNS, "volume"):

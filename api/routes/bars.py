@@ -143,7 +143,6 @@ def _known(res: Resources, symbol: str) -> bool:
         return daily.symbol_in_postgres(conn, symbol)
 
 
-_ADJUSTED_DAILY: Final = ("open", "high", "low", "close", "volume", "vwap")
 
 
 def _adjust_daily(
@@ -152,13 +151,7 @@ def _adjust_daily(
     """A page of daily rows adjusted as ``mode`` asks, and the response's ``adjustment``."""
     served = daily.served_by(rows)
     source = "postgres" if "postgres" in served else "lake"
-    records = rows.select(list(daily.COLUMNS)).to_pylist()
-    info = adjusted_bars.adjust_daily(res, symbol, records, source, mode, whole=whole)
-    if mode != "none" and records:
-        values = pa.Table.from_pylist(records, schema=rows.select(list(daily.COLUMNS)).schema)
-        for name in _ADJUSTED_DAILY:
-            rows = rows.set_column(rows.schema.get_field_index(name), name, values[name])
-    return rows, info
+    return adjusted_bars.adjust_daily(res, symbol, rows, source, mode, whole=whole)
 
 
 def _fibonacci(
