@@ -15,6 +15,9 @@ then served here, before routing, redoing only what can differ between two ident
   it was read under, known in memory (else the full path looks it up);
 - the answer's freshness, ETag / 304 and gzip: :func:`api.responses.send_stored`, as always.
 
+The latest quote (``GET /v1/latest/{symbol}`` without a query) is never cached, but is served
+here the same way: a valid ticker and a key known in memory go straight to its one Redis MGET.
+
 Request ids, metrics (labelled with the route's template) and CORS come from the middleware
 around this one. Anything else (another method, a cache miss, an unknown key) goes on to the
 app unchanged.
@@ -22,17 +25,27 @@ app unchanged.
 
 from __future__ import annotations
 
-from typing import Final
+import logging
+import re
+from typing import Any, Final
 
+import redis
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import metrics, ratelimit
+from api.params import SYMBOL_PATTERN
 from api.principals import Principal, digest
-from api.problems import Problem, answer
+from api.problems import Problem, answer, unavailable
 from api.resources import Resources
 from api.responses import header_of, send_stored
+from api.routes import live
+from core.layout import LayoutError, normalise_symbol
 
+log = logging.getLogger(__name__)
+LATEST_ROUTE: Final = "/v1/latest/{symbol}"
+LATEST_PREFIX: Final = "/v1/latest/"
+_SYMBOL: Final = re.compile(SYMBOL_PATTERN)
 SCOPE: Final = "read"
 """What a cached answer needs: every route that renders cached answers is a read route."""
 
@@ -56,14 +69,50 @@ class FastAnswers:
     def __init__(self, app: ASGIApp, resources: Resources) -> None:
         self.app = app
         self.res = resources
+        self._routes: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "GET"
-            or not await self._serve(scope, receive, send)
-        ):
+        if scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
+        elif scope["path"].startswith(LATEST_PREFIX) and not scope.get("query_string"):
+            if not await self._latest(scope, receive, send):
+                await self.app(scope, receive, send)
+        elif not await self._serve(scope, receive, send):
+            await self.app(scope, receive, send)
+
+    def _route(self, scope: Scope, template: str) -> Any:
+        """The app's route of ``template`` (for the metrics label), found once."""
+        if template not in self._routes:
+            app = scope.get("app")
+            found = [r for r in getattr(app, "routes", ()) if getattr(r, "path", None) == template]
+            self._routes[template] = found[0] if found else None
+        return self._routes[template]
+
+    async def _latest(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        text = scope["path"][len(LATEST_PREFIX) :]
+        if not _SYMBOL.match(text):
+            return False
+        try:
+            symbol = normalise_symbol(text)
+        except LayoutError:
+            return False
+        principal = _principal(self.res, header_of(scope, b"x-api-key"))
+        route = self._route(scope, LATEST_ROUTE)
+        if principal is None or route is None:
+            return False
+        scope["route"] = route
+        request = Request(scope, receive)
+        request.state.principal = principal
+        try:
+            await ratelimit.enforce(request, self.res, principal)
+            response = await live.latest_response(self.res, symbol)
+        except Problem as exc:
+            response = answer(exc, request.url.path)
+        except (redis.RedisError, OSError) as exc:  # as the app's handler answers it
+            log.warning("redis unavailable: %s", type(exc).__name__)
+            response = unavailable("redis", request.url.path)
+        await response(scope, receive, send)
+        return True
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
         res = self.res

@@ -33,7 +33,7 @@ from api.deps import require_api_key, require_scope
 from api.fastpath import FastAnswers
 from api.middleware import ObservabilityMiddleware
 from api.params import strict_query
-from api.problems import ProblemDetail, problem_response
+from api.problems import ProblemDetail, unavailable
 from api.requestids import HEADER as REQUEST_ID_HEADER
 from api.resources import Resources
 from api.routes import alerts, bars, chart, docs, health, indicators, live, ops, stream, symbols
@@ -58,13 +58,7 @@ EXPOSED_HEADERS = (
 async def _unavailable(request: Request, exc: Exception) -> Response:
     name = next((v for k, v in UNAVAILABLE.items() if isinstance(exc, k)), "a dependency")
     log.warning("%s unavailable: %s", name, type(exc).__name__)
-    return problem_response(
-        503,
-        f"{name} unavailable",
-        instance=request.url.path,
-        kind="unavailable",
-        headers={"Retry-After": "5"},
-    )
+    return unavailable(name, request.url.path)
 
 
 def _problem(text: str) -> dict[str, Any]:

@@ -124,6 +124,17 @@ def validation_detail(errors: Iterable[Mapping[str, Any]]) -> str:
     return "; ".join(parts[:10]) or "invalid request"
 
 
+def unavailable(name: str, instance: str) -> Response:
+    """The 503 for a dependency (``name``: postgres, redis, the lake) that cannot be reached."""
+    return problem_response(
+        503,
+        f"{name} unavailable",
+        instance=instance,
+        kind="unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
 def answer(exc: Problem, instance: str) -> Response:
     """The response to a raised :class:`Problem` about ``instance`` (the request's path)."""
     return problem_response(

@@ -143,8 +143,6 @@ def _known(res: Resources, symbol: str) -> bool:
         return daily.symbol_in_postgres(conn, symbol)
 
 
-
-
 def _adjust_daily(
     res: Resources, symbol: str, rows: pa.Table, mode: Adjusted, whole: bool
 ) -> tuple[pa.Table, dict[str, Any]]:

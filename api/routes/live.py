@@ -90,6 +90,11 @@ async def read_latest(res: Resources, symbols: Sequence[str]) -> list[dict[str, 
 )
 async def latest(res: Res, symbol: Symbol) -> Response:
     """The last trade, the forming minute bar and the last final one of ``symbol``."""
+    return await latest_response(res, symbol)
+
+
+async def latest_response(res: Resources, symbol: str) -> Response:
+    """The answer of ``GET /v1/latest/{symbol}`` for a valid ``symbol``; Problem 404 if none."""
     (found,) = await read_latest(res, [symbol])
     if found is None:
         raise Problem(404, f"no live data for {symbol}", kind="no-live-data")

@@ -225,6 +225,16 @@ def test_unreachable_postgres_is_a_503(settings: ApiSettings) -> None:
         assert r.headers["Retry-After"]
 
 
+def test_unreachable_redis_is_a_503_for_the_latest_quote(settings: ApiSettings) -> None:
+    down = settings.model_copy(update={"redis_url": SecretStr("redis://127.0.0.1:1/0")})
+    with TestClient(create_app(down)) as client:
+        for url in ("/v1/latest/AAPL", "/v1/latest?symbols=AAPL"):
+            r = client.get(url, headers=HEADERS)
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["detail"] == "redis unavailable" and r.headers["Retry-After"]
+
+
 # -- live ----------------------------------------------------------------------------------------
 def test_latest_from_redis(client: TestClient, settings: ApiSettings) -> None:
     store = LiveStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)  # type: ignore[union-attr]
