@@ -15,8 +15,9 @@ then served here, before routing, redoing only what can differ between two ident
   it was read under, known in memory (else the full path looks it up);
 - the answer's freshness, ETag / 304 and gzip: :func:`api.responses.send_stored`, as always.
 
-The latest quote (``GET /v1/latest/{symbol}`` without a query) is never cached, but is served
-here the same way: a valid ticker and a key known in memory go straight to its one Redis MGET.
+The latest quote (``GET /v1/latest/{symbol}`` without a query) is never cached, but once the
+router has served one, the next are served here the same way: a valid ticker and a key known
+in memory go straight to its one Redis MGET.
 
 Request ids, metrics (labelled with the route's template) and CORS come from the middleware
 around this one. Anything else (another method, a cache miss, an unknown key) goes on to the
@@ -69,7 +70,7 @@ class FastAnswers:
     def __init__(self, app: ASGIApp, resources: Resources) -> None:
         self.app = app
         self.res = resources
-        self._routes: dict[str, Any] = {}
+        self._latest_route: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -77,16 +78,10 @@ class FastAnswers:
         elif scope["path"].startswith(LATEST_PREFIX) and not scope.get("query_string"):
             if not await self._latest(scope, receive, send):
                 await self.app(scope, receive, send)
+                if getattr(scope.get("route"), "path", None) == LATEST_ROUTE:
+                    self._latest_route = scope["route"]  # the metrics label, from the router
         elif not await self._serve(scope, receive, send):
             await self.app(scope, receive, send)
-
-    def _route(self, scope: Scope, template: str) -> Any:
-        """The app's route of ``template`` (for the metrics label), found once."""
-        if template not in self._routes:
-            app = scope.get("app")
-            found = [r for r in getattr(app, "routes", ()) if getattr(r, "path", None) == template]
-            self._routes[template] = found[0] if found else None
-        return self._routes[template]
 
     async def _latest(self, scope: Scope, receive: Receive, send: Send) -> bool:
         text = scope["path"][len(LATEST_PREFIX) :]
@@ -97,7 +92,7 @@ class FastAnswers:
         except LayoutError:
             return False
         principal = _principal(self.res, header_of(scope, b"x-api-key"))
-        route = self._route(scope, LATEST_ROUTE)
+        route = self._latest_route
         if principal is None or route is None:
             return False
         scope["route"] = route

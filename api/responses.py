@@ -127,6 +127,8 @@ def send_stored(request: Request, stored: Stored) -> Response:
 class Answers(Protocol):
     """Where cached answers are found (:class:`api.resources.Resources`)."""
 
+    responses: ResponseCache
+
     async def answer(self, key: tuple[Any, ...]) -> Stored | None:
         """The answer under ``key``, if any."""
 
@@ -251,11 +253,23 @@ class ResponseCache:
 
 
 async def cached(
-    request: Request, res: Answers, fmt: Format, tag: str | None = None
+    request: Request,
+    res: Answers,
+    fmt: Format,
+    tag: str | None = None,
+    tag_keys: Sequence[str] = (),
 ) -> Response | None:
-    """The cached answer to this request (read from data in state ``tag``), if any."""
-    stored = await res.answer(ResponseCache.key(request, fmt, tag))
-    return None if stored is None else send_stored(request, stored)
+    """The cached answer to this request (read from data in state ``tag``), if any.
+
+    A hit is remembered under this request's own signature, so the next identical request is
+    answered before routing (:mod:`api.fastpath`), however it spelled ``Accept``.
+    """
+    key = ResponseCache.key(request, fmt, tag)
+    stored = await res.answer(key)
+    if stored is None:
+        return None
+    res.responses.remember(request.scope, key, tag_keys)
+    return send_stored(request, stored)
 
 
 def render(

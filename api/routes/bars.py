@@ -279,7 +279,7 @@ async def bars(
     page through them. An empty range (``end`` before ``start``) has no bars.
     """
     tag = await current_tag(res, interval)
-    if (hit := await cached(request, res, fmt, tag)) is not None:
+    if (hit := await cached(request, res, fmt, tag, _tag_keys(interval))) is not None:
         return hit
     return await run_in_threadpool(
         _history, request, res, fmt, page, symbol, interval, adjusted, start, end, limit, tag
@@ -342,6 +342,6 @@ async def cross_section(
     """
     wanted = None if symbols is None else parse_symbols(symbols)
     tag = await current_tag(res, interval)
-    if (hit := await cached(request, res, fmt, tag)) is not None:
+    if (hit := await cached(request, res, fmt, tag, _tag_keys(interval))) is not None:
         return hit
     return await run_in_threadpool(_section, request, res, fmt, page, interval, date, wanted, tag)
