@@ -1,7 +1,9 @@
 """Per-key rate limits in Redis, shared by every worker and task: a window per minute.
 
-One pipelined round trip per request (``INCR`` and ``EXPIRE`` of
-``{REDIS_PREFIX}rl:{key id}:{minute}``). Every answer carries ``RateLimit-Limit``,
+The shared count is ``{REDIS_PREFIX}rl:{key id}:{minute}``, raised with one pipelined
+``INCRBY`` and ``EXPIRE``. A worker does not make that trip on every request: far from the
+limit it counts locally and adds its count in batches (:mod:`api.ratecounts` says when, and
+by how much a key can pass its limit between two workers' batches). Every answer carries ``RateLimit-Limit``,
 ``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds to the next window) and
 ``RateLimit-Policy``; past the limit the answer is a 429 with ``Retry-After``.
 
@@ -24,6 +26,7 @@ from api import metrics
 from api.middleware import add_response_header
 from api.principals import Principal
 from api.problems import Problem
+from api.ratecounts import LocalCounts
 from api.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -69,17 +72,24 @@ async def count(res: Resources, key: Principal, now: float | None = None) -> Ver
     if key.rate_limit <= 0:
         return None
     index, reset_s = window(time.time() if now is None else now)
+    w = res.rate_counts.window(key.id, index)
+    tick = time.monotonic()
+    if (n := LocalCounts.count_here(w, key.rate_limit, tick)) is not None:
+        return Verdict(limit=key.rate_limit, count=n, reset_s=reset_s)
+    add = LocalCounts.take_pending(w)
     name = f"{res.settings.redis_prefix}rl:{key.id}:{index}"
     try:
         client = await res.async_redis()
         pipe = client.pipeline(transaction=False)
-        pipe.incr(name)
+        pipe.incrby(name, add)
         pipe.expire(name, WINDOW_S * 2)
-        n, _ = await pipe.execute()
+        total, _ = await pipe.execute()
     except (redis.RedisError, OSError) as exc:
+        LocalCounts.failed(w, add)
         log.warning("rate limit not checked: redis %s", type(exc).__name__)
         return None
-    return Verdict(limit=key.rate_limit, count=int(n), reset_s=reset_s)
+    LocalCounts.synced(w, int(total), tick)
+    return Verdict(limit=key.rate_limit, count=int(total), reset_s=reset_s)
 
 
 async def enforce(conn: HTTPConnection, res: Resources, key: Principal) -> None:

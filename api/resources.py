@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api import metrics, shared
 from api.principals import KeyCache, Principal, digest, env_principals, lookup
+from api.ratecounts import LocalCounts
 from api.responses import ResponseCache, Stored
 from core.lake import Lake
 from core.settings import ApiSettings
@@ -128,6 +129,7 @@ class Resources:
         self._aredis_bytes: tuple[asyncio.AbstractEventLoop, aioredis.Redis] | None = None
         self.env_keys = env_principals(settings.keys(), settings.api_rate_limit)
         self.key_cache = KeyCache(settings.api_key_cache_s)
+        self.rate_counts = LocalCounts()
         share = self.share_answer if settings.api_shared_answers else None
         self.responses = ResponseCache(settings.api_response_cache_mb << 20, share)
         self._generations: dict[str, tuple[float, str | None]] = {}

@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -195,6 +196,15 @@ def test_repeated_requests_skip_routing_but_not_keys_limits_or_etags(
     assert 'condvest_api_cache_lookups_total{cache="fastpath",result="hit"}' in metrics
     route = 'route="/v1/bars/{symbol}",status="429"'
     assert route in metrics  # labelled by its route, as on the full path
+
+
+def test_a_limit_counted_in_batches_still_stops_at_the_limit(settings: ApiSettings) -> None:
+    limited = settings.model_copy(update={"api_rate_limit": 120})
+    if (left := 60 - time.time() % 60) < 10:  # one window: not across a minute's end
+        time.sleep(left + 0.1)
+    with TestClient(create_app(limited)) as c:
+        codes = [c.get("/v1/bars/AAPL?limit=1", headers=HEADERS).status_code for _ in range(125)]
+    assert codes == [200] * 120 + [429] * 5
 
 
 def test_shared_answers_expire_on_the_wall_clock() -> None:
