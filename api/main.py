@@ -133,6 +133,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.stopping = False
+        await resources.warm()
         yield
         app.state.stopping = True
         await resources.aclose()

@@ -350,6 +350,19 @@ class Resources:
         self.key_cache.put(d, p)
         return p
 
+    async def warm(self, timeout: float = 2.0) -> None:
+        """Open the Redis clients before traffic arrives; a failure only logs (a lazy retry).
+
+        A worker's first requests otherwise pay for its connections under load, which shows
+        as a burst of slow answers each time a worker starts.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                for binary in (False, True):
+                    await (await self.async_redis(binary=binary)).ping()
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis not reached at start: %s", type(exc).__name__)
+
     async def aclose(self) -> None:
         """Close the asyncio side (the hub, the async client) on the serving loop."""
         if self.hub is not None:

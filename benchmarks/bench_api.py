@@ -156,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="50 symbols, 50 req/s, 5 s: a smoke run")
     p.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     p.add_argument(
+        "--rate-limit",
+        type=int,
+        default=0,
+        help="API_RATE_LIMIT of the servers' key, per minute (0: none, the default); set one far"
+        " above the load to measure the limiter's own cost",
+    )
+    p.add_argument(
         "--designs",
         default="baseline,this",
         help="which servers to run: baseline (the old design), this, or both (default)",
@@ -173,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     lake_url, db_url, redis_url, symbols, last = prepare(spec, work)
     env = {
         **os.environ, "LAKE_URL": lake_url, "DATABASE_URL": db_url, "REDIS_URL": redis_url,
-        "REDIS_PREFIX": "bench:", "API_KEYS": KEY, "APP_ENV": "dev", "API_RATE_LIMIT": "0",
+        "REDIS_PREFIX": "bench:", "API_KEYS": KEY, "APP_ENV": "dev",
+        "API_RATE_LIMIT": str(ns.rate_limit),
     }  # fmt: skip
     files = {}
     for scenario in SCENARIOS:
