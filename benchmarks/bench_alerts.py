@@ -37,6 +37,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.testing import TestingSink, run_main
 
 from api.auth import owner_id
+from benchmarks.live_fold import PUBLISH, ROLLUP_PUBLISH
 from benchmarks.report import write_section
 from core import alerts
 from core.alert_engine import Engine
@@ -50,7 +51,7 @@ from dataflows.connectors.alert_sink import AlertSink
 from dataflows.connectors.minute_sink import MinuteBarSink
 from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.rollup_sink import RollupRedisSink
-from dataflows.live import build_live_flow
+from dataflows.live import build_live_flow, tune_gc
 from dataflows.trades import Chunk, now_ms
 
 OWNERS = 20
@@ -280,7 +281,10 @@ def main() -> None:
                 rollups=None if args.no_bars else RollupRedisSink(rd, PREFIX),
                 alerts=AlertSink(pg, rd, PREFIX, max_per_minute=1_000_000),
                 alert_feed=feed_factory(FeedConfig(pg, rd, PREFIX), None),
+                publish_every=PUBLISH,
+                rollup_every=ROLLUP_PUBLISH,
             )  # fmt: skip
+            tune_gc()  # as flow_from_settings does
             started = time.perf_counter()
             run_main(flow)  # type: ignore[no-untyped-call]
             elapsed = time.perf_counter() - started
@@ -312,7 +316,9 @@ def main() -> None:
     bars_note = (
         "Bar updates are not published (`--no-bars`): the alert path alone."
         if args.no_bars
-        else "Bar updates (minute and 5m..4h, forming and final) are published as in production; "
+        else "Bar updates (minute and 5m..4h, forming and final) are published as in production "
+        f"(forming minute bars and latest trades every {PUBLISH.total_seconds() * 1000:.0f} ms, "
+        f"forming 5m..4h bars every {ROLLUP_PUBLISH.total_seconds():g} s, final bars at once), "
         "each on its symbol's channel, which the API's hub reads only for the symbols its "
         "sockets follow (the listener's sockets follow none)."
     )

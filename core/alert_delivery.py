@@ -113,23 +113,26 @@ class Delivery:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         minute = now // 60_000
         counts = {"sent": 0, "held": 0, "seen": 0}
+        pipe = self.redis.pipeline(transaction=False)  # one round trip for the whole batch
+        messages = []
         for e in events:
             member = f"{e.owner}|{minute}"
-            message = json.dumps(alert_message(e), sort_keys=True)
-            outcome = int(
-                self._send(
-                    keys=[
-                        self._k(f"seen:{e.id}"),
-                        self._k(f"count:{member}"),
-                        self._k(f"held:{member}"),
-                        self.channel,
-                        self._k("summaries"),
-                    ],
-                    args=[message, self.max_per_minute, MEMORY_S, (minute + 1) * 60_000, member],
-                )
+            messages.append(message := json.dumps(alert_message(e), sort_keys=True))
+            self._send(
+                keys=[
+                    self._k(f"seen:{e.id}"),
+                    self._k(f"count:{member}"),
+                    self._k(f"held:{member}"),
+                    self.channel,
+                    self._k("summaries"),
+                ],
+                args=[message, self.max_per_minute, MEMORY_S, (minute + 1) * 60_000, member],
+                client=pipe,
             )
-            counts[("seen", "sent", "held")[outcome]] += 1
-            if outcome == 1:
+        outcomes = pipe.execute() if events else []
+        for e, message, outcome in zip(events, messages, outcomes, strict=True):
+            counts[("seen", "sent", "held")[int(outcome)]] += 1
+            if int(outcome) == 1:
                 self._to_sns(e.owner, f"alert {e.symbol}", message, e.id)
         self.summarise(now_ms=now)
         return counts

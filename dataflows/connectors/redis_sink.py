@@ -8,6 +8,12 @@ Keys expire after ``ttl_s`` so a symbol that stopped trading does not look live 
 are plain SETs of whole documents, so a replay after recovery rewrites the same values. The
 fold bounds how often forming bars come (``LIVE_PUBLISH_MS``); a result with only counters
 writes them at most once a second.
+
+Writes run in order on a thread of their own (:class:`dataflows.connectors.background.OrderedWriter`):
+at thousands of symbols a publication carries thousands of documents, and the worker folds the
+next trades while Redis stores them. A batch carrying final bars returns only once they are in
+Redis, so recovery never commits an epoch whose final bars Redis lacks (forming bars and latest
+trades are overwritten by the next publication, and a replay after recovery rewrites them).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core.stores.redis import LiveStore, connect
+from dataflows.connectors.background import OrderedWriter
 from dataflows.minute_fold import FoldOut, LastTrade, MinuteBar, ms_iso
 
 
@@ -28,8 +35,14 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
         self._ttl_s = ttl_s
         self._final_start: dict[str, int] = {}
         self._metrics_at: dict[str, float] = {}
+        self._writer = OrderedWriter("redis-live-sink")
 
     def write_batch(self, items: list[FoldOut]) -> None:
+        self._writer.submit(self._write, items)
+        if any(out.final for out in items):
+            self._writer.drain()
+
+    def _write(self, items: list[FoldOut]) -> None:
         latest: dict[str, LastTrade] = {}
         forming: dict[str, MinuteBar] = {}
         final: dict[str, MinuteBar] = {}
@@ -64,9 +77,9 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
         for part in metrics:
             self._metrics_at[part] = clock
         now = dt.datetime.now(dt.UTC).isoformat()
-        docs = {id(b): {**b.to_json(), "updated_at": now} for b in events}
+        docs = {id(b): _doc(b, now) for b in events}
         self._store.write_live(
-            latest={s: {**t.to_json(), "updated_at": now} for s, t in latest.items()},
+            latest={s: _doc(t, now) for s, t in latest.items()},
             forming={s: docs[id(b)] for s, b in forming.items()},
             final={s: docs[id(b)] for s, b in final.items()},
             events=list(docs.values()) if self._publish else [],
@@ -75,7 +88,16 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
         )
 
     def close(self) -> None:
-        self._store.r.close()
+        try:
+            self._writer.close()
+        finally:
+            self._store.r.close()
+
+
+def _doc(x: MinuteBar | LastTrade, now: str) -> dict[str, object]:
+    doc = x.to_json()
+    doc["updated_at"] = now
+    return doc
 
 
 class RedisLiveSink(DynamicSink[FoldOut]):

@@ -8,36 +8,31 @@ after ``ttl_s``.
 
 Writes run on a thread of their own, in order: a second's forming bars for the market (six
 intervals for every symbol that traded) take tens of milliseconds to encode and send, and
-the minute bars behind them on the worker must not wait for that. A failed write stops the flow
-at the next batch; at most ``_QUEUED`` writes wait, beyond that the worker waits for the oldest.
+the minute bars behind them on the worker must not wait for that
+(:class:`dataflows.connectors.background.OrderedWriter`). A failed write stops the flow at the
+next batch.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Final
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core.stores.redis import LiveStore, connect
+from dataflows.connectors.background import OrderedWriter
 from dataflows.rollups import RollupBar
-
-_QUEUED: Final = 8
 
 
 class _RollupPartition(StatelessSinkPartition[list[RollupBar]]):
     def __init__(self, store: LiveStore, ttl_s: int) -> None:
         self._store = store
         self._ttl_s = ttl_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollup-sink")
-        self._pending: list[Future[None]] = []
+        self._writer = OrderedWriter("rollup-sink")
 
     def write_batch(self, items: list[list[RollupBar]]) -> None:
-        while self._pending and (self._pending[0].done() or len(self._pending) >= _QUEUED):
-            self._pending.pop(0).result()  # raises a failed write
         if any(items):
-            self._pending.append(self._pool.submit(self._write, items))
+            self._writer.submit(self._write, items)
 
     def _write(self, items: list[list[RollupBar]]) -> None:
         forming: dict[str, RollupBar] = {}
@@ -54,7 +49,7 @@ class _RollupPartition(StatelessSinkPartition[list[RollupBar]]):
         if not events:
             return
         now = dt.datetime.now(dt.UTC).isoformat()
-        docs = {id(b): {**b.to_json(), "updated_at": now} for b in events}
+        docs = {id(b): _doc(b, now) for b in events}
         self._store.write_live(
             latest={},
             forming={k: docs[id(b)] for k, b in forming.items()},
@@ -66,11 +61,15 @@ class _RollupPartition(StatelessSinkPartition[list[RollupBar]]):
 
     def close(self) -> None:
         try:
-            for f in self._pending:
-                f.result()
+            self._writer.close()
         finally:
-            self._pool.shutdown(wait=True)
             self._store.r.close()
+
+
+def _doc(b: RollupBar, now: str) -> dict[str, object]:
+    doc = b.to_json()
+    doc["updated_at"] = now
+    return doc
 
 
 class RollupRedisSink(DynamicSink[list[RollupBar]]):
