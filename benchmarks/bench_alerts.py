@@ -5,8 +5,10 @@
 Every process is real: the live flow (this process, one worker, with its Redis, rollup, lake
 and alert sinks), the API (``python -m api`` in a subprocess), embedded Postgres and Redis, and
 one WebSocket per owner in a listener subprocess. Trades are random walks per symbol, stamped
-with the wall clock when the paced source releases them, so an alert's ``event_at`` is when
-its trade entered the flow and its arrival on the socket gives the latency. Rules: 80% price
+with the time the paced source was due to release them, moved into a regular session (from
+09:30:55 New York on a fixed day, so minutes close and 5m..4h bars form and close as in the
+market, whatever day the benchmark runs): an alert's ``event_at``, less that shift, is when
+its trade was due and its arrival on the socket gives the latency. Rules: 80% price
 levels (near each symbol's price, so they cross now and then), 20% bar rules on 1m (percent
 move, volume spike, EMA cross, RSI band), spread over 20 owners; the per-owner limit is raised
 so no alert is summarised.
@@ -37,7 +39,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.testing import TestingSink, run_main
 
 from api.auth import owner_id
-from benchmarks.live_fold import PUBLISH, ROLLUP_PUBLISH
+from benchmarks.live_fold import PACED_T0_MS, PUBLISH, ROLLUP_PUBLISH
 from benchmarks.report import write_section
 from core import alerts
 from core.alert_engine import Engine
@@ -92,6 +94,8 @@ def make_rules(
 
 LAG: list[int] = []
 """Per read, milliseconds the flow read its trades after they were due."""
+OFFSET: list[int] = [0]
+"""Market time minus wall time (ms): trades are stamped in a regular session, whatever the day."""
 
 
 class _Walk(StatelessSourcePartition[Chunk]):
@@ -107,19 +111,24 @@ class _Walk(StatelessSourcePartition[Chunk]):
         self.wall0 = 0.0  # wall clock (ms) of the first read, and its monotonic time
         self.mono0 = 0.0
         LAG.clear()
+        OFFSET[0] = 0
 
     def next_batch(self) -> list[Chunk]:
         if self.left <= 0:
             raise StopIteration
         if not self.wall0:
             self.wall0, self.mono0 = time.time() * 1000, self.next
+            OFFSET[0] = PACED_T0_MS - int(self.wall0)
         wait = self.next - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         # stamped with when the trades were due, not when the flow got round to reading them:
-        # a flow that falls behind the paced rate shows it in the latency (open loop)
-        t = int(self.wall0 + (self.next - self.mono0) * 1000)
-        LAG.append(max(0, now_ms() - t))
+        # a flow that falls behind the paced rate shows it in the latency (open loop); in
+        # market time, a regular session's (a night or weekend run would otherwise have no
+        # final bar, no 5m..4h bar and no bar alert: every minute is rejected as no session)
+        due = int(self.wall0 + (self.next - self.mono0) * 1000)
+        LAG.append(max(0, now_ms() - due))
+        t = due + OFFSET[0]
         self.next += self.every
         n = min(self.per_read, self.left)
         self.left -= n
@@ -131,7 +140,7 @@ class _Walk(StatelessSourcePartition[Chunk]):
             evs.append({"ev": "T", "sym": sym, "p": round(p, 2), "s": 100, "t": t, "x": 4,
                         "i": str(self.seq)})  # fmt: skip
         frames = [json.dumps(evs[i : i + FRAME]) for i in range(0, len(evs), FRAME)]
-        return [Chunk("p0", list(frames), t, caught_up=True)]
+        return [Chunk("p0", list(frames), due, caught_up=True)]
 
 
 class WalkSource(DynamicSource[Chunk]):
@@ -300,11 +309,12 @@ def main() -> None:
             to_db = sorted(
                 r[0]
                 for r in conn.execute(
-                    "SELECT extract(epoch FROM fired_at - event_at) * 1000 FROM alert_events"
+                    "SELECT extract(epoch FROM fired_at - event_at) * 1000 + %s FROM alert_events",
+                    (OFFSET[0],),
                 ).fetchall()
             )
         got = [line.split() for line in out.read_text().splitlines()] if out.exists() else []
-    lags = sorted(int(r) - int(a) for _, a, r in got)
+    lags = sorted(int(r) - int(a) + OFFSET[0] for _, a, r in got)
     n = len(lags)
     p50 = lags[n // 2] if n else float("nan")
     p99 = lags[min(n - 1, int(n * 0.99))] if n else float("nan")
