@@ -28,10 +28,14 @@ from bytewax.operators import StatefulLogic
 
 from core import calendar, intraday
 from core.schemas import BRONZE_MINUTE
-from dataflows.minute_fold import MINUTE_MS, FoldOut, MinuteBar, ms_iso, session_date
+from dataflows.minute_fold import MINUTE_MS, Event, FoldOut, MinuteBar, ms_iso, session_date
 from dataflows.pacing import Pace
 
 KEY: Final = "rollups"
+SLICES: Final = 10
+"""Forming bars are published a slice of the symbols at a time, each slice once per interval:
+six intervals for every symbol of the market at once took the worker (and Redis) a burst of a
+hundred milliseconds or more every second, and every trade behind it waited."""
 _END: Final = 2**62
 Minute = tuple[float, float, float, float, float, float | None, int]
 """open, high, low, close, volume, vwap, trades of a final minute bar."""
@@ -39,8 +43,8 @@ WindowKey = tuple[str, str, int]
 """(interval, symbol, window start ms)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RollupBar:
+@dataclass(slots=True, unsafe_hash=True)
+class RollupBar(Event):
     """A live intraday bar event."""
 
     interval: str
@@ -139,20 +143,22 @@ class RollupState:
     sums: dict[WindowKey, list[Any]] = field(default_factory=dict)
     """Per forming window, the summary of its final minutes (dropped when one changes)."""
 
-    def step(self, out: FoldOut, *, publish: bool = True) -> list[RollupBar]:
+    def step(
+        self, out: FoldOut, *, publish: bool = True, share: tuple[int, int] = (0, 1)
+    ) -> list[RollupBar]:
         """Fold one result of the minute fold; the rollup events it causes.
 
         Final bars and revisions go out at once; forming bars only with ``publish`` (those
-        changed since the last publication), computed from the window's summary, not per
-        minute.
+        of slice ``share`` changed since the last publication, see :meth:`flush`), computed
+        from the window's summary, not per minute.
         """
         eof = not out.part
-        part = out.part
+        source = out.part
         finals: set[WindowKey] = set()
         revised: set[WindowKey] = set()
         for b in out.final:
             if not eof:
-                self.part_of[b.symbol] = part
+                self.part_of[b.symbol] = source
             self.minutes.setdefault(b.symbol, {})[b.start] = _values(b)
             for name in self.intervals:
                 key = self._window(name, b.symbol, b.start)
@@ -163,7 +169,7 @@ class RollupState:
                     revised.add(key)
         for b in out.forming:
             if not eof:
-                self.part_of[b.symbol] = part
+                self.part_of[b.symbol] = source
             cur = self.waiting.get(b.symbol)
             if cur is None or b.start >= cur.start:
                 self.waiting[b.symbol] = b
@@ -173,30 +179,38 @@ class RollupState:
                     finals |= keys
             self.ends.clear()
         else:
-            self.marks[part] = max(self.marks.get(part, out.watermark), out.watermark)
-            ends = self.ends.get(part, {})
-            for end in [e for e in ends if e <= self.marks[part]]:
+            self.marks[source] = max(self.marks.get(source, out.watermark), out.watermark)
+            ends = self.ends.get(source, {})
+            for end in [e for e in ends if e <= self.marks[source]]:
                 finals |= ends.pop(end)
         for key in finals:
             self.windows[key][2] = 1
             self.sums.pop(key, None)
         bars = self._emit(finals | revised)
         if publish:
-            bars += self.flush()
+            bars += self.flush(share)
         self._forget()
         return bars
 
-    def flush(self) -> list[RollupBar]:
-        """The forming bars of the windows whose forming minute changed since the last time."""
+    def flush(self, share: tuple[int, int] = (0, 1)) -> list[RollupBar]:
+        """The forming bars of the windows whose forming minute changed since the last time.
+
+        ``share`` (k, n): only the symbols of slice k of n (by their hash in this process);
+        the others keep waiting for their slice's turn.
+        """
+        k, n = share
+        chosen = [
+            (symbol, b) for symbol, b in self.waiting.items() if n == 1 or hash(symbol) % n == k
+        ]
         bars = []
-        for symbol, b in sorted(self.waiting.items()):
+        for symbol, b in sorted(chosen):
+            del self.waiting[symbol]
             if b.start in self.minutes.get(symbol, {}):
                 continue  # final since: its windows' bars come with the next forming minute
             for name in self.intervals:
                 key = self._window(name, symbol, b.start)
                 if key is not None and not self.windows[key][2]:
                     bars.append(self._forming(key, b))
-        self.waiting.clear()
         return bars
 
     def _forming(self, key: WindowKey, b: MinuteBar) -> RollupBar:
@@ -305,18 +319,34 @@ def _rows(table: pa.Table) -> Iterable[dict[str, Any]]:
 
 
 class _RollupLogic(StatefulLogic[FoldOut, list[RollupBar], RollupState]):
+    """Forming bars a slice of the symbols at a time, each slice once per ``publish_s``.
+
+    A slice every ``publish_s / SLICES`` spreads the work over the interval (0: all at once).
+    """
+
     def __init__(self, state: RollupState, publish_s: float) -> None:
         self.state = state
-        self.pace = Pace(publish_s)
+        self.slices = SLICES if publish_s > 0 else 1
+        self.pace = Pace(publish_s / self.slices)
+        self.turn = 0
+
+    def _next(self) -> tuple[int, int]:
+        share = (self.turn, self.slices)
+        self.turn = (self.turn + 1) % self.slices
+        return share
 
     def on_item(self, value: FoldOut) -> tuple[Iterable[list[RollupBar]], bool]:
-        bars = self.state.step(value, publish=self.pace.ready())
+        if self.pace.ready():
+            bars = self.state.step(value, publish=True, share=self._next())
+        else:
+            bars = self.state.step(value, publish=False)
         return ([bars] if bars else []), StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[list[RollupBar]], bool]:
         if not self.state.waiting or not self.pace.ready():
             return [], StatefulLogic.RETAIN
-        return [self.state.flush()], StatefulLogic.RETAIN
+        bars = self.state.flush(self._next())
+        return ([bars] if bars else []), StatefulLogic.RETAIN
 
     def notify_at(self) -> dt.datetime | None:
         return self.pace.wake_at(bool(self.state.waiting))
