@@ -142,6 +142,8 @@ class RollupState:
     """Per symbol, the newest forming minute not yet rolled up."""
     sums: dict[WindowKey, list[Any]] = field(default_factory=dict)
     """Per forming window, the summary of its final minutes (dropped when one changes)."""
+    forgotten_before: int = -_END
+    """Windows ending before this minute are dropped (the last edge :meth:`_forget` used)."""
 
     def step(
         self, out: FoldOut, *, publish: bool = True, share: tuple[int, int] = (0, 1)
@@ -263,9 +265,17 @@ class RollupState:
         return out
 
     def _forget(self) -> None:
+        """Drop what the horizon passed, once per minute of watermark.
+
+        Not per batch: every window and every symbol's minutes are walked.
+        """
         if not self.marks:
             return
         edge = min(self.marks.values()) - self.horizon_ms
+        edge -= edge % MINUTE_MS
+        if edge <= self.forgotten_before:
+            return
+        self.forgotten_before = edge
         old = [k for k, w in self.windows.items() if w[2] and w[0] < edge]
         for k in old:
             del self.windows[k]
