@@ -6,9 +6,10 @@ Every process is real: the live flow (this process, one worker, with its Redis, 
 and alert sinks), the API (``python -m api`` in a subprocess), embedded Postgres and Redis, and
 one WebSocket per owner in a listener subprocess. Trades are random walks per symbol, stamped
 with the time the paced source was due to release them, moved into a regular session (from
-09:30:55 New York on a fixed day, so minutes close and 5m..4h bars form and close as in the
-market, whatever day the benchmark runs): an alert's ``event_at``, less that shift, is when
-its trade was due and its arrival on the socket gives the latency. Rules: 80% price
+09:30:55 New York on the next session, so minutes close and 5m..4h bars form and close as in
+the market whatever day the benchmark runs, and after every rule was made): an alert's
+``event_at``, less that shift, is when its trade was due, and its arrival on the socket gives
+the latency. The trades are made before the run (the flow's process only reads them). Rules: 80% price
 levels (near each symbol's price, so they cross now and then), 20% bar rules on 1m (percent
 move, volume spike, EMA cross, RSI band), spread over 20 owners; the per-owner limit is raised
 so no alert is summarised.
@@ -39,9 +40,9 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.testing import TestingSink, run_main
 
 from api.auth import owner_id
-from benchmarks.live_fold import PACED_T0_MS, PUBLISH, ROLLUP_PUBLISH
+from benchmarks.live_fold import PUBLISH, ROLLUP_PUBLISH
 from benchmarks.report import write_section
-from core import alerts
+from core import alerts, calendar
 from core.alert_engine import Engine
 from core.alerts import Arm, Rule
 from core.embedded import postgres_url, redis_url
@@ -98,60 +99,91 @@ OFFSET: list[int] = [0]
 """Market time minus wall time (ms): trades are stamped in a regular session, whatever the day."""
 
 
+def market_start() -> int:
+    """Unix ms of 09:30:55 New York on the next session.
+
+    Every rule exists before it (a rule never fires on an earlier trade); a minute closes 10 s in.
+    """
+    day = calendar.next_session(dt.datetime.now(dt.UTC).date())
+    return int(calendar.session_open(day).timestamp() * 1000) + 55_000
+
+
+def walk_frames(symbols: list[str], rate: float, seconds: float, t0: int) -> list[list[str]]:
+    """Each read's trades (20 ms of them) as WebSocket frames, in market time from ``t0``.
+
+    Made before the run, so the flow's process spends nothing on generating them.
+    """
+    rng = random.Random(7)
+    price = dict.fromkeys(symbols, 100.0)
+    per_read = max(1, int(rate / 50))
+    left, seq = int(rate * seconds), 0
+    reads: list[list[str]] = []
+    while left > 0:
+        t = t0 + int(len(reads) * per_read / rate * 1000)
+        n = min(per_read, left)
+        left -= n
+        evs = []
+        for _ in range(n):
+            sym = symbols[rng.randrange(len(symbols))]
+            p = price[sym] = max(1.0, price[sym] + rng.gauss(0, 0.05))
+            seq += 1
+            evs.append({"ev": "T", "sym": sym, "p": round(p, 2), "s": 100, "t": t, "x": 4,
+                        "i": str(seq)})  # fmt: skip
+        reads.append([json.dumps(evs[i : i + FRAME]) for i in range(0, len(evs), FRAME)])
+    return reads
+
+
 class _Walk(StatelessSourcePartition[Chunk]):
-    def __init__(self, symbols: list[str], rate: float, seconds: float) -> None:
-        self.rng = random.Random(7)
-        self.symbols = symbols
-        self.price = dict.fromkeys(symbols, 100.0)
-        self.per_read = max(1, int(rate / 50))  # 20 ms of trades per read
-        self.every = self.per_read / rate
-        self.left = int(rate * seconds)
+    def __init__(self, reads: list[list[str]], every: float, t0: int) -> None:
+        self.reads = reads
+        self.every = every
+        self.k = 0
         self.next = time.monotonic()
-        self.seq = 0
         self.wall0 = 0.0  # wall clock (ms) of the first read, and its monotonic time
         self.mono0 = 0.0
+        self.t0 = t0
+        self.warm = False
         LAG.clear()
         OFFSET[0] = 0
 
     def next_batch(self) -> list[Chunk]:
-        if self.left <= 0:
+        if self.k >= len(self.reads):
             raise StopIteration
+        if not self.warm:
+            # an empty read first: the flow's steps start (the alert step loads every rule)
+            # before the clock does, as a flow in production started long before
+            self.warm = True
+            return [Chunk("p0", [], now_ms(), caught_up=True)]
         if not self.wall0:
+            self.next = time.monotonic()
             self.wall0, self.mono0 = time.time() * 1000, self.next
-            OFFSET[0] = PACED_T0_MS - int(self.wall0)
+            OFFSET[0] = self.t0 - int(self.wall0)
         wait = self.next - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        # stamped with when the trades were due, not when the flow got round to reading them:
-        # a flow that falls behind the paced rate shows it in the latency (open loop); in
-        # market time, a regular session's (a night or weekend run would otherwise have no
-        # final bar, no 5m..4h bar and no bar alert: every minute is rejected as no session)
+        # the trades are stamped with when they were due, not when the flow got round to
+        # reading them: a flow that falls behind the paced rate shows it in the latency (open
+        # loop); in market time, a regular session's (a night or weekend run would otherwise
+        # have no final bar, no 5m..4h bar and no bar alert: every minute is no session)
         due = int(self.wall0 + (self.next - self.mono0) * 1000)
         LAG.append(max(0, now_ms() - due))
-        t = due + OFFSET[0]
         self.next += self.every
-        n = min(self.per_read, self.left)
-        self.left -= n
-        evs = []
-        for _ in range(n):
-            sym = self.symbols[self.rng.randrange(len(self.symbols))]
-            p = self.price[sym] = max(1.0, self.price[sym] + self.rng.gauss(0, 0.05))
-            self.seq += 1
-            evs.append({"ev": "T", "sym": sym, "p": round(p, 2), "s": 100, "t": t, "x": 4,
-                        "i": str(self.seq)})  # fmt: skip
-        frames = [json.dumps(evs[i : i + FRAME]) for i in range(0, len(evs), FRAME)]
+        frames = self.reads[self.k]
+        self.k += 1
         return [Chunk("p0", list(frames), due, caught_up=True)]
 
 
 class WalkSource(DynamicSource[Chunk]):
-    """Random-walk trades at ``rate`` per second for ``seconds``, stamped when released."""
+    """Random-walk trades at ``rate`` per second for ``seconds``, released on schedule."""
 
     def __init__(self, symbols: list[str], rate: float, seconds: float) -> None:
-        self.symbols, self.rate, self.seconds = symbols, rate, seconds
+        self.t0 = market_start()
+        self.reads = walk_frames(symbols, rate, seconds, self.t0)
+        self.every = max(1, int(rate / 50)) / rate
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Walk:
         """One paced partition."""
-        return _Walk(self.symbols, self.rate, self.seconds)
+        return _Walk(self.reads, self.every, self.t0)
 
 
 def baseline_rate(rules: list[Rule], symbols: list[str], sample: int = 2000) -> float:
