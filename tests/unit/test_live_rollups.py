@@ -3,6 +3,7 @@ close), one symbol halted mid-session, resent and late trades."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import random
@@ -22,7 +23,7 @@ from dataflows.connectors.minute_sink import write_fragments
 from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.live import build_live_flow
 from dataflows.minute_fold import FoldOut, MinuteBar
-from dataflows.rollups import RollupBar
+from dataflows.rollups import RollupBar, RollupState
 from dataflows.simulator import Market
 from dataflows.simulator.ws import resent
 from dataflows.trades import Chunk, Reject
@@ -136,3 +137,38 @@ def test_a_failed_rollup_write_stops_the_flow() -> None:
     sink.write_batch([[_bar("S0", final=True)]])
     with pytest.raises(redis.exceptions.ConnectionError):
         sink.close()
+
+
+def test_forming_bars_from_running_summaries_equal_summaries_made_afresh() -> None:
+    """A window's summary follows its minutes as they close (a revision or a minute closing
+    out of order starts it over): every forming bar equals the one from a fresh summary."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    rng = random.Random(11)
+
+    def bar(symbol: str, k: int, final: bool, revision: int = 0) -> MinuteBar:
+        o, c = 100 + rng.random() / 7, 100 + rng.random() / 3
+        return MinuteBar(
+            symbol=symbol, start=opened + k * 60_000, open=o, high=max(o, c) + 0.1,
+            low=min(o, c) - 0.1, close=c, volume=rng.choice([100.0, 0.3, 1e-3]),
+            vwap=None if k % 9 == 4 else (o + c) / 2, trades=rng.randrange(1, 9),
+            final=final, revision=revision, partial=False,
+        )  # fmt: skip
+
+    state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    steps = []
+    for k in range(1, 40):
+        final = [bar(s, k - 1, True) for s in ("AA", "BB")]
+        if k % 7 == 0:
+            final.append(bar("AA", k - 3, True, revision=1))  # a late trade revised a minute
+        if k == 20:
+            final.append(bar("BB", 17, True))  # closes after the minutes after it
+        steps.append(FoldOut("p0", 0, forming=[bar(s, k, False) for s in ("AA", "BB")],
+                             final=final, watermark=opened + k * 60_000))  # fmt: skip
+    forming = 0
+    for out in steps:
+        fresh = copy.deepcopy(state)
+        fresh.sums.clear()
+        got, want = state.step(out), fresh.step(out)
+        assert got == want
+        forming += sum(not b.final for b in got)
+    assert forming > 200
