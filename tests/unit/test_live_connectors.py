@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 
 import pytest
+import redis
 from pydantic import SecretStr
 
 from core.lake import Lake
 from core.schemas import BRONZE_MINUTE, QUARANTINE
 from core.settings import LiveSettings
+from core.stores.redis import connect
 from dataflows.connectors.kinesis import MAX_RECORDS, request_chunks
 from dataflows.connectors.minute_sink import MinuteBarSink
 from dataflows.connectors.quarantine_sink import QuarantineSink
+from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.websocket import Backoff, WsConfig, parse_symbols, ws_config, ws_url
 from dataflows.ingest import MALFORMED, UNKNOWN, frame_records
-from dataflows.minute_fold import LATE_BEYOND_HORIZON, MinuteBar
+from dataflows.minute_fold import LATE_BEYOND_HORIZON, FoldOut, MinuteBar
 from dataflows.trades import Reject
 
 pytestmark = pytest.mark.unit
@@ -133,3 +137,28 @@ def test_live_module_builds_flow_only_on_access() -> None:
     assert "flow" not in vars(live)  # importing read no settings and opened nothing
     with pytest.raises(AttributeError):
         _ = live.no_such_thing
+
+
+def test_live_redis_writes_leave_the_worker_and_final_bars_wait_for_redis(
+    redis_server_url: str, redis_prefix: str
+) -> None:
+    """Forming bars go out on the sink's own thread, in order; a batch with a final bar
+    returns only once Redis holds it (recovery may commit its epoch then)."""
+    sink = RedisLiveSink(redis_server_url, redis_prefix).build("redis", 0, 1)
+    r = connect(redis_server_url)
+    for k in range(30):
+        forming = replace(bar(1, close=10 + k / 100), final=False)
+        sink.write_batch([FoldOut("p0", 0, forming=[forming])])
+    sink.write_batch([FoldOut("p0", 0, final=[bar(0, close=9.5)])])
+    final = r.get(f"{redis_prefix}final:AAPL")
+    forming_doc = r.get(f"{redis_prefix}bar:AAPL")
+    assert final is not None and json.loads(final)["close"] == 9.5
+    assert forming_doc is not None and json.loads(forming_doc)["close"] == 10.29
+    sink.close()
+
+
+def test_a_failed_live_redis_write_stops_the_flow() -> None:
+    sink = RedisLiveSink("redis://127.0.0.1:9/0").build("redis", 0, 1)  # nothing listens
+    with pytest.raises(redis.exceptions.ConnectionError):
+        sink.write_batch([FoldOut("p0", 0, final=[bar(0)])])
+    sink.close()
