@@ -9,8 +9,8 @@ Every key carries a prefix so several deployments (or tests) can share one serve
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Protocol
 
 import orjson
 import redis
@@ -45,7 +45,21 @@ def bar_channel(prefix: str, symbol: str) -> str:
     return f"{prefix}{BARS}:{symbol}"
 
 
-def _dumps(doc: Mapping[str, Any]) -> bytes:
+def encode(doc: Mapping[str, Any]) -> bytes:
+    """A document as Redis stores and publishes it (JSON)."""
+    return orjson.dumps(doc, default=str)
+
+
+class Document(Protocol):
+    """A live record (a bar, a latest trade) that knows its Redis document."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def encode_at(item: Document, updated_at: str) -> bytes:
+    """``item``'s document stamped with ``updated_at``, encoded."""
+    doc = item.to_json()
+    doc["updated_at"] = updated_at
     return orjson.dumps(doc, default=str)
 
 
@@ -154,30 +168,50 @@ class LiveStore:
         metrics: Mapping[str, Mapping[str, Any]],
         ttl_s: int,
     ) -> None:
-        """The live flow's writes in one server-side script; every key expires after ``ttl_s``.
-
-        One command instead of one per key: a pipelined command costs the client about ten
-        times more than an argument does, and a publication carries hundreds of documents.
-        """
-        keys: list[str] = []
-        docs: list[bytes] = []
+        """The live flow's writes in one server-side script (:meth:`write_encoded`)."""
+        docs: list[tuple[str, bytes]] = []
         encoded: dict[int, bytes] = {}  # a bar stored and published is encoded once
         for kind, group in (("latest", latest), ("bar", forming), ("final", final)):
             for symbol, doc in group.items():
-                keys.append(self._k(kind, symbol))
-                docs.append(data := _dumps(doc))
+                docs.append((self._k(kind, symbol), data := encode(doc)))
                 encoded[id(doc)] = data
-        published = [
-            x for doc in events for x in (str(doc["symbol"]), encoded.get(id(doc)) or _dumps(doc))
-        ]
+        published = [(str(d["symbol"]), encoded.get(id(d)) or encode(d)) for d in events]
+        self.write_encoded(docs=docs, events=published, metrics=metrics, ttl_s=ttl_s)
+
+    def write_encoded(
+        self,
+        *,
+        docs: Sequence[tuple[str, bytes]],
+        events: Sequence[tuple[str, bytes]],
+        metrics: Mapping[str, Mapping[str, Any]],
+        ttl_s: int,
+    ) -> None:
+        """Encoded documents in one server-side script; every key expires after ``ttl_s``.
+
+        Each (key, JSON) of ``docs`` is stored, each (symbol, JSON) of ``events`` published on
+        the symbol's channel, each of ``metrics`` written as a hash. One command instead of one
+        per key: a pipelined command costs the client about ten times more than an argument
+        does, and a publication carries thousands of documents.
+        """
+        keys = [k for k, _ in docs]
         keys += [self._k("metrics:live", part) for part in metrics]
-        hashes = [_dumps({k: str(v) for k, v in m.items()}) for m in metrics.values()]
-        if not keys and not published:
+        hashes = [encode({k: str(v) for k, v in m.items()}) for m in metrics.values()]
+        if not keys and not events:
             return
         if self._write is None:
             self._write = self.r.register_script(_WRITE_LIVE)
         args: list[bytes | str | int] = [ttl_s, self.bar_channel(""), len(docs), len(events)]
-        self._write(keys=keys, args=[*args, *docs, *published, *hashes])
+        args += [d for _, d in docs]
+        args += [x for e in events for x in e]
+        self._write(keys=keys, args=[*args, *hashes])
+
+    def key(self, kind: str, name: str) -> str:
+        """``{prefix}{kind}:{name}``.
+
+        Kinds ``latest``, ``bar`` (forming) and ``final``; a 5m..4h bar's name is
+        ``{interval}:{SYMBOL}``.
+        """
+        return self._k(kind, name)
 
     def live_metrics(self) -> dict[str, dict[str, str]]:
         """The live flow's counters per source partition."""

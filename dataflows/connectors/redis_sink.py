@@ -23,7 +23,7 @@ import time
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from core.stores.redis import LiveStore, connect
+from core.stores.redis import LiveStore, connect, encode_at
 from dataflows.connectors.background import OrderedWriter
 from dataflows.minute_fold import FoldOut, LastTrade, MinuteBar, ms_iso
 
@@ -77,12 +77,14 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
         for part in metrics:
             self._metrics_at[part] = clock
         now = dt.datetime.now(dt.UTC).isoformat()
-        docs = {id(b): _doc(b, now) for b in events}
-        self._store.write_live(
-            latest={s: _doc(t, now) for s, t in latest.items()},
-            forming={s: docs[id(b)] for s, b in forming.items()},
-            final={s: docs[id(b)] for s, b in final.items()},
-            events=list(docs.values()) if self._publish else [],
+        key = self._store.key
+        encoded = {id(b): encode_at(b, now) for b in events}  # stored and published: once
+        docs = [(key("latest", s), encode_at(t, now)) for s, t in latest.items()]
+        docs += [(key("bar", s), encoded[id(b)]) for s, b in forming.items()]
+        docs += [(key("final", s), encoded[id(b)]) for s, b in final.items()]
+        self._store.write_encoded(
+            docs=docs,
+            events=[(b.symbol, encoded[id(b)]) for b in events] if self._publish else [],
             metrics={p: {**m, "updated_at": now} for p, m in metrics.items()},
             ttl_s=self._ttl_s,
         )
@@ -92,12 +94,6 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
             self._writer.close()
         finally:
             self._store.r.close()
-
-
-def _doc(x: MinuteBar | LastTrade, now: str) -> dict[str, object]:
-    doc = x.to_json()
-    doc["updated_at"] = now
-    return doc
 
 
 class RedisLiveSink(DynamicSink[FoldOut]):

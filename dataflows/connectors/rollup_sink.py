@@ -19,7 +19,7 @@ import datetime as dt
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from core.stores.redis import LiveStore, connect
+from core.stores.redis import LiveStore, connect, encode_at
 from dataflows.connectors.background import OrderedWriter
 from dataflows.rollups import RollupBar
 
@@ -35,41 +35,27 @@ class _RollupPartition(StatelessSinkPartition[list[RollupBar]]):
             self._writer.submit(self._write, items)
 
     def _write(self, items: list[list[RollupBar]]) -> None:
-        forming: dict[str, RollupBar] = {}
-        final: dict[str, RollupBar] = {}
-        events: list[RollupBar] = []
+        now = dt.datetime.now(dt.UTC).isoformat()
+        newest: dict[str, tuple[int, bytes]] = {}  # per key, the latest window's document
+        events: list[tuple[str, bytes]] = []
+        key = self._store.key
         for bars in items:
             for b in bars:
-                slot = f"{b.interval}:{b.symbol}"
-                chosen = final if b.final else forming
-                cur = chosen.get(slot)
-                if cur is None or b.start >= cur.start:
-                    chosen[slot] = b
-                events.append(b)
-        if not events:
-            return
-        now = dt.datetime.now(dt.UTC).isoformat()
-        docs = {id(b): _doc(b, now) for b in events}
-        self._store.write_live(
-            latest={},
-            forming={k: docs[id(b)] for k, b in forming.items()},
-            final={k: docs[id(b)] for k, b in final.items()},
-            events=list(docs.values()),
-            metrics={},
-            ttl_s=self._ttl_s,
-        )
+                data = encode_at(b, now)
+                events.append((b.symbol, data))
+                k = key("final" if b.final else "bar", f"{b.interval}:{b.symbol}")
+                cur = newest.get(k)
+                if cur is None or b.start >= cur[0]:
+                    newest[k] = (b.start, data)
+        if events:
+            docs = [(k, data) for k, (_, data) in newest.items()]
+            self._store.write_encoded(docs=docs, events=events, metrics={}, ttl_s=self._ttl_s)
 
     def close(self) -> None:
         try:
             self._writer.close()
         finally:
             self._store.r.close()
-
-
-def _doc(b: RollupBar, now: str) -> dict[str, object]:
-    doc = b.to_json()
-    doc["updated_at"] = now
-    return doc
 
 
 class RollupRedisSink(DynamicSink[list[RollupBar]]):
