@@ -9,8 +9,9 @@ after ``ttl_s``.
 Writes run on a thread of their own, in order: a second's forming bars for the market (six
 intervals for every symbol that traded) take tens of milliseconds to encode and send, and
 the minute bars behind them on the worker must not wait for that
-(:class:`dataflows.connectors.background.OrderedWriter`). A failed write stops the flow at the
-next batch.
+(:class:`dataflows.connectors.background.OrderedWriter`). A batch carrying a final bar returns
+only once Redis holds it, so recovery never commits an epoch whose final bars Redis lacks (a
+wait at window closes only). A failed write stops the flow at the next batch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class _RollupPartition(StatelessSinkPartition[list[RollupBar]]):
     def write_batch(self, items: list[list[RollupBar]]) -> None:
         if any(items):
             self._writer.submit(self._write, items)
+            if any(b.final for bars in items for b in bars):
+                self._writer.drain()
 
     def _write(self, items: list[list[RollupBar]]) -> None:
         now = dt.datetime.now(dt.UTC).isoformat()

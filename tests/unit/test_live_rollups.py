@@ -132,11 +132,29 @@ def test_rollup_writes_leave_the_worker_and_land_in_order(
     assert doc is not None and json.loads(doc)["symbol"] == "S0"
 
 
-def test_a_failed_rollup_write_stops_the_flow() -> None:
-    sink = RollupRedisSink("redis://127.0.0.1:9/0").build("rollups", 0, 1)  # nothing listens
+def test_final_rollups_are_in_redis_when_their_batch_returns(
+    redis_server_url: str, redis_prefix: str
+) -> None:
+    """Recovery may commit the epoch once the sink returns: its final bars must be stored."""
+    sink = RollupRedisSink(redis_server_url, redis_prefix).build("rollups", 0, 1)
+    r = connect(redis_server_url)
+    for k in range(10):
+        sink.write_batch([[_bar(f"S{k}", final=False)]])
     sink.write_batch([[_bar("S0", final=True)]])
+    doc = r.get(f"{redis_prefix}final:5m:S0")
+    assert doc is not None and json.loads(doc)["final"] is True
+    sink.close()
+
+
+def test_a_failed_rollup_write_stops_the_flow() -> None:
+    forming = RollupRedisSink("redis://127.0.0.1:9/0").build("rollups", 0, 1)  # nothing listens
+    forming.write_batch([[_bar("S0", final=False)]])
     with pytest.raises(redis.exceptions.ConnectionError):
-        sink.close()
+        forming.close()
+    final = RollupRedisSink("redis://127.0.0.1:9/0").build("rollups", 0, 1)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        final.write_batch([[_bar("S0", final=True)]])
+    final.close()
 
 
 def test_forming_bars_from_running_summaries_equal_summaries_made_afresh() -> None:
