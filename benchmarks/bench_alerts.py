@@ -276,6 +276,13 @@ def main() -> None:
         "--no-bars", action="store_true",
         help="no bar updates on Redis (isolates the alert path from the bar relay's load)",
     )  # fmt: skip
+    p.add_argument(
+        "--rollup-publish-ms",
+        type=int,
+        default=int(ROLLUP_PUBLISH.total_seconds() * 1000),
+        help="interval between publications of forming 5m..4h bars (LIVE_ROLLUP_PUBLISH_MS);"
+        " default: the setting's default",
+    )
     p.add_argument("--listen", nargs=3, metavar=("PORT", "OUT", "STOP"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.listen:
@@ -323,7 +330,7 @@ def main() -> None:
                 alerts=AlertSink(pg, rd, PREFIX, max_per_minute=1_000_000),
                 alert_feed=feed_factory(FeedConfig(pg, rd, PREFIX), None),
                 publish_every=PUBLISH,
-                rollup_every=ROLLUP_PUBLISH,
+                rollup_every=dt.timedelta(milliseconds=args.rollup_publish_ms),
             )  # fmt: skip
             tune_gc()  # as flow_from_settings does
             started = time.perf_counter()
@@ -360,7 +367,7 @@ def main() -> None:
         if args.no_bars
         else "Bar updates (minute and 5m..4h, forming and final) are published as in production "
         f"(forming minute bars and latest trades every {PUBLISH.total_seconds() * 1000:.0f} ms, "
-        f"forming 5m..4h bars every {ROLLUP_PUBLISH.total_seconds():g} s, final bars at once), "
+        f"forming 5m..4h bars every {args.rollup_publish_ms / 1000:g} s, final bars at once), "
         "each on its symbol's channel, which the API's hub reads only for the symbols its "
         "sockets follow (the listener's sockets follow none)."
     )
