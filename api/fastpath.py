@@ -15,6 +15,14 @@ then served here, before routing, redoing only what can differ between two ident
   it was read under, known in memory (else the full path looks it up);
 - the answer's freshness, ETag / 304 and gzip: :func:`api.responses.send_stored`, as always.
 
+An answer that reaches the present is cached only briefly (``API_FRESH_CACHE_S``); had it
+simply expired, every request for it would wait for a read then, and answers cached together
+expire together (a burst of reads). So an answer still in use is renewed ahead of its expiry:
+once less than half its time is left, the request is made again in the background, reading the
+data afresh (never the cache, never counted against the caller's limit), one renewal at a time
+per process; the callers keep the copy that is still true meanwhile. No answer is served past
+its expiry.
+
 The latest quote (``GET /v1/latest/{symbol}`` without a query) is never cached, but once the
 router has served one, the next are served here the same way: a valid ticker and a key known
 in memory go straight to its one Redis MGET.
@@ -26,8 +34,11 @@ app unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
+from collections.abc import MutableMapping
 from typing import Any, Final
 
 import redis
@@ -39,7 +50,7 @@ from api.params import SYMBOL_PATTERN
 from api.principals import Principal, digest
 from api.problems import Problem, answer, unavailable
 from api.resources import Resources
-from api.responses import header_of, send_stored
+from api.responses import REFRESH, Stored, header_of, send_stored
 from api.routes import live
 from core.layout import LayoutError, normalise_symbol
 
@@ -71,6 +82,7 @@ class FastAnswers:
         self.app = app
         self.res = resources
         self._latest_route: Any = None
+        self._renewing: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -129,4 +141,29 @@ class FastAnswers:
             await answer(exc, request.url.path)(scope, receive, send)
             return True
         await send_stored(request, stored)(scope, receive, send)
+        self._renew(scope, stored)
         return True
+
+    def _renew(self, scope: Scope, stored: Stored) -> None:
+        """Make the request again in the background when ``stored`` nears its expiry."""
+        if (self._renewing is not None and not self._renewing.done()) or not stored.refresh_due(
+            time.monotonic()
+        ):
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"if-none-match"]
+        inner = {**scope, "headers": headers, "state": dict(scope.get("state") or {})}
+        inner[REFRESH] = True
+        inner.pop("route", None)
+        self._renewing = asyncio.get_running_loop().create_task(self._renewal(inner))
+
+    async def _renewal(self, scope: Scope) -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            return None
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:  # the cached copy stays until it expires; the next use retries
+            log.warning("renewing a cached answer failed: %s", type(exc).__name__)

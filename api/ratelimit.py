@@ -28,6 +28,7 @@ from api.principals import Principal
 from api.problems import Problem
 from api.ratecounts import LocalCounts
 from api.resources import Resources
+from api.responses import REFRESH
 
 log = logging.getLogger(__name__)
 WINDOW_S: Final = 60
@@ -93,7 +94,12 @@ async def count(res: Resources, key: Principal, now: float | None = None) -> Ver
 
 
 async def enforce(conn: HTTPConnection, res: Resources, key: Principal) -> None:
-    """Count the request; 429 past the limit, RateLimit headers on the answer either way."""
+    """Count the request; 429 past the limit, RateLimit headers on the answer either way.
+
+    A renewal the API makes itself (:data:`api.responses.REFRESH`) is not the caller's request.
+    """
+    if conn.scope.get(REFRESH):
+        return
     verdict = await count(res, key)
     if verdict is None:
         return

@@ -37,6 +37,11 @@ BUFFER_BYTES: Final = 1 << 20
 GZIP_MIN: Final = 1024
 GZIP_LEVEL: Final = 5
 NO_STORE: Final = "no-store"
+REFRESH: Final = "condvest.refresh"
+"""Scope key of a request the API makes itself to renew a cached answer (:mod:`api.fastpath`):
+it reads the data afresh, whatever is cached, and is not counted against the caller's limit."""
+REFRESH_AT: Final = 0.5
+"""An answer in use is renewed once less than this share of its time in the cache is left."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,16 @@ class Stored:
     media_type: str
     headers: dict[str, str]
     expires: float
+    ttl: float = 0.0
+    """Seconds it was made to stay true (0: unknown)."""
     _gzipped: bytes | None = field(default=None, repr=False)
+
+    def refresh_due(self, now: float) -> bool:
+        """True once less than :data:`REFRESH_AT` of its time is left.
+
+        Renewed while in use, requests never wait for its read when it expires.
+        """
+        return self.ttl > 0 and self.expires - now < self.ttl * REFRESH_AT
 
     def gzipped(self) -> bytes:
         """The gzip encoding, made once."""
@@ -264,6 +278,8 @@ async def cached(
     A hit is remembered under this request's own signature, so the next identical request is
     answered before routing (:mod:`api.fastpath`), however it spelled ``Accept``.
     """
+    if request.scope.get(REFRESH):
+        return None
     key = ResponseCache.key(request, fmt, tag)
     stored = await res.answer(key)
     if stored is None:
@@ -305,6 +321,7 @@ def render(
         media_type=fmt.media_type,
         headers=out_headers,
         expires=time.monotonic() + (policy.ttl if policy else 0.0),
+        ttl=policy.ttl if policy else 0.0,
     )
     if cache is not None and policy is not None and policy.ttl > 0:
         key = ResponseCache.key(request, fmt, tag)

@@ -40,6 +40,7 @@ def pack(stored: Stored, ttl: float, now: float | None = None) -> bytes:
             "media_type": stored.media_type,
             "headers": stored.headers,
             "expires_at": (time.time() if now is None else now) + ttl,
+            "ttl": stored.ttl,
         }
     )
     return len(head).to_bytes(_HEAD, "big") + head + stored.body
@@ -59,6 +60,7 @@ def unpack(raw: bytes, now: float | None = None) -> Stored | None:
             media_type=str(head["media_type"]),
             headers={str(k): str(v) for k, v in dict(head["headers"]).items()},
             expires=time.monotonic() + left,
+            ttl=float(head.get("ttl", 0.0)),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None

@@ -198,6 +198,44 @@ def test_repeated_requests_skip_routing_but_not_keys_limits_or_etags(
     assert route in metrics  # labelled by its route, as on the full path
 
 
+def test_an_answer_in_use_is_renewed_before_it_expires(settings: ApiSettings) -> None:
+    """An answer reaching the present is read again in the background once half its time in
+    the cache is gone: callers keep the copy still true, then get the new one before the old
+    expires (no caller waits for the read), and the renewal is not counted against the key."""
+    ttl = 6.0
+    fresh = settings.model_copy(
+        update={"api_fresh_cache_s": ttl, "api_rate_limit": 100, "api_shared_answers": False}
+    )
+    dsn = settings.database_url.get_secret_value()  # type: ignore[union-attr]
+    with postgres.connect(dsn) as conn:
+        postgres.upsert_daily(conn, daily("RENEW", RECENT, "rest", 5.0))
+        conn.commit()
+    with TestClient(create_app(fresh)) as c:
+        sent = time.monotonic()
+        first = c.get("/v1/bars/RENEW", headers=HEADERS)
+        assert first.headers["Cache-Control"] == "private, no-cache"
+        assert c.get("/v1/bars/RENEW", headers=HEADERS).content == first.content
+        with postgres.connect(dsn) as conn:
+            postgres.upsert_daily(
+                conn, daily("RENEW", RECENT, "rest", 7.0, dt.datetime.now(dt.UTC))
+            )
+            conn.commit()
+        time.sleep(ttl * 0.5 + 0.2 - (time.monotonic() - sent))
+        due = c.get("/v1/bars/RENEW", headers=HEADERS)
+        assert due.content == first.content  # still true: served, and renewed behind it
+        seen = 3
+        while time.monotonic() - sent < ttl - 0.1:
+            renewed = c.get("/v1/bars/RENEW", headers=HEADERS)
+            seen += 1
+            if renewed.content != first.content:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the answer was not renewed before it expired")
+        assert renewed.json()["bars"][0]["close"] != first.json()["bars"][0]["close"]
+        assert renewed.headers["RateLimit-Remaining"] == str(100 - seen)
+
+
 def test_a_limit_counted_in_batches_still_stops_at_the_limit(settings: ApiSettings) -> None:
     limited = settings.model_copy(update={"api_rate_limit": 120})
     if (left := 60 - time.time() % 60) < 10:  # one window: not across a minute's end
