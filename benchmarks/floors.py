@@ -55,3 +55,28 @@ def encode_floor(lake: Lake, *, gold: bool) -> Floor:
         for e in lake.list(root, suffix=".parquet")
     ]
     return _encode_all(tables, gold)
+
+
+def versions(lake: Lake) -> dict[str, tuple[int, object]]:
+    """(size, mtime) of every gold and Fibonacci silver month file: what a job rewrote is what
+    changed between two calls."""
+    out: dict[str, tuple[int, object]] = {}
+    for root in [layout.gold_dir(i) for i in GOLD_INTERVALS] + [
+        layout.silver_dir(n) for n in FIB_INTERVALS
+    ]:
+        out.update({e.key: (e.size, e.mtime) for e in lake.list(root, suffix=".parquet")})
+    return out
+
+
+def rewrite_floor(lake: Lake, keys: list[str]) -> Floor:
+    """Read and re-encode exactly ``keys`` (gold or silver month files), timed: the least any
+    rewrite of them costs, since a month file is re-encoded whole."""
+    started = time.process_time()
+    for key in keys:
+        table = lake.read_table(key)
+        if key.startswith("gold/"):
+            gold_files.serialize(table, key.split("/")[1].removeprefix("indicators_"))
+        else:
+            silver.serialize(table)
+    cpu = time.process_time() - started
+    return Floor(len(keys), 0, cpu)
