@@ -1,0 +1,315 @@
+"""Contract check: trades -> minute bars -> intraday silver, through the real entry points.
+
+An archived day of awkward trades (the day after Thanksgiving, an early close) goes through the
+replay flow (``dataflows.replay_trades``, the live flow's own fold), ``batch.consolidate
+--minutes`` and ``batch.intraday``; the minute bars and every 5m..4h bar are compared with an
+oracle written from the contract: the consolidated tape's update rules (a trade updates a field
+only if every condition allows it; none is a regular sale), a trade seen twice counts once, a
+minute without a trade that may set a price has no bar, windows anchored at 09:30 and cut at the
+close, vwap the volume-weighted mean of the minutes' vwap. Minute precedence (rest over live,
+revision, ingested_at, partial) is checked on hand-written fragments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from bytewax.testing import run_main
+
+from batch import consolidate, intraday
+from core import layout
+from core.lake import Lake
+from core.schemas import BRONZE_MINUTE, TRADES
+from core.settings import LiveSettings
+from dataflows import minute_fold, replay_trades
+from tests import contract_oracle as oracle
+
+pytestmark = pytest.mark.unit
+DAY = dt.date(2024, 11, 29)  # day after Thanksgiving: closes 13:00 New York
+OPEN, CLOSE = oracle.session_window(DAY)
+INTERVALS = {"5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120, "4h": 240}
+
+# Polygon's consolidated update rules of the conditions used here: (high_low, open_close, volume)
+RULES = {
+    14: (True, True, True),  # Intermarket Sweep
+    37: (False, False, True),  # Odd Lot Trade
+    12: (False, False, True),  # Form T
+    15: (False, False, False),  # Market Center Official Close
+    33: (True, False, True),  # Sold (Out of Sequence)
+    41: (True, True, True),  # Trade Thru Exempt
+}
+
+
+@dataclass(frozen=True)
+class Trade:
+    symbol: str
+    at: dt.datetime  # New York wall time on DAY, as (h, m, s) offsets below
+    price: float
+    size: float
+    conditions: tuple[int, ...] = ()
+    exchange: int = 4
+    id: str = ""
+    received_later: bool = False
+
+
+def _t(h: int, m: int, s: float) -> dt.datetime:
+    local = dt.datetime(DAY.year, DAY.month, DAY.day, h, m, tzinfo=oracle_ny())
+    return (local + dt.timedelta(seconds=s)).astimezone(dt.UTC)
+
+
+def oracle_ny() -> dt.tzinfo:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("America/New_York")
+
+
+def _trades() -> list[Trade]:
+    raw: list[tuple[Any, ...]] = [
+        ("AAA", _t(9, 29, 30), 9.90, 100, ()),  # before the open: a minute bar, no silver
+        ("AAA", _t(9, 30, 5), 10.00, 100, ()),
+        ("AAA", _t(9, 30, 10), 12.00, 5, (37,)),  # odd lot: volume only
+        ("AAA", _t(9, 30, 20), 8.00, 3, (14, 37)),  # sweep + odd lot: volume only
+        ("AAA", _t(9, 30, 30), 10.10, 200, (), 4, "dup"),
+        ("AAA", _t(9, 30, 30), 10.10, 200, (), 4, "dup", True),  # the same trade again
+        ("AAA", _t(9, 30, 45), 10.20, 50, (), 7, "dup"),  # same id, other exchange: counts
+        ("AAA", _t(9, 30, 50), 20.00, 1000, (15,)),  # official close print: nothing
+        ("AAA", _t(9, 30, 55), 10.05, 0.5, (37,)),  # a fractional odd lot
+        ("AAA", _t(9, 31, 5), 11.00, 10, (33,)),  # high/low and volume, not open/close
+        ("AAA", _t(9, 31, 30), 10.50, 10, ()),
+        ("AAA", _t(9, 31, 40), 10.40, 10, (12,)),  # Form T: volume only
+        ("AAA", _t(9, 32, 10), 10.70, 7, (37,)),  # a minute of odd lots only: no bar
+        ("AAA", _t(9, 33, 0), 10.60, 100, ()),
+        ("AAA", _t(9, 41, 0), 10.80, 100, (14,)),  # 09:35-09:40 empty: no 5m bar
+        ("AAA", _t(11, 29, 59), 10.90, 100, ()),
+        ("AAA", _t(11, 30, 0), 11.10, 100, ()),
+        ("AAA", _t(12, 59, 59.5), 11.30, 300, ()),
+        ("AAA", _t(13, 0, 30), 11.50, 100, ()),  # after the early close
+        ("BBB", _t(9, 45, 0), 50.00, 10, ()),
+        ("BBB", _t(9, 45, 1), 50.25, 10, (41,)),
+        ("BBB", _t(12, 30, 0), 49.75, 40, ()),
+    ]
+    out = []
+    for i, r in enumerate(raw):
+        sym, at, price, size, cond = r[:5]
+        exchange = r[5] if len(r) > 5 else 4
+        ident = r[6] if len(r) > 6 else f"t{i}"
+        out.append(Trade(sym, at, price, float(size), cond, exchange, ident, len(r) > 7))
+    return out
+
+
+def _archive(trades: list[Trade]) -> pa.Table:
+    rows = []
+    for seq, t in enumerate(trades):
+        received = t.at + dt.timedelta(milliseconds=50 if not t.received_later else 5_000)
+        rows.append(
+            {
+                "symbol": t.symbol,
+                "sip_timestamp": t.at,
+                "price": t.price,
+                "size": t.size,
+                "exchange": t.exchange,
+                "conditions": list(t.conditions),
+                "id": t.id,
+                "sequence": seq,
+                "tape": 1,
+                "received_at": received,
+            }
+        )
+    table = pa.Table.from_pylist(rows, schema=TRADES)
+    return table.sort_by([("symbol", "ascending"), ("sip_timestamp", "ascending")])
+
+
+# -- the oracle ---------------------------------------------------------------------------------
+def _allows(t: Trade) -> tuple[bool, bool, bool]:
+    hl = oc = vol = True
+    for c in t.conditions:
+        r = RULES[c]
+        hl, oc, vol = hl and r[0], oc and r[1], vol and r[2]
+    return hl, oc, vol
+
+
+def oracle_minutes(trades: list[Trade]) -> pd.DataFrame:
+    """Minute bars of ``trades`` per the contract."""
+    seen: set[tuple[str, int, str]] = set()
+    kept = []
+    for t in sorted(trades, key=lambda x: (x.received_later, x.at)):
+        key = (t.symbol, t.exchange, t.id)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(t)
+    by_minute: dict[tuple[str, dt.datetime], list[Trade]] = {}
+    for t in kept:
+        by_minute.setdefault((t.symbol, t.at.replace(second=0, microsecond=0)), []).append(t)
+    rows = []
+    for (sym, start), ts in sorted(by_minute.items()):
+        ts = sorted(ts, key=lambda x: x.at)
+        oc = [t for t in ts if _allows(t)[1]]
+        hl = [t for t in ts if _allows(t)[0]]
+        vol = [t for t in ts if _allows(t)[2]]
+        if not oc:
+            continue  # no trade may set open/close: no bar (none of these minutes has hl only)
+        volume = sum(t.size for t in vol)
+        rows.append(
+            {
+                "symbol": sym,
+                "start": start,
+                "open": oc[0].price,
+                "high": max(t.price for t in hl),
+                "low": min(t.price for t in hl),
+                "close": oc[-1].price,
+                "volume": volume,
+                "vwap": sum(t.price * t.size for t in vol) / volume if volume else None,
+                "trades": len(vol),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def oracle_intraday(minutes: pd.DataFrame, width: int) -> pd.DataFrame:
+    """Bars of ``width`` minutes from 09:30, cut at the close, regular session only."""
+    step = dt.timedelta(minutes=width)
+    rows = []
+    regular = minutes[(minutes["start"] >= OPEN) & (minutes["start"] < CLOSE)]
+    for sym, mins in regular.groupby("symbol", sort=True):
+        k_of = ((mins["start"] - OPEN) // step).astype(int)
+        for k, grp in mins.groupby(k_of, sort=True):
+            grp = grp.sort_values("start")
+            start = OPEN + k * step
+            has = grp[grp["vwap"].notna()]
+            den = float(has["volume"].sum())
+            rows.append(
+                {
+                    "symbol": sym,
+                    "start": start,
+                    "end": min(start + step, CLOSE),
+                    "open": float(grp["open"].iloc[0]),
+                    "high": float(grp["high"].max()),
+                    "low": float(grp["low"].min()),
+                    "close": float(grp["close"].iloc[-1]),
+                    "volume": float(grp["volume"].sum()),
+                    "vwap": float((has["vwap"] * has["volume"]).sum()) / den if den else None,
+                    "trades": int(grp["trades"].sum()),
+                    "minutes": len(grp),
+                    "complete": True,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _same(got: pd.DataFrame, want: pd.DataFrame, cols: list[str]) -> None:
+    assert len(got) == len(want), (got, want)
+    for (_, g), (_, w) in zip(got.iterrows(), want.iterrows(), strict=True):
+        for c in cols:
+            a, b = g[c], w[c]
+            if isinstance(b, float) or isinstance(a, float):
+                assert oracle.close_rel(a, b, 1e-12), (g["symbol"], g["start"], c, a, b)
+            else:
+                assert a == b, (g["symbol"], g["start"], c, a, b)
+
+
+# -- the run ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    lake = Lake((tmp_path_factory.mktemp("intraday") / "lake").as_uri())
+    lake.write_table(layout.trades_part(DAY, "contract"), _archive(_trades()))
+    settings = LiveSettings(lake_url=lake.url, replay_trades_date=DAY, live_flush_s=0.05)
+    run_main(replay_trades.flow_from_settings(settings))  # type: ignore[no-untyped-call]
+    assert consolidate.main(["--lake", lake.url, "--minutes"]) == 0
+    assert intraday.main(["--lake", lake.url]) == 0
+    return lake
+
+
+def _minute_file(lake: Lake) -> pd.DataFrame:
+    t = pq.read_table(lake.path(layout.minute_consolidated(DAY)))
+    assert t.schema.remove_metadata().equals(BRONZE_MINUTE)
+    out: pd.DataFrame = t.to_pandas()
+    return out
+
+
+def test_minute_bars_follow_the_tape_rules(built: Lake) -> None:
+    got = _minute_file(built)
+    assert (got["date"] == DAY).all() and (got["source"] == "live").all()
+    want = oracle_minutes(_trades())
+    cols = ["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"]
+    _same(got.reset_index(drop=True), want, cols)
+
+
+@pytest.mark.parametrize("name", list(INTERVALS))
+def test_intraday_silver(built: Lake, name: str) -> None:
+    key = f"silver/silver_{name}/date={DAY.isoformat()}/data.parquet"
+    t = pq.read_table(built.path(key))
+    names = ["symbol", "start", "end", "open", "high", "low", "close", "volume", "vwap"]
+    names += ["trades", "minutes", "complete"]
+    assert t.schema.names == names
+    types = {"symbol": pa.string(), "start": pa.timestamp("us", tz="UTC"), "trades": pa.int64(),
+             "end": pa.timestamp("us", tz="UTC"), "minutes": pa.int32(), "complete": pa.bool_()}  # fmt: skip
+    for n in names:
+        assert t.schema.field(n).type == types.get(n, pa.float64()), n
+    got = t.to_pandas()
+    want = oracle_intraday(oracle_minutes(_trades()), INTERVALS[name])
+    _same(got, want, names)
+
+
+def test_no_bar_for_an_empty_window_and_the_last_cut_at_the_close(built: Lake) -> None:
+    t = pq.read_table(built.path(f"silver/silver_5m/date={DAY.isoformat()}/data.parquet"))
+    starts = {s.astimezone(oracle_ny()).time() for s in t["start"].to_pylist()}
+    assert dt.time(9, 35) not in starts and dt.time(9, 40) in starts
+    four = pq.read_table(built.path(f"silver/silver_4h/date={DAY.isoformat()}/data.parquet"))
+    ends = {e.astimezone(oracle_ny()).time() for e in four["end"].to_pylist()}
+    assert ends == {dt.time(13, 0)}
+
+
+# -- precedence ---------------------------------------------------------------------------------
+def _bar(source: str, close: float, revision: int, partial: bool, ingested: int) -> dict[str, Any]:
+    start = OPEN + dt.timedelta(minutes=1)
+    return {
+        "symbol": "PRC", "date": DAY, "start": start, "open": close, "high": close,
+        "low": close, "close": close, "volume": 1.0, "vwap": close, "trades": 1,
+        "source": source, "revision": revision, "partial": partial,
+        "ingested_at": dt.datetime(2025, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=ingested),
+    }  # fmt: skip
+
+
+CASES = {
+    "rest beats a newer live": ([("rest", 1.0, 0, False, 0), ("live", 2.0, 3, False, 9)], 1.0),
+    "higher revision": ([("live", 1.0, 2, False, 0), ("live", 2.0, 1, False, 9)], 1.0),
+    "newer ingested_at": ([("live", 1.0, 1, False, 0), ("live", 2.0, 1, False, 9)], 2.0),
+    "partial never replaces": ([("live", 1.0, 0, False, 0), ("live", 2.0, 5, True, 9)], 1.0),
+    "partial rest vs live": ([("live", 1.0, 0, False, 0), ("rest", 2.0, 0, True, 9)], 1.0),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_minute_precedence(tmp_path: Path, case: str) -> None:
+    lake = Lake((tmp_path / "lake").as_uri())
+    bars, want = CASES[case]
+    for i, spec in enumerate(bars):
+        lake.write_table(
+            layout.minute_fragment(DAY, f"{spec[0]}-{i}"),
+            pa.Table.from_pylist([_bar(*spec)], schema=BRONZE_MINUTE),
+        )
+    assert consolidate.main(["--lake", lake.url, "--minutes"]) == 0
+    got = pq.read_table(lake.path(layout.minute_consolidated(DAY)))["close"].to_pylist()
+    assert got == [want]
+    assert not math.isnan(want)
+
+
+def test_notional_counts_fractional_shares_the_same_one_by_one_or_together() -> None:
+    rng = np.random.default_rng(3)
+    p = np.round(rng.uniform(0.5, 900.0, 500), 4)
+    s = np.concatenate([rng.integers(1, 5000, 250).astype(float), rng.uniform(0, 3, 250)])
+    batch = minute_fold.notional_units_array(p, s).tolist()
+    one = [minute_fold.notional_units(a, b) for a, b in zip(p.tolist(), s.tolist(), strict=True)]
+    assert batch == one
+    assert minute_fold.notional_units(10.05, 0.5) == 5_025_000
+    assert minute_fold.notional_units(10.05, 3.0) == 30_150_000  # whole shares exactly
