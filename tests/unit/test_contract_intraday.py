@@ -175,8 +175,11 @@ def oracle_minutes(trades: list[Trade]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def oracle_intraday(minutes: pd.DataFrame, width: int) -> pd.DataFrame:
+def oracle_intraday(
+    minutes: pd.DataFrame, width: int, session: tuple[dt.datetime, dt.datetime] = (OPEN, CLOSE)
+) -> pd.DataFrame:
     """Bars of ``width`` minutes from 09:30, cut at the close, regular session only."""
+    OPEN, CLOSE = session
     step = dt.timedelta(minutes=width)
     rows = []
     regular = minutes[(minutes["start"] >= OPEN) & (minutes["start"] < CLOSE)]
@@ -313,3 +316,37 @@ def test_notional_counts_fractional_shares_the_same_one_by_one_or_together() -> 
     assert batch == one
     assert minute_fold.notional_units(10.05, 0.5) == 5_025_000
     assert minute_fold.notional_units(10.05, 3.0) == 30_150_000  # whole shares exactly
+
+
+XMAS_EVE = dt.date(2024, 12, 24)
+
+
+def test_christmas_eve_minutes_with_and_without_vwap(tmp_path: Path) -> None:
+    """Hand-written minutes: a null vwap is left out of both sums; all null gives null."""
+    lake = Lake((tmp_path / "lake").as_uri())
+    session = oracle.session_window(XMAS_EVE)
+    rows = []
+    for k, (sym, minute, vwap) in enumerate(
+        [("V", 0, 10.0), ("V", 1, None), ("V", 2, 10.5), ("V", 208, 11.0), ("V", 209, None), ("V", 211, 11.0),
+         ("N", 3, None), ("N", 4, None), ("V", -1, 9.0)]
+    ):  # fmt: skip
+        price = 10.0 + k / 10
+        rows.append(
+            {"symbol": sym, "date": XMAS_EVE, "start": session[0] + dt.timedelta(minutes=minute),
+             "open": price, "high": price + 0.2, "low": price - 0.2, "close": price + 0.1,
+             "volume": 100.0 + 10 * k, "vwap": vwap, "trades": 3, "source": "rest",
+             "revision": 0, "partial": False,
+             "ingested_at": dt.datetime(2025, 1, 1, tzinfo=dt.UTC)}
+        )  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=BRONZE_MINUTE)
+    table = table.sort_by([("symbol", "ascending"), ("start", "ascending")])
+    lake.write_table(layout.minute_fragment(XMAS_EVE, "rest-a"), table)
+    assert consolidate.main(["--lake", lake.url, "--minutes"]) == 0
+    assert intraday.main(["--lake", lake.url]) == 0
+    minutes = pd.DataFrame(rows).sort_values(["symbol", "start"]).reset_index(drop=True)
+    for name, width in INTERVALS.items():
+        key = f"silver/silver_{name}/date={XMAS_EVE.isoformat()}/data.parquet"
+        got = pq.read_table(lake.path(key)).to_pandas()
+        want = oracle_intraday(minutes, width, session)
+        _same(got, want, list(want.columns))
+        assert got["end"].max() == session[1]  # minute 211 is after the 13:00 close
