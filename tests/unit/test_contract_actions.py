@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -331,3 +333,52 @@ def test_gold_uses_split_adjusted_rows(built: Lake) -> None:
     g3 = _gold(built, "3d")
     g3 = g3[g3["symbol"] == SYM]
     _compare_gold(g3, oracle.fib_bars(_expected("split"), 3), "start_date")
+
+
+def test_a_split_arriving_later_rebuilds_silver_and_gold(tmp_path: Path) -> None:
+    """Built without actions, then the splits arrive, then one is withdrawn: incremental runs
+    give the oracle's bars and indicators, and the bytes of a full rebuild."""
+    lake = Lake((tmp_path / "lake").as_uri())
+    for df in (RAW, _plain_rows()):
+        table = pa.Table.from_pandas(df, schema=BRONZE_DAILY, preserve_index=False)
+        lake.write_table(layout.range_fragment(df["symbol"].iloc[0], ROW_DAYS[0], LAST_ROW), table)
+
+    def run(lake: Lake, *extra: str) -> None:
+        assert consolidate.main(["--lake", lake.url]) == 0
+        assert resample.main(["--lake", lake.url, *extra]) == 0
+        assert gold.main(["--lake", lake.url, "--intervals", "1d,3d", *extra]) == 0
+
+    def check(splits: list[oracle.OSplit]) -> None:
+        bars = oracle.fib_bars(oracle.adjusted(RAW, splits), 3)
+        silver = pd.concat(
+            pq.read_table(lake.path(e.key)).to_pandas()
+            for e in lake.list("silver/silver_3d", suffix=".parquet")
+        )
+        mine = silver[silver["symbol"] == SYM].sort_values("start_date")
+        _compare(mine.to_dict("records"), bars, "start_date", ("open", "high", "low", "close",
+                                                              "volume"))  # fmt: skip
+        g1 = _gold(lake, "1d")
+        _compare_gold(g1[g1["symbol"] == SYM], oracle.adjusted(RAW, splits), "date")
+        g3 = _gold(lake, "3d")
+        _compare_gold(g3[g3["symbol"] == SYM], bars, "start_date")
+
+    run(lake)
+    check([])
+    lake.write_table(layout.reference_splits(), _splits_table())
+    run(lake)
+    check(SPLITS_O)
+    assert pq.read_table(lake.path("processing_metadata/adjustments.parquet")).num_rows == 2
+    lake.write_table(layout.reference_splits(), _splits_table().slice(1))  # first withdrawn
+    run(lake)
+    check(SPLITS_O[1:])
+
+    full = Lake((tmp_path / "full").as_uri())
+    shutil.copytree(tmp_path / "lake" / "bronze", tmp_path / "full" / "bronze")
+    shutil.copytree(tmp_path / "lake" / "reference", tmp_path / "full" / "reference")
+    run(full, "--full")
+    for prefix in ("silver", "gold"):
+        mine = {p.relative_to(tmp_path / "lake"): p.read_bytes()
+                for p in (tmp_path / "lake" / prefix).rglob("*.parquet")}  # fmt: skip
+        rebuilt = {p.relative_to(tmp_path / "full"): p.read_bytes()
+                   for p in (tmp_path / "full" / prefix).rglob("*.parquet")}  # fmt: skip
+        assert mine and mine == rebuilt, prefix
