@@ -194,3 +194,24 @@ def test_gold_every_column_equals_pandas_then_incremental_equals_full(tmp_path: 
     _run(full, "--full")
     digests = _digests(tmp_path / "lake")
     assert digests and digests == _digests(tmp_path / "full")
+
+
+def test_gold_of_symbol_anchored_silver(tmp_path: Path) -> None:
+    """Fibonacci gold follows silver's anchor: with ``--anchor symbol``, groups of N rows."""
+    lake = Lake((tmp_path / "lake").as_uri())
+    market = _market()
+    for df in market.values():
+        _write(lake, df)
+    assert consolidate.main(["--lake", lake.url]) == 0
+    assert resample.main(["--lake", lake.url, "--anchor", "symbol"]) == 0
+    assert gold.main(["--lake", lake.url, "--intervals", "5d"]) == 0
+    got = _gold(lake, "5d")
+    for symbol, history in market.items():
+        bars = oracle.fib_bars(history, 5, "symbol")
+        mine = got[got["symbol"] == symbol].reset_index(drop=True)
+        assert list(mine["start_date"]) == list(bars["start_date"]), symbol
+        assert list(mine["complete"]) == list(bars["complete"]), symbol
+        want = oracle.indicators(bars)
+        for c in ("close", *EXPECTED_INDICATORS[:-1]):
+            for a, b in zip(mine[c], want[c], strict=True):
+                assert oracle.close_rel(a, b), (symbol, c, a, b)
