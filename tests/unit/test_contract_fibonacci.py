@@ -127,7 +127,12 @@ def test_fibonacci_silver_incremental_backfill_and_full(tmp_path: Path, anchor: 
     _check(lake, market, anchor)
     data = pq.read_table(lake.path(layout.consolidated("FULL")))
     assert dt.date(2024, 12, 7) not in data["date"].to_pylist()
-    assert lake.list("quarantine", suffix=".parquet"), "the Saturday row is quarantined"
+    held = lake.list("quarantine", suffix=".parquet")
+    assert held, "the Saturday row is quarantined"
+    for e in held:
+        assert re.fullmatch(r"quarantine/[a-z_]+/\d{4}-\d{2}-\d{2}/part-[^/]+\.parquet", e.key)
+        reasons = pq.read_table(lake.path(e.key))["reason"].to_pylist()
+        assert reasons and all(reasons), e.key
 
     # the next days one at a time, then a backfilled old date inside HOLES' gaps
     for day in DAYS[60:63]:
