@@ -36,6 +36,7 @@ from tests import contract_oracle as oracle
 pytestmark = pytest.mark.unit
 DAY = dt.date(2024, 11, 29)  # day after Thanksgiving: closes 13:00 New York
 OPEN, CLOSE = oracle.session_window(DAY)
+HORIZON_S = 15 * 60  # the replay's default revision horizon
 INTERVALS = {"5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120, "4h": 240}
 
 # Polygon's consolidated update rules of the conditions used here: (high_low, open_close, volume)
@@ -58,7 +59,8 @@ class Trade:
     conditions: tuple[int, ...] = ()
     exchange: int = 4
     id: str = ""
-    received_later: bool = False
+    delay_s: float = 0.05
+    """Seconds between the trade and its arrival."""
 
 
 def _t(h: int, m: int, s: float) -> dt.datetime:
@@ -79,7 +81,9 @@ def _trades() -> list[Trade]:
         ("AAA", _t(9, 30, 10), 12.00, 5, (37,)),  # odd lot: volume only
         ("AAA", _t(9, 30, 20), 8.00, 3, (14, 37)),  # sweep + odd lot: volume only
         ("AAA", _t(9, 30, 30), 10.10, 200, (), 4, "dup"),
-        ("AAA", _t(9, 30, 30), 10.10, 200, (), 4, "dup", True),  # the same trade again
+        ("AAA", _t(9, 30, 30), 10.10, 200, (), 4, "dup", 5.0),  # the same trade again
+        ("AAA", _t(9, 30, 58), 10.15, 40, (), 4, "late", 60.0),  # late: revises 09:30
+        ("AAA", _t(9, 33, 30), 30.0, 40, (), 4, "too-late", 3 * 3600.0),  # beyond the horizon
         ("AAA", _t(9, 30, 45), 10.20, 50, (), 7, "dup"),  # same id, other exchange: counts
         ("AAA", _t(9, 30, 50), 20.00, 1000, (15,)),  # official close print: nothing
         ("AAA", _t(9, 30, 55), 10.05, 0.5, (37,)),  # a fractional odd lot
@@ -103,14 +107,15 @@ def _trades() -> list[Trade]:
         sym, at, price, size, cond = r[:5]
         exchange = r[5] if len(r) > 5 else 4
         ident = r[6] if len(r) > 6 else f"t{i}"
-        out.append(Trade(sym, at, price, float(size), cond, exchange, ident, len(r) > 7))
+        delay = r[7] if len(r) > 7 else 0.05
+        out.append(Trade(sym, at, price, float(size), cond, exchange, ident, delay))
     return out
 
 
 def _archive(trades: list[Trade]) -> pa.Table:
     rows = []
     for seq, t in enumerate(trades):
-        received = t.at + dt.timedelta(milliseconds=50 if not t.received_later else 5_000)
+        received = t.at + dt.timedelta(seconds=t.delay_s)
         rows.append(
             {
                 "symbol": t.symbol,
@@ -142,8 +147,10 @@ def oracle_minutes(trades: list[Trade]) -> pd.DataFrame:
     """Minute bars of ``trades`` per the contract."""
     seen: set[tuple[str, int, str]] = set()
     kept = []
-    for t in sorted(trades, key=lambda x: (x.received_later, x.at)):
+    for t in sorted(trades, key=lambda x: x.at + dt.timedelta(seconds=x.delay_s)):
         key = (t.symbol, t.exchange, t.id)
+        if t.delay_s > HORIZON_S:
+            continue  # beyond the revision horizon: quarantined, in no bar
         if key in seen:
             continue
         seen.add(key)
@@ -243,6 +250,12 @@ def _minute_file(lake: Lake) -> pd.DataFrame:
 def test_minute_bars_follow_the_tape_rules(built: Lake) -> None:
     got = _minute_file(built)
     assert (got["date"] == DAY).all() and (got["source"] == "live").all()
+    revised = got[got["start"] == OPEN]
+    assert revised["revision"].tolist() == [1], "the late trade revised 09:30 once"
+    held = built.list("quarantine/replay_trades", suffix=".parquet")
+    assert held, "the trade beyond the horizon is quarantined, not dropped"
+    reasons = pd.concat(pq.read_table(built.path(e.key)).to_pandas() for e in held)
+    assert len(reasons) == 1 and reasons["reason"].iloc[0]
     want = oracle_minutes(_trades())
     cols = ["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"]
     _same(got.reset_index(drop=True), want, cols)
