@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,3 +365,29 @@ def test_christmas_eve_minutes_with_and_without_vwap(tmp_path: Path) -> None:
         want = oracle_intraday(minutes, width, session)
         _same(got, want, list(want.columns))
         assert got["end"].max() == session[1]  # minute 211 is after the 13:00 close
+
+
+def test_a_rest_minute_arriving_later_rebuilds_the_sessions_silver(
+    built: Lake, tmp_path: Path
+) -> None:
+    """rest beats live: a REST bar for 09:31 replaces the live one, in bronze and in silver."""
+    shutil.copytree(Path(built.path("")), tmp_path / "lake")
+    lake = Lake((tmp_path / "lake").as_uri())
+    minute = OPEN + dt.timedelta(minutes=1)
+    rest = {**_bar("rest", 10.55, 0, False, 0), "symbol": "AAA", "start": minute,
+            "high": 11.2, "low": 10.3, "volume": 35.0, "vwap": 10.6, "trades": 4}  # fmt: skip
+    lake.write_table(
+        layout.minute_fragment(DAY, "rest-late"), pa.Table.from_pylist([rest], schema=BRONZE_MINUTE)
+    )
+    assert consolidate.main(["--lake", lake.url, "--minutes"]) == 0
+    assert intraday.main(["--lake", lake.url]) == 0
+    minutes = oracle_minutes(_trades())
+    at = minutes.index[(minutes["symbol"] == "AAA") & (minutes["start"] == minute)][0]
+    for c in ("open", "high", "low", "close", "volume", "vwap", "trades"):
+        minutes.loc[at, c] = rest[c]
+    got = _minute_file(lake)
+    assert got.loc[got["start"] == minute, "source"].tolist() == ["rest"]
+    for name, width in INTERVALS.items():
+        key = f"silver/silver_{name}/date={DAY.isoformat()}/data.parquet"
+        _same(pq.read_table(lake.path(key)).to_pandas(), oracle_intraday(minutes, width),
+              ["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"])  # fmt: skip
