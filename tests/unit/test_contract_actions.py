@@ -382,3 +382,23 @@ def test_a_split_arriving_later_rebuilds_silver_and_gold(tmp_path: Path) -> None
         rebuilt = {p.relative_to(tmp_path / "full"): p.read_bytes()
                    for p in (tmp_path / "full" / prefix).rglob("*.parquet")}  # fmt: skip
         assert mine and mine == rebuilt, prefix
+
+
+@pytest.mark.parametrize("day", [DAYS[9], DAYS[10], DAYS[29], DAYS[40], LAST_ROW])
+def test_cross_section_is_split_adjusted(client: TestClient, day: dt.date) -> None:
+    r = client.get("/v1/bars", params={"date": day.isoformat()}, headers=HEADERS)
+    assert r.status_code == 200, r.text
+    got = {b["symbol"]: b for b in r.json()["bars"]}
+    for sym, splits in ((SYM, SPLITS_O), (PLAIN, [])):
+        raw = RAW.assign(symbol=sym)
+        want = oracle.adjusted(raw, splits)
+        row = want[want["date"] == day]
+        _compare([got[sym]], row, "date", PRICES)
+    fib = client.get(
+        "/v1/bars", params={"date": day.isoformat(), "interval": "3d"}, headers=HEADERS
+    )
+    assert fib.status_code == 200, fib.text
+    bars = oracle.fib_bars(_expected("split"), 3, lake_last=LAST_ROW)
+    holding = bars[(bars["start_date"] <= day) & (bars["end_date"] >= day)]
+    mine = [b for b in fib.json()["bars"] if b["symbol"] == SYM]
+    _compare(mine, holding, "start_date", ("open", "high", "low", "close", "volume"))
