@@ -391,3 +391,56 @@ def test_a_rest_minute_arriving_later_rebuilds_the_sessions_silver(
         key = f"silver/silver_{name}/date={DAY.isoformat()}/data.parquet"
         _same(pq.read_table(lake.path(key)).to_pandas(), oracle_intraday(minutes, width),
               ["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"])  # fmt: skip
+
+
+def test_the_live_flow_publishes_the_same_intraday_bars_and_daily_bar(built: Lake) -> None:
+    """The live flow over the same trades: its final 5m..4h bars equal silver's, and its
+    provisional daily bar is the regular session's minutes folded."""
+    from bytewax.testing import TestingSink
+
+    from dataflows.live import build_live_flow
+    from dataflows.rollups import RollupBar
+
+    rollups: list[list[RollupBar]] = []
+    daily: list[pa.Table] = []
+    sink: list[Any] = []
+    flow = build_live_flow(
+        replay_trades.TradesArchiveSource(built, DAY),
+        bars=TestingSink(sink),
+        live=TestingSink(sink),
+        quarantine=TestingSink(sink),
+        rollups=TestingSink(rollups),
+        daily=TestingSink(daily),
+        settle=dt.timedelta(0),
+    )
+    run_main(flow)  # type: ignore[no-untyped-call]
+    finals: dict[tuple[str, str, int], RollupBar] = {}
+    for batch in rollups:
+        for bar in batch:
+            if bar.final:
+                key = (bar.interval, bar.symbol, bar.start)
+                if key not in finals or bar.revision >= finals[key].revision:
+                    finals[key] = bar
+    for name in INTERVALS:
+        silver = pq.read_table(
+            built.path(f"silver/silver_{name}/date={DAY.isoformat()}/data.parquet")
+        )
+        for row in silver.to_pylist():
+            start_ms = int(row["start"].timestamp() * 1000)
+            live = finals.get((name, row["symbol"], start_ms))
+            assert live is not None, (name, row["symbol"], row["start"])
+            for c in ("open", "high", "low", "close", "volume", "vwap", "trades", "minutes"):
+                assert getattr(live, c) == row[c], (name, row["symbol"], row["start"], c)
+        assert len([k for k in finals if k[0] == name]) == silver.num_rows, name
+    minutes = oracle_minutes(_trades())
+    regular = minutes[(minutes["start"] >= OPEN) & (minutes["start"] < CLOSE)]
+    days = pa.concat_tables(daily).to_pylist()
+    assert {d["symbol"] for d in days} == set(regular["symbol"])
+    for d in days:
+        mine = regular[regular["symbol"] == d["symbol"]].sort_values("start")
+        assert d["date"] == DAY
+        assert d["open"] == mine["open"].iloc[0] and d["close"] == mine["close"].iloc[-1]
+        assert d["high"] == mine["high"].max() and d["low"] == mine["low"].min()
+        assert oracle.close_rel(d["volume"], float(mine["volume"].sum()), 1e-12)
+        want_vwap = float((mine["vwap"] * mine["volume"]).sum() / mine["volume"].sum())
+        assert oracle.close_rel(d["vwap"], want_vwap, 1e-9), (d["vwap"], want_vwap)
