@@ -402,3 +402,14 @@ def test_cross_section_is_split_adjusted(client: TestClient, day: dt.date) -> No
     holding = bars[(bars["start_date"] <= day) & (bars["end_date"] >= day)]
     mine = [b for b in fib.json()["bars"] if b["symbol"] == SYM]
     _compare(mine, holding, "start_date", ("open", "high", "low", "close", "volume"))
+
+
+@pytest.mark.parametrize("mode", ["split", "none", "total"])
+def test_api_fibonacci_window_filters_on_start_date(client: TestClient, mode: str) -> None:
+    start, end = DAYS[13], DAYS[41]
+    want = oracle.fib_bars(_expected(mode), 3, lake_last=LAST_ROW)
+    want = want[(want["start_date"] >= start) & (want["start_date"] <= end)]
+    body = _get(client, adjusted=mode, interval="3d", start=start.isoformat(), end=end.isoformat())
+    _compare(body["bars"], want, "start_date", ("open", "high", "low", "close", "volume"))
+    body = _get(client, adjusted=mode, interval="3d", end=end.isoformat(), limit=4)
+    _compare(body["bars"], want.tail(4), "start_date", ("open", "close", "volume"))
