@@ -371,6 +371,15 @@ def test_a_split_arriving_later_rebuilds_silver_and_gold(tmp_path: Path) -> None
     lake.write_table(layout.reference_splits(), _splits_table().slice(1))  # first withdrawn
     run(lake)
     check(SPLITS_O[1:])
+    # announced ahead: executes after the last row, so it moves every row
+    ahead = oracle.OSplit(FUTURE_EX, 1.0, 5.0)
+    future = _splits_table().slice(1).to_pylist()
+    future.append(
+        {**future[-1], "execution_date": ahead.execution_date, "split_from": 1.0, "split_to": 5.0}
+    )
+    lake.write_table(layout.reference_splits(), pa.Table.from_pylist(future, schema=SPLITS))
+    run(lake)
+    check([*SPLITS_O[1:], ahead])
 
     full = Lake((tmp_path / "full").as_uri())
     shutil.copytree(tmp_path / "lake" / "bronze", tmp_path / "full" / "bronze")
