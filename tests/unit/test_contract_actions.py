@@ -103,7 +103,7 @@ DIVIDENDS_O = [
 ]
 
 
-def _splits_table() -> pa.Table:
+def splits_table() -> pa.Table:
     rows = [
         {"symbol": SYM, "execution_date": s.execution_date, "split_from": s.split_from,
          "split_to": s.split_to, "adjustment_type": TYPES[i], "vendor_factor": None,
@@ -113,7 +113,7 @@ def _splits_table() -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SPLITS)
 
 
-def _dividends_table() -> pa.Table:
+def dividends_table() -> pa.Table:
     rows = [
         {"symbol": SYM, "ex_dividend_date": d.ex_dividend_date, "cash_amount": d.cash_amount,
          "currency": d.currency, "distribution_type": d.distribution_type, "pay_date": None,
@@ -124,7 +124,7 @@ def _dividends_table() -> pa.Table:
     return pa.Table.from_pylist(rows, schema=DIVIDENDS)
 
 
-def _plain_rows() -> pd.DataFrame:
+def plain_rows() -> pd.DataFrame:
     df = RAW.copy()
     df["symbol"] = PLAIN
     return df
@@ -134,12 +134,12 @@ def _plain_rows() -> pd.DataFrame:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     """The lake after consolidate, resample and gold (1d, 3d), run by their command lines."""
     lake = Lake((tmp_path_factory.mktemp("actions") / "lake").as_uri())
-    for df in (RAW, _plain_rows()):
+    for df in (RAW, plain_rows()):
         table = pa.Table.from_pandas(df, schema=BRONZE_DAILY, preserve_index=False)
         sym = df["symbol"].iloc[0]
         lake.write_table(layout.range_fragment(sym, ROW_DAYS[0], ROW_DAYS[-1]), table)
-    lake.write_table(layout.reference_splits(), _splits_table())
-    lake.write_table(layout.reference_dividends(), _dividends_table())
+    lake.write_table(layout.reference_splits(), splits_table())
+    lake.write_table(layout.reference_dividends(), dividends_table())
     url = lake.url
     assert consolidate.main(["--lake", url]) == 0
     assert resample.main(["--lake", url]) == 0
@@ -170,12 +170,12 @@ def client(
                 conn, pa.Table.from_pandas(recent, schema=BRONZE_DAILY, preserve_index=False)
             )
             store.sync(
-                conn, store.SPLITS_TABLE, _splits_table().to_pylist(), symbols=None, since=None
+                conn, store.SPLITS_TABLE, splits_table().to_pylist(), symbols=None, since=None
             )
             store.sync(
                 conn,
                 store.DIVIDENDS_TABLE,
-                _dividends_table().to_pylist(),
+                dividends_table().to_pylist(),
                 symbols=None,
                 since=None,
             )
@@ -274,7 +274,7 @@ def test_silver_is_built_from_split_adjusted_rows(built: Lake, n: int) -> None:
     got = pd.concat([pq.read_table(built.path(e.key)).to_pandas() for e in files])
     for sym in (SYM, PLAIN):
         mine = got[got["symbol"] == sym].sort_values("start_date")
-        raw = RAW if sym == SYM else _plain_rows()
+        raw = RAW if sym == SYM else plain_rows()
         want = oracle.fib_bars(oracle.adjusted(raw, SPLITS_O if sym == SYM else []), n)
         _compare(mine.to_dict("records"), want, "start_date",
                  ("open", "high", "low", "close", "volume"))  # fmt: skip
@@ -341,7 +341,7 @@ def test_a_split_arriving_later_rebuilds_silver_and_gold(tmp_path: Path) -> None
     """Built without actions, then the splits arrive, then one is withdrawn: incremental runs
     give the oracle's bars and indicators, and the bytes of a full rebuild."""
     lake = Lake((tmp_path / "lake").as_uri())
-    for df in (RAW, _plain_rows()):
+    for df in (RAW, plain_rows()):
         table = pa.Table.from_pandas(df, schema=BRONZE_DAILY, preserve_index=False)
         lake.write_table(layout.range_fragment(df["symbol"].iloc[0], ROW_DAYS[0], LAST_ROW), table)
 
@@ -366,16 +366,16 @@ def test_a_split_arriving_later_rebuilds_silver_and_gold(tmp_path: Path) -> None
 
     run(lake)
     check([])
-    lake.write_table(layout.reference_splits(), _splits_table())
+    lake.write_table(layout.reference_splits(), splits_table())
     run(lake)
     check(SPLITS_O)
     assert pq.read_table(lake.path("processing_metadata/adjustments.parquet")).num_rows == 2
-    lake.write_table(layout.reference_splits(), _splits_table().slice(1))  # first withdrawn
+    lake.write_table(layout.reference_splits(), splits_table().slice(1))  # first withdrawn
     run(lake)
     check(SPLITS_O[1:])
     # announced ahead: executes after the last row, so it moves every row
     ahead = oracle.OSplit(FUTURE_EX, 1.0, 5.0)
-    future = _splits_table().slice(1).to_pylist()
+    future = splits_table().slice(1).to_pylist()
     future.append(
         {**future[-1], "execution_date": ahead.execution_date, "split_from": 1.0, "split_to": 5.0}
     )

@@ -75,7 +75,7 @@ def oracle_ny() -> dt.tzinfo:
     return ZoneInfo("America/New_York")
 
 
-def _trades() -> list[Trade]:
+def day_trades() -> list[Trade]:
     raw: list[tuple[Any, ...]] = [
         ("AAA", _t(9, 29, 30), 9.90, 100, ()),  # before the open: a minute bar, no silver
         ("AAA", _t(9, 30, 5), 10.00, 100, ()),
@@ -233,7 +233,7 @@ def _same(got: pd.DataFrame, want: pd.DataFrame, cols: list[str]) -> None:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     lake = Lake((tmp_path_factory.mktemp("intraday") / "lake").as_uri())
-    lake.write_table(layout.trades_part(DAY, "contract"), _archive(_trades()))
+    lake.write_table(layout.trades_part(DAY, "contract"), _archive(day_trades()))
     settings = LiveSettings(lake_url=lake.url, replay_trades_date=DAY, live_flush_s=0.05)
     run_main(replay_trades.flow_from_settings(settings))  # type: ignore[no-untyped-call]
     assert consolidate.main(["--lake", lake.url, "--minutes"]) == 0
@@ -257,7 +257,7 @@ def test_minute_bars_follow_the_tape_rules(built: Lake) -> None:
     assert held, "the trade beyond the horizon is quarantined, not dropped"
     reasons = pd.concat(pq.read_table(built.path(e.key)).to_pandas() for e in held)
     assert len(reasons) == 1 and reasons["reason"].iloc[0]
-    want = oracle_minutes(_trades())
+    want = oracle_minutes(day_trades())
     cols = ["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"]
     _same(got.reset_index(drop=True), want, cols)
 
@@ -274,7 +274,7 @@ def test_intraday_silver(built: Lake, name: str) -> None:
     for n in names:
         assert t.schema.field(n).type == types.get(n, pa.float64()), n
     got = t.to_pandas()
-    want = oracle_intraday(oracle_minutes(_trades()), INTERVALS[name])
+    want = oracle_intraday(oracle_minutes(day_trades()), INTERVALS[name])
     _same(got, want, names)
 
 
@@ -381,7 +381,7 @@ def test_a_rest_minute_arriving_later_rebuilds_the_sessions_silver(
     )
     assert consolidate.main(["--lake", lake.url, "--minutes"]) == 0
     assert intraday.main(["--lake", lake.url]) == 0
-    minutes = oracle_minutes(_trades())
+    minutes = oracle_minutes(day_trades())
     at = minutes.index[(minutes["symbol"] == "AAA") & (minutes["start"] == minute)][0]
     for c in ("open", "high", "low", "close", "volume", "vwap", "trades"):
         minutes.loc[at, c] = rest[c]
@@ -432,7 +432,7 @@ def test_the_live_flow_publishes_the_same_intraday_bars_and_daily_bar(built: Lak
             for c in ("open", "high", "low", "close", "volume", "vwap", "trades", "minutes"):
                 assert getattr(live, c) == row[c], (name, row["symbol"], row["start"], c)
         assert len([k for k in finals if k[0] == name]) == silver.num_rows, name
-    minutes = oracle_minutes(_trades())
+    minutes = oracle_minutes(day_trades())
     regular = minutes[(minutes["start"] >= OPEN) & (minutes["start"] < CLOSE)]
     days = pa.concat_tables(daily).to_pylist()
     assert {d["symbol"] for d in days} == set(regular["symbol"])
