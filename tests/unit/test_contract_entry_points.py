@@ -126,3 +126,20 @@ def test_dry_run_writes_nothing_and_shards_equal_one_run(tmp_path: Path) -> None
     got, want = _bytes(sharded), _bytes(one)
     assert any(k.startswith("gold/") for k in want) and any(k.startswith("silver/") for k in want)
     assert got == want
+
+    # the next session, incrementally: shards still add up to one run
+    nxt = oracle.sessions_from(DAYS[-1], 2)[1]
+    for root in (one, sharded):
+        lake = Lake(root.as_uri())
+        for i, sym in enumerate(SYMBOLS):
+            row = {"symbol": sym, "date": nxt, "open": 20.0 + i, "high": 21.0 + i,
+                   "low": 19.0 + i, "close": 20.5 + i, "volume": 50.0, "vwap": 20.0 + i,
+                   "transactions": 1, "source": "rest", "ingested_at": NOW}  # fmt: skip
+            lake.write_table(
+                layout.daily_fragment(sym, nxt), pa.Table.from_pylist([row], schema=BRONZE_DAILY)
+            )
+    for main in (consolidate.main, resample.main, gold.main):
+        assert main(["--lake", one.as_uri()]) == 0
+        for i in (2, 0, 1):
+            assert main(["--lake", sharded.as_uri(), "--shard", f"{i}/3"]) == 0
+    assert _bytes(sharded) == _bytes(one)
