@@ -424,3 +424,25 @@ def test_api_fibonacci_window_filters_on_start_date(client: TestClient, mode: st
     _compare(body["bars"], want, "start_date", ("open", "high", "low", "close", "volume"))
     body = _get(client, adjusted=mode, interval="3d", end=end.isoformat(), limit=4)
     _compare(body["bars"], want.tail(4), "start_date", ("open", "close", "volume"))
+
+
+def test_api_fibonacci_of_symbol_anchored_silver(
+    tmp_path: Path, pg_url: str, redis_server_url: str, redis_prefix: str
+) -> None:
+    """With silver built ``--anchor symbol``, every mode groups N rows as silver does."""
+    lake = Lake((tmp_path / "lake").as_uri())
+    table = pa.Table.from_pandas(RAW, schema=BRONZE_DAILY, preserve_index=False)
+    lake.write_table(layout.range_fragment(SYM, ROW_DAYS[0], LAST_ROW), table)
+    lake.write_table(layout.reference_splits(), splits_table())
+    lake.write_table(layout.reference_dividends(), dividends_table())
+    assert consolidate.main(["--lake", lake.url]) == 0
+    assert resample.main(["--lake", lake.url, "--anchor", "symbol", "--intervals", "5"]) == 0
+    with postgres.connect(pg_url, autocommit=True) as conn:
+        postgres.migrate(conn)
+    settings = api_settings(lake, pg_url, redis_server_url, redis_prefix, KEY)
+    with TestClient(create_app(settings)) as c:
+        for mode in ("split", "none", "total"):
+            want = oracle.fib_bars(_expected(mode), 5, "symbol")
+            body = _get(c, adjusted=mode, interval="5d")
+            _compare(body["bars"], want, "start_date", ("open", "high", "low", "close", "volume"))
+            assert [b["complete"] for b in body["bars"]] == list(want["complete"]), mode
