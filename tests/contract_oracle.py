@@ -193,11 +193,11 @@ def indicators(bars: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def close_rel(a: float | None, b: float | None, rel: float = 1e-9) -> bool:
-    """Both null, or equal to ``rel`` relative (absolute near zero)."""
+def close_rel(a: float | None, b: float | None, rel: float = 1e-9, floor: float = 1.0) -> bool:
+    """Both null, or equal to ``rel`` relative (absolute below ``floor``; 0: purely relative)."""
     a_null = a is None or (isinstance(a, float) and math.isnan(a))
     b_null = b is None or (isinstance(b, float) and math.isnan(b))
     if a_null or b_null:
         return a_null and b_null
     assert a is not None and b is not None
-    return abs(float(a) - float(b)) <= rel * max(1.0, abs(float(a)), abs(float(b)))
+    return abs(float(a) - float(b)) <= rel * max(floor, abs(float(a)), abs(float(b)))

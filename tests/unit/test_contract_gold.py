@@ -150,7 +150,7 @@ def _check(lake: Lake, market: dict[str, pd.DataFrame]) -> None:
                 assert list(mine["complete"]) == list(bars["complete"])
             for c in ("close", *EXPECTED_INDICATORS[:-1]):
                 for i, (a, b) in enumerate(zip(mine[c], want[c], strict=True)):
-                    assert oracle.close_rel(a, b), (interval, symbol, c, i, a, b)
+                    assert oracle.close_rel(a, b, floor=0.0), (interval, symbol, c, i, a, b)
             g_vegas = [None if pd.isna(v) else int(v) for v in mine["vegas"]]
             w_vegas = [None if pd.isna(v) else int(v) for v in want["vegas"]]
             assert g_vegas == w_vegas, (interval, symbol)
@@ -214,4 +214,4 @@ def test_gold_of_symbol_anchored_silver(tmp_path: Path) -> None:
         want = oracle.indicators(bars)
         for c in ("close", *EXPECTED_INDICATORS[:-1]):
             for a, b in zip(mine[c], want[c], strict=True):
-                assert oracle.close_rel(a, b), (symbol, c, a, b)
+                assert oracle.close_rel(a, b, floor=0.0), (symbol, c, a, b)
