@@ -85,10 +85,12 @@ def _lake_closes(lake: Lake, symbol: str) -> adj.CloseBefore:
 def close_before(
     res: Resources, symbol: str, source: str, ex_days: Sequence[dt.date]
 ) -> adj.CloseBefore:
-    """C of each ex-date, from where the rows came from.
+    """C of each ex-date: the close of the symbol's last row before it, wherever that row is.
 
-    Postgres answers for its rows; an ex-date whose earlier rows are older than Postgres keeps
-    is answered by the lake.
+    Postgres answers when its row is the session just before the ex-date (no later row can
+    exist). Otherwise the lake is asked too and the later of the two rows wins: Postgres keeps
+    only recent years, and the lake may hold a row Postgres lacks (a backfill or a flat file),
+    which the served rows include, so C must come from it as well.
     """
     lake_lookup: list[adj.CloseBefore] = []
 
@@ -104,9 +106,22 @@ def close_before(
 
     def lookup(day: dt.date) -> tuple[dt.date, float] | None:
         hit = found.get(day)
-        return hit if hit is not None else lake_closes(day)
+        if hit is not None and hit[0] == _session_before(day):
+            return hit
+        other = lake_closes(day)
+        if hit is None or (other is not None and other[0] > hit[0]):
+            return other
+        return hit
 
     return lookup
+
+
+def _session_before(day: dt.date) -> dt.date | None:
+    """The last XNYS session strictly before ``day`` (None outside the calendar)."""
+    try:
+        return calendar.last_session_on_or_before(day - dt.timedelta(days=1))
+    except calendar.CalendarError:
+        return None
 
 
 def describe(

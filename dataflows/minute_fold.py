@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,8 +41,8 @@ from dataflows.trades import Reject, TradeBatch
 
 MINUTE_MS: Final = 60_000
 PRICE_UNITS: Final = 1_000_000
-"""Notional is summed in whole micro-dollars x shares, so a bar's vwap is exactly the same
-however its trades were batched (float sums depend on their order)."""
+"""Notional is summed in whole micro-dollars, so a bar's vwap is exactly the same however its
+trades were batched (float sums depend on their order)."""
 _BIG: Final = np.iinfo(np.int64).max
 _MIN_T: Final = -(2**62)
 _MAX_T: Final = 2**62
@@ -237,6 +238,28 @@ def new_acc(partial: bool) -> list[Any]:
     ]  # fmt: skip
 
 
+def notional_units(p: float, s: float) -> int:
+    """A trade's notional in whole micro-dollars: a fixed integer per trade, summed exactly.
+
+    The price is rounded to micro-dollars and multiplied by the whole shares exactly; a
+    fractional part of the size (fractional-share odd lots) adds its own rounded product, so
+    half a share counts as half, not as none (rounding the size did).
+    """
+    units = round(p * PRICE_UNITS)
+    whole = math.floor(s)
+    return units * whole + round(units * (s - whole))
+
+
+def notional_units_array(
+    p: npt.NDArray[np.float64], s: npt.NDArray[np.float64]
+) -> npt.NDArray[np.int64]:
+    """:func:`notional_units` of many trades."""
+    units = np.rint(p * PRICE_UNITS).astype(np.int64)
+    whole = np.floor(s)
+    part = np.rint(units * (s - whole)).astype(np.int64)
+    return np.asarray(units * whole.astype(np.int64) + part, dtype=np.int64)
+
+
 def _fold_one(acc: list[Any], p: float, s: float, t: int, q: int, rule: tuple[bool, ...]) -> None:
     hl, oc, vol = rule
     if oc:
@@ -253,7 +276,7 @@ def _fold_one(acc: list[Any], p: float, s: float, t: int, q: int, rule: tuple[bo
         acc[_LOW] = min(acc[_LOW], p)
     if vol:
         acc[_VOL] += s
-        acc[_NOTIONAL] += round(p * PRICE_UNITS) * round(s)
+        acc[_NOTIONAL] += notional_units(p, s)
         acc[_N] += 1
 
 
@@ -513,7 +536,7 @@ class MinuteFold:
         high = np.maximum.reduceat(np.where(hl, p, -np.inf), firsts)
         low = np.minimum.reduceat(np.where(hl, p, np.inf), firsts)
         vol = np.add.reduceat(np.where(vl, s, 0.0), firsts)
-        units = np.rint(p * PRICE_UNITS).astype(np.int64) * np.rint(s).astype(np.int64)
+        units = notional_units_array(p, s)
         notional = np.add.reduceat(np.where(vl, units, 0), firsts)
         count = np.add.reduceat(vl.astype(np.int64), firsts)
         pl, tl, ql = p.tolist(), t.tolist(), q.tolist()

@@ -83,6 +83,19 @@ def write_silver(lake: Lake, n: int, rows: list[dict[str, Any]]) -> None:
         lake.write_table(layout.silver_file(n, y, m), table)
 
 
+def api_settings(
+    lake: Lake, pg_url: str, redis_url: str, redis_prefix: str, keys: str = KEY
+) -> ApiSettings:
+    """Settings of an API over ``lake`` and a test's own Postgres schema and Redis prefix."""
+    return ApiSettings(
+        lake_url=lake.url,
+        database_url=SecretStr(pg_url),
+        redis_url=SecretStr(redis_url),
+        redis_prefix=redis_prefix,
+        api_keys=SecretStr(keys),
+    )
+
+
 def seeded_settings(
     local_lake: Lake, pg_url: str, redis_server_url: str, redis_prefix: str
 ) -> ApiSettings:
@@ -110,10 +123,4 @@ def seeded_settings(
         postgres.migrate(conn)
         postgres.upsert_daily(conn, daily("AAPL", RECENT, "rest", 40.0))
         postgres.upsert_daily(conn, daily("PGONLY", RECENT, "rest", 60.0))
-    return ApiSettings(
-        lake_url=local_lake.url,
-        database_url=SecretStr(pg_url),
-        redis_url=SecretStr(redis_server_url),
-        redis_prefix=redis_prefix,
-        api_keys=SecretStr(f"other,{KEY}"),
-    )
+    return api_settings(local_lake, pg_url, redis_server_url, redis_prefix, f"other,{KEY}")

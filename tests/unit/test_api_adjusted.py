@@ -9,7 +9,6 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from api.main import create_app
 from batch import consolidate, resample
@@ -17,9 +16,9 @@ from core import adjustments as adj
 from core import calendar, layout
 from core.lake import Lake
 from core.schemas import BRONZE_DAILY
-from core.settings import ApiSettings
 from core.stores import actions as store
 from core.stores import postgres
+from tests.api_market import api_settings
 
 pytestmark = pytest.mark.unit
 KEY = "k-secret"
@@ -83,13 +82,7 @@ def client(
         )
     assert consolidate.run(local_lake, workers=1).ok
     assert resample.run(local_lake, workers=1).ok
-    settings = ApiSettings(
-        lake_url=local_lake.url,
-        database_url=SecretStr(pg_url),
-        redis_url=SecretStr(redis_server_url),
-        redis_prefix=redis_prefix,
-        api_keys=SecretStr(KEY),
-    )
+    settings = api_settings(local_lake, pg_url, redis_server_url, redis_prefix, KEY)
     with TestClient(create_app(settings)) as c:
         yield c
 

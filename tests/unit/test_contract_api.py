@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from api.main import create_app
 from batch import consolidate, resample
 from core import calendar
 from core.lake import Lake
-from core.settings import ApiSettings
 from core.stores import postgres
+from tests.api_market import api_settings
 from tests.batch_support import read_silver, sessions, simple_rows, write_fragment
 
 pytestmark = pytest.mark.unit
@@ -35,13 +34,7 @@ def client(
     assert resample.run(local_lake, workers=1, intervals=(3,)).ok
     with postgres.connect(pg_url) as conn:
         postgres.migrate(conn)
-    settings = ApiSettings(
-        lake_url=local_lake.url,
-        database_url=SecretStr(pg_url),
-        redis_url=SecretStr(redis_server_url),
-        redis_prefix=redis_prefix,
-        api_keys=SecretStr(KEY),
-    )
+    settings = api_settings(local_lake, pg_url, redis_server_url, redis_prefix, KEY)
     with TestClient(create_app(settings)) as c:
         yield c
 
