@@ -102,7 +102,6 @@ _DEFAULTS = LiveSettings.model_fields
 PUBLISH = dt.timedelta(milliseconds=_DEFAULTS["live_publish_ms"].default)
 SNAPSHOT = dt.timedelta(seconds=5)
 """Production's snapshot interval (``-s 5``): every snapshot waits for the trades archive."""
-ROLLUP_PUBLISH = dt.timedelta(milliseconds=_DEFAULTS["live_rollup_publish_ms"].default)
 
 
 def whole_flow(
@@ -118,7 +117,6 @@ def whole_flow(
         rollups=RollupRedisSink(url, prefix),
         daily=BronzeSink(lake),
         publish_every=PUBLISH,
-        rollup_every=ROLLUP_PUBLISH,
     )
 
 

@@ -55,7 +55,7 @@ from dataflows.connectors.websocket import PolygonChunkSource, ws_config
 from dataflows.minute_fold import FoldOut, Gap, MinuteBar
 from dataflows.operators import LiveStreams, minute_streams
 from dataflows.recovery import prepare_recovery
-from dataflows.rollups import RollupBar, rollup_stream
+from dataflows.rollups import Rolled, rollup_stream
 from dataflows.trades import Chunk, Reject, TradeBatch
 
 DEFAULT_LATENESS = dt.timedelta(seconds=5)
@@ -72,7 +72,7 @@ def build_live_flow(
     gaps: Sink[Gap] | None = None,
     daily: Sink[pa.Table] | None = None,
     trades: Sink[tuple[str, TradeBatch]] | None = None,
-    rollups: Sink[list[RollupBar]] | None = None,
+    rollups: Sink[list[Rolled]] | None = None,
     alerts: Sink[list[AlertEvent]] | None = None,
     alert_feed: Callable[[], RuleFeed | None] | None = None,
     rules: ConditionRules | None = None,
@@ -80,7 +80,6 @@ def build_live_flow(
     horizon: dt.timedelta = DEFAULT_HORIZON,
     settle: dt.timedelta = DEFAULT_SETTLE,
     publish_every: dt.timedelta = dt.timedelta(0),
-    rollup_every: dt.timedelta = dt.timedelta(0),
     flow_id: str = "live",
 ) -> Dataflow:
     """The live dataflow from source chunks to its sinks.
@@ -89,11 +88,10 @@ def build_live_flow(
     latest trades, counters), ``quarantine`` every malformed event, invalid bar and trade too
     late to revise its minute, ``gaps`` the spans the flow knows it missed, ``daily`` each
     symbol's provisional daily bar once its session closed and ``settle`` passed (event time),
-    ``trades`` the decoded trade batches (for an archive), ``rollups`` the live 5m..4h bar
-    events, ``alerts`` the alert events of the rules ``alert_feed`` follows
+    ``trades`` the decoded trade batches (for an archive), ``rollups`` the final 5m..4h bars
+    and the summaries readers form the forming ones from (:mod:`dataflows.rollups`), ``alerts`` the alert events of the rules ``alert_feed`` follows
     (:mod:`dataflows.alerts`). Forming bars and latest trades go to ``live`` at most once per
-    ``publish_every`` per partition, forming 5m..4h bars at most once per ``rollup_every``
-    (zero: with every batch); final bars never wait.
+    ``publish_every`` per partition; final bars never wait.
     """
     flow = Dataflow(flow_id)
     chunks = op.input("input", flow, source)
@@ -117,12 +115,7 @@ def build_live_flow(
         op.output("trades", op.key_on("trades_key", streams.trades, archive_key), trades)
     rolled = None
     if rollups is not None or alerts is not None:
-        rolled = rollup_stream(
-            "rollup",
-            streams.folded,
-            horizon_ms=_ms(horizon),
-            publish_s=rollup_every.total_seconds(),
-        )
+        rolled = rollup_stream("rollup", streams.folded, horizon_ms=_ms(horizon))
     if rollups is not None and rolled is not None:
         op.output("rollups", rolled, rollups)
     if alerts is not None:
@@ -209,7 +202,6 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         horizon=dt.timedelta(seconds=s.live_revision_horizon_s),
         settle=dt.timedelta(minutes=s.settle_minutes),
         publish_every=dt.timedelta(milliseconds=s.live_publish_ms),
-        rollup_every=dt.timedelta(milliseconds=s.live_rollup_publish_ms),
     )
 
 
