@@ -355,6 +355,7 @@ def main() -> None:
             )  # fmt: skip
             tune_gc()  # as flow_from_settings does
             cpu0, calls0 = redis_load(rd)
+            flow_cpu = time.process_time()
             started = time.perf_counter()
             if args.profile is not None:
                 with ThreadProfiles() as profiles:
@@ -364,6 +365,7 @@ def main() -> None:
             else:
                 run_main(flow)  # type: ignore[no-untyped-call]
             elapsed = time.perf_counter() - started
+            flow_cpu = time.process_time() - flow_cpu
             cpu1, calls1 = redis_load(rd)
             stop.touch()
             listener.wait(timeout=120)
@@ -420,6 +422,7 @@ load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.
 | alerts stored / received on the WebSockets | {stored[0] if stored else 0:,} / {n:,} |
 | trade to alert on the WebSocket p50 / p99 / max | {p50} / {p99} / {worst} ms |
 | trade to alert stored in Postgres p50 / p99 | {_pct(to_db, 0.5):.0f} / {_pct(to_db, 0.99):.0f} ms |
+| flow process CPU (every thread; share of one core) | {flow_cpu:.1f} s ({flow_cpu / elapsed:.0%}) |
 | Redis server CPU during the flow (share of one core) | {cpu1 - cpu0:.1f} s ({(cpu1 - cpu0) / elapsed:.0%}) |
 | Redis SETs / PUBLISHes per second of flow (scripts' included) | {sets / elapsed:,.0f} / {pubs / elapsed:,.0f} |
 | engine alone (rule index, price bands) | {engine:,.0f} trades/s |
