@@ -304,6 +304,10 @@ def main() -> None:
         "--profile", type=Path, metavar="PATH",
         help="cProfile the flow's process (worker and writer threads) into PATH; slows it",
     )  # fmt: skip
+    p.add_argument(
+        "--profile-wall", action="store_true",
+        help="with --profile: wall time (where threads wait) instead of each thread's CPU",
+    )  # fmt: skip
     p.add_argument("--listen", nargs=3, metavar=("PORT", "OUT", "STOP"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.listen:
@@ -358,7 +362,7 @@ def main() -> None:
             flow_cpu = time.process_time()
             started = time.perf_counter()
             if args.profile is not None:
-                with ThreadProfiles() as profiles:
+                with ThreadProfiles(wall=args.profile_wall) as profiles:
                     run_main(flow)  # type: ignore[no-untyped-call]
                 profiles.dump(args.profile)
                 print(profiles.report(), file=sys.stderr)

@@ -4,7 +4,8 @@ cProfile sees only the thread that enables it, and the live flow's Redis writes 
 threads of their own (:mod:`dataflows.connectors.background`), so a profile of the worker
 alone misses them. :class:`ThreadProfiles` gives each thread started while it is on a
 profiler of its own (through ``threading.setprofile``) and merges them with the caller's.
-Times are each thread's CPU time, not wall time: waits (and a stopped process) cost nothing.
+Times are each thread's CPU time (waits cost nothing), or with ``wall`` the wall clock (where
+a thread waits).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from typing import Any
 class ThreadProfiles:
     """``with ThreadProfiles() as p: ...``, then :meth:`dump` or :meth:`report`."""
 
-    def __init__(self) -> None:
-        self.main = cProfile.Profile(time.thread_time)
+    def __init__(self, *, wall: bool = False) -> None:
+        self.timer = time.perf_counter if wall else time.thread_time
+        self.main = cProfile.Profile(self.timer)
         self.others: list[cProfile.Profile] = []
         self._lock = threading.Lock()
 
     def _start_thread(self, frame: FrameType, event: str, arg: Any) -> None:
         # called once in each new thread: swap this hook for a profiler of the thread's own
-        prof = cProfile.Profile(time.thread_time)
+        prof = cProfile.Profile(self.timer)
         with self._lock:
             self.others.append(prof)
         sys.setprofile(None)
