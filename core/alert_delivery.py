@@ -187,8 +187,7 @@ class Delivery:
         Once this returns, a crash loses nothing: :meth:`deliver_pending` sends what is
         stored and undelivered at the next start.
         """
-        with conn.transaction():
-            waiting = set(store.insert_events(conn, events))
+        waiting = set(store.insert_events(conn, events))  # one statement: atomic
         return [e for e in events if e.id in waiting]
 
     def complete(self, conn: psycopg.Connection[Any], todo: Sequence[AlertEvent]) -> None:
