@@ -17,6 +17,12 @@ so no alert is summarised.
 Baseline, same run: the same rules checked by a plain loop over every rule for every trade
 (margin and state machine per rule, no index), timed over a sample of the same trades; its
 rate is compared with the paced rate (below it, the backlog and the latency grow without end).
+
+Also reported: the flow process's CPU (all its threads) and the Redis server's over the run,
+and the SETs and PUBLISHes Redis executed per second (the documents and publications the live
+sinks cost it). ``--profile PATH`` runs the flow under cProfile on every thread of the process
+(the worker and the sinks' writer threads), each thread's CPU time (``--profile-wall``: wall
+time, where threads wait), prints the costliest functions and saves the statistics to PATH.
 """
 
 from __future__ import annotations
