@@ -100,6 +100,22 @@ Rolled = RollupBar | WindowSums
 """What the rollup step emits: final bars (and revisions), and window summaries."""
 
 
+_AT: dict[tuple[int, tuple[str, ...]], tuple[tuple[str, int, int], ...]] = {}
+
+
+def _windows_at(start: int, intervals: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
+    """(interval, window start, end) of each interval's window holding the minute at ``start``."""
+    key = (start, intervals)
+    hit = _AT.get(key)
+    if hit is None:
+        if len(_AT) > 100_000:
+            _AT.clear()
+        hit = _AT[key] = tuple(
+            (name, *w) for name in intervals if (w := window_of(start, name)) is not None
+        )
+    return hit
+
+
 def _values(b: MinuteBar) -> Minute:
     return (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trades)
 
@@ -121,6 +137,8 @@ class RollupState:
     """Per open window with final minutes, their summary."""
     forgotten_before: int = -_END
     """Windows ending before this minute are dropped (the last edge :meth:`_forget` used)."""
+    newest: dict[str, int] = field(default_factory=dict)
+    """Per symbol, the start of its newest final minute."""
 
     def step(self, out: FoldOut) -> list[Rolled]:
         """Fold one result of the minute fold; the final bars and window summaries it causes.
@@ -133,27 +151,35 @@ class RollupState:
         finals: set[WindowKey] = set()
         revised: set[WindowKey] = set()
         changed: set[str] = set()
+        newest = self.newest
         for b in out.final:
+            symbol, start = b.symbol, b.start
             if not eof:
-                self.part_of[b.symbol] = source
-            held = self.minutes.setdefault(b.symbol, {})
-            fresh = b.start not in held
-            held[b.start] = v = _values(b)
-            for name in self.intervals:
-                key = self._window(name, b.symbol, b.start)
-                if key is None:
+                self.part_of[symbol] = source
+            held = self.minutes.setdefault(symbol, {})
+            fresh = start not in held
+            held[start] = v = _values(b)
+            if start > newest.get(symbol, -_END):
+                newest[symbol] = start
+            for name, begin, end in _windows_at(start, self.intervals):
+                key = (name, symbol, begin)
+                w = self.windows.get(key)
+                if w is None:  # the window's first final minute
+                    self._open(key, end)
+                    self.sums[key] = first = forming.empty()
+                    forming.add(first, start, v)
+                    changed.add(symbol)
                     continue
-                if self.windows[key][2]:
+                if w[2]:
                     revised.add(key)
                     continue
-                changed.add(b.symbol)
+                changed.add(symbol)
                 s = self.sums.get(key)
-                if s is not None and fresh and b.start > s[LAST]:
-                    forming.add(s, b.start, v)  # the next minute in order: no need to start over
+                if s is not None and fresh and start > s[LAST]:
+                    forming.add(s, start, v)  # the next minute in order: no need to start over
                 else:
-                    end = self.windows[key][0]
                     self.sums[key] = forming.summary(
-                        (st, m) for st, m in sorted(held.items()) if key[2] <= st < end
+                        (st, m) for st, m in sorted(held.items()) if begin <= st < end
                     )
         if eof:
             for ends in self.ends.values():
@@ -174,32 +200,26 @@ class RollupState:
         return rolled
 
     def _summaries(self, symbols: set[str]) -> list[WindowSums]:
-        """Each symbol's open windows with final minutes, and their summaries."""
+        """Each symbol's open windows with final minutes (those of its newest), summarised."""
         out = []
         for symbol in sorted(symbols):
-            held = self.minutes.get(symbol, {})
-            if not held:
-                continue
-            newest = max(held)
             windows = {}
-            for name in self.intervals:
-                w = window_of(newest, name)
-                s = None if w is None else self.sums.get((name, symbol, w[0]))
-                if w is not None and s is not None:
-                    windows[name] = (w[0], w[1], list(s))
+            for name, begin, end in _windows_at(self.newest[symbol], self.intervals):
+                s = self.sums.get((name, symbol, begin))
+                if s is not None:
+                    windows[name] = (begin, end, list(s))
             out.append(WindowSums(symbol, windows))
         return out
 
-    def _window(self, name: str, symbol: str, start: int) -> WindowKey | None:
-        w = window_of(start, name)
-        if w is None:
-            return None
-        key = (name, symbol, w[0])
-        if key not in self.windows:
-            self.windows[key] = [w[1], -1, 0]
-            part = self.part_of.get(symbol, "")
-            self.ends.setdefault(part, {}).setdefault(w[1], set()).add(key)
-        return key
+    def _open(self, key: WindowKey, end: int) -> None:
+        """Start following a window: by its end, under its symbol's source partition."""
+        self.windows[key] = [end, -1, 0]
+        part = self.part_of.get(key[1], "")
+        self.ends.setdefault(part, {}).setdefault(end, set()).add(key)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("newest", {})  # a snapshot of an older version lacks it
 
     def _emit(self, keys: set[WindowKey]) -> list[RollupBar]:
         """Final bars (and revisions) by the batch rule, :func:`core.intraday.rollup`."""

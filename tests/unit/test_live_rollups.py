@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,15 @@ def test_readers_form_the_forming_bars_of_the_batch_rule() -> None:
                     )
                 checked += 1
     assert checked > 400
+
+
+def test_a_snapshot_of_an_older_rollup_state_resumes() -> None:
+    """State pickled before ``newest`` existed loads, and its next step summarises."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    steps = _steps(opened, random.Random(3))
+    state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    state.step(steps[0])
+    del state.__dict__["newest"]
+    resumed = pickle.loads(pickle.dumps(state))
+    assert resumed.newest == {}
+    assert any(isinstance(r, WindowSums) and r.windows for r in resumed.step(steps[1]))
