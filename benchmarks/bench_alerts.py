@@ -64,6 +64,7 @@ from dataflows.connectors.minute_sink import MinuteBarSink
 from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.live import build_live_flow, tune_gc
+from dataflows.rollups import RollupBar, WindowSums
 from dataflows.trades import Chunk, now_ms
 
 OWNERS = 20
@@ -358,7 +359,8 @@ def main() -> None:
                 bars=MinuteBarSink(lake),
                 live=TestingSink([]) if args.no_bars else RedisLiveSink(rd, PREFIX),
                 quarantine=TestingSink([]),
-                rollups=None if args.no_bars else RollupRedisSink(rd, PREFIX),
+                rollups=None if args.no_bars else RollupRedisSink[RollupBar](rd, PREFIX),
+                sums=None if args.no_bars else RollupRedisSink[WindowSums](rd, PREFIX),
                 alerts=AlertSink(pg, rd, PREFIX, max_per_minute=1_000_000),
                 alert_feed=feed_factory(FeedConfig(pg, rd, PREFIX), None),
                 publish_every=PUBLISH,

@@ -42,7 +42,7 @@ from core.stores import alerts as store
 from core.stores.postgres import migrate
 from core.stores.redis import connect as redis_connect
 from dataflows.minute_fold import MINUTE_MS, MinuteBar
-from dataflows.rollups import Rolled, RollupBar
+from dataflows.rollups import RollupBar
 from dataflows.trades import TradeBatch
 
 log = logging.getLogger(__name__)
@@ -231,13 +231,13 @@ def _minute_bars(item: tuple[str, list[MinuteBar]]) -> Item:
     )
 
 
-def _rollup_bars(bars: list[Rolled]) -> Item:
+def _rollup_bars(bars: list[RollupBar]) -> Item:
     return (
         "bars",
         [
             (b.symbol, b.interval, Bar(b.start, b.end, b.high, b.low, b.close, b.volume))
             for b in bars
-            if isinstance(b, RollupBar) and b.final and b.revision == 0
+            if b.final and b.revision == 0
         ],
     )
 
@@ -258,7 +258,7 @@ def alert_stream(
     step_id: str,
     trades: Stream[TradeBatch],
     minutes: Stream[tuple[str, list[MinuteBar]]],
-    rollups: Stream[list[Rolled]] | None,
+    rollups: Stream[list[RollupBar]] | None,
     make_feed: Callable[[], RuleFeed | None],
     *,
     keep_empty: bool = True,

@@ -55,7 +55,7 @@ from dataflows.connectors.websocket import PolygonChunkSource, ws_config
 from dataflows.minute_fold import FoldOut, Gap, MinuteBar
 from dataflows.operators import LiveStreams, minute_streams
 from dataflows.recovery import prepare_recovery
-from dataflows.rollups import Rolled, rollup_stream
+from dataflows.rollups import RollupBar, WindowSums, rollup_stream
 from dataflows.trades import Chunk, Reject, TradeBatch
 
 DEFAULT_LATENESS = dt.timedelta(seconds=5)
@@ -72,7 +72,8 @@ def build_live_flow(
     gaps: Sink[Gap] | None = None,
     daily: Sink[pa.Table] | None = None,
     trades: Sink[tuple[str, TradeBatch]] | None = None,
-    rollups: Sink[list[Rolled]] | None = None,
+    rollups: Sink[list[RollupBar]] | None = None,
+    sums: Sink[list[WindowSums]] | None = None,
     alerts: Sink[list[AlertEvent]] | None = None,
     alert_feed: Callable[[], RuleFeed | None] | None = None,
     rules: ConditionRules | None = None,
@@ -89,7 +90,8 @@ def build_live_flow(
     late to revise its minute, ``gaps`` the spans the flow knows it missed, ``daily`` each
     symbol's provisional daily bar once its session closed and ``settle`` passed (event time),
     ``trades`` the decoded trade batches (for an archive), ``rollups`` the final 5m..4h bars
-    and the summaries readers form the forming ones from (:mod:`dataflows.rollups`), ``alerts`` the alert events of the rules ``alert_feed`` follows
+    (and revisions), ``sums`` the window summaries readers form the forming ones from
+    (:mod:`dataflows.rollups`), ``alerts`` the alert events of the rules ``alert_feed`` follows
     (:mod:`dataflows.alerts`). Forming bars and latest trades go to ``live`` at most once per
     ``publish_every`` per partition; final bars never wait.
     """
@@ -114,13 +116,16 @@ def build_live_flow(
     if trades is not None:
         op.output("trades", op.key_on("trades_key", streams.trades, archive_key), trades)
     rolled = None
-    if rollups is not None or alerts is not None:
+    if rollups is not None or sums is not None or alerts is not None:
         rolled = rollup_stream("rollup", streams.folded, horizon_ms=_ms(horizon))
     if rollups is not None and rolled is not None:
-        op.output("rollups", rolled, rollups)
+        op.output("rollups", rolled.bars, rollups)
+    if sums is not None and rolled is not None:
+        op.output("sums", rolled.sums, sums)
     if alerts is not None:
         feed = alert_feed or _no_feed
-        events = alert_stream("alerts", streams.trades, streams.final, rolled, feed)
+        closed = None if rolled is None else rolled.bars
+        events = alert_stream("alerts", streams.trades, streams.final, closed, feed)
         op.output("alerts", events, alerts)
     return flow
 
@@ -182,7 +187,8 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         quarantine=QuarantineSink(lake, "live"),
         gaps=GapSink(database_url(s)),
         trades=TradesArchiveSink(lake, flush_after=s.trades_flush_s) if s.trades_archive else None,
-        rollups=RollupRedisSink(redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
+        rollups=RollupRedisSink[RollupBar](redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
+        sums=RollupRedisSink[WindowSums](redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
         daily=BronzeSink(lake),
         alerts=AlertSink(
             database_url(s),

@@ -313,18 +313,40 @@ def _value(item: tuple[str, list[Rolled]]) -> list[Rolled]:
     return item[1]
 
 
+def _bars(rolled: list[Rolled]) -> list[RollupBar] | None:
+    return [b for b in rolled if isinstance(b, RollupBar)] or None
+
+
+def _sums(rolled: list[Rolled]) -> list[WindowSums] | None:
+    return [b for b in rolled if isinstance(b, WindowSums)] or None
+
+
+@dataclass(frozen=True)
+class RollupStreams:
+    """The rollup step's two outputs."""
+
+    bars: Stream[list[RollupBar]]
+    """Final bars and revisions (one list per fold result that caused any)."""
+    sums: Stream[list[WindowSums]]
+    """Window summaries (one list per fold result that closed minutes)."""
+
+
 def rollup_stream(
     step_id: str,
     folded: Stream[FoldOut],
     intervals: Sequence[str] = tuple(intraday.INTERVALS),
     *,
     horizon_ms: int = 15 * MINUTE_MS,
-) -> Stream[list[Rolled]]:
-    """The fold's results to rollup events (one list per fold result that caused any)."""
+) -> RollupStreams:
+    """The fold's results to final 5m..4h bars and window summaries."""
     names = tuple(intraday.parse_intervals(",".join(intervals)))
     keyed = op.key_on(f"{step_id}_key", folded, _key)
 
     def build(resume: RollupState | None) -> _RollupLogic:
         return _RollupLogic(resume or RollupState(names, horizon_ms))
 
-    return op.map(f"{step_id}_values", op.stateful(f"{step_id}_fold", keyed, build), _value)
+    rolled = op.map(f"{step_id}_values", op.stateful(f"{step_id}_fold", keyed, build), _value)
+    return RollupStreams(
+        op.filter_map(f"{step_id}_bars", rolled, _bars),
+        op.filter_map(f"{step_id}_sums", rolled, _sums),
+    )

@@ -17,6 +17,7 @@ batch.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -24,20 +25,22 @@ from core.stores.redis import SUMS, LiveStore, connect, encode_at
 from dataflows.connectors.background import OrderedWriter
 from dataflows.rollups import Rolled, RollupBar
 
+R = TypeVar("R", bound=Rolled)
 
-class _RollupPartition(StatelessSinkPartition[list[Rolled]]):
+
+class _RollupPartition(StatelessSinkPartition[list[R]]):
     def __init__(self, store: LiveStore, ttl_s: int) -> None:
         self._store = store
         self._ttl_s = ttl_s
         self._writer = OrderedWriter("rollup-sink")
 
-    def write_batch(self, items: list[list[Rolled]]) -> None:
+    def write_batch(self, items: list[list[R]]) -> None:
         if any(items):
             self._writer.submit(self._write, items)
             if any(isinstance(b, RollupBar) and b.final for bars in items for b in bars):
                 self._writer.drain()
 
-    def _write(self, items: list[list[Rolled]]) -> None:
+    def _write(self, items: list[list[R]]) -> None:
         now = dt.datetime.now(dt.UTC).isoformat()
         newest: dict[str, tuple[int, bytes]] = {}  # per key, the latest window's document
         events: list[tuple[str, bytes]] = []
@@ -64,8 +67,12 @@ class _RollupPartition(StatelessSinkPartition[list[Rolled]]):
             self._store.r.close()
 
 
-class RollupRedisSink(DynamicSink[list[Rolled]]):
-    """Write live intraday bar events to Redis."""
+class RollupRedisSink(DynamicSink[list[R]]):
+    """Write live intraday bar events, or window summaries, to Redis.
+
+    ``RollupRedisSink[RollupBar](...)`` for the flow's final bars, ``[WindowSums]`` for its
+    summaries (one writer thread each).
+    """
 
     def __init__(self, url: str, prefix: str = "condvest:", *, ttl_s: int = 86_400) -> None:
         self.url = url
@@ -74,6 +81,6 @@ class RollupRedisSink(DynamicSink[list[Rolled]]):
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[list[Rolled]]:
+    ) -> StatelessSinkPartition[list[R]]:
         """One client per worker."""
         return _RollupPartition(LiveStore(connect(self.url), self.prefix), self.ttl_s)

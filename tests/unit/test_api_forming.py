@@ -19,7 +19,7 @@ from core.stores.redis import connect
 from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.minute_fold import FoldOut, MinuteBar
-from dataflows.rollups import RollupState
+from dataflows.rollups import Rolled, RollupState
 from tests.api_market import HEADERS
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -40,7 +40,7 @@ class Flow:
     def __init__(self, settings: ApiSettings) -> None:
         url = settings.redis_url.get_secret_value()  # type: ignore[union-attr]
         self.live = RedisLiveSink(url, settings.redis_prefix).build("redis", 0, 1)
-        self.rollups = RollupRedisSink(url, settings.redis_prefix).build("rollups", 0, 1)
+        self.rollups = RollupRedisSink[Rolled](url, settings.redis_prefix).build("rollups", 0, 1)
         self.state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
 
     def step(self, final: list[MinuteBar], forming: list[MinuteBar], watermark: int) -> None:

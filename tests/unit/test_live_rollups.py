@@ -60,12 +60,14 @@ def test_live_rollups_equal_batch_silver(tmp_path: Path) -> None:
         newest = max([newest, *(int(e["t"]) for e in part)])
         chunks.append(Chunk("p0", [json.dumps(part)], newest + 20 + i))
     finals: list[tuple[str, list[MinuteBar]]] = []
-    rolled: list[list[Rolled]] = []
+    rolled: list[list[RollupBar]] = []
+    summaries: list[list[WindowSums]] = []
     outs: list[FoldOut] = []
     rejects: list[Reject] = []
     run_main(build_live_flow(  # type: ignore[no-untyped-call]
         TestingSource(chunks), bars=TestingSink(finals), live=TestingSink(outs),
         quarantine=TestingSink(rejects), rollups=TestingSink(rolled),
+        sums=TestingSink(summaries),
     ))  # fmt: skip
     assert outs[-1].counters["late"] > 0 and outs[-1].counters["revisions"] > 0
     lake = Lake((tmp_path / "lake").as_uri())
@@ -73,9 +75,9 @@ def test_live_rollups_equal_batch_silver(tmp_path: Path) -> None:
     assert minutes.run(lake).failed == {}
     assert job.run(lake, now=dt.datetime(2024, 12, 2, tzinfo=dt.UTC)).failed == {}
 
-    events_all = [b for bars in rolled for b in bars if isinstance(b, RollupBar)]
+    events_all = [b for bars in rolled for b in bars]
     assert all(b.final and b.complete for b in events_all)  # forming bars: by the readers
-    assert any(isinstance(b, WindowSums) for bars in rolled for b in bars)
+    assert any(s.windows for sums in summaries for s in sums)
     live: dict[tuple[str, str, int], RollupBar] = {}
     for b in events_all:
         if b.final and ((k := (b.interval, b.symbol, b.start)) not in live or
@@ -131,7 +133,7 @@ def test_rollup_writes_leave_the_worker_and_land_in_order(
 ) -> None:
     """Written on the sink's own thread; close waits for every write; the newest summary
     of a symbol is the one stored."""
-    sink = RollupRedisSink(redis_server_url, redis_prefix).build("rollups", 0, 1)
+    sink = RollupRedisSink[Rolled](redis_server_url, redis_prefix).build("rollups", 0, 1)
     r = connect(redis_server_url)
     channel = r.pubsub()  # type: ignore[no-untyped-call]
     channel.psubscribe(f"{redis_prefix}bars:*")
@@ -157,7 +159,7 @@ def test_final_rollups_are_in_redis_when_their_batch_returns(
     redis_server_url: str, redis_prefix: str
 ) -> None:
     """Recovery may commit the epoch once the sink returns: its final bars must be stored."""
-    sink = RollupRedisSink(redis_server_url, redis_prefix).build("rollups", 0, 1)
+    sink = RollupRedisSink[Rolled](redis_server_url, redis_prefix).build("rollups", 0, 1)
     r = connect(redis_server_url)
     for k in range(10):
         sink.write_batch([[_sums(f"S{k}", 2)]])
@@ -168,11 +170,13 @@ def test_final_rollups_are_in_redis_when_their_batch_returns(
 
 
 def test_a_failed_rollup_write_stops_the_flow() -> None:
-    sums = RollupRedisSink("redis://127.0.0.1:9/0").build("rollups", 0, 1)  # nothing listens
+    sums = RollupRedisSink[Rolled]("redis://127.0.0.1:9/0").build(
+        "rollups", 0, 1
+    )  # nothing listens
     sums.write_batch([[_sums("S0", 1)]])
     with pytest.raises(redis.exceptions.ConnectionError):
         sums.close()
-    final = RollupRedisSink("redis://127.0.0.1:9/0").build("rollups", 0, 1)
+    final = RollupRedisSink[Rolled]("redis://127.0.0.1:9/0").build("rollups", 0, 1)
     with pytest.raises(redis.exceptions.ConnectionError):
         final.write_batch([[_bar("S0", final=True)]])
     final.close()
