@@ -199,8 +199,8 @@ def ms_iso(ms: int) -> str:
     if hit is None:
         if len(_ISO) > 100_000:
             _ISO.clear()
-        hit = _ISO[second] = (_EPOCH + dt.timedelta(seconds=second)).isoformat()[:19]
-    return f"{hit}.{milli:03d}000+00:00" if milli else f"{hit}+00:00"
+        hit = _ISO[second] = (_EPOCH + dt.timedelta(seconds=second)).isoformat()
+    return f"{hit[:19]}.{milli:03d}000+00:00" if milli else hit
 
 
 _DAYS: dict[int, tuple[dt.date, bool]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from dataclasses import replace
 
 import pytest
@@ -20,7 +21,7 @@ from dataflows.connectors.quarantine_sink import QuarantineSink
 from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.websocket import Backoff, WsConfig, parse_symbols, ws_config, ws_url
 from dataflows.ingest import MALFORMED, UNKNOWN, frame_records
-from dataflows.minute_fold import LATE_BEYOND_HORIZON, FoldOut, MinuteBar
+from dataflows.minute_fold import LATE_BEYOND_HORIZON, FoldOut, MinuteBar, ms_iso
 from dataflows.trades import Reject
 
 pytestmark = pytest.mark.unit
@@ -192,3 +193,12 @@ def test_a_failed_live_redis_write_stops_the_flow() -> None:
     with pytest.raises(redis.exceptions.ConnectionError):
         sink.write_batch([FoldOut("p0", 0, final=[bar(0)])])
     sink.close()
+
+
+def test_ms_iso_is_isoformat_to_the_millisecond() -> None:
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    rng = random.Random(5)
+    stamps = [0, 59_999, 60_000, T0_MS, T0_MS + 1, T0_MS + 999, -1, -86_400_001]
+    stamps += [rng.randrange(-(10**12), 4 * 10**12) for _ in range(20_000)]
+    for ms in stamps * 2:  # memoised the second time
+        assert ms_iso(ms) == (epoch + dt.timedelta(milliseconds=ms)).isoformat(), ms
