@@ -8,7 +8,14 @@ process whose sockets follow a few symbols thus reads only those, not the market
 updates a second. It parses each message once and puts the text to send into the bounded queue
 of every subscriber that wants it: a thousand sockets cost one Redis connection, not a
 thousand. A pattern message goes only to the sockets that follow everything and a channel
-message only to the others, so no socket gets an update twice. Alerts (``{REDIS_PREFIX}alerts``) go to every socket of
+message only to the others, so no socket gets an update twice.
+
+Forming 5m..4h bars are formed here, not published by the flow: the hub keeps, for the
+symbols it reads, each open window's summary of final minutes (:class:`core.forming.LiveWindows`,
+from ``{REDIS_PREFIX}sums:{SYMBOL}`` when it starts reading a symbol, then from the final
+minute bars and summaries on the channel) and, from each forming minute bar, sends the forming
+bar of every interval (``final`` false), at most once per ``LIVE_ROLLUP_PUBLISH_MS`` per symbol
+(the newest waits for its turn). Summaries themselves are not sent to sockets. Alerts (``{REDIS_PREFIX}alerts``) go to every socket of
 the key that owns them, whatever symbols it follows; they have a subscription of their own, so
 an alert never waits behind a backlog of bar updates. A subscriber whose queue is full is closed as too slow
 rather than let grow without bound. When Redis drops, the hub resubscribes with backoff; the
@@ -34,7 +41,8 @@ import redis
 import redis.asyncio as aioredis
 
 from api import metrics
-from core.stores.redis import bar_channel
+from core.forming import LiveWindows, Minute, minute_of
+from core.stores.redis import SUMS, bar_channel
 
 log = logging.getLogger(__name__)
 CHANNEL: Final = "bars"
@@ -104,13 +112,22 @@ def alert_frame(payload: str | bytes) -> tuple[object, str] | None:
 
 def frame(payload: str | bytes) -> tuple[object, str] | None:
     """(symbol, text to send) for one published message; None when it is not a JSON object."""
+    data = parse(payload)
+    return None if data is None else (data.get("symbol"), bar_text(data))
+
+
+def parse(payload: str | bytes) -> dict[str, Any] | None:
+    """One published message as a JSON object; None when it is not one."""
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(data, dict):
-        return None
-    return data.get("symbol"), orjson.dumps({"type": "bar", "data": data}).decode()
+    return data if isinstance(data, dict) else None
+
+
+def bar_text(data: dict[str, Any]) -> str:
+    """The text a socket gets for a bar update."""
+    return orjson.dumps({"type": "bar", "data": data}).decode()
 
 
 class SocketCap:
@@ -158,6 +175,8 @@ class LiveHub:
         prefix: str,
         cap: SocketCap,
         alerts_channel: str | None = None,
+        *,
+        rollup_every_s: float = 1.0,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -176,6 +195,13 @@ class LiveHub:
         self._confirmed: dict[str, asyncio.Event] = {}
         self._sync_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self.windows = LiveWindows()
+        self.rollup_every_s = rollup_every_s
+        self._fetching: set[str] = set()
+        self._waiting: dict[tuple[str, bool], tuple[int, Minute, object]] = {}
+        """Per (symbol, pattern audience), the newest forming minute whose bars wait."""
+        self._due: dict[tuple[str, bool], float] = {}
+        self._forming_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start reading the channel (once)."""
@@ -183,6 +209,8 @@ class LiveHub:
             self._task = asyncio.create_task(self._run(), name="live-hub")
         if self._alerts_task is None and self.alerts_channel is not None:
             self._alerts_task = asyncio.create_task(self._run_alerts(), name="alert-hub")
+        if self._forming_task is None:
+            self._forming_task = asyncio.create_task(self._run_forming(), name="forming-hub")
 
     def add(self, sub: Subscriber) -> None:
         """Deliver to ``sub`` from now on (its symbols' channels: see :meth:`sync`)."""
@@ -223,7 +251,8 @@ class LiveHub:
                 return
             every, named = self.wanted()
             added = [bar_channel(self.prefix, s) for s in sorted(named - self._following)]
-            dropped = [bar_channel(self.prefix, s) for s in sorted(self._following - named)]
+            dropped_names = self._following - named
+            dropped = [bar_channel(self.prefix, s) for s in sorted(dropped_names)]
             news = list(added)
             if every and not self._pattern:
                 news.append(self.channel)
@@ -236,6 +265,8 @@ class LiveHub:
                 await pubsub.unsubscribe(*dropped)
             if self._pattern and not every:
                 await pubsub.punsubscribe(self.channel)
+            if not every:  # what the hub holds of a symbol it stops reading would go stale
+                self._forget(set(self.windows.held) - named if self._pattern else dropped_names)
             self._following, self._pattern = set(named), every
         if wait and events:
             with contextlib.suppress(TimeoutError):
@@ -256,16 +287,86 @@ class LiveHub:
         """Hand one published message to every subscriber that wants it.
 
         A pattern message (``bars:*``) goes to those following every symbol, a channel message
-        to the others.
+        to the others. A window summary updates what the hub holds and is not sent; a minute
+        bar updates it too (final) or forms the 5m..4h bars (forming).
         """
-        parsed = frame(payload)
-        if parsed is None:
+        data = parse(payload)
+        if data is None:
             log.warning("skipping a message on %s that is not a JSON object", self.channel)
             return
-        symbol, text = parsed
+        symbol = data.get("symbol")
+        if "windows" in data:
+            self.windows.on_sums(data)
+            return
+        self._send(str(symbol), pattern, bar_text(data))
+        if "interval" in data or not isinstance(symbol, str):
+            return
+        minute = minute_of(data)
+        if minute is None:
+            return
+        if data.get("final") is True:
+            self.windows.on_final(symbol, *minute)
+        elif data.get("final") is False:
+            self._waiting[(symbol, pattern)] = (*minute, data.get("updated_at"))
+            self._form(symbol, pattern)
+
+    def _send(self, symbol: str, pattern: bool, text: str) -> None:
         for sub in list(self.subscribers):
             if (sub.symbols is None) if pattern else sub.wants_some(symbol):
                 sub.offer(text)
+
+    def _form(self, symbol: str, pattern: bool, now: float | None = None) -> None:
+        """Send the forming 5m..4h bars of ``symbol``'s waiting minute if its turn has come."""
+        key = (symbol, pattern)
+        if not self.windows.knows(symbol):
+            self._fetch(symbol)
+            return
+        now = time.monotonic() if now is None else now
+        if now < self._due.get(key, 0.0):
+            return
+        start, values, updated_at = self._waiting.pop(key)
+        self._due[key] = now + self.rollup_every_s
+        for bar in self.windows.forming(symbol, start, values):
+            bar["updated_at"] = updated_at
+            self._send(symbol, pattern, bar_text(bar))
+
+    def _fetch(self, symbol: str) -> None:
+        """Read ``symbol``'s stored window summaries (once at a time), then form what waits."""
+        if symbol in self._fetching:
+            return
+        self._fetching.add(symbol)
+
+        async def fetch() -> None:
+            try:
+                raw = await self.client.get(f"{self.prefix}{SUMS}:{symbol}")
+                doc = None if raw is None else parse(raw)
+                self.windows.on_sums(doc or {"symbol": symbol, "windows": {}})
+            except (redis.RedisError, OSError) as exc:
+                log.warning("could not read the window summaries of %s (%s)", symbol, exc)
+            finally:
+                self._fetching.discard(symbol)
+
+        task = self.loop.create_task(fetch())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _forget(self, symbols: set[str]) -> None:
+        """Drop what the hub holds about ``symbols`` (no longer read: it would go stale)."""
+        for symbol in symbols:
+            self.windows.held.pop(symbol, None)
+            for pattern in (False, True):
+                self._waiting.pop((symbol, pattern), None)
+                self._due.pop((symbol, pattern), None)
+
+    async def _run_forming(self) -> None:
+        """Send the forming 5m..4h bars that waited for their turn or for their summaries."""
+        tick = min(0.1, max(0.01, self.rollup_every_s / 4))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for symbol, pattern in list(self._waiting):
+                if (symbol, pattern) in self._waiting:
+                    self._form(symbol, pattern, now)
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -304,6 +405,7 @@ class LiveHub:
                 self.subscribed.clear()
                 async with self._sync_lock:
                     self._pubsub = None
+                self._forget(set(self.windows.held))  # messages are lost until resubscribed
                 log.warning("live hub lost redis (%s); resubscribing", type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -346,9 +448,9 @@ class LiveHub:
         """Close every socket with ``code`` and stop reading."""
         for sub in list(self.subscribers):
             sub.close(code, reason)
-        for task in (self._task, self._alerts_task):
+        for task in (self._task, self._alerts_task, self._forming_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._task = self._alerts_task = None
+        self._task = self._alerts_task = self._forming_task = None

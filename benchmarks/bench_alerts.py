@@ -17,6 +17,12 @@ so no alert is summarised.
 Baseline, same run: the same rules checked by a plain loop over every rule for every trade
 (margin and state machine per rule, no index), timed over a sample of the same trades; its
 rate is compared with the paced rate (below it, the backlog and the latency grow without end).
+
+Also reported: the flow process's CPU (all its threads) and the Redis server's over the run,
+and the SETs and PUBLISHes Redis executed per second (the documents and publications the live
+sinks cost it). ``--profile PATH`` runs the flow under cProfile on every thread of the process
+(the worker and the sinks' writer threads), each thread's CPU time (``--profile-wall``: wall
+time, where threads wait), prints the costliest functions and saves the statistics to PATH.
 """
 
 from __future__ import annotations
@@ -40,21 +46,25 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.testing import TestingSink, run_main
 
 from api.auth import owner_id
-from benchmarks.live_fold import PUBLISH, ROLLUP_PUBLISH
+from benchmarks.live_fold import PUBLISH
 from benchmarks.report import write_section
+from benchmarks.threadprof import ThreadProfiles
 from core import alerts, calendar
 from core.alert_engine import Engine
 from core.alerts import Arm, Rule
 from core.embedded import postgres_url, redis_url
 from core.lake import Lake
+from core.settings import ApiSettings
 from core.stores import alerts as store
 from core.stores.postgres import migrate
+from core.stores.redis import connect
 from dataflows.alerts import FeedConfig, feed_factory
 from dataflows.connectors.alert_sink import AlertSink
 from dataflows.connectors.minute_sink import MinuteBarSink
 from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.live import build_live_flow, tune_gc
+from dataflows.rollups import RollupBar, WindowSums
 from dataflows.trades import Chunk, now_ms
 
 OWNERS = 20
@@ -260,6 +270,20 @@ async def _listen(port: int, out: Path, stop: Path) -> None:
     out.write_text("\n".join(lines))
 
 
+def redis_load(url: str) -> tuple[float, dict[str, int]]:
+    """The server's CPU seconds so far and its calls per command (scripts' calls included)."""
+    client = connect(url)
+    try:
+        cpu = client.info("cpu")
+        calls = {
+            name.removeprefix("cmdstat_"): int(v["calls"])
+            for name, v in client.info("commandstats").items()
+        }
+    finally:
+        client.close()
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
+
+
 def _pct(values: list[Any], q: float) -> float:
     return float(values[min(len(values) - 1, int(len(values) * q))]) if values else float("nan")
 
@@ -279,10 +303,18 @@ def main() -> None:
     p.add_argument(
         "--rollup-publish-ms",
         type=int,
-        default=int(ROLLUP_PUBLISH.total_seconds() * 1000),
-        help="interval between publications of forming 5m..4h bars (LIVE_ROLLUP_PUBLISH_MS);"
-        " default: the setting's default",
+        default=int(ApiSettings.model_fields["live_rollup_publish_ms"].default),
+        help="the API's interval between a symbol's forming 5m..4h bars on a WebSocket"
+        " (LIVE_ROLLUP_PUBLISH_MS); default: the setting's default",
     )
+    p.add_argument(
+        "--profile", type=Path, metavar="PATH",
+        help="cProfile the flow's process (worker and writer threads) into PATH; slows it",
+    )  # fmt: skip
+    p.add_argument(
+        "--profile-wall", action="store_true",
+        help="with --profile: wall time (where threads wait) instead of each thread's CPU",
+    )  # fmt: skip
     p.add_argument("--listen", nargs=3, metavar=("PORT", "OUT", "STOP"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.listen:
@@ -302,7 +334,8 @@ def main() -> None:
         engine = engine_rate(rules, symbols)
         port = free_port()
         env = {**os.environ, "DATABASE_URL": pg, "REDIS_URL": rd, "REDIS_PREFIX": PREFIX,
-               "API_KEYS": ",".join(keys()), "LAKE_URL": (root / "lake").as_uri()}  # fmt: skip
+               "API_KEYS": ",".join(keys()), "LAKE_URL": (root / "lake").as_uri(),
+               "LIVE_ROLLUP_PUBLISH_MS": str(args.rollup_publish_ms)}  # fmt: skip
         api = subprocess.Popen([sys.executable, "-m", "api", "--port", str(port)], env=env)
         out = root / "received.txt"
         listener = None
@@ -326,16 +359,26 @@ def main() -> None:
                 bars=MinuteBarSink(lake),
                 live=TestingSink([]) if args.no_bars else RedisLiveSink(rd, PREFIX),
                 quarantine=TestingSink([]),
-                rollups=None if args.no_bars else RollupRedisSink(rd, PREFIX),
+                rollups=None if args.no_bars else RollupRedisSink[RollupBar](rd, PREFIX),
+                sums=None if args.no_bars else RollupRedisSink[WindowSums](rd, PREFIX),
                 alerts=AlertSink(pg, rd, PREFIX, max_per_minute=1_000_000),
                 alert_feed=feed_factory(FeedConfig(pg, rd, PREFIX), None),
                 publish_every=PUBLISH,
-                rollup_every=dt.timedelta(milliseconds=args.rollup_publish_ms),
             )  # fmt: skip
             tune_gc()  # as flow_from_settings does
+            cpu0, calls0 = redis_load(rd)
+            flow_cpu = time.process_time()
             started = time.perf_counter()
-            run_main(flow)  # type: ignore[no-untyped-call]
+            if args.profile is not None:
+                with ThreadProfiles(wall=args.profile_wall) as profiles:
+                    run_main(flow)  # type: ignore[no-untyped-call]
+                profiles.dump(args.profile)
+                print(profiles.report(), file=sys.stderr)
+            else:
+                run_main(flow)  # type: ignore[no-untyped-call]
             elapsed = time.perf_counter() - started
+            flow_cpu = time.process_time() - flow_cpu
+            cpu1, calls1 = redis_load(rd)
             stop.touch()
             listener.wait(timeout=120)
         finally:
@@ -359,6 +402,8 @@ def main() -> None:
     p99 = lags[min(n - 1, int(n * 0.99))] if n else float("nan")
     worst = lags[-1] if n else float("nan")
     trades = int(args.rate * args.seconds)
+    sets = calls1.get("set", 0) - calls0.get("set", 0)
+    pubs = calls1.get("publish", 0) - calls0.get("publish", 0)
     lag = sorted(LAG)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = " --no-bars" if args.no_bars else ""
@@ -367,9 +412,10 @@ def main() -> None:
         if args.no_bars
         else "Bar updates (minute and 5m..4h, forming and final) are published as in production "
         f"(forming minute bars and latest trades every {PUBLISH.total_seconds() * 1000:.0f} ms, "
-        f"forming 5m..4h bars every {args.rollup_publish_ms / 1000:g} s, final bars at once), "
-        "each on its symbol's channel, which the API's hub reads only for the symbols its "
-        "sockets follow (the listener's sockets follow none)."
+        "final bars at once, 5m..4h window summaries as minutes close), each on its symbol's "
+        "channel, which the API's hub reads only for the symbols its sockets follow (the "
+        "listener's sockets follow none); the hub forms a followed symbol's forming 5m..4h "
+        f"bars at most every {args.rollup_publish_ms / 1000:g} s."
     )
     body = f"""## Alerts (`python -m benchmarks.bench_alerts{mode}`)
 
@@ -388,6 +434,9 @@ load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.
 | alerts stored / received on the WebSockets | {stored[0] if stored else 0:,} / {n:,} |
 | trade to alert on the WebSocket p50 / p99 / max | {p50} / {p99} / {worst} ms |
 | trade to alert stored in Postgres p50 / p99 | {_pct(to_db, 0.5):.0f} / {_pct(to_db, 0.99):.0f} ms |
+| flow process CPU (every thread; share of one core) | {flow_cpu:.1f} s ({flow_cpu / elapsed:.0%}) |
+| Redis server CPU during the flow (share of one core) | {cpu1 - cpu0:.1f} s ({(cpu1 - cpu0) / elapsed:.0%}) |
+| Redis SETs / PUBLISHes per second of flow (scripts' included) | {sets / elapsed:,.0f} / {pubs / elapsed:,.0f} |
 | engine alone (rule index, price bands) | {engine:,.0f} trades/s |
 | baseline: plain loop over every rule per trade, same rules | {base:,.0f} trades/s |
 

@@ -57,6 +57,7 @@ from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.connectors.trades_sink import TradesArchiveSink
 from dataflows.live import build_live_flow, tune_gc
 from dataflows.minute_fold import MINUTE_MS, FoldOut
+from dataflows.rollups import RollupBar, WindowSums
 from dataflows.trades import Chunk, now_ms
 
 T0_MS = int(dt.datetime(2025, 1, 2, 14, 30, tzinfo=dt.UTC).timestamp() * 1000)
@@ -102,7 +103,6 @@ _DEFAULTS = LiveSettings.model_fields
 PUBLISH = dt.timedelta(milliseconds=_DEFAULTS["live_publish_ms"].default)
 SNAPSHOT = dt.timedelta(seconds=5)
 """Production's snapshot interval (``-s 5``): every snapshot waits for the trades archive."""
-ROLLUP_PUBLISH = dt.timedelta(milliseconds=_DEFAULTS["live_rollup_publish_ms"].default)
 
 
 def whole_flow(
@@ -115,10 +115,10 @@ def whole_flow(
         live=live,
         quarantine=QuarantineSink(lake, "live"),
         trades=TradesArchiveSink(lake),
-        rollups=RollupRedisSink(url, prefix),
+        rollups=RollupRedisSink[RollupBar](url, prefix),
+        sums=RollupRedisSink[WindowSums](url, prefix),
         daily=BronzeSink(lake),
         publish_every=PUBLISH,
-        rollup_every=ROLLUP_PUBLISH,
     )
 
 

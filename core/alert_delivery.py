@@ -176,14 +176,29 @@ class Delivery:
 
     def deliver(self, conn: psycopg.Connection[Any], events: Sequence[AlertEvent]) -> list[str]:
         """Store ``events``, send those not delivered yet, record them; the ids sent now."""
-        with conn.transaction():
-            waiting = set(store.insert_events(conn, events))
-        todo = [e for e in events if e.id in waiting]
+        todo = self.store(conn, events)
+        self.complete(conn, todo)
+        return [e.id for e in todo]
+
+    @staticmethod
+    def store(conn: psycopg.Connection[Any], events: Sequence[AlertEvent]) -> list[AlertEvent]:
+        """Store ``events``; those not delivered yet, for :meth:`complete`.
+
+        Once this returns, a crash loses nothing: :meth:`deliver_pending` sends what is
+        stored and undelivered at the next start.
+        """
+        waiting = set(store.insert_events(conn, events))  # one statement: atomic
+        return [e for e in events if e.id in waiting]
+
+    def complete(self, conn: psycopg.Connection[Any], todo: Sequence[AlertEvent]) -> None:
+        """Send stored events and record them delivered.
+
+        Each is published once whatever repeats this: the send remembers every id it published.
+        """
         if todo:
             self.send(todo)
             with conn.transaction():
                 store.mark_delivered(conn, [e.id for e in todo])
-        return [e.id for e in todo]
 
     def deliver_pending(self, conn: psycopg.Connection[Any]) -> int:
         """Send events a crash left stored but undelivered; how many."""

@@ -177,12 +177,6 @@ class LiveSettings(LakeSettings, ServiceSettings, PolygonSettings, AlertSettings
         description="Shortest interval between two publications of forming bars and latest"
         " trades to Redis, per source partition (0: with every read); final bars never wait",
     )
-    live_rollup_publish_ms: int = Field(
-        1000,
-        ge=0,
-        description="Shortest interval between two publications of forming 5m..4h bars"
-        " (0: with every read); final bars never wait",
-    )
     trades_archive: bool = Field(
         True, description="Archive every accepted trade under bronze/trades/ (false: do not)"
     )
@@ -235,6 +229,13 @@ class ApiSettings(LakeSettings, ServiceSettings):
         "", description="Comma-separated origins allowed by CORS (empty: no CORS headers)"
     )
     api_ws_per_key: int = Field(5, ge=1, description="WebSockets one key may hold open")
+    live_rollup_publish_ms: int = Field(
+        1000,
+        ge=0,
+        description="Shortest interval between two forming 5m..4h bars of a symbol on the"
+        " WebSocket, formed from the live flow's window summaries and the forming minute bar"
+        " (0: with every forming minute bar); final and revised bars never wait",
+    )
     api_ws_queue: int = Field(
         1000, ge=1, description="Messages queued for a WebSocket before it is closed as too slow"
     )

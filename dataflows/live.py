@@ -55,7 +55,7 @@ from dataflows.connectors.websocket import PolygonChunkSource, ws_config
 from dataflows.minute_fold import FoldOut, Gap, MinuteBar
 from dataflows.operators import LiveStreams, minute_streams
 from dataflows.recovery import prepare_recovery
-from dataflows.rollups import RollupBar, rollup_stream
+from dataflows.rollups import RollupBar, WindowSums, rollup_stream
 from dataflows.trades import Chunk, Reject, TradeBatch
 
 DEFAULT_LATENESS = dt.timedelta(seconds=5)
@@ -73,6 +73,7 @@ def build_live_flow(
     daily: Sink[pa.Table] | None = None,
     trades: Sink[tuple[str, TradeBatch]] | None = None,
     rollups: Sink[list[RollupBar]] | None = None,
+    sums: Sink[list[WindowSums]] | None = None,
     alerts: Sink[list[AlertEvent]] | None = None,
     alert_feed: Callable[[], RuleFeed | None] | None = None,
     rules: ConditionRules | None = None,
@@ -80,7 +81,6 @@ def build_live_flow(
     horizon: dt.timedelta = DEFAULT_HORIZON,
     settle: dt.timedelta = DEFAULT_SETTLE,
     publish_every: dt.timedelta = dt.timedelta(0),
-    rollup_every: dt.timedelta = dt.timedelta(0),
     flow_id: str = "live",
 ) -> Dataflow:
     """The live dataflow from source chunks to its sinks.
@@ -89,11 +89,11 @@ def build_live_flow(
     latest trades, counters), ``quarantine`` every malformed event, invalid bar and trade too
     late to revise its minute, ``gaps`` the spans the flow knows it missed, ``daily`` each
     symbol's provisional daily bar once its session closed and ``settle`` passed (event time),
-    ``trades`` the decoded trade batches (for an archive), ``rollups`` the live 5m..4h bar
-    events, ``alerts`` the alert events of the rules ``alert_feed`` follows
+    ``trades`` the decoded trade batches (for an archive), ``rollups`` the final 5m..4h bars
+    (and revisions), ``sums`` the window summaries readers form the forming ones from
+    (:mod:`dataflows.rollups`), ``alerts`` the alert events of the rules ``alert_feed`` follows
     (:mod:`dataflows.alerts`). Forming bars and latest trades go to ``live`` at most once per
-    ``publish_every`` per partition, forming 5m..4h bars at most once per ``rollup_every``
-    (zero: with every batch); final bars never wait.
+    ``publish_every`` per partition; final bars never wait.
     """
     flow = Dataflow(flow_id)
     chunks = op.input("input", flow, source)
@@ -116,18 +116,16 @@ def build_live_flow(
     if trades is not None:
         op.output("trades", op.key_on("trades_key", streams.trades, archive_key), trades)
     rolled = None
-    if rollups is not None or alerts is not None:
-        rolled = rollup_stream(
-            "rollup",
-            streams.folded,
-            horizon_ms=_ms(horizon),
-            publish_s=rollup_every.total_seconds(),
-        )
+    if rollups is not None or sums is not None or alerts is not None:
+        rolled = rollup_stream("rollup", streams.folded, horizon_ms=_ms(horizon))
     if rollups is not None and rolled is not None:
-        op.output("rollups", rolled, rollups)
+        op.output("rollups", rolled.bars, rollups)
+    if sums is not None and rolled is not None:
+        op.output("sums", rolled.sums, sums)
     if alerts is not None:
         feed = alert_feed or _no_feed
-        events = alert_stream("alerts", streams.trades, streams.final, rolled, feed)
+        closed = None if rolled is None else rolled.bars
+        events = alert_stream("alerts", streams.trades, streams.final, closed, feed)
         op.output("alerts", events, alerts)
     return flow
 
@@ -189,7 +187,8 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         quarantine=QuarantineSink(lake, "live"),
         gaps=GapSink(database_url(s)),
         trades=TradesArchiveSink(lake, flush_after=s.trades_flush_s) if s.trades_archive else None,
-        rollups=RollupRedisSink(redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
+        rollups=RollupRedisSink[RollupBar](redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
+        sums=RollupRedisSink[WindowSums](redis_url(s), s.redis_prefix, ttl_s=s.live_ttl_s),
         daily=BronzeSink(lake),
         alerts=AlertSink(
             database_url(s),
@@ -209,7 +208,6 @@ def flow_from_settings(settings: LiveSettings | None = None) -> Dataflow:
         horizon=dt.timedelta(seconds=s.live_revision_horizon_s),
         settle=dt.timedelta(minutes=s.settle_minutes),
         publish_every=dt.timedelta(milliseconds=s.live_publish_ms),
-        rollup_every=dt.timedelta(milliseconds=s.live_rollup_publish_ms),
     )
 
 

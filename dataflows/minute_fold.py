@@ -189,19 +189,18 @@ _ISO: dict[int, str] = {}
 
 
 def ms_iso(ms: int) -> str:
-    """Unix ms as an ISO UTC timestamp (``datetime.isoformat``'s text, the minute memoised)."""
-    within = ms % MINUTE_MS
-    minute = ms - within
-    hit = _ISO.get(minute)
+    """Unix ms as an ISO UTC timestamp (``datetime.isoformat``'s text, each second memoised).
+
+    The flow stamps a latest trade per symbol many times a second: built afresh, the text cost
+    more than the rest of the trade's document.
+    """
+    second, milli = divmod(ms, 1000)
+    hit = _ISO.get(second)
     if hit is None:
         if len(_ISO) > 100_000:
             _ISO.clear()
-        hit = _ISO[minute] = (_EPOCH + dt.timedelta(milliseconds=minute)).isoformat()
-    if not within:
-        return hit
-    sec, milli = divmod(within, 1000)
-    frac = f"{sec:02d}.{milli:03d}000" if milli else f"{sec:02d}"
-    return f"{hit[:17]}{frac}{hit[19:]}"
+        hit = _ISO[second] = (_EPOCH + dt.timedelta(seconds=second)).isoformat()
+    return f"{hit[:19]}.{milli:03d}000+00:00" if milli else hit
 
 
 _DAYS: dict[int, tuple[dt.date, bool]] = {}

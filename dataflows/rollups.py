@@ -1,20 +1,22 @@
-"""Live 5m..4h bars: the live flow's minute bars rolled up as they form, by the batch rule.
+"""Live 5m..4h bars: the live flow's minute bars rolled up as they close, by the batch rule.
 
 One stateful step over the fold's results (:class:`dataflows.minute_fold.FoldOut`). It keeps
 the final minute bars of every window still open (and of windows closed less than the revision
-horizon ago), and emits :class:`RollupBar` events like minute bars: ``final`` false while a
-window forms (its final minutes plus the forming one, at most once per publication interval),
-true once the watermark of the symbol's
-source partition passes the window's end (``revision`` 0), and again with ``revision`` n+1 when
-a late trade revises one of its minutes. Every bar is computed by :func:`core.intraday.rollup`,
-the function batch silver uses, over the same minute values, so a final live bar equals the
-batch bar of the same window bit for bit.
+horizon ago), and emits :class:`RollupBar` events like minute bars: ``final`` true once the
+watermark of the symbol's source partition passes the window's end (``revision`` 0), and again
+with ``revision`` n+1 when a late trade revises one of its minutes. Every final bar is computed
+by :func:`core.intraday.rollup`, the function batch silver uses, over the same minute values,
+so a final live bar equals the batch bar of the same window bit for bit.
+
+Forming bars are not emitted: with the final minutes of a symbol the step emits
+:class:`WindowSums`, the summary of each open window's final minutes, and readers combine it
+with the forming minute bar they already receive (:mod:`core.forming`, the one arithmetic).
+Publishing six forming bars per symbol every second cost the flow and Redis more than the
+minute bars themselves at thousands of symbols.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,19 +28,13 @@ import pyarrow as pa
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulLogic
 
-from core import calendar, intraday
+from core import forming, intraday
+from core.forming import LAST, Minute, window_of
 from core.schemas import BRONZE_MINUTE
 from dataflows.minute_fold import MINUTE_MS, Event, FoldOut, MinuteBar, ms_iso, session_date
-from dataflows.pacing import Pace
 
 KEY: Final = "rollups"
-SLICES: Final = 10
-"""Forming bars are published a slice of the symbols at a time, each slice once per interval:
-six intervals for every symbol of the market at once took the worker (and Redis) a burst of a
-hundred milliseconds or more every second, and every trade behind it waited."""
 _END: Final = 2**62
-Minute = tuple[float, float, float, float, float, float | None, int]
-"""open, high, low, close, volume, vwap, trades of a final minute bar."""
 WindowKey = tuple[str, str, int]
 """(interval, symbol, window start ms)."""
 
@@ -84,40 +80,39 @@ class RollupBar(Event):
         }
 
 
-_HOURS: dict[dt.date, tuple[int, int]] = {}
+@dataclass(slots=True)
+class WindowSums(Event):
+    """A symbol's open windows, each the summary of its final minutes (:mod:`core.forming`).
+
+    ``windows``: per interval, (window start ms, end ms, summary). Stored and published so
+    readers can form 5m..4h bars from the forming minute bar.
+    """
+
+    symbol: str
+    windows: dict[str, tuple[int, int, list[Any]]]
+
+    def to_json(self) -> dict[str, Any]:
+        """The document Redis stores and publishes (``windows`` tells it from a bar)."""
+        return forming.sums_doc(self.symbol, self.windows)
 
 
-def _hours(day: dt.date) -> tuple[int, int] | None:
-    """(open ms, close ms) of a session, or None."""
-    hit = _HOURS.get(day)
+Rolled = RollupBar | WindowSums
+"""What the rollup step emits: final bars (and revisions), and window summaries."""
+
+
+_AT: dict[tuple[int, tuple[str, ...]], tuple[tuple[str, int, int], ...]] = {}
+
+
+def _windows_at(start: int, intervals: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
+    """(interval, window start, end) of each interval's window holding the minute at ``start``."""
+    key = (start, intervals)
+    hit = _AT.get(key)
     if hit is None:
-        if not calendar.is_session(day):
-            return None
-        hit = (
-            int(calendar.session_open(day).timestamp() * 1000),
-            int(calendar.session_close(day).timestamp() * 1000),
+        if len(_AT) > 100_000:
+            _AT.clear()
+        hit = _AT[key] = tuple(
+            (name, *w) for name in intervals if (w := window_of(start, name)) is not None
         )
-        _HOURS[day] = hit
-    return hit
-
-
-_WINDOWS: dict[tuple[int, str], tuple[int, int] | None] = {}
-
-
-def window_of(start: int, interval: str) -> tuple[int, int] | None:
-    """(window start, end) in ms of the regular-session minute at ``start``, else None."""
-    key = (start, interval)
-    if key in _WINDOWS:
-        return _WINDOWS[key]
-    hours = _hours(session_date(start))
-    hit = None
-    if hours is not None and hours[0] <= start < hours[1]:
-        width = intraday.INTERVALS[interval] * MINUTE_MS
-        begin = hours[0] + (start - hours[0]) // width * width
-        hit = begin, min(begin + width, hours[1])
-    if len(_WINDOWS) > 100_000:
-        _WINDOWS.clear()
-    _WINDOWS[key] = hit
     return hit
 
 
@@ -138,49 +133,54 @@ class RollupState:
     """Per source partition, open windows by end."""
     part_of: dict[str, str] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)
-    waiting: dict[str, MinuteBar] = field(default_factory=dict)
-    """Per symbol, the newest forming minute not yet rolled up."""
     sums: dict[WindowKey, list[Any]] = field(default_factory=dict)
-    """Per forming window, the summary of its final minutes (dropped when one changes)."""
+    """Per open window with final minutes, their summary."""
     forgotten_before: int = -_END
     """Windows ending before this minute are dropped (the last edge :meth:`_forget` used)."""
+    newest: dict[str, int] = field(default_factory=dict)
+    """Per symbol, the start of its newest final minute."""
 
-    def step(
-        self, out: FoldOut, *, publish: bool = True, share: tuple[int, int] = (0, 1)
-    ) -> list[RollupBar]:
-        """Fold one result of the minute fold; the rollup events it causes.
+    def step(self, out: FoldOut) -> list[Rolled]:
+        """Fold one result of the minute fold; the final bars and window summaries it causes.
 
-        Final bars and revisions go out at once; forming bars only with ``publish`` (those
-        of slice ``share`` changed since the last publication, see :meth:`flush`), computed
-        from the window's summary, not per minute.
+        Final bars and revisions of windows the watermark closed or a late trade revised; and
+        for each symbol with final minutes in ``out``, its open windows' summaries.
         """
         eof = not out.part
         source = out.part
         finals: set[WindowKey] = set()
         revised: set[WindowKey] = set()
+        changed: set[str] = set()
+        newest = self.newest
         for b in out.final:
+            symbol, start = b.symbol, b.start
             if not eof:
-                self.part_of[b.symbol] = source
-            held = self.minutes.setdefault(b.symbol, {})
-            fresh = b.start not in held
-            held[b.start] = v = _values(b)
-            for name in self.intervals:
-                key = self._window(name, b.symbol, b.start)
-                if key is None:
+                self.part_of[symbol] = source
+            held = self.minutes.setdefault(symbol, {})
+            fresh = start not in held
+            held[start] = v = _values(b)
+            if start > newest.get(symbol, -_END):
+                newest[symbol] = start
+            for name, begin, end in _windows_at(start, self.intervals):
+                key = (name, symbol, begin)
+                w = self.windows.get(key)
+                if w is None:  # the window's first final minute
+                    self._open(key, end)
+                    self.sums[key] = first = forming.empty()
+                    forming.add(first, start, v)
+                    changed.add(symbol)
                     continue
-                s = self.sums.get(key)
-                if s is not None and fresh and len(s) > _LAST and b.start > s[_LAST]:
-                    _add(s, b.start, v)  # the next minute in order: no need to start over
-                else:
-                    self.sums.pop(key, None)
-                if self.windows[key][2]:
+                if w[2]:
                     revised.add(key)
-        for b in out.forming:
-            if not eof:
-                self.part_of[b.symbol] = source
-            cur = self.waiting.get(b.symbol)
-            if cur is None or b.start >= cur.start:
-                self.waiting[b.symbol] = b
+                    continue
+                changed.add(symbol)
+                s = self.sums.get(key)
+                if s is not None and fresh and start > s[LAST]:
+                    forming.add(s, start, v)  # the next minute in order: no need to start over
+                else:
+                    self.sums[key] = forming.summary(
+                        (st, m) for st, m in sorted(held.items()) if begin <= st < end
+                    )
         if eof:
             for ends in self.ends.values():
                 for keys in ends.values():
@@ -194,63 +194,32 @@ class RollupState:
         for key in finals:
             self.windows[key][2] = 1
             self.sums.pop(key, None)
-        bars = self._emit(finals | revised)
-        if publish:
-            bars += self.flush(share)
+        rolled: list[Rolled] = list(self._emit(finals | revised))
+        rolled += self._summaries(changed)
         self._forget()
-        return bars
+        return rolled
 
-    def flush(self, share: tuple[int, int] = (0, 1)) -> list[RollupBar]:
-        """The forming bars of the windows whose forming minute changed since the last time.
+    def _summaries(self, symbols: set[str]) -> list[WindowSums]:
+        """Each symbol's open windows with final minutes (those of its newest), summarised."""
+        out = []
+        for symbol in sorted(symbols):
+            windows = {}
+            for name, begin, end in _windows_at(self.newest[symbol], self.intervals):
+                s = self.sums.get((name, symbol, begin))
+                if s is not None:
+                    windows[name] = (begin, end, list(s))
+            out.append(WindowSums(symbol, windows))
+        return out
 
-        ``share`` (k, n): only the symbols of slice k of n (by their hash in this process);
-        the others keep waiting for their slice's turn.
-        """
-        k, n = share
-        chosen = [
-            (symbol, b) for symbol, b in self.waiting.items() if n == 1 or hash(symbol) % n == k
-        ]
-        bars = []
-        for symbol, b in sorted(chosen):
-            del self.waiting[symbol]
-            if b.start in self.minutes.get(symbol, {}):
-                continue  # final since: its windows' bars come with the next forming minute
-            for name in self.intervals:
-                key = self._window(name, symbol, b.start)
-                if key is not None and not self.windows[key][2]:
-                    bars.append(self._forming(key, b))
-        return bars
+    def _open(self, key: WindowKey, end: int) -> None:
+        """Start following a window: by its end, under its symbol's source partition."""
+        self.windows[key] = [end, -1, 0]
+        part = self.part_of.get(key[1], "")
+        self.ends.setdefault(part, {}).setdefault(end, set()).add(key)
 
-    def _forming(self, key: WindowKey, b: MinuteBar) -> RollupBar:
-        """A forming bar: the window's final minutes (summarised once) and its forming one."""
-        name, symbol, begin = key
-        end = self.windows[key][0]
-        s = self.sums.get(key)
-        if s is None:
-            held = self.minutes.get(symbol, {})
-            s = self.sums[key] = _summary(
-                (st, v) for st, v in sorted(held.items()) if begin <= st < end
-            )
-        o, hi, lo, vol, den, num, n, count = s[:_LAST]
-        has = b.vwap is not None
-        den, num = den + (b.volume if has else 0.0), num + ((b.vwap or 0.0) * b.volume)
-        return RollupBar(
-            interval=name, symbol=symbol, start=begin, end=end,
-            open=b.open if o is None else o, high=max(hi, b.high), low=min(lo, b.low),
-            close=b.close, volume=vol + b.volume, vwap=num / den if den > 0 else None,
-            trades=n + b.trades, minutes=count + 1, complete=False, final=False, revision=0,
-        )  # fmt: skip
-
-    def _window(self, name: str, symbol: str, start: int) -> WindowKey | None:
-        w = window_of(start, name)
-        if w is None:
-            return None
-        key = (name, symbol, w[0])
-        if key not in self.windows:
-            self.windows[key] = [w[1], -1, 0]
-            part = self.part_of.get(symbol, "")
-            self.ends.setdefault(part, {}).setdefault(w[1], set()).add(key)
-        return key
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("newest", {})  # a snapshot of an older version lacks it
 
     def _emit(self, keys: set[WindowKey]) -> list[RollupBar]:
         """Final bars (and revisions) by the batch rule, :func:`core.intraday.rollup`."""
@@ -294,36 +263,6 @@ class RollupState:
                 del held[s]
 
 
-_LAST: Final = 8
-"""Slot of a summary's last minute start (summaries of an older snapshot lack it)."""
-
-
-def _summary(minutes: Iterable[tuple[int, Minute]]) -> list[Any]:
-    """Summary of (start, minute) pairs in order.
-
-    [open, high, low, volume, vwap weight, vwap numerator, trades, count, last start].
-    """
-    s: list[Any] = [None, -math.inf, math.inf, 0.0, 0.0, 0.0, 0, 0, -_END]
-    for start, v in minutes:
-        _add(s, start, v)
-    return s
-
-
-def _add(s: list[Any], start: int, v: Minute) -> None:
-    """Add a minute later than every one in summary ``s``.
-
-    The same sums in the same order as summarising them all again: a window's summary follows
-    its minutes as they close instead of starting over (hundreds of minutes for a 4h window).
-    """
-    mo, mh, ml, _, mv, mw, mt = v
-    if s[0] is None:
-        s[0] = mo
-    s[1], s[2], s[3], s[6], s[7] = max(s[1], mh), min(s[2], ml), s[3] + mv, s[6] + mt, s[7] + 1
-    if mw is not None:
-        s[4], s[5] = s[4] + mv, s[5] + mw * mv
-    s[_LAST] = start
-
-
 def minute_table(rows: Sequence[tuple[str, int, Minute]]) -> pa.Table:
     """Minute values as the bronze columns :func:`core.intraday.rollup` reads."""
     starts = np.array([r[1] for r in rows], np.int64)
@@ -354,38 +293,13 @@ def _rows(table: pa.Table) -> Iterable[dict[str, Any]]:
         yield r
 
 
-class _RollupLogic(StatefulLogic[FoldOut, list[RollupBar], RollupState]):
-    """Forming bars a slice of the symbols at a time, each slice once per ``publish_s``.
-
-    A slice every ``publish_s / SLICES`` spreads the work over the interval (0: all at once).
-    """
-
-    def __init__(self, state: RollupState, publish_s: float) -> None:
+class _RollupLogic(StatefulLogic[FoldOut, list[Rolled], RollupState]):
+    def __init__(self, state: RollupState) -> None:
         self.state = state
-        self.slices = SLICES if publish_s > 0 else 1
-        self.pace = Pace(publish_s / self.slices)
-        self.turn = 0
 
-    def _next(self) -> tuple[int, int]:
-        share = (self.turn, self.slices)
-        self.turn = (self.turn + 1) % self.slices
-        return share
-
-    def on_item(self, value: FoldOut) -> tuple[Iterable[list[RollupBar]], bool]:
-        if self.pace.ready():
-            bars = self.state.step(value, publish=True, share=self._next())
-        else:
-            bars = self.state.step(value, publish=False)
-        return ([bars] if bars else []), StatefulLogic.RETAIN
-
-    def on_notify(self) -> tuple[Iterable[list[RollupBar]], bool]:
-        if not self.state.waiting or not self.pace.ready():
-            return [], StatefulLogic.RETAIN
-        bars = self.state.flush(self._next())
-        return ([bars] if bars else []), StatefulLogic.RETAIN
-
-    def notify_at(self) -> dt.datetime | None:
-        return self.pace.wake_at(bool(self.state.waiting))
+    def on_item(self, value: FoldOut) -> tuple[Iterable[list[Rolled]], bool]:
+        rolled = self.state.step(value)
+        return ([rolled] if rolled else []), StatefulLogic.RETAIN
 
     def snapshot(self) -> RollupState:
         return self.state
@@ -395,8 +309,26 @@ def _key(_: FoldOut) -> str:
     return KEY
 
 
-def _value(item: tuple[str, list[RollupBar]]) -> list[RollupBar]:
+def _value(item: tuple[str, list[Rolled]]) -> list[Rolled]:
     return item[1]
+
+
+def _bars(rolled: list[Rolled]) -> list[RollupBar] | None:
+    return [b for b in rolled if isinstance(b, RollupBar)] or None
+
+
+def _sums(rolled: list[Rolled]) -> list[WindowSums] | None:
+    return [b for b in rolled if isinstance(b, WindowSums)] or None
+
+
+@dataclass(frozen=True)
+class RollupStreams:
+    """The rollup step's two outputs."""
+
+    bars: Stream[list[RollupBar]]
+    """Final bars and revisions (one list per fold result that caused any)."""
+    sums: Stream[list[WindowSums]]
+    """Window summaries (one list per fold result that closed minutes)."""
 
 
 def rollup_stream(
@@ -405,16 +337,16 @@ def rollup_stream(
     intervals: Sequence[str] = tuple(intraday.INTERVALS),
     *,
     horizon_ms: int = 15 * MINUTE_MS,
-    publish_s: float = 0.0,
-) -> Stream[list[RollupBar]]:
-    """The fold's results to rollup events (one list per fold result that caused any).
-
-    Forming bars are published at most every ``publish_s`` (0: with every result).
-    """
+) -> RollupStreams:
+    """The fold's results to final 5m..4h bars and window summaries."""
     names = tuple(intraday.parse_intervals(",".join(intervals)))
     keyed = op.key_on(f"{step_id}_key", folded, _key)
 
     def build(resume: RollupState | None) -> _RollupLogic:
-        return _RollupLogic(resume or RollupState(names, horizon_ms), publish_s)
+        return _RollupLogic(resume or RollupState(names, horizon_ms))
 
-    return op.map(f"{step_id}_values", op.stateful(f"{step_id}_fold", keyed, build), _value)
+    rolled = op.map(f"{step_id}_values", op.stateful(f"{step_id}_fold", keyed, build), _value)
+    return RollupStreams(
+        op.filter_map(f"{step_id}_bars", rolled, _bars),
+        op.filter_map(f"{step_id}_sums", rolled, _sums),
+    )

@@ -16,7 +16,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain, count
+from itertools import chain, count, repeat
 from operator import itemgetter
 from typing import Any, Final
 
@@ -256,8 +256,8 @@ class Decoder:
         try:
             x, i, q, z = zip(*map(_OPTIONAL, evs), strict=True) if n else ((), (), (), ())
         except KeyError:  # some trade lacks one: absent as -1 (None for the id)
-            x, q, z = (tuple(e.get(k, -1) for e in evs) for k in ("x", "q", "z"))
-            i = tuple(e.get("i") for e in evs)
+            x, q, z = (tuple(map(dict.get, evs, repeat(k), repeat(-1))) for k in ("x", "q", "z"))
+            i = tuple(map(dict.get, evs, repeat("i")))
         return TradeBatch(
             part=chunk.part,
             read_at=chunk.read_at,

@@ -110,7 +110,10 @@ async def hub_of(res: Resources) -> LiveHub:
         if res.hub is None or res.hub.loop is not loop:
             prefix = res.settings.redis_prefix
             cap = SocketCap(client, prefix, res.settings.api_ws_per_key)
-            res.hub = LiveHub(client, prefix, cap, alerts_channel=prefix + ALERTS_CHANNEL)
+            res.hub = LiveHub(
+                client, prefix, cap, alerts_channel=prefix + ALERTS_CHANNEL,
+                rollup_every_s=res.settings.live_rollup_publish_ms / 1000,
+            )  # fmt: skip
             res.hub.start()
     hub: LiveHub = res.hub
     return hub

@@ -132,7 +132,11 @@ def rules_version(conn: psycopg.Connection[Any]) -> tuple[int, dt.datetime | Non
 
 
 def insert_events(conn: psycopg.Connection[Any], events: Iterable[AlertEvent]) -> list[str]:
-    """Store events, skipping ids already stored; the ids still waiting for delivery."""
+    """Store events, skipping ids already stored; the ids still waiting for delivery.
+
+    One statement (one round trip, and on an autocommit connection one commit): the live flow
+    stores every batch's events before the batch returns.
+    """
     rows = [
         (e.id, e.rule_id, e.owner, e.symbol, e.timeframe, e.kind, _utc(e.event_ms), e.value,
          e.message, e.observation)
@@ -140,18 +144,18 @@ def insert_events(conn: psycopg.Connection[Any], events: Iterable[AlertEvent]) -
     ]  # fmt: skip
     if not rows:
         return []
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO alert_events (id, rule_id, owner, symbol, timeframe, kind, event_at,"
-            " value, message, observation) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING",
-            rows,
-        )
-        cur.execute(
-            "SELECT id FROM alert_events WHERE id = ANY(%s) AND delivered_at IS NULL",
-            ([r[0] for r in rows],),
-        )
-        return [str(r[0]) for r in cur.fetchall()]
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    found = conn.execute(
+        "WITH new AS (INSERT INTO alert_events (id, rule_id, owner, symbol, timeframe, kind,"
+        " event_at, value, message, observation) SELECT * FROM unnest(%s::text[], %s::text[],"
+        " %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],"
+        " %s::double precision[], %s::text[], %s::text[]) ON CONFLICT (id) DO NOTHING"
+        " RETURNING id)"
+        " SELECT id FROM new UNION"
+        " SELECT id FROM alert_events WHERE id = ANY(%s) AND delivered_at IS NULL",
+        (*columns, columns[0]),
+    ).fetchall()
+    return [str(r[0]) for r in found]
 
 
 def mark_delivered(conn: psycopg.Connection[Any], ids: Sequence[str]) -> None:

@@ -36,6 +36,8 @@ return ns
 """SET with expiry of each document (keys first), PUBLISH of each event on its symbol's channel
 (symbol and document in turn), then each metrics hash (its fields as a JSON object) with its
 expiry."""
+SUMS: Final = "sums"
+"""``{prefix}sums:{SYMBOL}``: the summaries of a symbol's open 5m..4h windows (:mod:`core.forming`)."""
 BARS: Final = "bars"
 """Bar events of ``SYMBOL`` are published on ``{prefix}bars:{SYMBOL}`` (all: ``{prefix}bars:*``)."""
 

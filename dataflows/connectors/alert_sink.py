@@ -1,8 +1,13 @@
 """Alert events to Postgres, then to Redis and SNS (:class:`core.alert_delivery.Delivery`).
 
 Stored first, delivered after: a crash between the two leaves events pending, delivered at the
-next start (and by any later batch that brings them again). Each batch also sends the rate
-limit's due summaries, at most once a second.
+next start (and by any later batch that brings them again). A batch returns once its events
+are stored, so recovery never commits an epoch whose events are not; they are sent (and
+recorded as delivered, on a connection of its own) on an ordered thread
+(:class:`dataflows.connectors.background.OrderedWriter`), so the worker folds the next trades
+while Redis and SNS take them: a send waits behind the live sinks' writes on a busy Redis. The
+rate limit's due summaries go the same way, at most once a second. A failed send stops the
+flow at the next batch.
 """
 
 from __future__ import annotations
@@ -17,29 +22,44 @@ from core.alert_delivery import Delivery
 from core.alerts import AlertEvent
 from core.stores.postgres import migrate
 from core.stores.redis import connect
+from dataflows.connectors.background import OrderedWriter
 
 
 class _AlertPartition(StatelessSinkPartition[list[AlertEvent]]):
-    def __init__(self, conn: psycopg.Connection[Any], delivery: Delivery) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], sends: psycopg.Connection[Any], delivery: Delivery
+    ) -> None:
         self._conn = conn
+        self._sends = sends
         self._delivery = delivery
         self._summarised = 0.0
+        self._writer = OrderedWriter("alert-sink")
         migrate(conn)
         delivery.deliver_pending(conn)
 
     def write_batch(self, items: list[list[AlertEvent]]) -> None:
         events = [e for batch in items for e in batch]
-        if events:
-            self._delivery.deliver(self._conn, events)
+        if events and (todo := self._delivery.store(self._conn, events)):
+            self._writer.submit(self._complete, todo)
         now = time.monotonic()
         if now - self._summarised >= 1.0:
             self._summarised = now
-            self._delivery.summarise()
+            self._writer.submit(self._summarise, None)
+
+    def _complete(self, todo: list[AlertEvent]) -> None:
+        self._delivery.complete(self._sends, todo)
+
+    def _summarise(self, _: None) -> None:
+        self._delivery.summarise()
 
     def close(self) -> None:
-        self._delivery.summarise()
-        self._conn.close()
-        self._delivery.redis.close()
+        try:
+            self._writer.close()
+            self._delivery.summarise()
+        finally:
+            self._conn.close()
+            self._sends.close()
+            self._delivery.redis.close()
 
 
 class AlertSink(DynamicSink[list[AlertEvent]]):
@@ -65,7 +85,7 @@ class AlertSink(DynamicSink[list[AlertEvent]]):
         self.region = region
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
-        """One connection and Redis client per worker."""
+        """Two connections (stores, sends) and a Redis client per worker."""
         delivery = Delivery(
             connect(self.redis_url),
             self.prefix,
@@ -74,4 +94,8 @@ class AlertSink(DynamicSink[list[AlertEvent]]):
             endpoint_url=self.endpoint_url,
             region=self.region,
         )
-        return _AlertPartition(psycopg.connect(self.database_url, autocommit=True), delivery)
+        return _AlertPartition(
+            psycopg.connect(self.database_url, autocommit=True),
+            psycopg.connect(self.database_url, autocommit=True),
+            delivery,
+        )

@@ -1,9 +1,11 @@
 """Bar events and latest trades to Redis: the live view the API and alerts read.
 
-Per fold result, in one pipelined round trip: the latest trade of each symbol that traded, the
-forming bar of each minute that changed, the last final bar of each symbol, every bar event
-published on ``{prefix}bars:{SYMBOL}`` (``final`` false while forming, true at close, with its
-``revision``), and the partition's counters and watermark under ``{prefix}metrics:live:{part}``.
+Per batch of fold results, in one server-side script: the latest trade of each symbol that
+traded, its forming bar, the last final bar of each symbol, bar events published on
+``{prefix}bars:{SYMBOL}`` (``final`` false while forming, true at close, with its
+``revision``): every final bar and revision in order, then each symbol's newest forming bar
+(a subscriber wants the newest forming state; one that a final bar of the batch supersedes is
+not published), and the partition's counters and watermark under ``{prefix}metrics:live:{part}``.
 Keys expire after ``ttl_s`` so a symbol that stopped trading does not look live forever. Writes
 are plain SETs of whole documents, so a replay after recovery rewrites the same values. The
 fold bounds how often forming bars come (``LIVE_PUBLISH_MS``); a result with only counters
@@ -46,7 +48,8 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
         latest: dict[str, LastTrade] = {}
         forming: dict[str, MinuteBar] = {}
         final: dict[str, MinuteBar] = {}
-        events: list[MinuteBar] = []
+        events: list[MinuteBar] = []  # every final bar and revision, in order
+        closed: dict[str, int] = {}  # per symbol, the newest minute this batch closed
         metrics: dict[str, dict[str, object]] = {}
         for out in items:
             for t in out.latest:
@@ -59,13 +62,16 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
                 if b.start >= self._final_start.get(b.symbol, b.start):
                     self._final_start[b.symbol] = b.start
                     final[b.symbol] = b
+                if b.start > closed.get(b.symbol, b.start - 1):
+                    closed[b.symbol] = b.start
             events.extend(out.final)
-            events.extend(out.forming)
             if out.part:
                 metrics[out.part] = {
                     **out.counters,
                     "watermark": ms_iso(out.watermark) if out.watermark > 0 else "",
                 }
+        # forming bars coalesced per symbol, the newest only, and none its final supersedes
+        events += [b for s, b in forming.items() if b.start > closed.get(s, b.start - 1)]
         clock = time.monotonic()
         if not (latest or forming or final or events):
             # counters alone: at most once a second per partition
@@ -80,7 +86,9 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
         key = self._store.key
         encoded = {id(b): encode_at(b, now) for b in events}  # stored and published: once
         docs = [(key("latest", s), encode_at(t, now)) for s, t in latest.items()]
-        docs += [(key("bar", s), encoded[id(b)]) for s, b in forming.items()]
+        docs += [
+            (key("bar", s), encoded.get(id(b)) or encode_at(b, now)) for s, b in forming.items()
+        ]
         docs += [(key("final", s), encoded[id(b)]) for s, b in final.items()]
         self._store.write_encoded(
             docs=docs,

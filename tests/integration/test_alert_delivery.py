@@ -19,6 +19,7 @@ from core.alerts import AlertEvent, Rule
 from core.stores import alerts as store
 from core.stores.postgres import migrate
 from core.stores.redis import connect
+from dataflows.connectors.alert_sink import AlertSink
 from tests.aws_support import receive, topic_with_queue
 
 pytestmark = pytest.mark.integration
@@ -121,3 +122,27 @@ def test_rules_per_owner(conn: psycopg.Connection[Any]) -> None:
     assert store.rules_version(conn) != before
     assert [r.id for r in store.active_rules(conn)] == [a.id]
     assert store.active_rules(conn, ids=[b.id]) == []
+
+
+def test_the_sink_returns_once_stored_and_sends_off_the_worker(
+    conn: psycopg.Connection[Any],
+    client: redis.Redis,
+    pg_url: str,
+    redis_server_url: str,
+    redis_prefix: str,
+) -> None:
+    """A batch returns once its events are in Postgres (recovery may then commit its epoch);
+    they are published on the sink's own thread, each once, all of them by close."""
+    listener = Listener(client, redis_prefix + "alerts")
+    rule = make_rule(conn)
+    sink = AlertSink(pg_url, redis_server_url, redis_prefix, max_per_minute=100)
+    part = sink.build("alerts", 0, 1)
+    batch = events(rule, 6)
+    for k in range(3):
+        part.write_batch([batch[2 * k : 2 * k + 2], batch[2 * k : 2 * k + 1]])  # one repeated
+        ids = conn.execute("SELECT id FROM alert_events").fetchall()
+        assert len(ids) == 2 * k + 2  # stored before the batch returned
+    part.close()
+    sent = [m["data"]["id"] for m in listener.drain() if m.get("type") == "alert"]
+    assert sorted(sent) == sorted(e.id for e in batch)
+    assert store.pending(conn) == []  # every one recorded as delivered

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from dataclasses import replace
 
 import pytest
@@ -20,7 +21,7 @@ from dataflows.connectors.quarantine_sink import QuarantineSink
 from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.websocket import Backoff, WsConfig, parse_symbols, ws_config, ws_url
 from dataflows.ingest import MALFORMED, UNKNOWN, frame_records
-from dataflows.minute_fold import LATE_BEYOND_HORIZON, FoldOut, MinuteBar
+from dataflows.minute_fold import LATE_BEYOND_HORIZON, FoldOut, MinuteBar, ms_iso
 from dataflows.trades import Reject
 
 pytestmark = pytest.mark.unit
@@ -157,8 +158,47 @@ def test_live_redis_writes_leave_the_worker_and_final_bars_wait_for_redis(
     sink.close()
 
 
+def test_forming_bar_events_are_coalesced_per_symbol_finals_never(
+    redis_server_url: str, redis_prefix: str
+) -> None:
+    """In one batch: each symbol's newest forming bar is published once (none a final bar of
+    the batch supersedes); every final bar and revision is published, in order."""
+    sink = RedisLiveSink(redis_server_url, redis_prefix).build("redis", 0, 1)
+    r = connect(redis_server_url)
+    channel = r.pubsub()  # type: ignore[no-untyped-call]
+    channel.psubscribe(f"{redis_prefix}bars:*")
+    assert channel.get_message(timeout=1)["type"] == "psubscribe"
+    forming = [replace(bar(1, close=10 + k, sym=s), final=False) for k in range(3)
+               for s in ("AAPL", "MSFT", "IBM")]  # fmt: skip
+    sink.write_batch([
+        FoldOut("p0", 0, forming=forming[:6]),
+        FoldOut("p0", 0, forming=forming[6:], final=[bar(0), bar(0, sym="MSFT")]),
+        FoldOut("p0", 0, final=[bar(1, sym="IBM"), bar(0, 11, revision=1)]),
+    ])  # fmt: skip
+    sink.close()
+    got = [json.loads(m["data"]) for m in iter(lambda: channel.get_message(timeout=0.5), None)]
+    assert [(d["symbol"], d["start"][11:16], d["final"], d["close"]) for d in got] == [
+        ("AAPL", "14:30", True, 10.0),
+        ("MSFT", "14:30", True, 10.0),
+        ("IBM", "14:31", True, 10.0),
+        ("AAPL", "14:30", True, 11.0),  # the revision
+        ("AAPL", "14:31", False, 12.0),
+        ("MSFT", "14:31", False, 12.0),  # IBM's forming 14:31 is final in the same batch
+    ]
+    channel.close()
+
+
 def test_a_failed_live_redis_write_stops_the_flow() -> None:
     sink = RedisLiveSink("redis://127.0.0.1:9/0").build("redis", 0, 1)  # nothing listens
     with pytest.raises(redis.exceptions.ConnectionError):
         sink.write_batch([FoldOut("p0", 0, final=[bar(0)])])
     sink.close()
+
+
+def test_ms_iso_is_isoformat_to_the_millisecond() -> None:
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    rng = random.Random(5)
+    stamps = [0, 59_999, 60_000, T0_MS, T0_MS + 1, T0_MS + 999, -1, -86_400_001]
+    stamps += [rng.randrange(-(10**12), 4 * 10**12) for _ in range(20_000)]
+    for ms in stamps * 2:  # memoised the second time
+        assert ms_iso(ms) == (epoch + dt.timedelta(milliseconds=ms)).isoformat(), ms

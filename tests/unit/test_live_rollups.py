@@ -1,11 +1,14 @@
 """Live 5m..4h bars equal batch silver: a regular session and the day after Thanksgiving (13:00
-close), one symbol halted mid-session, resent and late trades."""
+close), one symbol halted mid-session, resent and late trades. Forming bars, formed by readers
+from the flow's window summaries and the forming minute bar, equal the batch rule over the
+minutes so far."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import json
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,14 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from batch import intraday as job
 from batch.engine import minutes
-from core import calendar, intraday, layout
+from core import calendar, forming, intraday, layout
 from core.lake import Lake
 from core.stores.redis import connect
 from dataflows.connectors.minute_sink import write_fragments
 from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.live import build_live_flow
 from dataflows.minute_fold import FoldOut, MinuteBar
-from dataflows.rollups import RollupBar, RollupState
+from dataflows.rollups import Rolled, RollupBar, RollupState, WindowSums, minute_table
 from dataflows.simulator import Market
 from dataflows.simulator.ws import resent
 from dataflows.trades import Chunk, Reject
@@ -58,11 +61,13 @@ def test_live_rollups_equal_batch_silver(tmp_path: Path) -> None:
         chunks.append(Chunk("p0", [json.dumps(part)], newest + 20 + i))
     finals: list[tuple[str, list[MinuteBar]]] = []
     rolled: list[list[RollupBar]] = []
+    summaries: list[list[WindowSums]] = []
     outs: list[FoldOut] = []
     rejects: list[Reject] = []
     run_main(build_live_flow(  # type: ignore[no-untyped-call]
         TestingSource(chunks), bars=TestingSink(finals), live=TestingSink(outs),
         quarantine=TestingSink(rejects), rollups=TestingSink(rolled),
+        sums=TestingSink(summaries),
     ))  # fmt: skip
     assert outs[-1].counters["late"] > 0 and outs[-1].counters["revisions"] > 0
     lake = Lake((tmp_path / "lake").as_uri())
@@ -71,7 +76,8 @@ def test_live_rollups_equal_batch_silver(tmp_path: Path) -> None:
     assert job.run(lake, now=dt.datetime(2024, 12, 2, tzinfo=dt.UTC)).failed == {}
 
     events_all = [b for bars in rolled for b in bars]
-    assert any(not b.final and not b.complete for b in events_all)  # bars while they form
+    assert all(b.final and b.complete for b in events_all)  # forming bars: by the readers
+    assert any(s.windows for sums in summaries for s in sums)
     live: dict[tuple[str, str, int], RollupBar] = {}
     for b in events_all:
         if b.final and ((k := (b.interval, b.symbol, b.start)) not in live or
@@ -116,30 +122,47 @@ def _bar(symbol: str, final: bool) -> RollupBar:
     )  # fmt: skip
 
 
+def _sums(symbol: str, minutes: int) -> WindowSums:
+    s = forming.summary((1_735_828_200_000 + k * 60_000, (1.0, 2.0, 0.5, 1.5, 10.0, 1.2, 3))
+                        for k in range(minutes))  # fmt: skip
+    return WindowSums(symbol, {"5m": (1_735_828_200_000, 1_735_828_500_000, s)})
+
+
 def test_rollup_writes_leave_the_worker_and_land_in_order(
     redis_server_url: str, redis_prefix: str
 ) -> None:
-    """Written on the sink's own thread; close waits for every write."""
-    sink = RollupRedisSink(redis_server_url, redis_prefix).build("rollups", 0, 1)
-    for k in range(20):
-        sink.write_batch([[_bar(f"S{k % 3}", final=False)], [_bar(f"S{k % 3}", final=k >= 17)]])
-    sink.close()
+    """Written on the sink's own thread; close waits for every write; the newest summary
+    of a symbol is the one stored."""
+    sink = RollupRedisSink[Rolled](redis_server_url, redis_prefix).build("rollups", 0, 1)
     r = connect(redis_server_url)
+    channel = r.pubsub()  # type: ignore[no-untyped-call]
+    channel.psubscribe(f"{redis_prefix}bars:*")
+    for k in range(20):
+        sink.write_batch([[_sums(f"S{k % 3}", k // 3 + 1)], [_bar(f"S{k % 3}", final=k >= 17)]])
+    sink.close()
     assert {str(k) for k in r.keys(f"{redis_prefix}final:5m:*")} == {
         f"{redis_prefix}final:5m:S{k}" for k in range(3)
     }
-    doc = r.get(f"{redis_prefix}bar:5m:S0")
-    assert doc is not None and json.loads(doc)["symbol"] == "S0"
+    doc = r.get(f"{redis_prefix}sums:S0")
+    assert doc is not None and json.loads(doc)["windows"]["5m"]["minutes"] == 7
+    assert r.ttl(f"{redis_prefix}sums:S0") > 0
+    published = [m for m in iter(lambda: channel.get_message(timeout=0.5), None)
+                 if m["type"] == "pmessage"]  # fmt: skip
+    assert len(published) == 40
+    assert [json.loads(m["data"])["windows"]["5m"]["minutes"] for m in published
+            if m["channel"] == f"{redis_prefix}bars:S0" and "windows" in m["data"]
+            ] == [1, 2, 3, 4, 5, 6, 7]  # fmt: skip
+    channel.close()
 
 
 def test_final_rollups_are_in_redis_when_their_batch_returns(
     redis_server_url: str, redis_prefix: str
 ) -> None:
     """Recovery may commit the epoch once the sink returns: its final bars must be stored."""
-    sink = RollupRedisSink(redis_server_url, redis_prefix).build("rollups", 0, 1)
+    sink = RollupRedisSink[Rolled](redis_server_url, redis_prefix).build("rollups", 0, 1)
     r = connect(redis_server_url)
     for k in range(10):
-        sink.write_batch([[_bar(f"S{k}", final=False)]])
+        sink.write_batch([[_sums(f"S{k}", 2)]])
     sink.write_batch([[_bar("S0", final=True)]])
     doc = r.get(f"{redis_prefix}final:5m:S0")
     assert doc is not None and json.loads(doc)["final"] is True
@@ -147,46 +170,107 @@ def test_final_rollups_are_in_redis_when_their_batch_returns(
 
 
 def test_a_failed_rollup_write_stops_the_flow() -> None:
-    forming = RollupRedisSink("redis://127.0.0.1:9/0").build("rollups", 0, 1)  # nothing listens
-    forming.write_batch([[_bar("S0", final=False)]])
+    sums = RollupRedisSink[Rolled]("redis://127.0.0.1:9/0").build(
+        "rollups", 0, 1
+    )  # nothing listens
+    sums.write_batch([[_sums("S0", 1)]])
     with pytest.raises(redis.exceptions.ConnectionError):
-        forming.close()
-    final = RollupRedisSink("redis://127.0.0.1:9/0").build("rollups", 0, 1)
+        sums.close()
+    final = RollupRedisSink[Rolled]("redis://127.0.0.1:9/0").build("rollups", 0, 1)
     with pytest.raises(redis.exceptions.ConnectionError):
         final.write_batch([[_bar("S0", final=True)]])
     final.close()
 
 
-def test_forming_bars_from_running_summaries_equal_summaries_made_afresh() -> None:
-    """A window's summary follows its minutes as they close (a revision or a minute closing
-    out of order starts it over): every forming bar equals the one from a fresh summary."""
-    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
-    rng = random.Random(11)
+def _minute(symbol: str, start: int, rng: random.Random, final: bool, rev: int = 0) -> MinuteBar:
+    o, c = 100 + rng.random() / 7, 100 + rng.random() / 3
+    return MinuteBar(
+        symbol=symbol, start=start, open=o, high=max(o, c) + 0.1, low=min(o, c) - 0.1,
+        close=c, volume=rng.choice([100.0, 0.3, 1e-3]),
+        vwap=None if rng.random() < 0.1 else (o + c) / 2, trades=rng.randrange(1, 9),
+        final=final, revision=rev, partial=False,
+    )  # fmt: skip
 
-    def bar(symbol: str, k: int, final: bool, revision: int = 0) -> MinuteBar:
-        o, c = 100 + rng.random() / 7, 100 + rng.random() / 3
-        return MinuteBar(
-            symbol=symbol, start=opened + k * 60_000, open=o, high=max(o, c) + 0.1,
-            low=min(o, c) - 0.1, close=c, volume=rng.choice([100.0, 0.3, 1e-3]),
-            vwap=None if k % 9 == 4 else (o + c) / 2, trades=rng.randrange(1, 9),
-            final=final, revision=revision, partial=False,
-        )  # fmt: skip
 
-    state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+def _steps(opened: int, rng: random.Random) -> list[FoldOut]:
+    """Forty minutes of two symbols: revisions, a minute closing after later ones."""
     steps = []
     for k in range(1, 40):
-        final = [bar(s, k - 1, True) for s in ("AA", "BB")]
+        final = [_minute(s, opened + (k - 1) * 60_000, rng, True) for s in ("AA", "BB")]
         if k % 7 == 0:
-            final.append(bar("AA", k - 3, True, revision=1))  # a late trade revised a minute
+            final.append(_minute("AA", opened + (k - 3) * 60_000, rng, True, 1))  # revised
         if k == 20:
-            final.append(bar("BB", 17, True))  # closes after the minutes after it
-        steps.append(FoldOut("p0", 0, forming=[bar(s, k, False) for s in ("AA", "BB")],
-                             final=final, watermark=opened + k * 60_000))  # fmt: skip
-    forming = 0
-    for out in steps:
+            final.append(_minute("BB", opened + 17 * 60_000, rng, True))  # closes late
+        formed = [_minute(s, opened + k * 60_000, rng, False) for s in ("AA", "BB")]
+        steps.append(FoldOut("p0", 0, forming=formed, final=final,
+                             watermark=opened + k * 60_000))  # fmt: skip
+    return steps
+
+
+def test_window_summaries_from_running_sums_equal_sums_made_afresh() -> None:
+    """A window's summary follows its minutes as they close (a revision or a minute closing
+    out of order starts it over): every summary equals the one made afresh."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    summaries = 0
+    for out in _steps(opened, random.Random(11)):
         fresh = copy.deepcopy(state)
         fresh.sums.clear()
         got, want = state.step(out), fresh.step(out)
         assert got == want
-        forming += sum(not b.final for b in got)
-    assert forming > 200
+        summaries += sum(isinstance(b, WindowSums) for b in got)
+    assert summaries > 50
+
+
+def test_readers_form_the_forming_bars_of_the_batch_rule() -> None:
+    """A reader fed what the flow publishes (final minute bars, the rollup step's summaries,
+    forming minute bars) forms every forming 5m..4h bar as the batch rule over the window's
+    final minutes and the forming one; a minute closing out of order or revised is taken
+    from the summary that follows it."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    reader = forming.LiveWindows()
+    for symbol in ("AA", "BB"):
+        reader.on_sums({"symbol": symbol, "windows": {}})  # read before the first minute
+    finals: dict[tuple[str, int], MinuteBar] = {}
+    checked = 0
+    for out in _steps(opened, random.Random(5)):
+        for b in out.final:
+            finals[(b.symbol, b.start)] = b
+            reader.on_final(b.symbol, b.start, (b.open, b.high, b.low, b.close, b.volume,
+                                                b.vwap, b.trades))  # fmt: skip
+        for sums in state.step(out):
+            if isinstance(sums, WindowSums):
+                reader.on_sums(json.loads(json.dumps(sums.to_json())))  # as Redis carries it
+        for f in out.forming:
+            bars = reader.forming(f.symbol, f.start, (f.open, f.high, f.low, f.close, f.volume,
+                                                      f.vwap, f.trades))  # fmt: skip
+            assert [b["interval"] for b in bars] == list(intraday.INTERVALS)
+            for bar in bars:
+                begin = int(dt.datetime.fromisoformat(bar["start"]).timestamp() * 1000)
+                rows = [(s, st, (m.open, m.high, m.low, m.close, m.volume, m.vwap, m.trades))
+                        for (s, st), m in sorted(finals.items())
+                        if s == f.symbol and begin <= st < f.start]  # fmt: skip
+                rows.append((f.symbol, f.start, (f.open, f.high, f.low, f.close, f.volume,
+                                                 f.vwap, f.trades)))  # fmt: skip
+                (want,) = intraday.rollup(minute_table(rows), bar["interval"]).to_pylist()
+                assert bar["final"] is False and bar["complete"] is False
+                assert bar["minutes"] == want["minutes"] and bar["trades"] == want["trades"]
+                for k in ("open", "high", "low", "close", "volume", "vwap"):
+                    assert bar[k] == (
+                        None if want[k] is None else pytest.approx(want[k], rel=1e-12)
+                    )
+                checked += 1
+    assert checked > 400
+
+
+def test_a_snapshot_of_an_older_rollup_state_resumes() -> None:
+    """State pickled before ``newest`` existed loads, and its next step summarises."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    steps = _steps(opened, random.Random(3))
+    state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    state.step(steps[0])
+    del state.__dict__["newest"]
+    resumed = pickle.loads(pickle.dumps(state))
+    assert resumed.newest == {}
+    assert any(isinstance(r, WindowSums) and r.windows for r in resumed.step(steps[1]))
