@@ -186,6 +186,24 @@ def test_a_live_state_seeded_from_history_continues_it() -> None:
     assert empty["ema_8"] is None and empty["atr_14"] is None and empty["vegas"] is None
 
 
+@pytest.mark.parametrize("flat", [False, True])
+def test_a_live_state_advanced_bar_by_bar_has_the_bits_of_compute(flat: bool) -> None:
+    rng = np.random.default_rng(11)
+    steps = rng.normal(0, 1, 300)
+    if flat:
+        steps[:40] = 0.0  # no gain and no loss: rsi 50
+    close = 100.0 + np.cumsum(steps)
+    high, low = close + rng.uniform(0, 2, 300), close - rng.uniform(0, 2, 300)
+    whole = ind.compute(high, low, close, np.array([0, 300]), loop="numpy")
+    state = ind.State.empty()
+    for i in range(300):
+        values, state = state.advance(float(high[i]), float(low[i]), float(close[i]))
+        for name in ind.COLUMNS:
+            want = float(whole.values[name][i])
+            assert values[name] == (None if np.isnan(want) else want), (i, name)
+    assert state.row == tuple(float(x) for x in whole.last[0])
+
+
 def test_smoothing_factors_are_pandas_own() -> None:
     assert ind.span_alpha(8) == 1.0 / (1.0 + 3.5)
     assert ind.WILDER_ALPHA == 1.0 / (1.0 + (1.0 - 1.0 / 14) / (1.0 / 14))
