@@ -31,39 +31,41 @@ class Floor:
         return 1000 * self.cpu_s / self.files if self.files else 0.0
 
 
-def _encode_all(tables: list[tuple[str, pa.Table]], gold: bool) -> Floor:
-    started = time.process_time()
-    for interval, table in tables:
-        if gold:
-            gold_files.serialize(table, interval)
-        else:
-            silver.serialize(table)
-    cpu = time.process_time() - started
-    return Floor(len(tables), sum(t.num_rows for _, t in tables), cpu)
+def _roots(*, gold: bool) -> list[str]:
+    """Roots of the gold (or Fibonacci silver) month files."""
+    if gold:
+        return [layout.gold_dir(i) for i in GOLD_INTERVALS]
+    return [layout.silver_dir(n) for n in FIB_INTERVALS]
+
+
+def _month_keys(lake: Lake, *, gold: bool) -> list[str]:
+    return [e.key for root in _roots(gold=gold) for e in lake.list(root, suffix=".parquet")]
+
+
+def _encode(key: str, table: pa.Table) -> None:
+    """``table`` encoded as its month file ``key`` is, by gold's or silver's writer."""
+    if key.startswith("gold/"):
+        gold_files.serialize(table, key.split("/")[1].removeprefix("indicators_"))
+    else:
+        silver.serialize(table)
 
 
 def encode_floor(lake: Lake, *, gold: bool) -> Floor:
     """Re-encode every gold (or Fibonacci silver) month file of ``lake``; the files are read
     first, untimed."""
-    if gold:
-        roots = [(i, layout.gold_dir(i)) for i in GOLD_INTERVALS]
-    else:
-        roots = [(f"{n}d", layout.silver_dir(n)) for n in FIB_INTERVALS]
-    tables = [
-        (interval, lake.read_table(e.key))
-        for interval, root in roots
-        for e in lake.list(root, suffix=".parquet")
-    ]
-    return _encode_all(tables, gold)
+    tables = [(key, lake.read_table(key)) for key in _month_keys(lake, gold=gold)]
+    started = time.process_time()
+    for key, table in tables:
+        _encode(key, table)
+    cpu = time.process_time() - started
+    return Floor(len(tables), sum(t.num_rows for _, t in tables), cpu)
 
 
 def versions(lake: Lake) -> dict[str, tuple[int, object]]:
     """(size, mtime) of every gold and Fibonacci silver month file: what a job rewrote is what
     changed between two calls."""
     out: dict[str, tuple[int, object]] = {}
-    for root in [layout.gold_dir(i) for i in GOLD_INTERVALS] + [
-        layout.silver_dir(n) for n in FIB_INTERVALS
-    ]:
+    for root in _roots(gold=True) + _roots(gold=False):
         out.update({e.key: (e.size, e.mtime) for e in lake.list(root, suffix=".parquet")})
     return out
 
@@ -73,10 +75,6 @@ def rewrite_floor(lake: Lake, keys: list[str]) -> Floor:
     rewrite of them costs, since a month file is re-encoded whole."""
     started = time.process_time()
     for key in keys:
-        table = lake.read_table(key)
-        if key.startswith("gold/"):
-            gold_files.serialize(table, key.split("/")[1].removeprefix("indicators_"))
-        else:
-            silver.serialize(table)
+        _encode(key, lake.read_table(key))
     cpu = time.process_time() - started
     return Floor(len(keys), 0, cpu)
