@@ -25,7 +25,7 @@ import time
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from core.stores.redis import LiveStore, connect, encode_at
+from core.stores.redis import Document, LiveStore, connect, encode_many
 from dataflows.connectors.background import OrderedWriter
 from dataflows.minute_fold import FoldOut, LastTrade, MinuteBar, ms_iso
 
@@ -84,11 +84,13 @@ class _RedisPartition(StatelessSinkPartition[FoldOut]):
             self._metrics_at[part] = clock
         now = dt.datetime.now(dt.UTC).isoformat()
         key = self._store.key
-        encoded = {id(b): encode_at(b, now) for b in events}  # stored and published: once
-        docs = [(key("latest", s), encode_at(t, now)) for s, t in latest.items()]
-        docs += [
-            (key("bar", s), encoded.get(id(b)) or encode_at(b, now)) for s, b in forming.items()
-        ]
+        published = {id(b) for b in events}
+        records: list[Document] = [*events]
+        records += [b for b in forming.values() if id(b) not in published]
+        records += latest.values()
+        encoded = dict(zip(map(id, records), encode_many(records, now), strict=True))  # each once
+        docs = [(key("latest", s), encoded[id(t)]) for s, t in latest.items()]
+        docs += [(key("bar", s), encoded[id(b)]) for s, b in forming.items()]
         docs += [(key("final", s), encoded[id(b)]) for s, b in final.items()]
         self._store.write_encoded(
             docs=docs,

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from core.stores.redis import SUMS, LiveStore, connect, encode_at
+from core.stores.redis import SUMS, LiveStore, connect, encode_many
 from dataflows.connectors.background import OrderedWriter
 from dataflows.rollups import Rolled, RollupBar
 
@@ -45,17 +45,16 @@ class _RollupPartition(StatelessSinkPartition[list[R]]):
         newest: dict[str, tuple[int, bytes]] = {}  # per key, the latest window's document
         events: list[tuple[str, bytes]] = []
         key = self._store.key
-        for bars in items:
-            for b in bars:
-                data = encode_at(b, now)
-                events.append((b.symbol, data))
-                if isinstance(b, RollupBar):
-                    k, start = key("final", f"{b.interval}:{b.symbol}"), b.start
-                else:
-                    k, start = key(SUMS, b.symbol), 0  # the newest summary is the last
-                cur = newest.get(k)
-                if cur is None or start >= cur[0]:
-                    newest[k] = (start, data)
+        rolled = [b for bars in items for b in bars]
+        for b, data in zip(rolled, encode_many(rolled, now), strict=True):
+            events.append((b.symbol, data))
+            if isinstance(b, RollupBar):
+                k, start = key("final", f"{b.interval}:{b.symbol}"), b.start
+            else:
+                k, start = key(SUMS, b.symbol), 0  # the newest summary is the last
+            cur = newest.get(k)
+            if cur is None or start >= cur[0]:
+                newest[k] = (start, data)
         if events:
             docs = [(k, data) for k, (_, data) in newest.items()]
             self._store.write_encoded(docs=docs, events=events, metrics={}, ttl_s=self._ttl_s)

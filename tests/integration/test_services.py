@@ -92,3 +92,38 @@ def test_postgres_binary_copy_round_trip(pg_url: str) -> None:
     want = [tuple(r.values()) for r in rows]
     assert [tuple(g) for g in got] == want
     assert all(str(g[5]) == str(w[5]) for g, w in zip(got, want, strict=True))  # -0.0 kept
+
+
+def test_redis_live_writes_survive_script_flush_and_lost_connection(
+    redis_server_url: str, redis_prefix: str
+) -> None:
+    """The hand-framed script call loads its script when the server lacks it, and reconnects."""
+    client = connect(redis_server_url)
+    store = LiveStore(client, redis_prefix)
+    sub = connect(redis_server_url).pubsub()  # type: ignore[no-untyped-call]
+    sub.subscribe(store.bar_channel("AAPL"))
+    assert sub.get_message(timeout=1) is not None  # the subscription's confirmation
+    for attempt in range(3):
+        if attempt == 1:
+            client.script_flush()
+        if attempt == 2:  # the store's connection is closed under it
+            admin = connect(redis_server_url)
+            killed = client.client_id()
+            admin.client_kill_filter(_id=str(killed))
+            admin.close()
+        doc = b'{"symbol":"AAPL","close":%d}' % attempt
+        store.write_encoded(
+            docs=[(store.key("bar", "AAPL"), doc)],
+            events=[("AAPL", doc)],
+            metrics={"p0": {"trades": attempt}},
+            ttl_s=60,
+        )
+        assert client.get(store.key("bar", "AAPL")) == doc.decode()
+        assert 0 < client.ttl(store.key("bar", "AAPL")) <= 60
+        assert store.live_metrics()["p0"]["trades"] == str(attempt)
+        if attempt < 2:
+            message = sub.get_message(timeout=1)
+            assert message is not None and message["data"] == doc.decode()
+    assert client.client_id() != killed  # the write reconnected
+    sub.close()
+    client.close()
