@@ -84,12 +84,13 @@ class RollupBar(Event):
 class WindowSums(Event):
     """A symbol's open windows, each the summary of its final minutes (:mod:`core.forming`).
 
-    ``windows``: per interval, (window start ms, end ms, summary). Stored and published so
-    readers can form 5m..4h bars from the forming minute bar.
+    ``windows``: per interval, ``[window start ms, end ms, *summary]``
+    (:data:`core.forming.WINDOW`). Stored and published so readers can form 5m..4h bars from
+    the forming minute bar.
     """
 
     symbol: str
-    windows: dict[str, tuple[int, int, list[Any]]]
+    windows: dict[str, list[Any]]
 
     def to_json(self) -> dict[str, Any]:
         """The document Redis stores and publishes (``windows`` tells it from a bar)."""
@@ -151,34 +152,36 @@ class RollupState:
         finals: set[WindowKey] = set()
         revised: set[WindowKey] = set()
         changed: set[str] = set()
-        newest = self.newest
+        newest, windows, sums, intervals = self.newest, self.windows, self.sums, self.intervals
+        part_of, minutes, add = self.part_of, self.minutes, forming.add
         for b in out.final:
             symbol, start = b.symbol, b.start
             if not eof:
-                self.part_of[symbol] = source
-            held = self.minutes.setdefault(symbol, {})
+                part_of[symbol] = source
+            held = minutes.get(symbol)
+            if held is None:
+                held = minutes[symbol] = {}
             fresh = start not in held
             held[start] = v = _values(b)
             if start > newest.get(symbol, -_END):
                 newest[symbol] = start
-            for name, begin, end in _windows_at(start, self.intervals):
+            for name, begin, end in _windows_at(start, intervals):
                 key = (name, symbol, begin)
-                w = self.windows.get(key)
+                w = windows.get(key)
                 if w is None:  # the window's first final minute
                     self._open(key, end)
-                    self.sums[key] = first = forming.empty()
-                    forming.add(first, start, v)
+                    sums[key] = forming.first(start, v)
                     changed.add(symbol)
                     continue
                 if w[2]:
                     revised.add(key)
                     continue
                 changed.add(symbol)
-                s = self.sums.get(key)
+                s = sums.get(key)
                 if s is not None and fresh and start > s[LAST]:
-                    forming.add(s, start, v)  # the next minute in order: no need to start over
+                    add(s, start, v)  # the next minute in order: no need to start over
                 else:
-                    self.sums[key] = forming.summary(
+                    sums[key] = forming.summary(
                         (st, m) for st, m in sorted(held.items()) if begin <= st < end
                     )
         if eof:
@@ -207,7 +210,7 @@ class RollupState:
             for name, begin, end in _windows_at(self.newest[symbol], self.intervals):
                 s = self.sums.get((name, symbol, begin))
                 if s is not None:
-                    windows[name] = (begin, end, list(s))
+                    windows[name] = [begin, end, *s]
             out.append(WindowSums(symbol, windows))
         return out
 

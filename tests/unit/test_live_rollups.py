@@ -32,6 +32,7 @@ from dataflows.simulator.ws import resent
 from dataflows.trades import Chunk, Reject
 
 pytestmark = pytest.mark.unit
+MINUTES = forming.WINDOW.index("minutes")
 DAYS = (dt.date(2024, 11, 27), dt.date(2024, 11, 29))
 
 
@@ -125,7 +126,7 @@ def _bar(symbol: str, final: bool) -> RollupBar:
 def _sums(symbol: str, minutes: int) -> WindowSums:
     s = forming.summary((1_735_828_200_000 + k * 60_000, (1.0, 2.0, 0.5, 1.5, 10.0, 1.2, 3))
                         for k in range(minutes))  # fmt: skip
-    return WindowSums(symbol, {"5m": (1_735_828_200_000, 1_735_828_500_000, s)})
+    return WindowSums(symbol, {"5m": [1_735_828_200_000, 1_735_828_500_000, *s]})
 
 
 def test_rollup_writes_leave_the_worker_and_land_in_order(
@@ -144,12 +145,12 @@ def test_rollup_writes_leave_the_worker_and_land_in_order(
         f"{redis_prefix}final:5m:S{k}" for k in range(3)
     }
     doc = r.get(f"{redis_prefix}sums:S0")
-    assert doc is not None and json.loads(doc)["windows"]["5m"]["minutes"] == 7
+    assert doc is not None and json.loads(doc)["windows"]["5m"][MINUTES] == 7
     assert r.ttl(f"{redis_prefix}sums:S0") > 0
     published = [m for m in iter(lambda: channel.get_message(timeout=0.5), None)
                  if m["type"] == "pmessage"]  # fmt: skip
     assert len(published) == 40
-    assert [json.loads(m["data"])["windows"]["5m"]["minutes"] for m in published
+    assert [json.loads(m["data"])["windows"]["5m"][MINUTES] for m in published
             if m["channel"] == f"{redis_prefix}bars:S0" and "windows" in m["data"]
             ] == [1, 2, 3, 4, 5, 6, 7]  # fmt: skip
     channel.close()
@@ -274,3 +275,32 @@ def test_a_snapshot_of_an_older_rollup_state_resumes() -> None:
     resumed = pickle.loads(pickle.dumps(state))
     assert resumed.newest == {}
     assert any(isinstance(r, WindowSums) and r.windows for r in resumed.step(steps[1]))
+
+
+def test_a_summary_by_field_name_from_an_older_flow_reads_as_the_array() -> None:
+    """Readers deployed beside an older flow take its object-per-window documents too."""
+    s = _sums("S0", 3)
+    array = json.loads(json.dumps(s.to_json()))
+    by_name = {
+        "symbol": "S0",
+        "windows": {"5m": dict(zip(forming.WINDOW, array["windows"]["5m"], strict=True))},
+    }
+    readers = [forming.LiveWindows(), forming.LiveWindows()]
+    readers[0].on_sums(array)
+    readers[1].on_sums(by_name)
+    assert readers[0].held == readers[1].held and readers[0].held["S0"]["5m"][2][MINUTES - 2] == 3
+    readers[0].on_sums({"symbol": "S0", "windows": {"5m": [1, 2, 3], "1h": "x"}})  # malformed
+    assert readers[0].held == readers[1].held
+
+
+def test_a_windows_first_minute_in_one_list_equals_adding_it_to_an_empty_summary() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        o, h, lo, c = (round(rng.uniform(1, 500), rng.randint(0, 6)) for _ in range(4))
+        v = (o, h, lo, c, rng.choice([0.0, 0.5, 100.0, rng.uniform(0, 1e6)]),
+             rng.choice([None, rng.uniform(1, 500)]), rng.randint(0, 10**6))  # fmt: skip
+        start = rng.randrange(10**12, 2 * 10**12)
+        alone = forming.empty()
+        forming.add(alone, start, v)
+        assert forming.first(start, v) == alone
+        assert [type(x) for x in forming.first(start, v)] == [type(x) for x in alone]
