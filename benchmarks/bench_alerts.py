@@ -9,7 +9,9 @@ with the time the paced source was due to release them, moved into a regular ses
 09:30:55 New York on the next session, so minutes close and 5m..4h bars form and close as in
 the market whatever day the benchmark runs, and after every rule was made): an alert's
 ``event_at``, less that shift, is when its trade was due, and its arrival on the socket gives
-the latency. The trades are made before the run (the flow's process only reads them). Rules: 80% price
+the latency. The trades are made before the run (the flow's process only reads them); a read
+holds 20 ms of them, and a flow that fell behind reads every read due since in one, up to 100
+frames, as the WebSocket source reads what waits in its socket. Rules: 80% price
 levels (near each symbol's price, so they cross now and then), 20% bar rules on 1m (percent
 move, volume spike, EMA cross, RSI band), spread over 20 owners; the per-owner limit is raised
 so no alert is summarised.
@@ -23,6 +25,8 @@ and the SETs and PUBLISHes Redis executed per second (the documents and publicat
 sinks cost it). ``--profile PATH`` runs the flow under cProfile on every thread of the process
 (the worker and the sinks' writer threads), each thread's CPU time (``--profile-wall``: wall
 time, where threads wait), prints the costliest functions and saves the statistics to PATH.
+``--timeline PATH`` writes each alert's due time and latency, to see when in the run the slow
+ones came (a minute close).
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ from dataflows.trades import Chunk, now_ms
 
 OWNERS = 20
 FRAME = 100
+READ_FRAMES = 100
+"""Frames a read takes at most when it is behind: PolygonChunkSource's default batch."""
 PREFIX = "bench:alerts:"
 
 
@@ -174,13 +180,25 @@ class _Walk(StatelessSourcePartition[Chunk]):
         # the trades are stamped with when they were due, not when the flow got round to
         # reading them: a flow that falls behind the paced rate shows it in the latency (open
         # loop); in market time, a regular session's (a night or weekend run would otherwise
-        # have no final bar, no 5m..4h bar and no bar alert: every minute is no session)
-        due = int(self.wall0 + (self.next - self.mono0) * 1000)
-        LAG.append(max(0, now_ms() - due))
-        self.next += self.every
-        frames = self.reads[self.k]
-        self.k += 1
-        return [Chunk("p0", list(frames), due, caught_up=True)]
+        # have no final bar, no 5m..4h bar and no bar alert: every minute is no session).
+        # A flow that fell behind reads every read due since, up to the WebSocket source's
+        # batch of frames, as PolygonChunkSource reads a socket's buffer
+        first = int(self.wall0 + (self.next - self.mono0) * 1000)
+        frames: list[str | bytes] = []
+        while self.k < len(self.reads) and (
+            not frames
+            or (
+                self.next <= time.monotonic()
+                and len(frames) + len(self.reads[self.k]) <= READ_FRAMES
+            )
+        ):
+            due = int(self.wall0 + (self.next - self.mono0) * 1000)
+            LAG.append(max(0, now_ms() - due))
+            self.next += self.every
+            frames += self.reads[self.k]
+            self.k += 1
+        behind = self.k < len(self.reads) and self.next <= time.monotonic()
+        return [Chunk("p0", frames, first, caught_up=not behind)]
 
 
 class WalkSource(DynamicSource[Chunk]):
@@ -315,6 +333,11 @@ def main() -> None:
         "--profile-wall", action="store_true",
         help="with --profile: wall time (where threads wait) instead of each thread's CPU",
     )  # fmt: skip
+    p.add_argument(
+        "--timeline", type=Path, metavar="PATH",
+        help="write each alert received as 'due_ms latency_ms' (due: wall ms since the epoch) to "
+        "PATH, to see when in the run the slow ones came",
+    )  # fmt: skip
     p.add_argument("--listen", nargs=3, metavar=("PORT", "OUT", "STOP"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.listen:
@@ -397,6 +420,10 @@ def main() -> None:
             )
         got = [line.split() for line in out.read_text().splitlines()] if out.exists() else []
     lags = sorted(int(r) - int(a) + OFFSET[0] for _, a, r in got)
+    if args.timeline is not None:
+        args.timeline.write_text(
+            "".join(f"{int(a) - OFFSET[0]} {int(r) - int(a) + OFFSET[0]}\n" for _, a, r in got)
+        )
     n = len(lags)
     p50 = lags[n // 2] if n else float("nan")
     p99 = lags[min(n - 1, int(n * 0.99))] if n else float("nan")
@@ -424,7 +451,9 @@ def main() -> None:
 {args.rate:,.0f}/s for {args.seconds:.0f} s through the whole live flow (one process, one
 worker; Redis, rollup, lake and alert sinks), the API in its own process, one WebSocket per
 owner. {bars_note} Each trade is stamped with the time it was due at the paced rate (open
-loop: a flow that falls behind shows it in every latency below). Measured {when}, one-minute
+loop: a flow that falls behind shows it in every latency below); reads hold 20 ms of trades,
+and a flow that fell behind reads everything due since (up to 100 frames), as the WebSocket
+source reads what waits in its socket. Measured {when}, one-minute
 load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.
 
 | measure | value |
