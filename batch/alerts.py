@@ -27,6 +27,7 @@ from core import adjustments, alerts, calendar, layout
 from core.alert_delivery import Delivery
 from core.alert_engine import Bar, BarSeries, Engine
 from core.alerts import AlertEvent, Rule
+from core.isotime import ms_iso
 from core.lake import Lake
 from core.settings import BatchSettings
 from core.stores import alerts as store
@@ -208,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         if args.dry_run:
             for e in events:
-                print(f"{alerts.ms_iso(e.event_ms)}  {e.rule_id}  {e.message}")
+                print(f"{ms_iso(e.event_ms)}  {e.rule_id}  {e.message}")
         print(report.summary())
         common.fail_on_symbols(report.failed, "series failed")
     return 0

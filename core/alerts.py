@@ -23,7 +23,6 @@ id; a bar's timeframe and start), so a replay after a crash yields the same ids.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import math
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NoReturn
 
 from core.indicators import EMA_SPANS
+from core.isotime import ms_iso
 
 INTRADAY: Final = ("1m", "5m", "15m", "30m", "1h", "2h", "4h")
 DAILY: Final = ("1d", "3d", "5d", "8d", "13d", "21d", "34d")
@@ -358,11 +358,6 @@ class AlertEvent:
             "value": self.value,
             "message": self.message,
         }
-
-
-def ms_iso(ms: int) -> str:
-    """Unix ms as ISO UTC."""
-    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)).isoformat()
 
 
 def describe(rule: Rule, value: float) -> str:

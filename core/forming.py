@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from core import calendar, intraday
+from core.isotime import ms_iso
 
 MINUTE_MS: Final = 60_000
 LAST: Final = 8
@@ -128,11 +129,6 @@ def window_of(start: int, interval: str) -> tuple[int, int] | None:
     return hit
 
 
-def iso(ms: int) -> str:
-    """Unix ms as the ISO text live documents carry (``datetime.isoformat``)."""
-    return (_EPOCH + dt.timedelta(milliseconds=ms)).isoformat()
-
-
 WINDOW: Final = ("start", "end", *FIELDS)
 """The order of a window's array in a summary document: start and end ms, then the summary."""
 
@@ -236,6 +232,6 @@ class LiveWindows:
             if same and cur is not None and cur[2][LAST] >= start:
                 continue  # the minute is final since: no forming bar of it
             bar = forming(name, symbol, w, cur[2] if same and cur is not None else empty(), v)
-            bar["start"], bar["end"] = iso(w[0]), iso(w[1])
+            bar["start"], bar["end"] = ms_iso(w[0]), ms_iso(w[1])
             out.append(bar)
         return out

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core import calendar
+from core.isotime import ms_iso
 from dataflows.day_fold import DayBar, DayFold
 from dataflows.trades import Reject, TradeBatch
 
@@ -182,25 +183,6 @@ class FoldOut:
     since: int = 0
     """Read time (Unix ms) of the oldest trade whose forming bar or latest trade this result
     publishes (0: it publishes none): what a tick waited before it reached Redis."""
-
-
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_ISO: dict[int, str] = {}
-
-
-def ms_iso(ms: int) -> str:
-    """Unix ms as an ISO UTC timestamp (``datetime.isoformat``'s text, each second memoised).
-
-    The flow stamps a latest trade per symbol many times a second: built afresh, the text cost
-    more than the rest of the trade's document.
-    """
-    second, milli = divmod(ms, 1000)
-    hit = _ISO.get(second)
-    if hit is None:
-        if len(_ISO) > 100_000:
-            _ISO.clear()
-        hit = _ISO[second] = (_EPOCH + dt.timedelta(seconds=second)).isoformat()
-    return f"{hit[:19]}.{milli:03d}000+00:00" if milli else hit
 
 
 _DAYS: dict[int, tuple[dt.date, bool]] = {}

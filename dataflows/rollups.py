@@ -30,8 +30,9 @@ from bytewax.operators import StatefulLogic
 
 from core import forming, intraday
 from core.forming import LAST, Minute, window_of
+from core.isotime import ms_iso
 from core.schemas import BRONZE_MINUTE
-from dataflows.minute_fold import MINUTE_MS, Event, FoldOut, MinuteBar, ms_iso, session_date
+from dataflows.minute_fold import MINUTE_MS, Event, FoldOut, MinuteBar, session_date
 
 KEY: Final = "rollups"
 _END: Final = 2**62

@@ -25,9 +25,10 @@ import time
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from core.isotime import ms_iso
 from core.stores.redis import Document, LiveStore, connect, encode_many
 from dataflows.connectors.background import OrderedWriter
-from dataflows.minute_fold import FoldOut, LastTrade, MinuteBar, ms_iso
+from dataflows.minute_fold import FoldOut, LastTrade, MinuteBar
 
 
 class _RedisPartition(StatelessSinkPartition[FoldOut]):

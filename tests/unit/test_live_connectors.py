@@ -11,6 +11,7 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from core.isotime import ms_iso
 from core.lake import Lake
 from core.schemas import BRONZE_MINUTE, QUARANTINE
 from core.settings import LiveSettings
@@ -21,7 +22,7 @@ from dataflows.connectors.quarantine_sink import QuarantineSink
 from dataflows.connectors.redis_sink import RedisLiveSink
 from dataflows.connectors.websocket import Backoff, WsConfig, parse_symbols, ws_config, ws_url
 from dataflows.ingest import MALFORMED, UNKNOWN, frame_records
-from dataflows.minute_fold import LATE_BEYOND_HORIZON, FoldOut, MinuteBar, ms_iso
+from dataflows.minute_fold import LATE_BEYOND_HORIZON, FoldOut, MinuteBar
 from dataflows.trades import Reject
 
 pytestmark = pytest.mark.unit
