@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import psycopg
 import redis
+from redis.exceptions import NoScriptError
 
 from core.alerts import AlertEvent
 from core.aws import client as aws_client
@@ -108,34 +109,51 @@ class Delivery:
         """The full channel name."""
         return self.prefix + CHANNEL
 
-    def send(self, events: Sequence[AlertEvent], *, now_ms: int | None = None) -> dict[str, int]:
-        """Publish each event once (held over the limit); counts by outcome."""
+    def send(
+        self, events: Sequence[AlertEvent], *, now_ms: int | None = None, summarise: bool = True
+    ) -> dict[str, int]:
+        """Publish each event once (held over the limit); counts by outcome.
+
+        With ``summarise``, also the summaries of owner-minutes that are over (a caller that
+        summarises on its own clock, as the live sink does every second, passes False).
+        """
         now = int(time.time() * 1000) if now_ms is None else now_ms
         minute = now // 60_000
         counts = {"sent": 0, "held": 0, "seen": 0}
-        pipe = self.redis.pipeline(transaction=False)  # one round trip for the whole batch
-        messages = []
-        for e in events:
-            member = f"{e.owner}|{minute}"
-            messages.append(message := json.dumps(alert_message(e), sort_keys=True))
-            self._send(
-                keys=[
-                    self._k(f"seen:{e.id}"),
-                    self._k(f"count:{member}"),
-                    self._k(f"held:{member}"),
-                    self.channel,
-                    self._k("summaries"),
-                ],
-                args=[message, self.max_per_minute, MEMORY_S, (minute + 1) * 60_000, member],
-                client=pipe,
-            )
-        outcomes = pipe.execute() if events else []
+        messages = [json.dumps(alert_message(e), sort_keys=True) for e in events]
+        try:
+            outcomes = self._publish(events, messages, minute)
+        except NoScriptError:  # a new or flushed server: load the script, send again (the
+            self.redis.script_load(_SEND)  # seen ids keep what went out from going twice)
+            outcomes = self._publish(events, messages, minute)
         for e, message, outcome in zip(events, messages, outcomes, strict=True):
             counts[("seen", "sent", "held")[int(outcome)]] += 1
             if int(outcome) == 1:
                 self._to_sns(e.owner, f"alert {e.symbol}", message, e.id)
-        self.summarise(now_ms=now)
+        if summarise:
+            self.summarise(now_ms=now)
         return counts
+
+    def _publish(
+        self, events: Sequence[AlertEvent], messages: Sequence[str], minute: int
+    ) -> list[Any]:
+        """The send script of every event in one round trip; their outcomes.
+
+        By SHA, not through redis-py's pipelined scripts, which ask the server whether each
+        script exists first: a second round trip per batch, many a second in the live flow.
+        """
+        if not events:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for e, message in zip(events, messages, strict=True):
+            member = f"{e.owner}|{minute}"
+            pipe.evalsha(
+                self._send.sha, 5,
+                self._k(f"seen:{e.id}"), self._k(f"count:{member}"), self._k(f"held:{member}"),
+                self.channel, self._k("summaries"),
+                message, self.max_per_minute, MEMORY_S, (minute + 1) * 60_000, member,
+            )  # fmt: skip
+        return list(pipe.execute())
 
     def summarise(self, *, now_ms: int | None = None) -> int:
         """Send the summary of every owner-minute that is over; how many went out."""
@@ -190,24 +208,33 @@ class Delivery:
         waiting = set(store.insert_events(conn, events))  # one statement: atomic
         return [e for e in events if e.id in waiting]
 
-    def complete(self, conn: psycopg.Connection[Any], todo: Sequence[AlertEvent]) -> None:
+    def complete(
+        self, conn: psycopg.Connection[Any], todo: Sequence[AlertEvent], *, summarise: bool = True
+    ) -> None:
         """Send stored events and record them delivered.
 
         Each is published once whatever repeats this: the send remembers every id it published.
         """
         if todo:
-            self.send(todo)
-            with conn.transaction():
-                store.mark_delivered(conn, [e.id for e in todo])
+            self.send(todo, summarise=summarise)
+            _mark_delivered(conn, [e.id for e in todo])
 
     def deliver_pending(self, conn: psycopg.Connection[Any]) -> int:
         """Send events a crash left stored but undelivered; how many."""
         left = store.pending(conn)
         if left:
             self.send(left)
-            with conn.transaction():
-                store.mark_delivered(conn, [e.id for e in left])
+            _mark_delivered(conn, [e.id for e in left])
         return len(left)
+
+
+def _mark_delivered(conn: psycopg.Connection[Any], ids: list[str]) -> None:
+    """One UPDATE: atomic alone on an autocommit connection (no BEGIN and COMMIT round trips)."""
+    if conn.autocommit:
+        store.mark_delivered(conn, ids)
+        return
+    with conn.transaction():
+        store.mark_delivered(conn, ids)
 
 
 def announce_rules(client: redis.Redis, prefix: str, rule_id: str, change: str) -> None:

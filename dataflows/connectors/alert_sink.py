@@ -47,7 +47,7 @@ class _AlertPartition(StatelessSinkPartition[list[AlertEvent]]):
             self._writer.submit(self._summarise, None)
 
     def _complete(self, todo: list[AlertEvent]) -> None:
-        self._delivery.complete(self._sends, todo)
+        self._delivery.complete(self._sends, todo, summarise=False)  # _summarise: every second
 
     def _summarise(self, _: None) -> None:
         self._delivery.summarise()

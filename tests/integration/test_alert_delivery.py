@@ -146,3 +146,18 @@ def test_the_sink_returns_once_stored_and_sends_off_the_worker(
     sent = [m["data"]["id"] for m in listener.drain() if m.get("type") == "alert"]
     assert sorted(sent) == sorted(e.id for e in batch)
     assert store.pending(conn) == []  # every one recorded as delivered
+
+
+def test_a_server_that_lost_the_script_still_gets_each_alert_once(
+    conn: psycopg.Connection[Any], client: redis.Redis, redis_prefix: str
+) -> None:
+    """The send script runs by SHA: a new or flushed server loads it, and nothing goes twice."""
+    rule = make_rule(conn)
+    d = Delivery(client, redis_prefix)
+    ear = Listener(client, d.channel)
+    batch = events(rule, 3)
+    client.script_flush()
+    assert d.send(batch[:2], summarise=False) == {"sent": 2, "held": 0, "seen": 0}
+    client.script_flush()
+    assert d.send(batch, summarise=False) == {"sent": 1, "held": 0, "seen": 2}
+    assert [m["data"]["id"] for m in ear.drain()] == [e.id for e in batch]
