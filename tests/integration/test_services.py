@@ -127,3 +127,29 @@ def test_redis_live_writes_survive_script_flush_and_lost_connection(
     assert client.client_id() != killed  # the write reconnected
     sub.close()
     client.close()
+
+
+def test_redis_live_writes_in_several_scripts_keep_every_document_and_the_order(
+    redis_server_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publication cut into scripts stores every document before it publishes any event,
+    and publishes the events in order."""
+    from core.stores import redis as live_redis
+
+    monkeypatch.setattr(live_redis, "SCRIPT_ITEMS", 3)
+    client = connect(redis_server_url)
+    store = LiveStore(client, redis_prefix)
+    sub = connect(redis_server_url).pubsub()  # type: ignore[no-untyped-call]
+    sub.psubscribe(store.bar_channel("*"))
+    assert sub.get_message(timeout=1) is not None
+    docs = [(store.key("bar", f"S{k}"), b'{"k":%d}' % k) for k in range(10)]
+    events = [(f"S{k % 4}", b'{"e":%d}' % k) for k in range(8)]
+    store.write_encoded(docs=docs, events=events, metrics={"p0": {"n": 1}}, ttl_s=60)
+    assert client.mget([k for k, _ in docs]) == [d.decode() for _, d in docs]
+    got = [sub.get_message(timeout=1) for _ in events]
+    assert [(m["channel"], m["data"]) for m in got if m] == [
+        (store.bar_channel(s), d.decode()) for s, d in events
+    ]
+    assert store.live_metrics()["p0"]["n"] == "1"
+    sub.close()
+    client.close()
