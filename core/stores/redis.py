@@ -8,39 +8,20 @@ Every key carries a prefix so several deployments (or tests) can share one serve
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import orjson
 import redis
-from redis.exceptions import NoScriptError
 
 from core.settings import ServiceSettings
 from core.stores import resp
 
-_WRITE_LIVE = """
-local ttl, channel = ARGV[1], ARGV[2]
-local ns, ne = tonumber(ARGV[3]), tonumber(ARGV[4])
-for i = 1, ns do redis.call('SET', KEYS[i], ARGV[4 + i], 'EX', ttl) end
-for i = 1, ne do
-  redis.call('PUBLISH', channel .. ARGV[3 + ns + 2 * i], ARGV[4 + ns + 2 * i])
-end
-for i = ns + 1, #KEYS do
-  for field, value in pairs(cjson.decode(ARGV[4 + 2 * ne + i])) do
-    redis.call('HSET', KEYS[i], field, value)
-  end
-  redis.call('EXPIRE', KEYS[i], ttl)
-end
-return ns
-"""
-"""SET with expiry of each document (keys first), PUBLISH of each event on its symbol's channel
-(symbol and document in turn), then each metrics hash (its fields as a JSON object) with its
-expiry."""
-_WRITE_LIVE_SHA: Final = hashlib.sha1(_WRITE_LIVE.encode()).hexdigest().encode()  # noqa: S324  # Redis names scripts by SHA-1
-SCRIPT_ITEMS: Final = 1000
-"""Documents or events per script at most (about 3 ms of the server's time)."""
+_REPLY_OFF: Final = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n"
+_REPLY_ON: Final = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n"
+_SET_EX: Final = b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$%d\r\n%b\r\n"
+_PUBLISH: Final = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
 SUMS: Final = "sums"
 """``{prefix}sums:{SYMBOL}``: the summaries of a symbol's open 5m..4h windows (:mod:`core.forming`)."""
 BARS: Final = "bars"
@@ -215,49 +196,39 @@ class LiveStore:
         metrics: Mapping[str, Mapping[str, Any]],
         ttl_s: int,
     ) -> None:
-        """Encoded documents in server-side scripts; every key expires after ``ttl_s``.
+        """Encoded documents in one round trip; every key expires after ``ttl_s``.
 
-        Each (key, JSON) of ``docs`` is stored, each (symbol, JSON) of ``events`` published on
-        the symbol's channel, each of ``metrics`` written as a hash. One command instead of one
-        per key: a pipelined command costs the client about ten times more than an argument
-        does, and a publication carries thousands of documents. The command is framed by hand
-        (:mod:`core.stores.resp`), a fraction of redis-py's cost per argument. At most
-        :data:`SCRIPT_ITEMS` documents or events go in one script (every document before any
-        event): a script holds the server for all its commands, and an alert published beside
-        a minute close's thousands of documents would wait for all of them.
+        Each (key, JSON) of ``docs`` is stored (SET EX), then each (symbol, JSON) of ``events``
+        published on the symbol's channel, then each of ``metrics`` written as a hash. A
+        publication carries thousands of documents, so the commands are framed by hand, one
+        template each (redis-py's pipeline costs about ten times more per command), and sent
+        between ``CLIENT REPLY OFF`` and ``ON``: one reply to read instead of thousands. Plain
+        commands, not a Lua script: a script holds the server for all its commands, so an
+        alert published beside a minute close's thousands of documents waited for all of them,
+        and the server spent three times the CPU. The cost: a command the server refused would
+        go unreported; SET, PUBLISH and HSET refuse nothing but memory under a ``noeviction``
+        policy, and every key here has an expiry, so a ``volatile-*`` or ``allkeys-*`` policy
+        evicts instead.
         """
         if not docs and not events and not metrics:
             return
-        calls: list[tuple[Sequence[tuple[str, bytes]], Sequence[tuple[str, bytes]]]] = [
-            (docs[i : i + SCRIPT_ITEMS], ()) for i in range(0, len(docs), SCRIPT_ITEMS)
-        ]
-        calls += [((), events[i : i + SCRIPT_ITEMS]) for i in range(0, len(events), SCRIPT_ITEMS)]
-        for n, (part, published) in enumerate(calls or [((), ())]):
-            last = n == max(len(calls), 1) - 1
-            self._script(part, published, metrics if last else {}, ttl_s)
-
-    def _script(
-        self,
-        docs: Sequence[tuple[str, bytes]],
-        events: Sequence[tuple[str, bytes]],
-        metrics: Mapping[str, Mapping[str, Any]],
-        ttl_s: int,
-    ) -> None:
-        keys = [k.encode() for k, _ in docs]
-        keys += [self._k("metrics:live", part).encode() for part in metrics]
-        args = [b"EVALSHA", _WRITE_LIVE_SHA, b"%d" % len(keys), *keys]
-        args += [b"%d" % ttl_s, self.bar_channel("").encode(), b"%d" % len(docs)]
-        args.append(b"%d" % len(events))
-        args += [d for _, d in docs]
+        ttl = b"%d" % ttl_s
+        head = self.bar_channel("").encode()
+        out = [_REPLY_OFF]
+        for key, data in docs:
+            k = key.encode()
+            out.append(_SET_EX % (len(k), k, len(data), data, len(ttl), ttl))
         for symbol, data in events:
-            args += (symbol.encode(), data)
-        args += [encode({k: str(v) for k, v in m.items()}) for m in metrics.values()]
-        packed = resp.pack(args)
-        try:
-            resp.call(self.r, packed)
-        except NoScriptError:  # a new or flushed server: load the script, send again
-            self.r.script_load(_WRITE_LIVE)
-            resp.call(self.r, packed)
+            channel = head + symbol.encode()
+            out.append(_PUBLISH % (len(channel), channel, len(data), data))
+        for part, m in metrics.items():
+            hashed = self._k("metrics:live", part).encode()
+            fields = [x.encode() for k, v in m.items() for x in (str(k), str(v))]
+            if fields:
+                out.append(resp.pack([b"HSET", hashed, *fields]))
+            out.append(resp.pack([b"EXPIRE", hashed, ttl]))
+        out.append(_REPLY_ON)
+        resp.call(self.r, b"".join(out))
 
     def key(self, kind: str, name: str) -> str:
         """``{prefix}{kind}:{name}``.

@@ -29,6 +29,9 @@ def call(client: redis.Redis, packed: bytes) -> Any:
             lambda: _round_trip(conn, packed),
             lambda _error: conn.disconnect(),  # type: ignore[no-untyped-call]
         )
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # never back to the pool mid-command
+        raise
     finally:
         pool.release(conn)
 

@@ -1,12 +1,12 @@
 """Bar events and latest trades to Redis: the live view the API and alerts read.
 
-Per batch of fold results, in one server-side script: the latest trade of each symbol that
-traded, its forming bar, the last final bar of each symbol, bar events published on
-``{prefix}bars:{SYMBOL}`` (``final`` false while forming, true at close, with its
-``revision``): every final bar and revision in order, then each symbol's newest forming bar
-(a subscriber wants the newest forming state; one that a final bar of the batch supersedes is
-not published), and the partition's counters and watermark under ``{prefix}metrics:live:{part}``.
-Keys expire after ``ttl_s`` so a symbol that stopped trading does not look live forever. Writes
+Per batch of fold results, in one round trip (:meth:`core.stores.redis.LiveStore.write_encoded`):
+the latest trade of each symbol that traded, its forming bar, the last final bar of each
+symbol, bar events published on ``{prefix}bars:{SYMBOL}`` (``final`` false while forming, true
+at close, with its ``revision``): every final bar and revision in order, then each symbol's
+newest forming bar (a subscriber wants the newest forming state; one that a final bar of the
+batch supersedes is not published), and the partition's counters and watermark under
+``{prefix}metrics:live:{part}``. Keys expire after ``ttl_s`` so a symbol that stopped trading does not look live forever. Writes
 are plain SETs of whole documents, so a replay after recovery rewrites the same values. The
 fold bounds how often forming bars come (``LIVE_PUBLISH_MS``); a result with only counters
 writes them at most once a second.

@@ -1,6 +1,6 @@
 """Live intraday bars to Redis, beside the minute bars: the same keys with the interval, the same channel.
 
-Per batch, in one server-side script through :meth:`core.stores.redis.LiveStore.write_encoded`:
+Per batch, in one round trip through :meth:`core.stores.redis.LiveStore.write_encoded`:
 ``{prefix}final:{I}:{SYMBOL}`` (the last final bar, latest revision) and
 ``{prefix}sums:{SYMBOL}`` (the summaries of the symbol's open windows, :mod:`core.forming`), and
 every final bar and summary published on ``{prefix}bars:{SYMBOL}`` (so the API's WebSocket
