@@ -183,7 +183,7 @@ class _Walk(StatelessSourcePartition[Chunk]):
         # have no final bar, no 5m..4h bar and no bar alert: every minute is no session).
         # A flow that fell behind reads every read due since, up to the WebSocket source's
         # batch of frames, as PolygonChunkSource reads a socket's buffer
-        first = int(self.wall0 + (self.next - self.mono0) * 1000)
+        first = self._due()
         frames: list[str | bytes] = []
         while self.k < len(self.reads) and (
             not frames
@@ -192,13 +192,16 @@ class _Walk(StatelessSourcePartition[Chunk]):
                 and len(frames) + len(self.reads[self.k]) <= READ_FRAMES
             )
         ):
-            due = int(self.wall0 + (self.next - self.mono0) * 1000)
-            LAG.append(max(0, now_ms() - due))
+            LAG.append(max(0, now_ms() - self._due()))
             self.next += self.every
             frames += self.reads[self.k]
             self.k += 1
         behind = self.k < len(self.reads) and self.next <= time.monotonic()
         return [Chunk("p0", frames, first, caught_up=not behind)]
+
+    def _due(self) -> int:
+        """Wall ms the next read is due at."""
+        return int(self.wall0 + (self.next - self.mono0) * 1000)
 
 
 class WalkSource(DynamicSource[Chunk]):

@@ -59,11 +59,8 @@ def add(s: list[Any], start: int, v: Minute) -> None:
 def first(start: int, v: Minute) -> list[Any]:
     """``add(empty(), start, v)`` in one list: a window's first minute (thousands at a close)."""
     mo, mh, ml, _, mv, mw, mt = v
-    has = mw is not None
-    return [
-        mo, max(-math.inf, mh), min(math.inf, ml), 0.0 + mv,
-        0.0 + mv if has else 0.0, 0.0 + mw * mv if mw is not None else 0.0, 0 + mt, 1, start,
-    ]  # fmt: skip
+    den, num = (0.0, 0.0) if mw is None else (0.0 + mv, 0.0 + mw * mv)
+    return [mo, max(-math.inf, mh), min(math.inf, ml), 0.0 + mv, den, num, 0 + mt, 1, start]
 
 
 def summary(minutes: Iterable[tuple[int, Minute]]) -> list[Any]:

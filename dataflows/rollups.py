@@ -159,9 +159,7 @@ class RollupState:
             symbol, start = b.symbol, b.start
             if not eof:
                 part_of[symbol] = source
-            held = minutes.get(symbol)
-            if held is None:
-                held = minutes[symbol] = {}
+            held = minutes.setdefault(symbol, {})
             fresh = start not in held
             held[start] = v = _values(b)
             if start > newest.get(symbol, -_END):
@@ -169,13 +167,8 @@ class RollupState:
             for name, begin, end in _windows_at(start, intervals):
                 key = (name, symbol, begin)
                 w = windows.get(key)
-                if w is None:  # the window's first final minute: follow it by its end
-                    windows[key] = [end, -1, 0]
-                    by_end = self.ends.setdefault(part_of.get(symbol, ""), {})
-                    opened = by_end.get(end)
-                    if opened is None:
-                        opened = by_end[end] = set()
-                    opened.add(key)
+                if w is None:  # the window's first final minute
+                    self._open(key, end)
                     sums[key] = forming.first(start, v)
                     changed.add(symbol)
                     continue
@@ -219,6 +212,12 @@ class RollupState:
                     windows[name] = [begin, end, *s]
             out.append(WindowSums(symbol, windows))
         return out
+
+    def _open(self, key: WindowKey, end: int) -> None:
+        """Start following a window: by its end, under its symbol's source partition."""
+        self.windows[key] = [end, -1, 0]
+        part = self.part_of.get(key[1], "")
+        self.ends.setdefault(part, {}).setdefault(end, set()).add(key)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

@@ -1,8 +1,8 @@
-"""Redis commands packed by hand: for the live flow's scripts of thousands of arguments.
+"""Redis commands packed by hand: for the live flow's publications of thousands of commands.
 
 redis-py encodes and frames every argument in Python (about 1.7 us each); a publication of
-the live flow carries thousands of documents already encoded as bytes, so the frame is built
-in one join instead and sent on a connection of the client's pool, with the client's retry
+the live flow carries thousands of documents already encoded as bytes, so the frames are built
+by joining bytes instead and sent on a connection of the client's pool, with the client's retry
 policy (a connection error reconnects and sends again, as redis-py does for its own commands).
 """
 

@@ -6,10 +6,10 @@ symbol, bar events published on ``{prefix}bars:{SYMBOL}`` (``final`` false while
 at close, with its ``revision``): every final bar and revision in order, then each symbol's
 newest forming bar (a subscriber wants the newest forming state; one that a final bar of the
 batch supersedes is not published), and the partition's counters and watermark under
-``{prefix}metrics:live:{part}``. Keys expire after ``ttl_s`` so a symbol that stopped trading does not look live forever. Writes
-are plain SETs of whole documents, so a replay after recovery rewrites the same values. The
-fold bounds how often forming bars come (``LIVE_PUBLISH_MS``); a result with only counters
-writes them at most once a second.
+``{prefix}metrics:live:{part}``. Keys expire after ``ttl_s`` so a symbol that stopped trading
+does not look live forever. Writes are plain SETs of whole documents, so a replay after
+recovery rewrites the same values. The fold bounds how often forming bars come
+(``LIVE_PUBLISH_MS``); a result with only counters writes them at most once a second.
 
 Writes run in order on a thread of their own (:class:`dataflows.connectors.background.OrderedWriter`):
 at thousands of symbols a publication carries thousands of documents, and the worker folds the

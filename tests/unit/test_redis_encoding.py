@@ -9,10 +9,17 @@ from redis._parsers.encoders import Encoder
 from redis.connection import PythonRespSerializer
 
 from core.stores import resp
-from core.stores.redis import encode_at, encode_many
+from core.stores.redis import Document, encode_many
 from dataflows.minute_fold import LastTrade, MinuteBar
 
 AT = "2026-12-07T14:30:00.123456+00:00"
+
+
+def encode_at(item: Document, updated_at: str) -> bytes:
+    """The plain encoding: one document, stamped, in one call."""
+    doc = item.to_json()
+    doc["updated_at"] = updated_at
+    return orjson.dumps(doc, default=str)
 
 
 class _Doc:
