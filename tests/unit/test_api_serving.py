@@ -198,6 +198,12 @@ def test_repeated_requests_skip_routing_but_not_keys_limits_or_etags(
     assert route in metrics  # labelled by its route, as on the full path
 
 
+def _within_one_window(need_s: float) -> None:
+    """Wait for a rate-limit window (a wall-clock minute) with ``need_s`` seconds left in it."""
+    if (left := 60 - time.time() % 60) < need_s:
+        time.sleep(left + 0.1)
+
+
 def test_an_answer_in_use_is_renewed_before_it_expires(settings: ApiSettings) -> None:
     """An answer reaching the present is read again in the background once half its time in
     the cache is gone: callers keep the copy still true, then get the new one before the old
@@ -210,6 +216,7 @@ def test_an_answer_in_use_is_renewed_before_it_expires(settings: ApiSettings) ->
     with postgres.connect(dsn) as conn:
         postgres.upsert_daily(conn, daily("RENEW", RECENT, "rest", 5.0))
         conn.commit()
+    _within_one_window(ttl + 4.0)  # the count restarts at a minute's end: not across one
     with TestClient(create_app(fresh)) as c:
         sent = time.monotonic()
         first = c.get("/v1/bars/RENEW", headers=HEADERS)
@@ -238,8 +245,7 @@ def test_an_answer_in_use_is_renewed_before_it_expires(settings: ApiSettings) ->
 
 def test_a_limit_counted_in_batches_still_stops_at_the_limit(settings: ApiSettings) -> None:
     limited = settings.model_copy(update={"api_rate_limit": 120})
-    if (left := 60 - time.time() % 60) < 10:  # one window: not across a minute's end
-        time.sleep(left + 0.1)
+    _within_one_window(10.0)
     with TestClient(create_app(limited)) as c:
         codes = [c.get("/v1/bars/AAPL?limit=1", headers=HEADERS).status_code for _ in range(125)]
     assert codes == [200] * 120 + [429] * 5
