@@ -115,13 +115,22 @@ OFFSET: list[int] = [0]
 """Market time minus wall time (ms): trades are stamped in a regular session, whatever the day."""
 
 
-def market_start() -> int:
-    """Unix ms of 09:30:55 New York on the next session.
+CLOCK = dt.time(9, 30, 55)
+"""New York time of the first trade by default: a minute closes 5 s in (10 s with the lateness
+allowed), and every 5m..4h window opens with it."""
 
-    Every rule exists before it (a rule never fires on an earlier trade); a minute closes 10 s in.
+
+def market_start(clock: dt.time = CLOCK) -> int:
+    """Unix ms of ``clock`` New York on the next session.
+
+    Every rule exists before it (a rule never fires on an earlier trade).
     """
     day = calendar.next_session(dt.datetime.now(dt.UTC).date())
-    return int(calendar.session_open(day).timestamp() * 1000) + 55_000
+    at = dt.datetime.combine(day, clock, tzinfo=calendar.NEW_YORK)
+    if not calendar.session_open(day) <= at < calendar.session_close(day):
+        msg = f"--clock {clock} is outside the regular session (09:30-16:00 New York)"
+        raise SystemExit(msg)
+    return int(at.timestamp() * 1000)
 
 
 def walk_frames(symbols: list[str], rate: float, seconds: float, t0: int) -> list[list[str]]:
@@ -207,8 +216,10 @@ class _Walk(StatelessSourcePartition[Chunk]):
 class WalkSource(DynamicSource[Chunk]):
     """Random-walk trades at ``rate`` per second for ``seconds``, released on schedule."""
 
-    def __init__(self, symbols: list[str], rate: float, seconds: float) -> None:
-        self.t0 = market_start()
+    def __init__(
+        self, symbols: list[str], rate: float, seconds: float, clock: dt.time = CLOCK
+    ) -> None:
+        self.t0 = market_start(clock)
         self.reads = walk_frames(symbols, rate, seconds, self.t0)
         self.every = max(1, int(rate / 50)) / rate
 
@@ -318,6 +329,11 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument(
+        "--clock", type=dt.time.fromisoformat, default=CLOCK, metavar="HH:MM:SS",
+        help="New York time of the first trade (default 09:30:55: 5m..4h windows open at the "
+        "first close); 09:59:55 closes the 5m, 15m and 30m windows of every symbol at 10:00",
+    )  # fmt: skip
+    p.add_argument(
         "--no-bars", action="store_true",
         help="no bar updates on Redis (isolates the alert path from the bar relay's load)",
     )  # fmt: skip
@@ -381,7 +397,7 @@ def main() -> None:
                 time.sleep(0.1)
             lake = Lake((root / "lake").as_uri())
             flow = build_live_flow(
-                WalkSource(symbols, args.rate, args.seconds),
+                WalkSource(symbols, args.rate, args.seconds, args.clock),
                 bars=MinuteBarSink(lake),
                 live=TestingSink([]) if args.no_bars else RedisLiveSink(rd, PREFIX),
                 quarantine=TestingSink([]),
@@ -436,7 +452,9 @@ def main() -> None:
     pubs = calls1.get("publish", 0) - calls0.get("publish", 0)
     lag = sorted(LAG)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    mode = " --no-bars" if args.no_bars else ""
+    mode = (" --no-bars" if args.no_bars else "") + (
+        f" --clock {args.clock}" if args.clock != CLOCK else ""
+    )
     bars_note = (
         "Bar updates are not published (`--no-bars`): the alert path alone."
         if args.no_bars
@@ -478,7 +496,8 @@ Target p99 < 250 ms: {"met" if n and p99 < 250 else "**not met**"}. The baseline
 """
     print(body)
     if not args.no_write:
-        write_section("alerts-no-bars" if args.no_bars else "alerts", body)
+        section = "alerts-no-bars" if args.no_bars else "alerts"
+        write_section(section if args.clock == CLOCK else f"{section}-clock", body)
 
 
 if __name__ == "__main__":

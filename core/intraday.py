@@ -9,13 +9,15 @@ bar has no bar. ``complete``: the window has ended by the horizon the caller kno
 close once it is over, the newest minute held while it is not, the watermark live), so the bar
 can no longer gain minutes.
 
-Live and batch call :func:`rollup` on the same minute rows and get the same bits: every sum is
-a numpy reduction over one bar's minutes in time order, whatever else the table holds.
+Live and batch reduce the same minute rows with :func:`reduce_sorted` (batch through
+:func:`rollup`, the live flow from the columns it holds) and get the same bits: every sum is a
+numpy reduction over one bar's minutes in time order, whatever else the rows hold.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -93,36 +95,78 @@ def rollup(minutes: pa.Table, interval: str, *, horizon_us: int | None = None) -
     if n == 0:
         return SILVER_INTRADAY.empty_table()
     codes = pc.dictionary_encode(t["symbol"]).combine_chunks().indices.to_numpy()
-    new = np.ones(n, bool)
-    new[1:] = (codes[1:] != codes[:-1]) | (begin[1:] != begin[:-1])
-    firsts = np.flatnonzero(new)
-    lasts = np.append(firsts[1:], n) - 1
-    vol = _floats(t["volume"])
-    vw = _floats(t["vwap"])
-    has = ~np.isnan(vw)
-    den = np.add.reduceat(np.where(has, vol, 0.0), firsts)
-    num = np.add.reduceat(np.where(has, vw * vol, 0.0), firsts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vwap = np.where(den > 0, num / den, np.nan)
+    trades = np.asarray(pc.fill_null(t["trades"], 0).to_numpy(), np.int64)
+    r = reduce_sorted(codes, begin, _floats(t["high"]), _floats(t["low"]), _floats(t["volume"]),
+                      _floats(t["vwap"]), trades)  # fmt: skip
+    firsts = pa.array(r.firsts)
     horizon = np.iinfo(np.int64).max if horizon_us is None else horizon_us
-    bar_end = end[firsts]
+    bar_end = end[r.firsts]
     cols: dict[str, pa.Array | pa.ChunkedArray] = {
-        "symbol": t["symbol"].take(pa.array(firsts)),
-        "start": pa.array(begin[firsts], pa.int64()).cast(SILVER_INTRADAY.field("start").type),
+        "symbol": t["symbol"].take(firsts),
+        "start": pa.array(begin[r.firsts], pa.int64()).cast(SILVER_INTRADAY.field("start").type),
         "end": pa.array(bar_end, pa.int64()).cast(SILVER_INTRADAY.field("end").type),
-        "open": t["open"].take(pa.array(firsts)),
-        "high": pa.array(np.maximum.reduceat(_floats(t["high"]), firsts)),
-        "low": pa.array(np.minimum.reduceat(_floats(t["low"]), firsts)),
-        "close": t["close"].take(pa.array(lasts)),
-        "volume": pa.array(np.add.reduceat(vol, firsts)),
-        "vwap": pa.array(vwap, pa.float64(), from_pandas=True),
-        "trades": pa.array(
-            np.add.reduceat(np.asarray(pc.fill_null(t["trades"], 0).to_numpy(), np.int64), firsts)
-        ),
-        "minutes": pa.array((lasts - firsts + 1).astype(np.int32)),
+        "open": t["open"].take(firsts),
+        "high": pa.array(r.high),
+        "low": pa.array(r.low),
+        "close": t["close"].take(pa.array(r.lasts)),
+        "volume": pa.array(r.volume),
+        "vwap": pa.array(r.vwap, pa.float64(), from_pandas=True),
+        "trades": pa.array(r.trades),
+        "minutes": pa.array(r.minutes),
         "complete": pa.array(bar_end <= horizon),
     }
     return pa.table(
         [pa.chunked_array([c]) if isinstance(c, pa.Array) else c for c in cols.values()],
         names=list(cols),
     ).cast(SILVER_INTRADAY)
+
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """The bars of minute rows sorted by symbol and start: where each starts and ends, its sums."""
+
+    firsts: I64
+    """Row of each bar's first minute (its open)."""
+    lasts: I64
+    """Row of each bar's last minute (its close)."""
+    high: F64
+    low: F64
+    volume: F64
+    vwap: F64
+    """NaN where no minute has a vwap."""
+    trades: I64
+    minutes: npt.NDArray[np.int32]
+
+
+def reduce_sorted(
+    codes: npt.NDArray[np.integer[Any]], begin: I64, high: F64, low: F64, volume: F64,
+    vwap: F64, trades: I64,
+) -> Reduced:  # fmt: skip
+    """The batch rule's sums over rows sorted by symbol (``codes``) and start.
+
+    ``begin``: each row's window start. The one arithmetic of :func:`rollup` and the live flow's
+    final bars, which hold their minutes as arrays already (NaN ``vwap``: none).
+    """
+    n = len(codes)
+    new = np.ones(n, bool)
+    new[1:] = (codes[1:] != codes[:-1]) | (begin[1:] != begin[:-1])
+    firsts = np.flatnonzero(new)
+    lasts = np.append(firsts[1:], n) - 1
+    has = ~np.isnan(vwap)
+    den = np.add.reduceat(np.where(has, volume, 0.0), firsts)
+    num = np.add.reduceat(np.where(has, vwap * volume, 0.0), firsts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(den > 0, num / den, np.nan)
+    return Reduced(
+        firsts=firsts,
+        lasts=lasts,
+        high=np.maximum.reduceat(high, firsts),
+        low=np.minimum.reduceat(low, firsts),
+        volume=np.add.reduceat(volume, firsts),
+        vwap=mean,
+        trades=np.add.reduceat(trades, firsts),
+        minutes=(lasts - firsts + 1).astype(np.int32),
+    )

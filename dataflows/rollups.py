@@ -4,9 +4,11 @@ One stateful step over the fold's results (:class:`dataflows.minute_fold.FoldOut
 the final minute bars of every window still open (and of windows closed less than the revision
 horizon ago), and emits :class:`RollupBar` events like minute bars: ``final`` true once the
 watermark of the symbol's source partition passes the window's end (``revision`` 0), and again
-with ``revision`` n+1 when a late trade revises one of its minutes. Every final bar is computed
-by :func:`core.intraday.rollup`, the function batch silver uses, over the same minute values,
-so a final live bar equals the batch bar of the same window bit for bit.
+with ``revision`` n+1 when a late trade revises one of its minutes. Every final bar is reduced
+by :func:`core.intraday.reduce_sorted`, the arithmetic of batch silver's rollup, over the same
+minute values held as columns (:mod:`dataflows.minute_log`), so a final live bar equals the
+batch bar of the same window bit for bit, and a close of thousands of windows costs a few
+array operations rather than a table built row by row.
 
 Forming bars are not emitted: with the final minutes of a symbol the step emits
 :class:`WindowSums`, the summary of each open window's final minutes, and readers combine it
@@ -24,15 +26,14 @@ from typing import Any, Final
 
 import bytewax.operators as op
 import numpy as np
-import pyarrow as pa
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulLogic
 
 from core import forming, intraday
 from core.forming import LAST, Minute, window_of
 from core.isotime import ms_iso
-from core.schemas import BRONZE_MINUTE
-from dataflows.minute_fold import MINUTE_MS, Event, FoldOut, MinuteBar, session_date
+from dataflows.minute_fold import MINUTE_MS, Event, FoldOut, MinuteBar
+from dataflows.minute_log import CLOSE, HIGH, I64, LOW, OPEN, VOLUME, VWAP, MinuteLog
 
 KEY: Final = "rollups"
 _END: Final = 2**62
@@ -128,7 +129,10 @@ class RollupState:
 
     intervals: tuple[str, ...]
     horizon_ms: int
-    minutes: dict[str, dict[int, Minute]] = field(default_factory=dict)
+    log: MinuteLog = field(default_factory=MinuteLog)
+    """Every final minute still needed, as columns (symbols by their index in ``names``)."""
+    ids: dict[str, int] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
     windows: dict[WindowKey, list[int]] = field(default_factory=dict)
     """[end ms, revision emitted (-1: none), closed (0/1)]."""
     ends: dict[str, dict[int, set[WindowKey]]] = field(default_factory=dict)
@@ -153,15 +157,24 @@ class RollupState:
         finals: set[WindowKey] = set()
         revised: set[WindowKey] = set()
         changed: set[str] = set()
+        again: dict[WindowKey, int] = {}  # open windows to summarise afresh, with their end
         newest, windows, sums, intervals = self.newest, self.windows, self.sums, self.intervals
-        part_of, minutes, add = self.part_of, self.minutes, forming.add
+        part_of, ids, add = self.part_of, self.ids, forming.add
+        rows: list[int] = []
+        starts: list[int] = []
+        values: list[Minute] = []
         for b in out.final:
             symbol, start = b.symbol, b.start
             if not eof:
                 part_of[symbol] = source
-            held = minutes.setdefault(symbol, {})
-            fresh = start not in held
-            held[start] = v = _values(b)
+            i = ids.get(symbol)
+            if i is None:
+                i = ids[symbol] = len(self.names)
+                self.names.append(symbol)
+            v = _values(b)
+            rows.append(i)
+            starts.append(start)
+            values.append(v)
             if start > newest.get(symbol, -_END):
                 newest[symbol] = start
             for name, begin, end in _windows_at(start, intervals):
@@ -177,12 +190,13 @@ class RollupState:
                     continue
                 changed.add(symbol)
                 s = sums.get(key)
-                if s is not None and fresh and start > s[LAST]:
+                if s is not None and start > s[LAST] and key not in again:
                     add(s, start, v)  # the next minute in order: no need to start over
                 else:
-                    sums[key] = forming.summary(
-                        (st, m) for st, m in sorted(held.items()) if begin <= st < end
-                    )
+                    again[key] = end
+        self.log.append(rows, starts, values)
+        if again:
+            self._summarise_again(again)
         if eof:
             for ends in self.ends.values():
                 for keys in ends.values():
@@ -213,6 +227,25 @@ class RollupState:
             out.append(WindowSums(symbol, windows))
         return out
 
+    def _summarise_again(self, keys: dict[WindowKey, int]) -> None:
+        """Summarise open windows afresh from every final minute they hold."""
+        lo, hi = self._bounds()
+        for (_, symbol, begin), end in keys.items():
+            i = self.ids[symbol]
+            lo[i], hi[i] = (begin, end) if hi[i] == 0 else (min(lo[i], begin), max(hi[i], end))
+        rows = self.log.rows(lo, hi, np.arange(len(self.names), dtype=np.int64))
+        held: dict[int, list[tuple[int, Minute]]] = defaultdict(list)
+        for i, minute in zip(self.log.sym[rows].tolist(), self.log.minutes(rows), strict=True):
+            held[i].append(minute)
+        for key, end in keys.items():
+            mine = held[self.ids[key[1]]]
+            self.sums[key] = forming.summary((st, m) for st, m in mine if key[2] <= st < end)
+
+    def _bounds(self) -> tuple[I64, I64]:
+        """Per symbol, an empty range of starts to widen to the windows wanted."""
+        n = len(self.names)
+        return np.zeros(n, np.int64), np.zeros(n, np.int64)
+
     def _open(self, key: WindowKey, end: int) -> None:
         """Start following a window: by its end, under its symbol's source partition."""
         self.windows[key] = [end, -1, 0]
@@ -220,33 +253,83 @@ class RollupState:
         self.ends.setdefault(part, {}).setdefault(end, set()).add(key)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        held = state.pop("minutes", None)  # an older version's snapshot: a dict per symbol
         self.__dict__.update(state)
-        self.__dict__.setdefault("newest", {})  # a snapshot of an older version lacks it
+        self.__dict__.setdefault("newest", {})
+        if held is not None:
+            self.log, self.ids, self.names = MinuteLog(), {}, []
+            for symbol, minutes in sorted(held.items()):
+                self.ids[symbol] = len(self.names)
+                self.names.append(symbol)
+                ordered = sorted(minutes.items())
+                self.log.append([self.ids[symbol]] * len(ordered), [st for st, _ in ordered],
+                                [m for _, m in ordered])  # fmt: skip
 
     def _emit(self, keys: set[WindowKey]) -> list[RollupBar]:
-        """Final bars (and revisions) by the batch rule, :func:`core.intraday.rollup`."""
+        """Final bars (and revisions) by the batch rule, :func:`core.intraday.reduce_sorted`.
+
+        By interval, sorted by symbol and start; a symbol with two windows of one interval to
+        emit (a revision and a close at once) takes a second pass.
+        """
         by_interval: dict[str, list[WindowKey]] = defaultdict(list)
         for key in keys:
             by_interval[key[0]].append(key)
+        rank = np.argsort(np.argsort(np.array(self.names, dtype=object))).astype(np.int64)
         out: list[RollupBar] = []
         for name, group in sorted(by_interval.items()):
-            rows: list[tuple[str, int, Minute]] = []
-            for key in group:
-                _, symbol, begin = key
-                end = self.windows[key][0]
-                held = self.minutes.get(symbol, {})
-                rows += [(symbol, s, v) for s, v in held.items() if begin <= s < end]
-            for r in _rows(intraday.rollup(minute_table(rows), name)):
-                state = self.windows[(name, r["symbol"], r["start"])]
+            bars: list[RollupBar] = []
+            passes = 0
+            while group:
+                now: dict[str, WindowKey] = {}
+                later: list[WindowKey] = []
+                for k in group:
+                    if k[1] in now:
+                        later.append(k)
+                    else:
+                        now[k[1]] = k
+                bars += self._reduce(name, list(now.values()), rank)
+                group, passes = later, passes + 1
+            if passes > 1:
+                bars.sort(key=lambda b: (b.symbol, b.start))
+            for b in bars:
+                state = self.windows[(name, b.symbol, b.start)]
                 state[1] += 1
-                out.append(RollupBar(interval=name, complete=True, final=True,
-                                     revision=state[1], **r))  # fmt: skip
+                b.revision = state[1]
+            out += bars
         return out
+
+    def _reduce(self, name: str, keys: list[WindowKey], rank: I64) -> list[RollupBar]:
+        """The final bars of ``keys`` (one window per symbol), their revision still to set."""
+        lo, hi = self._bounds()
+        idx = np.array([self.ids[k[1]] for k in keys], np.int64)
+        lo[idx] = [k[2] for k in keys]
+        hi[idx] = [self.windows[k][0] for k in keys]
+        log = self.log
+        rows = log.rows(lo, hi, rank)
+        if not len(rows):
+            return []
+        sym = log.sym[rows]
+        begin = lo[sym]
+        v = log.values[:, rows]
+        r = intraday.reduce_sorted(rank[sym], begin, v[HIGH], v[LOW], v[VOLUME], v[VWAP],
+                                   log.trades[rows])  # fmt: skip
+        first = sym[r.firsts]
+        names = self.names
+        return [
+            RollupBar(interval=name, symbol=names[i], start=s, end=e, open=o, high=h, low=low,
+                      close=c, volume=vol, vwap=None if w != w else w, trades=t, minutes=m,
+                      complete=True, final=True, revision=0)
+            for i, s, e, o, h, low, c, vol, w, t, m in zip(
+                first.tolist(), begin[r.firsts].tolist(), hi[first].tolist(),
+                v[OPEN][r.firsts].tolist(), r.high.tolist(), r.low.tolist(),
+                v[CLOSE][r.lasts].tolist(), r.volume.tolist(), r.vwap.tolist(),
+                r.trades.tolist(), r.minutes.tolist(), strict=True)
+        ]  # fmt: skip
 
     def _forget(self) -> None:
         """Drop what the horizon passed, once per minute of watermark.
 
-        Not per batch: every window and every symbol's minutes are walked.
+        Not per batch: every window is walked.
         """
         if not self.marks:
             return
@@ -259,40 +342,7 @@ class RollupState:
         for k in old:
             del self.windows[k]
             self.sums.pop(k, None)
-        cutoff = edge - max(intraday.INTERVALS[i] for i in self.intervals) * MINUTE_MS
-        for held in self.minutes.values():
-            for s in [s for s in held if s < cutoff]:
-                del held[s]
-
-
-def minute_table(rows: Sequence[tuple[str, int, Minute]]) -> pa.Table:
-    """Minute values as the bronze columns :func:`core.intraday.rollup` reads."""
-    starts = np.array([r[1] for r in rows], np.int64)
-    days = [session_date(int(s)) for s in starts]
-    cols = list(zip(*(r[2] for r in rows), strict=True)) if rows else [()] * 7
-    f = BRONZE_MINUTE.field
-    return pa.table(
-        {
-            "symbol": pa.array([r[0] for r in rows], pa.string()),
-            "date": pa.array(days, pa.date32()),
-            "start": pa.array(starts * 1000, pa.int64()).cast(f("start").type),
-            "open": pa.array(cols[0], pa.float64()),
-            "high": pa.array(cols[1], pa.float64()),
-            "low": pa.array(cols[2], pa.float64()),
-            "close": pa.array(cols[3], pa.float64()),
-            "volume": pa.array(cols[4], pa.float64()),
-            "vwap": pa.array(cols[5], pa.float64()),
-            "trades": pa.array(cols[6], pa.int64()),
-        }
-    )
-
-
-def _rows(table: pa.Table) -> Iterable[dict[str, Any]]:
-    """Rollup rows with ms stamps, without the ``complete`` flag (the event sets it)."""
-    for r in table.drop_columns(["complete"]).to_pylist():
-        r["start"] = int(r["start"].timestamp() * 1000)
-        r["end"] = int(r["end"].timestamp() * 1000)
-        yield r
+        self.log.drop_before(edge - max(intraday.INTERVALS[i] for i in self.intervals) * MINUTE_MS)
 
 
 class _RollupLogic(StatefulLogic[FoldOut, list[Rolled], RollupState]):

@@ -6,6 +6,7 @@ minutes so far."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import pickle
@@ -13,6 +14,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import redis
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -20,13 +23,16 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from batch import intraday as job
 from batch.engine import minutes
 from core import calendar, forming, intraday, layout
+from core.forming import Minute
 from core.lake import Lake
+from core.schemas import BRONZE_MINUTE
 from core.stores.redis import connect
 from dataflows.connectors.minute_sink import write_fragments
 from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.live import build_live_flow
-from dataflows.minute_fold import FoldOut, MinuteBar
-from dataflows.rollups import Rolled, RollupBar, RollupState, WindowSums, minute_table
+from dataflows.minute_fold import FoldOut, MinuteBar, session_date
+from dataflows.minute_log import MinuteLog
+from dataflows.rollups import Rolled, RollupBar, RollupState, WindowSums
 from dataflows.simulator import Market
 from dataflows.simulator.ws import resent
 from dataflows.trades import Chunk, Reject
@@ -34,6 +40,28 @@ from dataflows.trades import Chunk, Reject
 pytestmark = pytest.mark.unit
 MINUTES = forming.WINDOW.index("minutes")
 DAYS = (dt.date(2024, 11, 27), dt.date(2024, 11, 29))
+
+
+def minute_table(rows: list[tuple[str, int, Minute]]) -> pa.Table:
+    """Minute values as the bronze columns :func:`core.intraday.rollup` reads (the oracle)."""
+    starts = np.array([r[1] for r in rows], np.int64)
+    days = [session_date(int(s)) for s in starts]
+    cols = list(zip(*(r[2] for r in rows), strict=True)) if rows else [()] * 7
+    f = BRONZE_MINUTE.field
+    return pa.table(
+        {
+            "symbol": pa.array([r[0] for r in rows], pa.string()),
+            "date": pa.array(days, pa.date32()),
+            "start": pa.array(starts * 1000, pa.int64()).cast(f("start").type),
+            "open": pa.array(cols[0], pa.float64()),
+            "high": pa.array(cols[1], pa.float64()),
+            "low": pa.array(cols[2], pa.float64()),
+            "close": pa.array(cols[3], pa.float64()),
+            "volume": pa.array(cols[4], pa.float64()),
+            "vwap": pa.array(cols[5], pa.float64()),
+            "trades": pa.array(cols[6], pa.int64()),
+        }
+    )
 
 
 def day_events(market: Market, day: dt.date, halted: str) -> list[dict[str, Any]]:
@@ -304,3 +332,92 @@ def test_a_windows_first_minute_in_one_list_equals_adding_it_to_an_empty_summary
         forming.add(alone, start, v)
         assert forming.first(start, v) == alone
         assert [type(x) for x in forming.first(start, v)] == [type(x) for x in alone]
+
+
+def _oracle(held: dict[tuple[str, int], MinuteBar], bar: RollupBar) -> dict[str, Any]:
+    """The batch rule over the window's newest minutes, with ms stamps."""
+    rows = [(s, st, (m.open, m.high, m.low, m.close, m.volume, m.vwap, m.trades))
+            for (s, st), m in sorted(held.items())
+            if s == bar.symbol and bar.start <= st < bar.end]  # fmt: skip
+    (want,) = intraday.rollup(minute_table(rows), bar.interval).to_pylist()
+    want["start"] = int(want["start"].timestamp() * 1000)
+    want["end"] = int(want["end"].timestamp() * 1000)
+    del want["complete"]
+    return dict(want)
+
+
+def test_final_bars_are_the_batch_rule_bit_for_bit_through_revisions() -> None:
+    """Every final bar and revision equals the batch rule over the window's newest minutes,
+    bit for bit, with revisions counted per window: also when a revision of a closed window
+    and the close of the next one of the same symbol come in one result (two passes)."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    rng = random.Random(17)
+    state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    held: dict[tuple[str, int], MinuteBar] = {}
+    revisions: dict[tuple[str, str, int], int] = {}
+    emitted: list[RollupBar] = []
+    for k in range(1, 36):
+        final = [_minute(s, opened + (k - 1) * 60_000, rng, True) for s in ("AA", "BB", "CC")]
+        if k in (10, 20):  # AA's first 5m window again as its second one closes
+            final.append(_minute("AA", opened + (k - 8) * 60_000, rng, True, 1))
+        if k == 15:
+            final.append(_minute("CC", opened + 14 * 60_000, rng, True, 1))  # same result
+        for b in final:
+            held[(b.symbol, b.start)] = b
+        bars = [b for b in state.step(FoldOut("p0", 0, final=final, watermark=opened + k * 60_000))
+                if isinstance(b, RollupBar)]  # fmt: skip
+        assert bars == sorted(bars, key=lambda b: (b.interval, b.symbol, b.start))
+        for bar in bars:
+            got = dataclasses.asdict(bar)
+            key = (bar.interval, bar.symbol, bar.start)
+            revisions[key] = revisions.get(key, -1) + 1
+            assert got.pop("revision") == revisions[key]
+            assert got.pop("final") is True and got.pop("complete") is True
+            assert got.pop("interval") == bar.interval
+            assert got == _oracle(held, bar)
+        emitted += bars
+    twice = [b for b in emitted if b.interval == "5m" and b.symbol == "AA" and b.revision]
+    assert {b.start - opened for b in twice} == {0, 10 * 60_000}
+    assert len({(b.interval, b.symbol, b.start) for b in emitted}) == 3 * (7 + 2 + 1)
+
+
+def test_a_snapshot_of_minutes_held_per_symbol_resumes_to_the_same_bars() -> None:
+    """State pickled when the minutes were a dict per symbol loads into the columns and gives
+    the same bars and summaries from then on."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    steps = _steps(opened, random.Random(9))
+    state = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    for out in steps[:12]:
+        state.step(out)
+    old = {k: v for k, v in state.__dict__.items() if k not in ("log", "ids", "names")}
+    log = state.log
+    old["minutes"] = {
+        symbol: dict(log.minutes(np.flatnonzero(log.sym[: log.n] == i)))
+        for symbol, i in state.ids.items()
+    }
+    resumed = RollupState.__new__(RollupState)
+    resumed.__setstate__(pickle.loads(pickle.dumps(old)))
+    for out in steps[12:]:
+        assert resumed.step(out) == state.step(out)
+
+
+def test_the_minute_log_reads_the_newest_of_each_minute_after_compaction() -> None:
+    log = MinuteLog()
+    minute: Minute = (1.0, 2.0, 0.5, 1.5, 10.0, None, 3)
+    for k in range(3000):  # beyond the first capacity
+        log.append([k % 3], [k // 3 * 60_000], [minute])
+    log.append([1], [60_000], [(9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9)])  # a revision
+    lo, hi = np.zeros(3, np.int64), np.zeros(3, np.int64)
+    lo[1], hi[1] = 0, 3 * 60_000
+    assert log.minutes(log.rows(lo, hi, np.arange(3, dtype=np.int64))) == [
+        (0, minute), (60_000, (9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9)), (120_000, minute),
+    ]  # fmt: skip
+    log.drop_before(900 * 60_000)  # 90% of the rows
+    assert log.n == 300 and int(log.start[: log.n].min()) == 900 * 60_000
+    again = pickle.loads(pickle.dumps(log))
+    lo[1], hi[1] = 900 * 60_000, 1000 * 60_000
+    assert again.minutes(again.rows(lo, hi, np.arange(3, dtype=np.int64))) == [
+        (st * 60_000, minute) for st in range(900, 1000)
+    ]
+    again.append([2], [0], [minute])  # grows from a snapshot's exact size
+    assert again.n == 301
