@@ -130,29 +130,43 @@ def test_forked_full_rebuild_equals_the_threaded_one_and_the_reference(
     rows = _lake_with_history(forked)
     _lake_with_history(threaded)
     # the full market's path on a small lake: compiled loops from one row, and spies that count
-    # (in shared memory, across the fork) the forked reads and the compiled calls
+    # the forked reads and the compiled calls across the fork: a line appended per call (one
+    # O_APPEND write is atomic; a shared counter's += is not, and two workers lost a count)
     monkeypatch.setattr(fib, "COMPILED_MIN_ROWS", 1)
-    calls = forking.shared_array(2, np.int64)
+    spied = Path(base) / "calls"
+
+    def count(what: bytes) -> None:
+        fd = os.open(spied, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, what + b"\n")
+        finally:
+            os.close(fd)
+
+    def calls(what: str) -> int:
+        return spied.read_text().split().count(what) if spied.exists() else 0
+
     real_load, real_kernel = shared_load.load, kernels.bars_by_month
 
     def load_spy(*args: Any, **kwargs: Any) -> fib.Daily | None:
-        calls[0] += 1
+        count(b"load")
         return real_load(*args, **kwargs)
 
     def kernel_spy(*args: Any, **kwargs: Any) -> Any:
-        calls[1] += 1
+        count(b"kernel")
         return real_kernel(*args, **kwargs)
 
     monkeypatch.setattr(shared_load, "load", load_spy)
     monkeypatch.setattr(kernels, "bars_by_month", kernel_spy)
     assert resample.run(forked, anchor=anchor, full=True, workers=2, processes=True).ok
-    assert calls[0] == 1, "the forked reader did not run"
+    assert calls("load") == 1, "the forked reader did not run"
     # once to warm it up in the parent, then once per interval in the workers
-    assert calls[1] == 1 + len(FIB_INTERVALS), "the compiled loop did not run for every interval"
+    assert calls("kernel") == 1 + len(FIB_INTERVALS), (
+        "the compiled loop did not run for every interval"
+    )
     monkeypatch.setattr(fib, "COMPILED_MIN_ROWS", 10**9)
     monkeypatch.delitem(sys.modules, "batch.engine.kernels")  # the numpy path for the threaded run
     assert resample.run(threaded, anchor=anchor, full=True, workers=2, processes=False).ok
-    assert calls[1] == 1 + len(FIB_INTERVALS)
+    assert calls("kernel") == 1 + len(FIB_INTERVALS)
     assert snapshot(forked) == snapshot(threaded)
     history = reference_merge(rows)
     for n in FIB_INTERVALS:
