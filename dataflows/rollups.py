@@ -145,6 +145,7 @@ class RollupState:
     """Windows ending before this minute are dropped (the last edge :meth:`_forget` used)."""
     newest: dict[str, int] = field(default_factory=dict)
     """Per symbol, the start of its newest final minute."""
+    _ranked: I64 = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
 
     def step(self, out: FoldOut) -> list[Rolled]:
         """Fold one result of the minute fold; the final bars and window summaries it causes.
@@ -256,6 +257,7 @@ class RollupState:
         held = state.pop("minutes", None)  # an older version's snapshot: a dict per symbol
         self.__dict__.update(state)
         self.__dict__.setdefault("newest", {})
+        self.__dict__.setdefault("_ranked", np.zeros(0, np.int64))
         if held is not None:
             self.log, self.ids, self.names = MinuteLog(), {}, []
             for symbol, minutes in sorted(held.items()):
@@ -271,10 +273,12 @@ class RollupState:
         By interval, sorted by symbol and start; a symbol with two windows of one interval to
         emit (a revision and a close at once) takes a second pass.
         """
+        if not keys:
+            return []
         by_interval: dict[str, list[WindowKey]] = defaultdict(list)
         for key in keys:
             by_interval[key[0]].append(key)
-        rank = np.argsort(np.argsort(np.array(self.names, dtype=object))).astype(np.int64)
+        rank = self._rank()
         out: list[RollupBar] = []
         for name, group in sorted(by_interval.items()):
             bars: list[RollupBar] = []
@@ -297,6 +301,13 @@ class RollupState:
                 b.revision = state[1]
             out += bars
         return out
+
+    def _rank(self) -> I64:
+        """Per symbol index, its place in name order (the order of the batch rule's bars)."""
+        names = self.names
+        if len(self._ranked) != len(names):
+            self._ranked = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.int64)
+        return self._ranked
 
     def _reduce(self, name: str, keys: list[WindowKey], rank: I64) -> list[RollupBar]:
         """The final bars of ``keys`` (one window per symbol), their revision still to set."""
