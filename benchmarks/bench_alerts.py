@@ -6,7 +6,7 @@ Every process is real: the live flow (this process, one worker, with its Redis, 
 and alert sinks), the API (``python -m api`` in a subprocess), embedded Postgres and Redis, and
 one WebSocket per owner in a listener subprocess. Trades are random walks per symbol, stamped
 with the time the paced source was due to release them, moved into a regular session (from
-09:30:55 New York on the next session, so minutes close and 5m..4h bars form and close as in
+09:30:55 New York on the next session, or ``--clock``, so minutes close and 5m..4h bars form and close as in
 the market whatever day the benchmark runs, and after every rule was made): an alert's
 ``event_at``, less that shift, is when its trade was due, and its arrival on the socket gives
 the latency. The trades are made before the run (the flow's process only reads them); a read
