@@ -15,7 +15,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from core.forming import Minute
+from core.forming import NO_START, Minute
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
@@ -73,16 +73,22 @@ class MinuteLog:
                                                         strict=True), strict=True))  # fmt: skip
 
     def drop_before(self, cutoff: int) -> None:
-        """Forget minutes starting before ``cutoff`` once they are a quarter of the log.
+        """Forget the minutes held now that start before ``cutoff``.
 
-        Not at every call: a copy of the rest each minute would cost more than the rows left
-        behind, which no window reads again (every read is by start).
+        Minutes appended later are kept, however old, until the next call: a late minute of a
+        window the caller forgot opens it again with itself only. Forgotten rows are marked
+        (no read returns them) and copied out once they are a quarter of the log: a copy of
+        the rest at every call would cost more than the rows left behind.
         """
         n = self.n
-        old = int(np.count_nonzero(self.start[:n] < cutoff))
-        if old * 4 < n or not old:
+        start = self.start[:n]
+        old = start < cutoff
+        if not old.any():
             return
-        keep = np.flatnonzero(self.start[:n] >= cutoff)
+        start[old] = NO_START
+        if int(np.count_nonzero(old)) * 4 < n:
+            return
+        keep = np.flatnonzero(~old)
         self.sym, self.start = self.sym[keep], self.start[keep]
         self.values, self.trades = self.values[:, keep], self.trades[keep]
         self.n = len(keep)

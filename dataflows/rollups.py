@@ -353,7 +353,11 @@ class RollupState:
         for k in old:
             del self.windows[k]
             self.sums.pop(k, None)
-        self.log.drop_before(edge - max(intraday.INTERVALS[i] for i in self.intervals) * MINUTE_MS)
+        self.log.drop_before(self._cutoff(edge))
+
+    def _cutoff(self, edge: int) -> int:
+        """The first minute still needed when windows ending before ``edge`` are forgotten."""
+        return edge - max(intraday.INTERVALS[i] for i in self.intervals) * MINUTE_MS
 
 
 class _RollupLogic(StatefulLogic[FoldOut, list[Rolled], RollupState]):

@@ -421,3 +421,23 @@ def test_the_minute_log_reads_the_newest_of_each_minute_after_compaction() -> No
     ]
     again.append([2], [0], [minute])  # grows from a snapshot's exact size
     assert again.n == 301
+
+
+@pytest.mark.parametrize("later", [10, 25])  # the log copied out at the cutoff, and not
+def test_a_late_minute_of_a_forgotten_window_opens_it_with_itself_only(later: int) -> None:
+    """What a window reads never depends on when the log is compacted: minutes the horizon
+    forgot stay forgotten, and a minute arriving after them is held."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+
+    def bar(k: int, price: float = 100.0) -> MinuteBar:
+        return MinuteBar(symbol="A", start=opened + k * 60_000, open=price, high=price + 1,
+                         low=price - 1, close=price, volume=10.0, vwap=price, trades=1,
+                         final=True, revision=0, partial=False)  # fmt: skip
+
+    state = RollupState(("5m",), horizon_ms=0)
+    state.step(FoldOut("p0", 0, final=[bar(k) for k in range(5)], watermark=opened + 5 * 60_000))
+    state.step(FoldOut("p0", 0, final=[bar(k) for k in range(5, 5 + later)],
+                       watermark=opened + 11 * 60_000))  # fmt: skip
+    late = state.step(FoldOut("p0", 0, final=[bar(2, 50.0)], watermark=opened + 11 * 60_000))
+    (again,) = [b for b in late if isinstance(b, RollupBar)]
+    assert (again.start, again.minutes, again.low, again.revision) == (opened, 1, 49.0, 0)
