@@ -10,6 +10,11 @@ minute values held as columns (:mod:`dataflows.minute_log`), so a final live bar
 batch bar of the same window bit for bit, and a close of thousands of windows costs a few
 array operations rather than a table built row by row.
 
+A close of thousands of windows goes out in slices (:data:`SLICE_WINDOWS` per turn of the
+worker, :meth:`RollupState.emit_pending` on Bytewax's notification): the bars and their sink
+write cost hundreds of milliseconds at 10:00 New York, which trades read after the close would
+otherwise all wait for, alerts on them included.
+
 Forming bars are not emitted: with the final minutes of a symbol the step emits
 :class:`WindowSums`, the summary of each open window's final minutes, and readers combine it
 with the forming minute bar they already receive (:mod:`core.forming`, the one arithmetic).
@@ -19,6 +24,7 @@ minute bars themselves at thousands of symbols.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +42,8 @@ from dataflows.minute_fold import MINUTE_MS, Event, FoldOut, MinuteBar
 from dataflows.minute_log import CLOSE, HIGH, I64, LOW, OPEN, VOLUME, VWAP, MinuteLog
 
 KEY: Final = "rollups"
+SLICE_WINDOWS: Final = 2_000
+"""Final bars a turn of the worker emits at most (a close of 15,000 takes eight turns)."""
 _END: Final = 2**62
 WindowKey = tuple[str, str, int]
 """(interval, symbol, window start ms)."""
@@ -145,13 +153,17 @@ class RollupState:
     """Windows ending before this minute are dropped (the last edge :meth:`_forget` used)."""
     newest: dict[str, int] = field(default_factory=dict)
     """Per symbol, the start of its newest final minute."""
+    pending: dict[WindowKey, None] = field(default_factory=dict)
+    """Windows closed whose final bar is still to emit, oldest first (:meth:`emit_pending`)."""
     _ranked: I64 = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
 
-    def step(self, out: FoldOut) -> list[Rolled]:
+    def step(self, out: FoldOut, *, at_most: int | None = None) -> list[Rolled]:
         """Fold one result of the minute fold; the final bars and window summaries it causes.
 
         Final bars and revisions of windows the watermark closed or a late trade revised; and
         for each symbol with final minutes in ``out``, its open windows' summaries.
+        ``at_most``: emit the final bars of at most this many closed windows now and keep the
+        rest :attr:`pending` (None: all; the end of input emits all).
         """
         eof = not out.part
         source = out.part
@@ -211,10 +223,43 @@ class RollupState:
         for key in finals:
             self.windows[key][2] = 1
             self.sums.pop(key, None)
-        rolled: list[Rolled] = list(self._emit(finals | revised))
+        pending = self.pending
+        pending.update(dict.fromkeys(sorted(finals, key=self._order)))
+        # a revision of a window whose final bar is pending is in that bar when it goes
+        keys = {k for k in revised if k not in pending} | self._take(None if eof else at_most)
+        rolled: list[Rolled] = list(self._emit(keys))
         rolled += self._summaries(changed)
         self._forget()
         return rolled
+
+    def _order(self, key: WindowKey) -> tuple[int, int, str]:
+        """Pending windows go out by end, the shortest interval first, then by symbol."""
+        return self.windows[key][0], intraday.INTERVALS[key[0]], key[1]
+
+    def emit_pending(self, at_most: int | None) -> list[RollupBar]:
+        """The final bars of the oldest ``at_most`` pending windows (None: all of them).
+
+        A close of thousands of windows (10:00 New York closes 15,000 at 5,000 symbols) costs
+        the worker a few hundred milliseconds with its sink; in slices, the trades read between
+        them wait for one slice only, and the last bar goes out a few reads later.
+        """
+        return self._emit(self._take(at_most))
+
+    def _take(self, at_most: int | None) -> set[WindowKey]:
+        """The oldest ``at_most`` pending windows (None: all), no longer pending."""
+        pending = self.pending
+        if at_most is None or at_most >= len(pending):
+            keys = set(pending)
+            pending.clear()
+            return keys
+        keys = set()
+        for key in pending:
+            keys.add(key)
+            if len(keys) >= at_most:
+                break
+        for key in keys:
+            del pending[key]
+        return keys
 
     def _summaries(self, symbols: set[str]) -> list[WindowSums]:
         """Each symbol's open windows with final minutes (those of its newest), summarised."""
@@ -257,6 +302,7 @@ class RollupState:
         held = state.pop("minutes", None)  # an older version's snapshot: a dict per symbol
         self.__dict__.update(state)
         self.__dict__.setdefault("newest", {})
+        self.__dict__.setdefault("pending", {})
         self.__dict__.setdefault("_ranked", np.zeros(0, np.int64))
         if held is not None:
             self.log, self.ids, self.names = MinuteLog(), {}, []
@@ -349,11 +395,15 @@ class RollupState:
         if edge <= self.forgotten_before:
             return
         self.forgotten_before = edge
-        old = [k for k, w in self.windows.items() if w[2] and w[0] < edge]
+        pending = self.pending
+        old = [k for k, w in self.windows.items() if w[2] and w[0] < edge and k not in pending]
         for k in old:
             del self.windows[k]
             self.sums.pop(k, None)
-        self.log.drop_before(self._cutoff(edge))
+        cutoff = self._cutoff(edge)
+        if pending:  # never in practice: a slice goes out at every read
+            cutoff = min(cutoff, *(k[2] for k in pending))
+        self.log.drop_before(cutoff)
 
     def _cutoff(self, edge: int) -> int:
         """The first minute still needed when windows ending before ``edge`` are forgotten."""
@@ -361,12 +411,25 @@ class RollupState:
 
 
 class _RollupLogic(StatefulLogic[FoldOut, list[Rolled], RollupState]):
-    def __init__(self, state: RollupState) -> None:
+    def __init__(self, state: RollupState, at_most: int | None) -> None:
         self.state = state
+        self.at_most = at_most
 
     def on_item(self, value: FoldOut) -> tuple[Iterable[list[Rolled]], bool]:
-        rolled = self.state.step(value)
+        rolled = self.state.step(value, at_most=self.at_most)
         return ([rolled] if rolled else []), StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[list[Rolled]], bool]:
+        bars: list[Rolled] = list(self.state.emit_pending(self.at_most))
+        return ([bars] if bars else []), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[list[Rolled]], bool]:
+        bars: list[Rolled] = list(self.state.emit_pending(None))
+        return ([bars] if bars else []), StatefulLogic.RETAIN
+
+    def notify_at(self) -> dt.datetime | None:
+        """At once while final bars are pending: the next slice goes at the worker's next turn."""
+        return dt.datetime.now(dt.UTC) if self.state.pending else None
 
     def snapshot(self) -> RollupState:
         return self.state
@@ -404,13 +467,18 @@ def rollup_stream(
     intervals: Sequence[str] = tuple(intraday.INTERVALS),
     *,
     horizon_ms: int = 15 * MINUTE_MS,
+    slice_windows: int | None = SLICE_WINDOWS,
 ) -> RollupStreams:
-    """The fold's results to final 5m..4h bars and window summaries."""
+    """The fold's results to final 5m..4h bars and window summaries.
+
+    ``slice_windows``: final bars go out at most this many per turn of the worker (None: all
+    at once), so trades keep flowing through a close of thousands of windows.
+    """
     names = tuple(intraday.parse_intervals(",".join(intervals)))
     keyed = op.key_on(f"{step_id}_key", folded, _key)
 
     def build(resume: RollupState | None) -> _RollupLogic:
-        return _RollupLogic(resume or RollupState(names, horizon_ms))
+        return _RollupLogic(resume or RollupState(names, horizon_ms), slice_windows)
 
     rolled = op.map(f"{step_id}_values", op.stateful(f"{step_id}_fold", keyed, build), _value)
     return RollupStreams(

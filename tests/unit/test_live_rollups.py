@@ -11,13 +11,17 @@ import datetime as dt
 import json
 import pickle
 import random
+import time
 from pathlib import Path
 from typing import Any
 
+import bytewax.operators as op
 import numpy as np
 import pyarrow as pa
 import pytest
 import redis
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from batch import intraday as job
@@ -32,7 +36,7 @@ from dataflows.connectors.rollup_sink import RollupRedisSink
 from dataflows.live import build_live_flow
 from dataflows.minute_fold import FoldOut, MinuteBar, session_date
 from dataflows.minute_log import MinuteLog
-from dataflows.rollups import Rolled, RollupBar, RollupState, WindowSums
+from dataflows.rollups import Rolled, RollupBar, RollupState, WindowSums, rollup_stream
 from dataflows.simulator import Market
 from dataflows.simulator.ws import resent
 from dataflows.trades import Chunk, Reject
@@ -441,3 +445,98 @@ def test_a_late_minute_of_a_forgotten_window_opens_it_with_itself_only(later: in
     late = state.step(FoldOut("p0", 0, final=[bar(2, 50.0)], watermark=opened + 11 * 60_000))
     (again,) = [b for b in late if isinstance(b, RollupBar)]
     assert (again.start, again.minutes, again.low, again.revision) == (opened, 1, 49.0, 0)
+
+
+def test_a_close_goes_out_in_slices_each_bar_the_batch_rule() -> None:
+    """With at most four final bars per turn of the worker, every bar still equals the batch
+    rule over the window's newest minutes when it goes out; a revision of a window whose bar
+    is pending goes out in that bar (revision 0), one of a window already out at once; and
+    every window gets the same last bar as when a close goes out whole."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    rng = random.Random(23)
+    symbols = [f"S{i}" for i in range(12)]
+    sliced = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    whole = RollupState(tuple(intraday.INTERVALS), horizon_ms=15 * 60_000)
+    held: dict[tuple[str, int], MinuteBar] = {}
+    got: dict[tuple[str, str, int], RollupBar] = {}
+    want: dict[tuple[str, str, int], RollupBar] = {}
+    first = ("5m", "S9", opened)
+
+    def check(bars: list[RollupBar]) -> None:
+        assert len(bars) <= 4
+        for bar in bars:
+            key = (bar.interval, bar.symbol, bar.start)
+            assert bar.revision == (got[key].revision + 1 if key in got else 0)
+            fields = dataclasses.asdict(bar)
+            for name in ("revision", "final", "complete", "interval"):
+                del fields[name]
+            assert fields == _oracle(held, bar)
+            got[key] = bar
+
+    for k in range(1, 36):
+        final = [_minute(s, opened + (k - 1) * 60_000, rng, True) for s in symbols]
+        if k == 6:  # S9's first 5m window: its bar is still pending
+            assert first in sliced.pending
+            final.append(_minute("S9", opened + 4 * 60_000, rng, True, 1))
+        if k == 9:  # S0's: out since
+            assert ("5m", "S0", opened) in got
+            final.append(_minute("S0", opened + 60_000, rng, True, 1))
+        for b in final:
+            held[(b.symbol, b.start)] = b
+        out = FoldOut("p0", 0, final=final, watermark=opened + k * 60_000)
+        check([b for b in sliced.step(out, at_most=4) if isinstance(b, RollupBar)])
+        check(sliced.emit_pending(4))  # the worker's next turn
+        want.update({(b.interval, b.symbol, b.start): b for b in whole.step(out)
+                     if isinstance(b, RollupBar)})  # fmt: skip
+    assert sliced.pending
+    rest = sliced.emit_pending(None)  # the end of input: all at once
+    assert rest and not sliced.pending
+    for bar in rest:
+        got[(bar.interval, bar.symbol, bar.start)] = bar
+    assert got[first].revision == 0
+    assert got[("5m", "S0", opened)].revision == 1 == want[("5m", "S0", opened)].revision
+    assert {k: dataclasses.replace(b, revision=0) for k, b in got.items()} == {
+        k: dataclasses.replace(b, revision=0) for k, b in want.items()
+    }
+
+
+class _ThenIdle(StatelessSourcePartition[FoldOut]):
+    """The given results, then nothing for half a second: a market with no trade after a close."""
+
+    def __init__(self, items: list[FoldOut]) -> None:
+        self.items = items
+        self.until = 0.0
+
+    def next_batch(self) -> list[FoldOut]:
+        if self.items:
+            self.until = time.monotonic() + 0.5
+            return [self.items.pop(0)]
+        if time.monotonic() > self.until:
+            raise StopIteration
+        return []
+
+
+class _Results(DynamicSource[FoldOut]):
+    def __init__(self, items: list[FoldOut]) -> None:
+        self.items = items
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ThenIdle:
+        return _ThenIdle(self.items)
+
+
+def test_the_flow_sends_pending_final_bars_while_the_input_waits() -> None:
+    """In the flow, the slices of a close go out at the worker's next turns, not with the next
+    result of the fold nor at the end of input: no batch of bars holds more than a slice."""
+    opened = int(calendar.session_open(dt.date(2024, 11, 27)).timestamp() * 1000)
+    rng = random.Random(5)
+    symbols = [f"S{i:02d}" for i in range(40)]
+    steps = [FoldOut("p0", 0, final=[_minute(s, opened + k * 60_000, rng, True) for s in symbols],
+                     watermark=opened + (k + 1) * 60_000) for k in range(5)]  # fmt: skip
+    flow = Dataflow("slices")
+    rolled = rollup_stream("rollup", op.input("in", flow, _Results(steps)), ("5m",),
+                           slice_windows=3)  # fmt: skip
+    out: list[list[RollupBar]] = []
+    op.output("out", rolled.bars, TestingSink(out))
+    run_main(flow)  # type: ignore[no-untyped-call]
+    assert sum(map(len, out)) == 40
+    assert max(map(len, out)) <= 3
