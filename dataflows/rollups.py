@@ -36,10 +36,12 @@ from bytewax.dataflow import Stream
 from bytewax.operators import StatefulLogic
 
 from core import forming, intraday
-from core.forming import LAST, Minute, window_of
+from core.forming import LAST, NO_START, Minute, window_of
 from core.isotime import ms_iso
 from dataflows.minute_fold import MINUTE_MS, Event, FoldOut, MinuteBar
 from dataflows.minute_log import CLOSE, HIGH, I64, LOW, OPEN, VOLUME, VWAP, MinuteLog
+from dataflows.open_sums import LAST as LAST_SLOT
+from dataflows.open_sums import OpenSums
 
 KEY: Final = "rollups"
 SLICE_WINDOWS: Final = 2_000
@@ -127,6 +129,18 @@ def _windows_at(start: int, intervals: tuple[str, ...]) -> tuple[tuple[str, int,
     return hit
 
 
+def _columns(starts: I64, interval: str) -> tuple[I64, I64]:
+    """(begin, end) of the windows of the minutes at ``starts`` (NO_START: none, or no minute)."""
+    values, inverse = np.unique(starts, return_inverse=True)
+    begin = np.full(len(values), NO_START, np.int64)
+    end = np.full(len(values), NO_START, np.int64)
+    for p, start in enumerate(values.tolist()):
+        w = window_of(start, interval) if start > NO_START else None
+        if w is not None:
+            begin[p], end[p] = w
+    return begin[inverse], end[inverse]
+
+
 def _values(b: MinuteBar) -> Minute:
     return (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trades)
 
@@ -147,8 +161,8 @@ class RollupState:
     """Per source partition, open windows by end."""
     part_of: dict[str, str] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)
-    sums: dict[WindowKey, list[Any]] = field(default_factory=dict)
-    """Per open window with final minutes, their summary."""
+    open: OpenSums = field(init=False, repr=False, compare=False)
+    """Per interval and symbol, the summary of the open window of its newest minute."""
     forgotten_before: int = -_END
     """Windows ending before this minute are dropped (the last edge :meth:`_forget` used)."""
     newest: dict[str, int] = field(default_factory=dict)
@@ -156,6 +170,11 @@ class RollupState:
     pending: dict[WindowKey, None] = field(default_factory=dict)
     """Windows closed whose final bar is still to emit, oldest first (:meth:`emit_pending`)."""
     _ranked: I64 = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
+    _slot: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.open = OpenSums(len(self.intervals))
+        self._slot = {name: j for j, name in enumerate(self.intervals)}
 
     def step(self, out: FoldOut, *, at_most: int | None = None) -> list[Rolled]:
         """Fold one result of the minute fold; the final bars and window summaries it causes.
@@ -171,43 +190,35 @@ class RollupState:
         revised: set[WindowKey] = set()
         changed: set[str] = set()
         again: dict[WindowKey, int] = {}  # open windows to summarise afresh, with their end
-        newest, windows, sums, intervals = self.newest, self.windows, self.sums, self.intervals
-        part_of, ids, add = self.part_of, self.ids, forming.add
+        part_of, ids, names = self.part_of, self.ids, self.names
         rows: list[int] = []
         starts: list[int] = []
         values: list[Minute] = []
+        turn: list[int] = []  # per minute, how many of its symbol's came before it in ``out``
+        seen: dict[int, int] = {}
         for b in out.final:
-            symbol, start = b.symbol, b.start
+            symbol = b.symbol
             if not eof:
                 part_of[symbol] = source
             i = ids.get(symbol)
             if i is None:
-                i = ids[symbol] = len(self.names)
-                self.names.append(symbol)
-            v = _values(b)
+                i = ids[symbol] = len(names)
+                names.append(symbol)
             rows.append(i)
-            starts.append(start)
-            values.append(v)
-            if start > newest.get(symbol, -_END):
-                newest[symbol] = start
-            for name, begin, end in _windows_at(start, intervals):
-                key = (name, symbol, begin)
-                w = windows.get(key)
-                if w is None:  # the window's first final minute
-                    self._open(key, end)
-                    sums[key] = forming.first(start, v)
-                    changed.add(symbol)
-                    continue
-                if w[2]:
-                    revised.add(key)
-                    continue
-                changed.add(symbol)
-                s = sums.get(key)
-                if s is not None and start > s[LAST] and key not in again:
-                    add(s, start, v)  # the next minute in order: no need to start over
-                else:
-                    again[key] = end
+            starts.append(b.start)
+            values.append(_values(b))
+            k = seen.get(i, 0)
+            seen[i] = k + 1
+            turn.append(k)
+        base = self.log.n
         self.log.append(rows, starts, values)
+        self.open.reserve(len(names))
+        if rows:
+            at = np.arange(len(rows))
+            turns = np.array(turn, np.int64)
+            for k in range(int(turns.max()) + 1):  # a symbol's minutes in the order they came
+                self._fold(at if k == 0 and len(seen) == len(rows) else at[turns == k], base,
+                           values, changed, revised, again)  # fmt: skip
         if again:
             self._summarise_again(again)
         if eof:
@@ -220,9 +231,10 @@ class RollupState:
             ends = self.ends.get(source, {})
             for end in [e for e in ends if e <= self.marks[source]]:
                 finals |= ends.pop(end)
+        slot = self._slot
         for key in finals:
             self.windows[key][2] = 1
-            self.sums.pop(key, None)
+            self.open.drop(slot[key[0]], ids[key[1]], key[2])
         pending = self.pending
         pending.update(dict.fromkeys(sorted(finals, key=self._order)))
         # a revision of a window whose final bar is pending is in that bar when it goes
@@ -231,6 +243,110 @@ class RollupState:
         rolled += self._summaries(changed)
         self._forget()
         return rolled
+
+    def _fold(self, at: I64, base: int, values: list[Minute], changed: set[str],
+              revised: set[WindowKey], again: dict[WindowKey, int]) -> None:  # fmt: skip
+        """Fold minutes of distinct symbols (rows ``base + at`` of the log).
+
+        A minute later than its symbol's newest goes through array operations per interval:
+        the next minute of the window held (:meth:`OpenSums.add`) or the first of a new one.
+        Anything else (a revision, a minute closing out of order) goes one by one.
+        """
+        log, newest, names = self.log, self.newest, self.names
+        rows = base + at
+        sym = log.sym[rows].astype(np.int64)
+        start = log.start[rows]
+        old = np.array([newest.get(names[i], -_END) for i in sym.tolist()], np.int64)
+        fast = start > old
+        for i, st in zip(sym[fast].tolist(), start[fast].tolist(), strict=True):
+            newest[names[i]] = st
+        every = self.intervals
+        slow = [(int(a), i, every) for a, i in zip(at[~fast], sym[~fast].tolist(), strict=True)]
+        if fast.any():
+            slow += self._fold_next(at[fast], rows[fast], sym[fast], start[fast], old[fast],
+                                    changed)  # fmt: skip
+        for a, i, only in slow:
+            self._fold_one(i, int(log.start[base + a]), values[a], only, changed, revised,
+                           again)  # fmt: skip
+
+    def _fold_next(self, at: I64, rows: I64, sym: I64, start: I64, old: I64,
+                   changed: set[str]) -> list[tuple[int, int, tuple[str, ...]]]:  # fmt: skip
+        """Minutes later than their symbol's newest, by array: the next of a held window.
+
+        Or a new window's first. Returns what is left to fold one by one: (minute, symbol,
+        intervals).
+        """
+        log, names, opened = self.log, self.names, self.open
+        v, trades = log.values[:, rows], log.trades[rows]
+        touched = np.zeros(len(at), bool)
+        rest = np.zeros((len(self.intervals), len(at)), bool)
+        for j, name in enumerate(self.intervals):
+            begin, end = _columns(start, name)
+            was, _ = _columns(old, name)
+            has = begin != NO_START
+            held = opened.begin[j, sym]
+            same = has & (held == begin) & (start > opened.i[j, LAST_SLOT, sym])
+            new = has & ~same & (begin != was) & (held != begin)
+            rest[j] = has & ~same & ~new
+            if same.any():
+                opened.add(j, sym[same], start[same], v[:, same], trades[same])
+            opened.begin[j, sym[~same]] = NO_START  # no longer the newest minute's window
+            if new.any():
+                fresh = np.flatnonzero(new)
+                for p, i, b, e in zip(
+                    fresh.tolist(),
+                    sym[fresh].tolist(),
+                    begin[fresh].tolist(),
+                    end[fresh].tolist(),
+                    strict=True,
+                ):
+                    key = (name, names[i], b)
+                    if key in self.windows:  # known after all (no newest in an old snapshot)
+                        new[p] = False
+                        rest[j, p] = True
+                    else:
+                        self._open(key, e)
+                if new.any():
+                    opened.first(j, sym[new], begin[new], end[new], start[new], v[:, new],
+                                 trades[new])  # fmt: skip
+            touched |= same | new
+        changed.update(names[i] for i in sym[touched].tolist())
+        left = np.flatnonzero(rest.any(axis=0))
+        return [(int(at[p]), int(sym[p]), tuple(n for j, n in enumerate(self.intervals)
+                                                if rest[j, p])) for p in left.tolist()]  # fmt: skip
+
+    def _fold_one(self, i: int, start: int, v: Minute, only: tuple[str, ...],
+                  changed: set[str], revised: set[WindowKey],
+                  again: dict[WindowKey, int]) -> None:  # fmt: skip
+        """One minute, in the windows of intervals ``only``, one by one.
+
+        The rule the array path follows for the usual case.
+        """
+        symbol = self.names[i]
+        windows, opened, slot = self.windows, self.open, self._slot
+        mine = {name: begin for name, begin, _ in _windows_at(self.newest[symbol], self.intervals)}
+        for name, begin, end in _windows_at(start, only):
+            key = (name, symbol, begin)
+            w = windows.get(key)
+            j = slot[name]
+            if w is None:  # the window's first final minute
+                self._open(key, end)
+                if mine.get(name) == begin:
+                    opened.put(j, i, begin, end, forming.first(start, v))
+                changed.add(symbol)
+                continue
+            if w[2]:
+                revised.add(key)
+                continue
+            changed.add(symbol)
+            if mine.get(name) != begin:
+                continue  # an older window: only the newest minute's are summarised
+            s = opened.get(j, i, begin)
+            if s is not None and start > s[LAST] and key not in again:
+                forming.add(s, start, v)  # the next minute in order: no need to start over
+                opened.put(j, i, begin, end, s)
+            else:
+                again[key] = end
 
     def _order(self, key: WindowKey) -> tuple[int, int, str]:
         """Pending windows go out by end, the shortest interval first, then by symbol."""
@@ -263,15 +379,10 @@ class RollupState:
 
     def _summaries(self, symbols: set[str]) -> list[WindowSums]:
         """Each symbol's open windows with final minutes (those of its newest), summarised."""
-        out = []
-        for symbol in sorted(symbols):
-            windows = {}
-            for name, begin, end in _windows_at(self.newest[symbol], self.intervals):
-                s = self.sums.get((name, symbol, begin))
-                if s is not None:
-                    windows[name] = [begin, end, *s]
-            out.append(WindowSums(symbol, windows))
-        return out
+        ordered = sorted(symbols)
+        held = self.open.windows(np.array([self.ids[x] for x in ordered], np.int64),
+                                 self.intervals)  # fmt: skip
+        return [WindowSums(symbol, w) for symbol, w in zip(ordered, held, strict=True)]
 
     def _summarise_again(self, keys: dict[WindowKey, int]) -> None:
         """Summarise open windows afresh from every final minute they hold."""
@@ -283,9 +394,13 @@ class RollupState:
         held: dict[int, list[tuple[int, Minute]]] = defaultdict(list)
         for i, minute in zip(self.log.sym[rows].tolist(), self.log.minutes(rows), strict=True):
             held[i].append(minute)
-        for key, end in keys.items():
-            mine = held[self.ids[key[1]]]
-            self.sums[key] = forming.summary((st, m) for st, m in mine if key[2] <= st < end)
+        for (name, symbol, begin), end in keys.items():
+            w = window_of(self.newest[symbol], name)
+            if w is None or w[0] != begin:
+                continue  # no longer the newest minute's window: its summary is not published
+            i = self.ids[symbol]
+            s = forming.summary((st, m) for st, m in held[i] if begin <= st < end)
+            self.open.put(self._slot[name], i, begin, end, s)
 
     def _bounds(self) -> tuple[I64, I64]:
         """Per symbol, an empty range of starts to widen to the windows wanted."""
@@ -300,10 +415,12 @@ class RollupState:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         held = state.pop("minutes", None)  # an older version's snapshot: a dict per symbol
+        sums = state.pop("sums", None)  # an older version's: a summary per open window
         self.__dict__.update(state)
         self.__dict__.setdefault("newest", {})
         self.__dict__.setdefault("pending", {})
         self.__dict__.setdefault("_ranked", np.zeros(0, np.int64))
+        self._slot = {name: j for j, name in enumerate(self.intervals)}
         if held is not None:
             self.log, self.ids, self.names = MinuteLog(), {}, []
             for symbol, minutes in sorted(held.items()):
@@ -312,6 +429,14 @@ class RollupState:
                 ordered = sorted(minutes.items())
                 self.log.append([self.ids[symbol]] * len(ordered), [st for st, _ in ordered],
                                 [m for _, m in ordered])  # fmt: skip
+        if sums is not None:
+            self.open = OpenSums(len(self.intervals))
+            self.open.reserve(len(self.names))
+            for symbol, newest in self.newest.items():
+                for name, begin, end in _windows_at(newest, self.intervals):
+                    s = sums.get((name, symbol, begin))
+                    if s is not None:
+                        self.open.put(self._slot[name], self.ids[symbol], begin, end, s)
 
     def _emit(self, keys: set[WindowKey]) -> list[RollupBar]:
         """Final bars (and revisions) by the batch rule, :func:`core.intraday.reduce_sorted`.
@@ -399,7 +524,6 @@ class RollupState:
         old = [k for k, w in self.windows.items() if w[2] and w[0] < edge and k not in pending]
         for k in old:
             del self.windows[k]
-            self.sums.pop(k, None)
         cutoff = self._cutoff(edge)
         if pending:  # never in practice: a slice goes out at every read
             cutoff = min(cutoff, *(k[2] for k in pending))
