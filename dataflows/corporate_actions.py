@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import psycopg
+import pyarrow as pa
 
 from core import adjustments as adj
 from core import arrays, layout, quarantine
@@ -147,6 +148,8 @@ class Summary:
     lake_keys: list[str] = field(default_factory=list)
     check: Check = field(default_factory=Check)
     seconds: float = 0.0
+    dry_run: bool = False
+    """Nothing was written: the results are what a run would change."""
 
     def symbols_changed(self) -> list[str]:
         """Symbols whose splits are new, changed or withdrawn: their silver and gold rebuild."""
@@ -154,7 +157,7 @@ class Summary:
 
     def counts(self) -> dict[str, Any]:
         """What the pipeline records in batch_jobs."""
-        out: dict[str, Any] = {"rejected": self.rejected}
+        out: dict[str, Any] = {"rejected": self.rejected, "dry_run": self.dry_run}
         for r in (self.splits, self.dividends):
             if r is not None:
                 out[r.table] = {
@@ -179,11 +182,17 @@ def run(
     since: dt.date | None = None,
     verify: bool = True,
     page_limit: int = PAGE_LIMIT,
+    dry_run: bool = False,
 ) -> Summary:
-    """One refresh of both tables and their lake files, then the check; see the module doc."""
+    """One refresh of both tables and their lake files, then the check; see the module doc.
+
+    ``dry_run``: the same fetch, comparison and check, in a database transaction rolled back
+    at the end, and nothing written to the lake (reference/, quarantine): the summary says
+    what a run would change.
+    """
     started = time.perf_counter()
     now = dt.datetime.now(dt.UTC)
-    summary = Summary()
+    summary = Summary(dry_run=dry_run)
     fetched = {
         "splits": fetch_all(fetch, SPLITS_PATH, "execution_date", symbols, since, page_limit),
         "dividends": fetch_all(
@@ -200,7 +209,7 @@ def run(
     }
     for name, (_, rejected) in converted.items():
         summary.rejected += len(rejected)
-        if rejected and lake is not None:
+        if rejected and lake is not None and not dry_run:
             table = action_rows.quarantine_table(rejected, QUARANTINE_SOURCE, now)
             key = quarantine.write(
                 lake, QUARANTINE_SOURCE, quarantine.day_of(table, now), name.upper(), table
@@ -209,22 +218,14 @@ def run(
         for obj, reason in rejected[:20]:
             log.warning("rejected %s object %s: %s", name, _short(obj), reason)
     with postgres.connect(database_url, autocommit=True) as conn:
-        postgres.migrate(conn)
-        synced = {
-            name: store.sync(
-                conn,
-                spec,
-                converted[name][0],
-                symbols=symbols,
-                since=since,
-                kept=action_rows.rejected_marks(converted[name][1], spec.key),
-            )
-            for name, spec in (("splits", store.SPLITS_TABLE), ("dividends", store.DIVIDENDS_TABLE))
-        }
-        summary.splits, summary.dividends = synced["splits"], synced["dividends"]
-        split_table = store.read_all(conn, store.SPLITS_TABLE)
-        dividend_table = store.read_all(conn, store.DIVIDENDS_TABLE)
-    if lake is not None:
+        if dry_run:  # one transaction, rolled back: the tables as they were
+            with conn.transaction() as tx:
+                synced, split_table, dividend_table = _store(conn, converted, symbols, since)
+                raise psycopg.Rollback(tx)
+        else:
+            synced, split_table, dividend_table = _store(conn, converted, symbols, since)
+    summary.splits, summary.dividends = synced["splits"], synced["dividends"]
+    if lake is not None and not dry_run:
         lake.write_table(layout.reference_splits(), split_table)
         lake.write_table(layout.reference_dividends(), dividend_table)
         summary.lake_keys = [layout.reference_splits(), layout.reference_dividends()]
@@ -233,6 +234,32 @@ def run(
         summary.check = check(everything, lake)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _store(
+    conn: psycopg.Connection[Any],
+    converted: dict[str, tuple[list[action_rows.Row], list[action_rows.Rejected]]],
+    symbols: Sequence[str] | None,
+    since: dt.date | None,
+) -> tuple[dict[str, store.SyncResult], pa.Table, pa.Table]:
+    """Both tables synced to the converted rows; the results and both tables as they are."""
+    postgres.migrate(conn)
+    synced = {
+        name: store.sync(
+            conn,
+            spec,
+            converted[name][0],
+            symbols=symbols,
+            since=since,
+            kept=action_rows.rejected_marks(converted[name][1], spec.key),
+        )
+        for name, spec in (("splits", store.SPLITS_TABLE), ("dividends", store.DIVIDENDS_TABLE))
+    }
+    return (
+        synced,
+        store.read_all(conn, store.SPLITS_TABLE),
+        store.read_all(conn, store.DIVIDENDS_TABLE),
+    )
 
 
 def _short(obj: Any) -> str:
@@ -259,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", metavar="URL", help="lake root (default: $LAKE_URL)")
     p.add_argument("--no-lake", action="store_true", help="do not write reference/ in the lake")
     p.add_argument("--no-check", action="store_true", help="do not compare the vendor's factors")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="fetch, compare and check, then write nothing (tables, reference/, quarantine): "
+        "report what a run would change",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -295,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             symbols=symbols,
             since=ns.since,
             verify=not ns.no_check,
+            dry_run=ns.dry_run,
         )
     except (ActionsError, PolygonError, psycopg.Error, LakeError) as exc:
         log.error("corporate actions failed: %s", redact(f"{type(exc).__name__}: {exc}"))
@@ -306,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def report(summary: Summary) -> None:
     """Log what the run did, every disagreement and every dividend that cannot be applied."""
+    if summary.dry_run:
+        log.info("dry run: nothing written; below is what a run would change")
     for r in (summary.splits, summary.dividends):
         if r is not None:
             log.info("%s", r.line())

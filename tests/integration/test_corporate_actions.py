@@ -131,6 +131,44 @@ def test_changed_and_withdrawn_actions_are_updated_not_duplicated(
     assert any(s.split_to == split.split_to * 2 for s in book.of(split.ticker))
 
 
+def _held(pg_url: str, table: str) -> int:
+    """Rows in ``table``; 0 when the table does not exist."""
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return _count(pg_url, table) if row is not None and row[0] else 0
+
+
+def test_a_dry_run_reports_what_a_run_would_change_and_writes_nothing(
+    sim: SimulatorServer, market: Market, pg_url: str, local_lake: Lake
+) -> None:
+    """The same counts and check as the run it previews; no table, lake file or quarantine."""
+    fetch = fetcher(sim)
+    bad = market.splits()[1]
+    sim.edit_actions({bad.id: {"adjustment_type": "spin_off"}})
+    preview = ca.run(fetch, local_lake, pg_url, dry_run=True)
+    assert preview.dry_run and preview.counts()["dry_run"] is True
+    assert preview.splits is not None and preview.dividends is not None
+    assert len(preview.splits.new) == len(market.splits()) - 1 and preview.rejected == 1
+    assert _held(pg_url, "splits") == 0 and _held(pg_url, "dividends") == 0
+    assert not local_lake.exists(layout.reference_splits())
+    assert preview.quarantined == [] and preview.lake_keys == []
+    done = ca.run(fetch, local_lake, pg_url)
+    assert done.splits is not None and done.splits.new == preview.splits.new
+    assert done.check.symbols() == preview.check.symbols()
+    before = local_lake.read_bytes(layout.reference_splits())
+    split = market.splits()[0]
+    sim.edit_actions({split.id: {"split_to": split.split_to * 3}})
+    again = ca.run(fetch, local_lake, pg_url, dry_run=True)
+    assert again.splits is not None and again.splits.changed == [
+        (split.ticker, split.execution_date)
+    ]
+    assert local_lake.read_bytes(layout.reference_splits()) == before
+    book = adj.split_book(local_lake)
+    assert all(s.split_to != split.split_to * 3 for s in book.of(split.ticker))
+    still = ca.run(fetch, local_lake, pg_url, dry_run=True)  # nothing was written by the last
+    assert still.splits is not None and still.splits.changed == again.splits.changed
+
+
 def test_scoped_runs_touch_only_their_scope(
     sim: SimulatorServer, market: Market, pg_url: str, local_lake: Lake
 ) -> None:
@@ -162,7 +200,7 @@ def test_cli_help_and_usage_errors(tmp_path: Path) -> None:
         [sys.executable, "-m", "dataflows.corporate_actions", "--help"],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
-    assert ok.returncode == 0 and "--since" in ok.stdout
+    assert ok.returncode == 0 and "--since" in ok.stdout and "--dry-run" in ok.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "dataflows.corporate_actions", "--since", "yesterday"],
         capture_output=True, text=True, env=env, check=False,
